@@ -1,0 +1,164 @@
+//! `PipelineBuilder`: what pipeline modules use to declare tables, derive relations and attach
+//! sinks, without naming timely or differential types.
+
+use std::cell::OnceCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use timely::dataflow::ProbeHandle;
+
+use tributary_operators::dataflow::relation::SideOutputs;
+use tributary_operators::dataflow::route::{Ingested, TableRouter};
+use tributary_operators::dataflow::{table, Collection, Stream, Time};
+use tributary_operators::{ChangeEvent, Relation, Row, Schema, TableCatalog, TableSpec};
+
+use crate::error::BuildError;
+use crate::metrics::Metrics;
+use crate::sinks::console::{ConsoleOptions, ConsoleOutput};
+use crate::sinks::dead_letter::DeadLetterSink;
+use crate::sinks::{on_closed_epochs, FailureSlot};
+
+/// A named pipeline: a function that declares tables, relations and sinks.
+#[derive(Debug, Clone, Copy)]
+pub struct Pipeline {
+    /// The name used on the command line.
+    pub name: &'static str,
+    /// One line saying what it does.
+    pub about: &'static str,
+    /// Builds the pipeline (called once per worker).
+    pub build: for<'s> fn(&mut PipelineBuilder<'s>) -> Result<(), BuildError>,
+}
+
+/// What sinks need from the run.
+#[derive(Clone, Debug)]
+pub(crate) struct SinkContext {
+    pub console: ConsoleOptions,
+    pub dead_letters: DeadLetterSink,
+    pub metrics: Arc<Metrics>,
+    pub failure: FailureSlot,
+}
+
+/// Declares a pipeline's tables and outputs.
+pub struct PipelineBuilder<'s> {
+    router: TableRouter<'s>,
+    catalog: TableCatalog,
+    side: SideOutputs<'s>,
+    outputs: BTreeSet<String>,
+    probe: ProbeHandle<Time>,
+    sinks: SinkContext,
+}
+
+impl std::fmt::Debug for PipelineBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineBuilder").field("tables", &self.catalog.len()).field("outputs", &self.outputs).finish()
+    }
+}
+
+impl<'s> PipelineBuilder<'s> {
+    pub(crate) fn new(ingested: Stream<'s, Ingested>, sinks: SinkContext) -> Self {
+        PipelineBuilder {
+            router: TableRouter::new(ingested, "route-tables"),
+            catalog: TableCatalog::default(),
+            side: Rc::default(),
+            outputs: BTreeSet::new(),
+            probe: ProbeHandle::new(),
+            sinks,
+        }
+    }
+
+    /// Declares a source table by its Debezium name (`server.schema.table`, also its Kafka
+    /// topic), its columns, and its primary key.
+    pub fn table(&mut self, name: &str, schema: Schema, key: &[&str]) -> Result<Table<'s>, BuildError> {
+        let table_error = |reason: String| BuildError::Table { table: name.to_owned(), reason };
+        if key.is_empty() {
+            return Err(table_error("needs a primary key".into()));
+        }
+        let key = key
+            .iter()
+            .map(|k| {
+                schema.index_of(k).ok_or_else(|| {
+                    table_error(format!("key column `{k}` is not among: {}", schema.names()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let spec = TableSpec { name: name.to_owned(), schema, key };
+        let id = self.catalog.add(spec.clone()).map_err(table_error)?;
+        Ok(Table {
+            spec: Arc::new(spec),
+            events: self.router.table(id),
+            side: Rc::clone(&self.side),
+            state: OnceCell::new(),
+        })
+    }
+
+    /// Prints `relation` to the console under `name`, one batch per closed epoch.
+    pub fn console(&mut self, name: &str, relation: &Relation<'s>) -> Result<(), BuildError> {
+        if !self.outputs.insert(name.to_owned()) {
+            return Err(BuildError::DuplicateOutput(name.to_owned()));
+        }
+        let s = &self.sinks;
+        let mut output = ConsoleOutput::new(
+            name,
+            relation.schema().clone(),
+            relation.key().map(<[usize]>::to_vec),
+            s.console.clone(),
+            Arc::clone(&s.metrics),
+            Arc::clone(&s.failure),
+        );
+        on_closed_epochs(relation.rows(), &format!("console/{name}"), &self.probe, move |epoch, rows: Vec<(Row, i64)>| {
+            output.write_batch(epoch, rows)
+        });
+        Ok(())
+    }
+
+    /// Finishes the dataflow: routes tables, attaches the dead-letter sink, and returns the
+    /// catalog the ingest loop decodes against plus the probe that tracks every sink.
+    pub(crate) fn finish(self) -> (TableCatalog, ProbeHandle<Time>) {
+        let PipelineBuilder { router, catalog, side, probe, sinks, .. } = self;
+        let dead = side
+            .borrow()
+            .iter()
+            .fold(router.dead_letters(), |all, more| all.concat(more.clone()));
+        router.build();
+        let sink = sinks.dead_letters;
+        on_closed_epochs(&dead, "dead-letters", &probe, move |_epoch, letters| sink.write(letters));
+        (catalog, probe)
+    }
+}
+
+/// A declared source table.
+pub struct Table<'s> {
+    spec: Arc<TableSpec>,
+    events: Collection<'s, ChangeEvent>,
+    side: SideOutputs<'s>,
+    state: OnceCell<Relation<'s>>,
+}
+
+impl std::fmt::Debug for Table<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table").field("spec", &self.spec).finish()
+    }
+}
+
+impl<'s> Table<'s> {
+    /// The table's declaration.
+    pub fn spec(&self) -> &TableSpec {
+        &self.spec
+    }
+
+    /// Every change event as a row: `op`, `event_time`, then the `after` columns.
+    pub fn changes(&self) -> Relation<'s> {
+        table::changes(self.events.clone(), &self.spec, Rc::clone(&self.side))
+    }
+
+    /// The current state: one row per primary key (upsert; deletes retract).
+    pub fn state(&self) -> Relation<'s> {
+        self.state
+            .get_or_init(|| {
+                let name = format!("{}/state", self.spec.name);
+                table::state(self.events.clone(), &self.spec, Rc::clone(&self.side), &name)
+            })
+            .clone()
+    }
+}

@@ -1,0 +1,70 @@
+//! Engine errors: building a pipeline, opening sources, running.
+
+use tributary_operators::PlanError;
+
+/// A pipeline definition that cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A relation operation was invalid (unknown column, bad types).
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// A table was declared wrongly.
+    #[error("table `{table}`: {reason}")]
+    Table {
+        /// The table's Debezium name.
+        table: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two sinks share a name.
+    #[error("output `{0}` is declared twice")]
+    DuplicateOutput(String),
+}
+
+/// A source that cannot be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The `--source` value is not understood.
+    #[error("bad --source `{spec}`: {reason}")]
+    BadSpec {
+        /// What the user passed.
+        spec: String,
+        /// Why it is not understood, and what would be.
+        reason: String,
+    },
+    /// The source's file could not be opened or read.
+    #[error("cannot read {path}: {cause}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        cause: std::io::Error,
+    },
+}
+
+/// A pipeline run that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The pipeline definition is invalid.
+    #[error("pipeline `{pipeline}` cannot be built: {cause}")]
+    Build {
+        /// The pipeline name.
+        pipeline: String,
+        /// What is wrong.
+        cause: BuildError,
+    },
+    /// A source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A sink could not write.
+    #[error("sink `{sink}` failed: {cause}")]
+    Sink {
+        /// The sink.
+        sink: String,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+    /// The worker threads could not start or one of them panicked.
+    #[error("dataflow workers failed: {0}")]
+    Workers(String),
+}

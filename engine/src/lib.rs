@@ -1,0 +1,17 @@
+//! Tributary engine: the runtime (workers, epochs, backpressure), the `PipelineBuilder` that
+//! pipelines use, and the sources and sinks at the edges.
+
+pub mod builder;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod runtime;
+pub mod sinks;
+pub mod sources;
+
+pub use builder::{Pipeline, PipelineBuilder, Table};
+pub use error::{BuildError, RunError, SourceError};
+pub use runtime::{run, RunOptions, RunSummary};
+pub use sinks::console::{ConsoleFormat, ConsoleMode, ConsoleOptions};
+pub use sinks::{shared_writer, SharedWriter};
+pub use tributary_operators::{avg, col, count, lit, sum, Column, ColumnType, Relation, Schema, Window};

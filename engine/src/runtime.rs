@@ -1,0 +1,235 @@
+//! Runs a pipeline on timely workers: worker 0 reads the source and drives epochs; every worker
+//! steps the dataflow until all sinks have handled every closed epoch.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::Input;
+use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+use tributary_operators::dataflow::route::Ingested;
+use tributary_operators::dataflow::Time;
+use tributary_operators::DeadLetterKind;
+
+use crate::builder::{Pipeline, PipelineBuilder, SinkContext};
+use crate::error::RunError;
+use crate::ingest::{Emit, EpochRecord, Ingestor};
+use crate::metrics::Metrics;
+use crate::sinks::console::ConsoleOptions;
+use crate::sinks::dead_letter::DeadLetterSink;
+use crate::sinks::{FailureSlot, SharedWriter};
+use crate::sources::{Poll, Source, SourceSpec};
+
+/// Epochs that may be closed but not yet handled by every sink before the source pauses.
+const MAX_EPOCHS_IN_FLIGHT: Time = 4;
+/// Records read per source poll.
+const POLL_BATCH: usize = 8192;
+/// How often the progress line is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// How to run a pipeline.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Where records come from.
+    pub source: SourceSpec,
+    /// Timely worker threads.
+    pub workers: usize,
+    /// Close epochs at most this often (at transaction boundaries).
+    pub epoch: Duration,
+    /// Stop once the source is drained and every sink has committed.
+    pub until_idle: bool,
+    /// Console output settings.
+    pub console: ConsoleOptions,
+    /// JSONL file for dead letters.
+    pub dead_letter: Option<SharedWriter>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("source", &self.source)
+            .field("workers", &self.workers)
+            .field("epoch", &self.epoch)
+            .field("until_idle", &self.until_idle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Change events ingested (tombstones excluded).
+    pub events: u64,
+    /// Records read from the source.
+    pub records: u64,
+    /// Dead letters by kind.
+    pub dead_letters: BTreeMap<DeadLetterKind, u64>,
+    /// Closed epochs and the source positions each covers.
+    pub epochs: Vec<EpochRecord>,
+    /// Names of the source streams, by position stream index.
+    pub streams: Vec<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Builds `pipeline` on `options.workers` timely workers and runs it.
+pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let source = options.source.open(!options.until_idle)?;
+    let streams = source.stream_names();
+    let metrics = Arc::new(Metrics::default());
+    let failure: FailureSlot = Arc::default();
+    let sinks = SinkContext {
+        console: options.console.clone(),
+        dead_letters: DeadLetterSink {
+            file: options.dead_letter.clone(),
+            stream_names: Arc::new(streams.clone()),
+            metrics: Arc::clone(&metrics),
+            failure: Arc::clone(&failure),
+        },
+        metrics: Arc::clone(&metrics),
+        failure: Arc::clone(&failure),
+    };
+    tracing::info!(pipeline = pipeline.name, source = %source.describe(), workers = options.workers, "starting");
+    let source = Arc::new(Mutex::new(Some(source)));
+    let pipeline = *pipeline;
+    let epoch = options.epoch;
+    let workers = options.workers.max(1);
+    let worker_metrics = Arc::clone(&metrics);
+    let worker_failure = Arc::clone(&failure);
+
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let (input, catalog, probe, built) = build(worker, &pipeline, sinks.clone());
+        if worker.index() != 0 {
+            drop(input);
+            drain(worker, &probe);
+            return built.map(|()| Vec::new());
+        }
+        let reader = source.lock().ok().and_then(|mut s| s.take());
+        let outcome = match (built, reader) {
+            (Ok(()), Some(reader)) => {
+                let ingestor = Ingestor::new(catalog, Arc::clone(&worker_metrics), epoch);
+                drive(worker, input, &probe, reader, ingestor, &worker_failure)
+            }
+            (Err(error), _) => Err(error),
+            (Ok(()), None) => Err(RunError::Workers("the source was already taken".into())),
+        };
+        drain(worker, &probe);
+        outcome
+    })
+    .map_err(RunError::Workers)?;
+
+    let mut epochs = Vec::new();
+    for result in guards.join() {
+        match result {
+            Ok(Ok(worker_epochs)) => epochs.extend(worker_epochs),
+            Ok(Err(error)) => return Err(error),
+            Err(panic) => return Err(RunError::Workers(panic)),
+        }
+    }
+    if let Some(error) = failure.lock().ok().and_then(|mut f| f.take()) {
+        return Err(error);
+    }
+    let summary = RunSummary {
+        events: Metrics::get(&metrics.events),
+        records: Metrics::get(&metrics.records_in),
+        dead_letters: metrics.dead_letters(),
+        epochs,
+        streams,
+        elapsed: started.elapsed(),
+    };
+    let seconds = summary.elapsed.as_secs_f64().max(1e-9);
+    tracing::info!(
+        events = summary.events,
+        dead_letters = metrics.dead_letter_total(),
+        epochs = summary.epochs.len(),
+        elapsed_s = format!("{seconds:.2}"),
+        events_per_s = (summary.events as f64 / seconds) as u64,
+        "finished"
+    );
+    Ok(summary)
+}
+
+type Built = (InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<Ingested>>>, tributary_operators::TableCatalog, ProbeHandle<Time>, Result<(), RunError>);
+
+fn build(worker: &mut Worker, pipeline: &Pipeline, sinks: SinkContext) -> Built {
+    worker.dataflow::<Time, _, _>(|scope| {
+        let (input, ingested) = scope.new_input::<Vec<Ingested>>();
+        let mut builder = PipelineBuilder::new(ingested, sinks);
+        let built = (pipeline.build)(&mut builder)
+            .map_err(|cause| RunError::Build { pipeline: pipeline.name.to_owned(), cause });
+        let (catalog, probe) = builder.finish();
+        (input, catalog, probe, built)
+    })
+}
+
+/// Worker 0's loop: poll, decode, send, close epochs, respect backpressure, report progress.
+fn drive(
+    worker: &mut Worker,
+    mut input: InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<Ingested>>>,
+    probe: &ProbeHandle<Time>,
+    mut source: Box<dyn Source>,
+    mut ingestor: Ingestor,
+    failure: &FailureSlot,
+) -> Result<Vec<EpochRecord>, RunError> {
+    let mut batch = Vec::with_capacity(POLL_BATCH);
+    let mut last_progress = Instant::now();
+    let mut events_at_progress = 0;
+    let metrics = ingestor.metrics();
+    loop {
+        if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+            break;
+        }
+        batch.clear();
+        let poll = match source.poll(&mut batch, POLL_BATCH) {
+            Ok(poll) => poll,
+            Err(error) => {
+                ingestor.close_epoch();
+                return Err(error.into());
+            }
+        };
+        ingestor.ingest(batch.drain(..), |emit| match emit {
+            Emit::Record(record) => input.send(record),
+            Emit::Advance(epoch) => input.advance_to(epoch),
+        });
+        match poll {
+            Poll::Ready => {}
+            // Quiet source: the last transaction is taken as complete once an interval passes.
+            Poll::Idle => {
+                if ingestor.due() {
+                    input.advance_to(ingestor.close_epoch());
+                }
+                worker.step_or_park(Some(Duration::from_millis(20)));
+            }
+            Poll::Finished => break,
+        }
+        worker.step();
+        while probe.less_than(&ingestor.epoch().saturating_sub(MAX_EPOCHS_IN_FLIGHT)) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            let events = Metrics::get(&metrics.events);
+            let rate = (events - events_at_progress) as f64 / last_progress.elapsed().as_secs_f64();
+            tracing::info!(
+                events,
+                events_per_s = rate as u64,
+                epoch = ingestor.epoch(),
+                dead_letters = metrics.dead_letter_total(),
+                "progress"
+            );
+            (last_progress, events_at_progress) = (Instant::now(), events);
+        }
+    }
+    input.advance_to(ingestor.close_epoch());
+    drop(input);
+    Ok(ingestor.epochs().to_vec())
+}
+
+/// Steps until every sink has handled every epoch.
+fn drain(worker: &mut Worker, probe: &ProbeHandle<Time>) {
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }
+}

@@ -1,0 +1,77 @@
+//! Sinks: act on an epoch only once every worker's input frontier has passed it, on worker 0,
+//! in epoch order, with the epoch's updates consolidated.
+
+pub mod console;
+pub mod dead_letter;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, Probe};
+use timely::dataflow::ProbeHandle;
+
+use tributary_operators::dataflow::{Collection, Diff, Time};
+
+use crate::error::RunError;
+
+/// An output stream shared by sinks (stdout, a file, or a test buffer).
+pub type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Wraps any writer for sharing.
+pub fn shared_writer(writer: impl Write + Send + 'static) -> SharedWriter {
+    Arc::new(Mutex::new(Box::new(writer)))
+}
+
+/// The first sink failure of a run; the runtime stops and reports it.
+pub type FailureSlot = Arc<Mutex<Option<RunError>>>;
+
+/// Records `error` unless an earlier failure is already recorded.
+pub fn record_failure(slot: &FailureSlot, error: RunError) {
+    if let Ok(mut first) = slot.lock() {
+        first.get_or_insert(error);
+    }
+}
+
+/// Calls `write(epoch, updates)` on worker 0 for each epoch with changes, once the frontier
+/// has passed it, in epoch order. `probe` passes an epoch only after `write` returned for it.
+pub fn on_closed_epochs<'s, D, W>(collection: &Collection<'s, D>, name: &str, probe: &ProbeHandle<Time>, mut write: W)
+where
+    D: differential_dataflow::ExchangeData,
+    W: FnMut(Time, Vec<(D, Diff)>) + 'static,
+{
+    collection
+        .inner
+        .clone()
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_: &(D, Time, Diff)| 0),
+            name,
+            |_, _| {
+                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(D, Diff)>)> = BTreeMap::new();
+                move |(input, frontier), _output| {
+                    input.for_each(|capability, data| {
+                        for (datum, time, diff) in data.drain(..) {
+                            pending
+                                .entry(time)
+                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
+                                .1
+                                .push((datum, diff));
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        if frontier.less_equal(entry.key()) {
+                            break;
+                        }
+                        let (time, (_capability, mut updates)) = entry.remove_entry();
+                        differential_dataflow::consolidation::consolidate(&mut updates);
+                        if !updates.is_empty() {
+                            write(time, updates);
+                        }
+                    }
+                }
+            },
+        )
+        .probe_with(probe);
+}

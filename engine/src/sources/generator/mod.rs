@@ -1,0 +1,55 @@
+//! The built-in generator source: the orders workload as JSONL records, in memory.
+
+mod orders;
+
+use std::sync::Arc;
+
+use tributary_operators::{Position, RawRecord};
+
+pub use orders::{base64_unscaled, DecimalMode, GeneratorConfig, OrdersWorkload, ORDERS_TOPIC, STATUSES};
+
+use super::{Poll, Source};
+use crate::error::SourceError;
+
+/// Serves the orders workload; positions are the record numbers a generated file would have
+/// as line numbers.
+#[derive(Debug)]
+pub struct GeneratorSource {
+    workload: OrdersWorkload,
+    line: String,
+    offset: u64,
+}
+
+impl GeneratorSource {
+    /// Starts the generator.
+    pub fn new(config: GeneratorConfig) -> Self {
+        GeneratorSource { workload: OrdersWorkload::new(config), line: String::new(), offset: 0 }
+    }
+}
+
+impl Source for GeneratorSource {
+    fn describe(&self) -> String {
+        "generator".to_owned()
+    }
+
+    fn stream_names(&self) -> Vec<String> {
+        vec![self.describe()]
+    }
+
+    fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Result<Poll, SourceError> {
+        for _ in 0..max {
+            if !self.workload.next_line(&mut self.line) {
+                return Ok(Poll::Finished);
+            }
+            self.offset += 1;
+            out.push(RawRecord {
+                key: None,
+                value: Some(Arc::from(self.line.as_bytes())),
+                topic: None,
+                position: Position { stream: 0, offset: self.offset },
+                line: true,
+            });
+        }
+        Ok(Poll::Ready)
+    }
+}

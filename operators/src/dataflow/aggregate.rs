@@ -1,0 +1,247 @@
+//! Group-by aggregates (`count`, `sum`, `avg`) maintained incrementally: each row becomes a
+//! difference in an accumulator semigroup, so an update costs O(1) regardless of group size.
+
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
+use differential_dataflow::operators::CountTotal;
+use serde::{Deserialize, Serialize};
+
+use super::expr::{BoundExpr, Expr};
+use super::relation::{PlanError, Relation};
+use crate::row::Row;
+use crate::schema::{Column, ColumnType, Schema};
+use crate::value::{Decimal, Float, Value};
+
+/// An aggregate function with an optional output name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agg {
+    func: AggFn,
+    name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum AggFn {
+    CountRows,
+    Sum(Expr),
+    Avg(Expr),
+}
+
+/// `count(*)`: rows in the group.
+pub fn count() -> Agg {
+    Agg { func: AggFn::CountRows, name: None }
+}
+
+/// `sum(expr)`: NULLs ignored; NULL when the group has no non-null value.
+pub fn sum(expr: Expr) -> Agg {
+    Agg { func: AggFn::Sum(expr), name: None }
+}
+
+/// `avg(expr)` as a double; NULLs ignored.
+pub fn avg(expr: Expr) -> Agg {
+    Agg { func: AggFn::Avg(expr), name: None }
+}
+
+impl Agg {
+    /// Names the output column.
+    pub fn alias(mut self, name: &str) -> Agg {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    fn output_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| match &self.func {
+            AggFn::CountRows => "count".to_owned(),
+            AggFn::Sum(e) => format!("sum({})", e.output_name()),
+            AggFn::Avg(e) => format!("avg({})", e.output_name()),
+        })
+    }
+}
+
+/// A relation with its grouping columns chosen; finish with [`Grouped::agg`].
+#[derive(Debug)]
+pub struct Grouped<'s> {
+    relation: Relation<'s>,
+    groups: Vec<usize>,
+}
+
+impl<'s> Relation<'s> {
+    /// `GROUP BY columns`.
+    pub fn group_by<'a>(&self, columns: impl IntoIterator<Item = &'a str>) -> Result<Grouped<'s>, PlanError> {
+        Ok(Grouped { groups: self.columns(columns)?, relation: self.clone() })
+    }
+
+    /// Aggregates over the whole relation (one output row while it is non-empty).
+    pub fn agg(&self, aggs: impl IntoIterator<Item = Agg>) -> Result<Relation<'s>, PlanError> {
+        Grouped { relation: self.clone(), groups: Vec::new() }.agg(aggs)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Bound {
+    CountRows,
+    Sum(BoundExpr, SumKind),
+    Avg(BoundExpr, SumKind),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum SumKind {
+    Int,
+    Decimal(u8),
+    Float,
+}
+
+impl<'s> Grouped<'s> {
+    /// `SELECT groups…, aggs… GROUP BY groups`. The output's key is the group columns.
+    pub fn agg(self, aggs: impl IntoIterator<Item = Agg>) -> Result<Relation<'s>, PlanError> {
+        let input = self.relation.schema().clone();
+        let mut columns: Vec<Column> =
+            self.groups.iter().map(|&g| input.columns[g].clone()).collect();
+        let mut bound = Vec::new();
+        for agg in aggs {
+            let name = agg.output_name();
+            let (b, ty) = match &agg.func {
+                AggFn::CountRows => (Bound::CountRows, ColumnType::Int64),
+                AggFn::Sum(e) | AggFn::Avg(e) => {
+                    let expr = e.bind(&input).map_err(PlanError)?;
+                    let (kind, sum_ty) = match expr.ty() {
+                        ColumnType::Int32 | ColumnType::Int64 => (SumKind::Int, ColumnType::Int64),
+                        ColumnType::Decimal { scale, .. } => {
+                            (SumKind::Decimal(scale), ColumnType::Decimal { precision: 38, scale })
+                        }
+                        ColumnType::Float64 => (SumKind::Float, ColumnType::Float64),
+                        other => {
+                            return Err(PlanError(format!("cannot sum `{}` of type {other}", e.output_name())))
+                        }
+                    };
+                    match agg.func {
+                        AggFn::Sum(_) => (Bound::Sum(expr, kind), sum_ty),
+                        _ => (Bound::Avg(expr, kind), ColumnType::Float64),
+                    }
+                }
+            };
+            columns.push(Column::new(&name, ty));
+            bound.push(b);
+        }
+        let groups = self.groups.clone();
+        let group_count = groups.len();
+        let contribute = bound.clone();
+        let finish = bound;
+        let rows = self
+            .relation
+            .rows()
+            .clone()
+            .explode(move |row: Row| {
+                let group = row.project(&groups);
+                let cells = contribute.iter().map(|b| Cell::of(b, &row)).collect();
+                Some((group, Accumulators { rows: 1, cells }))
+            })
+            .count_total_core::<i64>()
+            .flat_map(move |(group, acc): (Row, Accumulators)| {
+                (acc.rows != 0).then(|| {
+                    let mut values = group.values().to_vec();
+                    values.extend(finish.iter().zip(&acc.cells).map(|(b, c)| c.finish(b, acc.rows)));
+                    Row::new(values)
+                })
+            });
+        let key = Some((0..group_count).collect());
+        Ok(self.relation.derive(Schema::new(columns), key, rows))
+    }
+}
+
+/// Per-group running totals; a difference type, so retractions subtract.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct Accumulators {
+    rows: i64,
+    cells: Vec<Cell>,
+}
+
+/// One aggregate's totals: non-null inputs, exact sum (ints, unscaled decimals), float sum.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+struct Cell {
+    count: i64,
+    exact: i128,
+    float: Float,
+}
+
+impl Cell {
+    fn of(bound: &Bound, row: &[Value]) -> Cell {
+        let (expr, kind) = match bound {
+            Bound::CountRows => return Cell::default(),
+            Bound::Sum(e, k) | Bound::Avg(e, k) => (e, *k),
+        };
+        let value = expr.eval(row);
+        let mut cell = Cell { count: 1, ..Cell::default() };
+        match (value, kind) {
+            (Value::Null, _) => cell.count = 0,
+            (Value::Int(i), SumKind::Int) => cell.exact = i128::from(i),
+            (Value::Decimal(d), SumKind::Decimal(scale)) => {
+                cell.exact = d.rescale(scale).map_or(0, |d| d.unscaled)
+            }
+            (Value::Float(f), _) => cell.float = f,
+            (Value::Int(i), _) => cell.float = Float(i as f64),
+            (Value::Decimal(d), _) => cell.float = Float(d.to_f64()),
+            _ => cell.count = 0,
+        }
+        cell
+    }
+
+    fn finish(&self, bound: &Bound, rows: i64) -> Value {
+        let kind = match bound {
+            Bound::CountRows => return Value::Int(rows),
+            Bound::Sum(_, kind) | Bound::Avg(_, kind) => *kind,
+        };
+        if self.count == 0 {
+            return Value::Null;
+        }
+        let total = match kind {
+            SumKind::Int => Value::Int(i64::try_from(self.exact).unwrap_or(i64::MAX)),
+            SumKind::Decimal(scale) => Value::Decimal(Decimal::new(self.exact, scale)),
+            SumKind::Float => Value::Float(self.float),
+        };
+        match bound {
+            Bound::Avg(..) => {
+                let total = match total {
+                    Value::Int(i) => i as f64,
+                    Value::Decimal(d) => d.to_f64(),
+                    Value::Float(f) => f.0,
+                    _ => return Value::Null,
+                };
+                Value::Float(Float(total / self.count as f64))
+            }
+            _ => total,
+        }
+    }
+}
+
+impl IsZero for Accumulators {
+    fn is_zero(&self) -> bool {
+        self.rows == 0
+            && self.cells.iter().all(|c| c.count == 0 && c.exact == 0 && c.float.0 == 0.0)
+    }
+}
+
+impl Semigroup for Accumulators {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.rows += rhs.rows;
+        if self.cells.len() < rhs.cells.len() {
+            self.cells.resize(rhs.cells.len(), Cell::default());
+        }
+        for (mine, theirs) in self.cells.iter_mut().zip(&rhs.cells) {
+            mine.count += theirs.count;
+            mine.exact += theirs.exact;
+            mine.float.0 += theirs.float.0;
+        }
+    }
+}
+
+impl Multiply<i64> for Accumulators {
+    type Output = Accumulators;
+    fn multiply(mut self, rhs: &i64) -> Accumulators {
+        self.rows *= rhs;
+        for cell in &mut self.cells {
+            cell.count *= rhs;
+            cell.exact *= i128::from(*rhs);
+            cell.float.0 *= *rhs as f64;
+        }
+        self
+    }
+}

@@ -1,0 +1,26 @@
+//! Pure dataflow operators over timely/differential, and the aliases that keep their types short.
+
+pub mod aggregate;
+pub mod expr;
+pub mod relation;
+pub mod table;
+pub mod route;
+pub mod upsert;
+pub mod window;
+
+/// An epoch: totally ordered logical time.
+pub type Time = u64;
+/// Multiplicity change of a record.
+pub type Diff = i64;
+/// A timely scope whose time is an epoch.
+pub type Scope<'s> = timely::dataflow::Scope<'s, Time>;
+/// A timely stream of `D` records.
+pub type Stream<'s, D> = timely::dataflow::StreamVec<'s, Time, D>;
+/// A differential collection of `D` with `i64` diffs.
+pub type Collection<'s, D> = differential_dataflow::VecCollection<'s, Time, D, Diff>;
+
+/// Stable 64-bit hash used to route records to workers.
+pub fn route_hash<H: std::hash::Hash + ?Sized>(value: &H) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(value)
+}

@@ -1,0 +1,124 @@
+//! Upsert: one row per key; events of an epoch apply in source order; deletes, tombstones and
+//! truncates retract. Emits only the net change per key per epoch.
+
+use std::collections::{BTreeMap, HashMap};
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
+
+use differential_dataflow::AsCollection;
+
+use super::{route_hash, Collection, Time};
+use crate::event::{ChangeEvent, Op};
+use crate::row::{Key, Row};
+
+/// Turns a table's change events into its current state.
+pub trait Upsert<'s> {
+    /// Current state `(key, row)`: per key, the `after` of its last event in source order, absent
+    /// after a delete, tombstone or truncate. `before` is never trusted.
+    fn upsert(self, name: &str) -> Collection<'s, (Key, Row)>;
+}
+
+impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
+    fn upsert(self, name: &str) -> Collection<'s, (Key, Row)> {
+        let peers = self.inner.scope().peers() as u64;
+        // Keyed events go to the key's worker; a truncate goes to every worker.
+        let routed = self.inner.flat_map(move |(event, _time, diff)| {
+            let targets = if diff <= 0 {
+                0..0
+            } else if event.op == Op::Truncate {
+                0..peers
+            } else {
+                let worker = route_hash(&event.key) % peers;
+                worker..worker + 1
+            };
+            targets.map(move |worker| (worker, event.clone()))
+        });
+        routed
+            .unary_frontier(
+                Exchange::new(|(worker, _): &(u64, ChangeEvent)| *worker),
+                name,
+                |_capability, _info| {
+                    let mut pending: BTreeMap<Time, (Capability<Time>, Vec<ChangeEvent>)> =
+                        BTreeMap::new();
+                    let mut state = UpsertState::default();
+                    move |(input, frontier), output| {
+                        input.for_each(|capability, data| {
+                            let Some(&time) = capability.least() else { return };
+                            let entry = pending.entry(time).or_insert_with(|| {
+                                (capability.delayed(&time, 0), Vec::new())
+                            });
+                            entry.1.extend(data.drain(..).map(|(_, event)| event));
+                        });
+                        while let Some(entry) = pending.first_entry() {
+                            if frontier.less_equal(entry.key()) {
+                                break;
+                            }
+                            let (time, (capability, events)) = entry.remove_entry();
+                            let mut session = output.session(&capability);
+                            state.apply_epoch(events, |update, diff| {
+                                session.give((update, time, diff));
+                            });
+                        }
+                    }
+                },
+            )
+            .as_collection()
+    }
+}
+
+/// The per-worker `key → row` map and the epoch application logic (no dataflow types).
+#[derive(Debug, Default)]
+pub struct UpsertState {
+    rows: HashMap<Key, Row>,
+}
+
+impl UpsertState {
+    /// Applies one epoch's events in source order and reports the net `(key,row)` changes.
+    pub fn apply_epoch(&mut self, mut events: Vec<ChangeEvent>, mut emit: impl FnMut((Key, Row), i64)) {
+        events.sort_by_key(|event| event.position);
+        let mut originals: HashMap<Key, Option<Row>> = HashMap::new();
+        for event in events {
+            match event.op {
+                Op::Truncate => {
+                    for (key, row) in self.rows.drain() {
+                        originals.entry(key).or_insert(Some(row));
+                    }
+                }
+                Op::Create | Op::Update | Op::Read => {
+                    let Some(after) = event.after else { continue };
+                    let previous = self.rows.insert(event.key.clone(), after);
+                    originals.entry(event.key).or_insert(previous);
+                }
+                Op::Delete | Op::Tombstone => {
+                    let previous = self.rows.remove(&event.key);
+                    originals.entry(event.key).or_insert(previous);
+                }
+            }
+        }
+        for (key, original) in originals {
+            let current = self.rows.get(&key);
+            if original.as_ref() == current {
+                continue;
+            }
+            if let Some(original) = original {
+                emit((key.clone(), original), -1);
+            }
+            if let Some(current) = current {
+                emit((key, current.clone()), 1);
+            }
+        }
+    }
+
+    /// Number of live keys.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True when no key is live.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}

@@ -1,0 +1,20 @@
+//! Tributary operators: the data model, the Debezium codec, and pure dataflow operators.
+//! Nothing here does I/O; the engine feeds sources in and drains sinks out.
+
+pub mod dataflow;
+pub mod debezium;
+pub mod event;
+pub mod row;
+pub mod schema;
+pub mod time;
+pub mod value;
+
+pub use dataflow::aggregate::{avg, count, sum, Agg};
+pub use dataflow::expr::{col, lit, Expr};
+pub use dataflow::relation::{PlanError, Relation};
+pub use dataflow::window::Window;
+pub use dataflow::{Diff, Time};
+pub use event::{ChangeEvent, DeadLetter, DeadLetterKind, Op, Position, RawRecord};
+pub use row::{Key, Row};
+pub use schema::{Column, ColumnType, Schema, TableCatalog, TableId, TableSpec};
+pub use value::{Decimal, Value};

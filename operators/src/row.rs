@@ -1,0 +1,60 @@
+//! `Row` and `Key`: immutable, reference-counted tuples of values.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::value::Value;
+
+/// A tuple of values in schema order. Cloning is a reference-count increment.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Row(Arc<[Value]>);
+
+impl Row {
+    /// Builds a row from its values.
+    pub fn new(values: Vec<Value>) -> Self {
+        Row(values.into())
+    }
+
+    /// The values, in schema order.
+    pub fn values(&self) -> &[Value] {
+        &self.0
+    }
+
+    /// A new row made of the values at `indices`.
+    pub fn project(&self, indices: &[usize]) -> Row {
+        Row(indices.iter().map(|&i| self.0.get(i).cloned().unwrap_or_default()).collect())
+    }
+}
+
+impl Deref for Row {
+    type Target = [Value];
+    fn deref(&self) -> &[Value] {
+        &self.0
+    }
+}
+
+impl FromIterator<Value> for Row {
+    fn from_iter<I: IntoIterator<Item = Value>>(iter: I) -> Self {
+        Row(iter.into_iter().collect())
+    }
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+/// The primary-key values of a row, in key-column order.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug)]
+pub struct Key(pub Row);
+
+impl Key {
+    /// Builds a key from its values.
+    pub fn new(values: Vec<Value>) -> Self {
+        Key(Row::new(values))
+    }
+}

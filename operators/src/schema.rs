@@ -1,0 +1,176 @@
+//! Table schemas: column names and types, primary keys, and the catalog of declared tables.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The logical type of a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ColumnType {
+    /// Boolean.
+    Bool,
+    /// 32-bit integer (kept as i64 in rows; an Iceberg `int`).
+    Int32,
+    /// 64-bit integer.
+    Int64,
+    /// 64-bit float.
+    Float64,
+    /// Exact decimal with precision and scale.
+    Decimal {
+        /// Total digits.
+        precision: u8,
+        /// Digits after the point.
+        scale: u8,
+    },
+    /// UTF-8 text.
+    String,
+    /// Raw bytes.
+    Bytes,
+    /// Calendar date.
+    Date,
+    /// Timestamp without zone, microseconds.
+    Timestamp,
+    /// Timestamp with zone (stored as UTC), microseconds.
+    TimestampTz,
+    /// A JSON document.
+    Json,
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Bool => f.write_str("boolean"),
+            ColumnType::Int32 => f.write_str("int"),
+            ColumnType::Int64 => f.write_str("long"),
+            ColumnType::Float64 => f.write_str("double"),
+            ColumnType::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+            ColumnType::String => f.write_str("string"),
+            ColumnType::Bytes => f.write_str("binary"),
+            ColumnType::Date => f.write_str("date"),
+            ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::TimestampTz => f.write_str("timestamptz"),
+            ColumnType::Json => f.write_str("json"),
+        }
+    }
+}
+
+/// One column of a schema.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// Column name as it appears in Debezium's `after`/`before`.
+    pub name: Arc<str>,
+    /// Logical type.
+    pub ty: ColumnType,
+    /// Whether NULL is allowed.
+    pub nullable: bool,
+}
+
+impl Column {
+    /// A nullable column.
+    pub fn new(name: &str, ty: ColumnType) -> Self {
+        Column { name: Arc::from(name), ty, nullable: true }
+    }
+
+    /// The same column, NOT NULL.
+    pub fn not_null(mut self) -> Self {
+        self.nullable = false;
+        self
+    }
+}
+
+/// An ordered list of columns.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Schema {
+    /// Columns in row order.
+    pub columns: Vec<Column>,
+}
+
+impl Schema {
+    /// Builds a schema from columns.
+    pub fn new(columns: Vec<Column>) -> Self {
+        Schema { columns }
+    }
+
+    /// Index of the column called `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| &*c.name == name)
+    }
+
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// True when the schema has no columns.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+
+    /// Column names joined by commas, for error messages.
+    pub fn names(&self) -> String {
+        self.columns.iter().map(|c| &*c.name).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// A source table a pipeline reads: its Debezium name, schema, and primary key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSpec {
+    /// `server.schema.table`, e.g. `dbserver1.public.orders` (also the Kafka topic).
+    pub name: String,
+    /// Declared columns; Debezium fields not declared here are ignored.
+    pub schema: Schema,
+    /// Indices of the primary-key columns in `schema`.
+    pub key: Vec<usize>,
+}
+
+impl TableSpec {
+    /// The primary-key column names.
+    pub fn key_names(&self) -> Vec<&str> {
+        self.key.iter().map(|&i| &*self.schema.columns[i].name).collect()
+    }
+}
+
+/// Index of a table in a [`TableCatalog`].
+pub type TableId = u32;
+
+/// The tables a pipeline reads, looked up by Debezium name.
+#[derive(Clone, Debug, Default)]
+pub struct TableCatalog {
+    tables: Vec<Arc<TableSpec>>,
+    by_name: BTreeMap<String, TableId>,
+}
+
+impl TableCatalog {
+    /// Adds a table and returns its id; a second table with the same name is an error.
+    pub fn add(&mut self, spec: TableSpec) -> Result<TableId, String> {
+        if self.by_name.contains_key(&spec.name) {
+            return Err(format!("table `{}` is declared twice", spec.name));
+        }
+        let id = self.tables.len() as TableId;
+        self.by_name.insert(spec.name.clone(), id);
+        self.tables.push(Arc::new(spec));
+        Ok(id)
+    }
+
+    /// Finds a table by its Debezium name (or topic).
+    pub fn lookup(&self, name: &str) -> Option<TableId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The table with this id.
+    pub fn get(&self, id: TableId) -> Option<&Arc<TableSpec>> {
+        self.tables.get(id as usize)
+    }
+
+    /// Number of tables.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// True when no table is declared.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+}

@@ -1,0 +1,323 @@
+//! `Value`: one typed cell of a row, cheap to clone, compare and hash.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time;
+
+/// A single column value. Strings and bytes are reference counted so rows clone cheaply.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub enum Value {
+    /// SQL NULL; sorts first.
+    #[default]
+    Null,
+    /// Boolean.
+    Bool(bool),
+    /// Any integer column (int16/int32/int64).
+    Int(i64),
+    /// 64-bit float with a total order (NaN sorts last).
+    Float(Float),
+    /// Exact decimal.
+    Decimal(Decimal),
+    /// UTF-8 text.
+    Str(Arc<str>),
+    /// Raw bytes.
+    Bytes(Arc<[u8]>),
+    /// Days since 1970-01-01.
+    Date(i32),
+    /// Microseconds since 1970-01-01T00:00:00Z.
+    Timestamp(i64),
+    /// A JSON document kept as its text.
+    Json(Arc<str>),
+}
+
+impl Value {
+    /// Builds a string value.
+    pub fn str(s: &str) -> Self {
+        Value::Str(Arc::from(s))
+    }
+
+    /// True for `Value::Null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Writes the value as a JSON literal: decimals as exact numbers, dates and timestamps as
+    /// ISO-8601 strings, bytes as base64, JSON documents inline.
+    pub fn write_json(&self, out: &mut String) {
+        use std::fmt::Write;
+        match self {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) if f.0.is_finite() => {
+                let _ = write!(out, "{}", f.0);
+            }
+            Value::Float(_) => out.push_str("null"),
+            Value::Decimal(d) => {
+                let _ = write!(out, "{d}");
+            }
+            Value::Str(s) => write_json_string(s, out),
+            Value::Bytes(b) => {
+                use base64::Engine;
+                write_json_string(&base64::engine::general_purpose::STANDARD.encode(b), out)
+            }
+            Value::Date(_) | Value::Timestamp(_) => write_json_string(&self.to_string(), out),
+            Value::Json(j) => out.push_str(j),
+        }
+    }
+}
+
+/// Appends `s` as a quoted, escaped JSON string.
+pub fn write_json_string(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{}", x.0),
+            Value::Decimal(d) => write!(f, "{d}"),
+            Value::Str(s) => f.write_str(s),
+            Value::Bytes(b) => {
+                use base64::Engine;
+                f.write_str(&base64::engine::general_purpose::STANDARD.encode(b))
+            }
+            Value::Date(d) => f.write_str(&time::format_date(*d)),
+            Value::Timestamp(us) => f.write_str(&time::format_timestamp_micros(*us)),
+            Value::Json(j) => f.write_str(j),
+        }
+    }
+}
+
+/// An `f64` with a total order and bitwise hashing, so it can live in keys and collections.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Default)]
+pub struct Float(pub f64);
+
+impl PartialEq for Float {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Float {}
+impl PartialOrd for Float {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Float {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+impl Hash for Float {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state)
+    }
+}
+
+/// An exact decimal: `unscaled × 10^-scale`. Values of one column share the column's scale,
+/// so equality and order are those of `(unscaled, scale)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Decimal {
+    /// The unscaled integer.
+    pub unscaled: i128,
+    /// Digits after the decimal point.
+    pub scale: u8,
+}
+
+impl PartialOrd for Decimal {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Decimal {
+    fn cmp(&self, other: &Self) -> Ordering {
+        if self.scale == other.scale {
+            return self.unscaled.cmp(&other.unscaled);
+        }
+        let scale = self.scale.max(other.scale);
+        match (self.rescale(scale), other.rescale(scale)) {
+            (Some(a), Some(b)) => a.unscaled.cmp(&b.unscaled),
+            _ => self.to_f64().total_cmp(&other.to_f64()),
+        }
+    }
+}
+
+const POW10: [i128; 39] = {
+    let mut table = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+impl Decimal {
+    /// Builds a decimal from its unscaled integer and scale.
+    pub fn new(unscaled: i128, scale: u8) -> Self {
+        Decimal { unscaled, scale }
+    }
+
+    /// `10^exp` as an i128, if it fits.
+    pub fn pow10(exp: u32) -> Option<i128> {
+        POW10.get(exp as usize).copied()
+    }
+
+    /// The same number at another scale; `None` on overflow or when digits would be lost.
+    pub fn rescale(self, scale: u8) -> Option<Decimal> {
+        if scale >= self.scale {
+            let factor = Self::pow10(u32::from(scale - self.scale))?;
+            Some(Decimal::new(self.unscaled.checked_mul(factor)?, scale))
+        } else {
+            let factor = Self::pow10(u32::from(self.scale - scale))?;
+            (self.unscaled % factor == 0).then(|| Decimal::new(self.unscaled / factor, scale))
+        }
+    }
+
+    /// The same number at a smaller scale, rounded half away from zero.
+    pub fn round_to(self, scale: u8) -> Option<Decimal> {
+        if scale >= self.scale {
+            return self.rescale(scale);
+        }
+        let factor = Self::pow10(u32::from(self.scale - scale))?;
+        let quotient = self.unscaled / factor;
+        let remainder = self.unscaled % factor;
+        let rounded = if remainder.abs() * 2 >= factor {
+            quotient + self.unscaled.signum()
+        } else {
+            quotient
+        };
+        Some(Decimal::new(rounded, scale))
+    }
+
+    /// Parses a plain decimal literal such as `-12.50` or `3`, or an exponent form `1.5e2`.
+    pub fn parse(text: &str) -> Option<Decimal> {
+        let text = text.trim();
+        let (mantissa, exponent) = match text.find(['e', 'E']) {
+            Some(at) => (&text[..at], text[at + 1..].parse::<i32>().ok()?),
+            None => (text, 0),
+        };
+        let (negative, digits) = match mantissa.as_bytes().first()? {
+            b'-' => (true, &mantissa[1..]),
+            b'+' => (false, &mantissa[1..]),
+            _ => (false, mantissa),
+        };
+        let (int_part, frac_part) = digits.split_once('.').unwrap_or((digits, ""));
+        if int_part.is_empty() && frac_part.is_empty() {
+            return None;
+        }
+        let mut unscaled: i128 = 0;
+        for b in int_part.bytes().chain(frac_part.bytes()) {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            unscaled = unscaled.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+        }
+        if negative {
+            unscaled = -unscaled;
+        }
+        let scale = frac_part.len() as i32 - exponent;
+        if scale >= 0 {
+            Some(Decimal::new(unscaled, u8::try_from(scale).ok()?))
+        } else {
+            let factor = Self::pow10(u32::try_from(-scale).ok()?)?;
+            Some(Decimal::new(unscaled.checked_mul(factor)?, 0))
+        }
+    }
+
+    /// Lossy conversion to f64.
+    pub fn to_f64(self) -> f64 {
+        self.unscaled as f64 / 10f64.powi(i32::from(self.scale))
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits = self.unscaled.unsigned_abs().to_string();
+        let scale = usize::from(self.scale);
+        if self.unscaled < 0 {
+            f.write_str("-")?;
+        }
+        if scale == 0 {
+            return f.write_str(&digits);
+        }
+        if digits.len() <= scale {
+            write!(f, "0.{}{}", "0".repeat(scale - digits.len()), digits)
+        } else {
+            let (int, frac) = digits.split_at(digits.len() - scale);
+            write!(f, "{int}.{frac}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_parse_and_display_round_trip() {
+        for text in ["0", "12.50", "-0.05", "123456789012345678901234.5", "-7"] {
+            let d = Decimal::parse(text).unwrap();
+            assert_eq!(d.to_string(), text);
+        }
+        assert_eq!(Decimal::parse("1.5e2").unwrap().to_string(), "150");
+        assert_eq!(Decimal::parse("1.25e-1").unwrap().to_string(), "0.125");
+        assert!(Decimal::parse("1.2.3").is_none());
+        assert!(Decimal::parse("abc").is_none());
+        assert!(Decimal::parse("").is_none());
+    }
+
+    #[test]
+    fn decimal_rescale_and_round() {
+        let d = Decimal::parse("19.99").unwrap();
+        assert_eq!(d.rescale(4).unwrap().to_string(), "19.9900");
+        assert!(d.rescale(1).is_none());
+        assert_eq!(d.round_to(1).unwrap().to_string(), "20.0");
+        assert_eq!(Decimal::parse("-2.25").unwrap().round_to(1).unwrap().to_string(), "-2.3");
+        assert_eq!(Decimal::parse("1.0").unwrap().cmp(&Decimal::parse("1").unwrap()), Ordering::Equal);
+    }
+
+    #[test]
+    fn json_rendering_is_valid_json() {
+        let mut out = String::new();
+        for v in [
+            Value::Null,
+            Value::Int(-3),
+            Value::Decimal(Decimal::new(1050, 2)),
+            Value::str("a\"b\n"),
+            Value::Date(19_000),
+            Value::Timestamp(1_700_000_000_123_456),
+            Value::Float(Float(f64::NAN)),
+        ] {
+            out.clear();
+            v.write_json(&mut out);
+            serde_json::from_str::<serde_json::Value>(&out).unwrap();
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Tributary's pipelines, one module each, and the registry the CLI looks them up in.
+
+pub mod op_counts;
+pub mod orders_replica;
+pub mod tables;
+
+use tributary_engine::Pipeline;
+
+/// Every pipeline, in the order `tributary pipelines` lists them.
+pub const PIPELINES: &[Pipeline] = &[op_counts::PIPELINE, orders_replica::PIPELINE];
+
+/// Finds a pipeline by name.
+pub fn find(name: &str) -> Option<&'static Pipeline> {
+    PIPELINES.iter().find(|p| p.name == name)
+}

@@ -1,0 +1,18 @@
+//! Source tables shared by several pipelines, declared once.
+
+use tributary_engine::{Column, ColumnType, Schema};
+
+/// Debezium name (and Kafka topic) of the orders table.
+pub const ORDERS: &str = "dbserver1.public.orders";
+
+/// `public.orders` as the seed tutorials define it.
+pub fn orders_schema() -> Schema {
+    Schema::new(vec![
+        Column::new("order_id", ColumnType::Int64).not_null(),
+        Column::new("customer_id", ColumnType::Int64),
+        Column::new("status", ColumnType::String),
+        Column::new("quantity", ColumnType::Int32),
+        Column::new("price", ColumnType::Decimal { precision: 10, scale: 2 }),
+        Column::new("created_at", ColumnType::Timestamp),
+    ])
+}
