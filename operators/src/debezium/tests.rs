@@ -1,0 +1,170 @@
+//! Codec tests: envelope shapes, ops, keys, tombstones, logical types, and every malformed case.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::schema::{Column, ColumnType, Schema};
+use crate::value::Decimal;
+
+fn catalog() -> TableCatalog {
+    let mut catalog = TableCatalog::default();
+    catalog
+        .add(TableSpec {
+            name: "dbserver1.public.orders".into(),
+            schema: Schema::new(vec![
+                Column::new("order_id", ColumnType::Int64).not_null(),
+                Column::new("status", ColumnType::String),
+                Column::new("price", ColumnType::Decimal { precision: 10, scale: 2 }),
+                Column::new("created_at", ColumnType::Timestamp),
+                Column::new("ship_date", ColumnType::Date),
+            ]),
+            key: vec![0],
+        })
+        .unwrap();
+    catalog
+}
+
+fn line(text: &str) -> RawRecord {
+    RawRecord {
+        key: None,
+        value: Some(Arc::from(text.as_bytes())),
+        topic: None,
+        position: Position { stream: 0, offset: 7 },
+        line: true,
+    }
+}
+
+fn event(text: &str) -> ChangeEvent {
+    match decode(&line(text), &catalog()) {
+        Decoded::Event(e) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+fn error(text: &str) -> DecodeError {
+    match decode(&line(text), &catalog()) {
+        Decoded::Error(e) => e,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+const SOURCE: &str = r#""source":{"name":"dbserver1","schema":"public","table":"orders","ts_ms":1700000000000,"txId":42}"#;
+
+#[test]
+fn plain_create() {
+    let e = event(&format!(
+        r#"{{"before":null,"after":{{"order_id":1,"status":"new","price":"19.99","created_at":1700000000000000,"ship_date":"2024-01-02"}},{SOURCE},"op":"c","ts_ms":1}}"#
+    ));
+    assert_eq!(e.op, Op::Create);
+    assert_eq!(e.key, Key::new(vec![Value::Int(1)]));
+    assert_eq!(e.event_time_ms, 1_700_000_000_000);
+    assert_eq!(e.tx.as_deref(), Some("42"));
+    assert_eq!(e.position.offset, 7);
+    let after = e.after.unwrap();
+    assert_eq!(after[2], Value::Decimal(Decimal::new(1999, 2)));
+    assert_eq!(after[3], Value::Timestamp(1_700_000_000_000_000));
+    assert_eq!(after[4], Value::Date(19_724));
+}
+
+#[test]
+fn schema_wrapped_with_logical_types() {
+    let schema = r#"{"type":"struct","fields":[{"type":"struct","field":"after","fields":[
+        {"type":"int64","field":"order_id"},
+        {"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"price"},
+        {"type":"int64","name":"io.debezium.time.Timestamp","field":"created_at"},
+        {"type":"int32","name":"io.debezium.time.Date","field":"ship_date"}]}]}"#;
+    let e = event(&format!(
+        r#"{{"schema":{schema},"payload":{{"before":null,"after":{{"order_id":2,"status":null,"price":"B88=","created_at":1700000000000,"ship_date":19724}},{SOURCE},"op":"r"}}}}"#
+    ));
+    assert_eq!(e.op, Op::Read);
+    let after = e.after.unwrap();
+    assert_eq!(after[1], Value::Null);
+    assert_eq!(after[2], Value::Decimal(Decimal::new(1999, 2)), "base64 B88= is 1999");
+    assert_eq!(after[3], Value::Timestamp(1_700_000_000_000_000), "Timestamp is milliseconds");
+    assert_eq!(after[4], Value::Date(19_724));
+}
+
+#[test]
+fn decimal_modes_and_zoned_timestamps() {
+    for price in [r#""19.99""#, "19.99", r#""B88=""#, r#"{"scale":2,"value":"B88="}"#] {
+        let e = event(&format!(r#"{{"after":{{"order_id":3,"price":{price}}},{SOURCE},"op":"c"}}"#));
+        assert_eq!(e.after.unwrap()[2], Value::Decimal(Decimal::new(1999, 2)), "price {price}");
+    }
+    let negative = event(&format!(r#"{{"after":{{"order_id":3,"price":"/w=="}},{SOURCE},"op":"c"}}"#));
+    assert_eq!(negative.after.unwrap()[2], Value::Decimal(Decimal::new(-1, 2)));
+    let zoned = event(&format!(
+        r#"{{"after":{{"order_id":3,"created_at":"2023-11-14T22:13:20+00:00"}},{SOURCE},"op":"c"}}"#
+    ));
+    assert_eq!(zoned.after.unwrap()[3], Value::Timestamp(1_700_000_000_000_000));
+}
+
+#[test]
+fn deletes_take_the_key_from_before_and_keep_no_after() {
+    let e = event(&format!(r#"{{"before":{{"order_id":9}},"after":null,{SOURCE},"op":"d"}}"#));
+    assert_eq!(e.op, Op::Delete);
+    assert_eq!(e.key, Key::new(vec![Value::Int(9)]));
+    assert!(e.after.is_none());
+}
+
+#[test]
+fn kafka_key_wins_and_tombstones_need_a_topic() {
+    let wrapped = format!(
+        r#"{{"key":{{"schema":{{"type":"struct"}},"payload":{{"order_id":5}}}},"value":{{"before":null,"after":{{"order_id":6}},{SOURCE},"op":"c"}}}}"#
+    );
+    assert_eq!(event(&wrapped).key, Key::new(vec![Value::Int(5)]));
+
+    let tombstone = r#"{"key":{"order_id":5},"value":null,"topic":"dbserver1.public.orders"}"#;
+    let e = event(tombstone);
+    assert_eq!((e.op, e.key), (Op::Tombstone, Key::new(vec![Value::Int(5)])));
+    assert_eq!(decode(&line("null"), &catalog()), Decoded::BareTombstone);
+    let kafka = RawRecord {
+        key: Some(Arc::from(&b"{\"order_id\":8}"[..])),
+        value: None,
+        topic: Some(Arc::from("dbserver1.public.orders")),
+        position: Position { stream: 1, offset: 3 },
+        line: false,
+    };
+    match decode(&kafka, &catalog()) {
+        Decoded::Event(e) => assert_eq!(e.op, Op::Tombstone),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn other_tables_are_skipped_and_topic_names_the_table() {
+    let other = r#"{"after":{"id":1},"source":{"name":"dbserver1","schema":"public","table":"customers"},"op":"c"}"#;
+    assert_eq!(decode(&line(other), &catalog()), Decoded::Skipped { table: "dbserver1.public.customers".into() });
+    let no_source = r#"{"key":null,"value":{"after":{"order_id":4},"op":"c"},"topic":"dbserver1.public.orders"}"#;
+    assert_eq!(event(no_source).key, Key::new(vec![Value::Int(4)]));
+}
+
+#[test]
+fn transaction_block_id_is_used_without_tx_id() {
+    let e = event(
+        r#"{"after":{"order_id":1},"source":{"name":"dbserver1","schema":"public","table":"orders"},"op":"c","transaction":{"id":"571:53195829","total_order":1}}"#,
+    );
+    assert_eq!(e.tx.as_deref(), Some("571:53195829"));
+}
+
+#[test]
+fn malformed_records_say_why() {
+    let cases = [
+        ("{not json", DeadLetterKind::BadJson),
+        ("[1,2]", DeadLetterKind::BadEnvelope),
+        (r#"{"after":{"order_id":1}}"#, DeadLetterKind::BadEnvelope),
+        (&format!(r#"{{"after":{{"order_id":1}},{SOURCE},"op":"x"}}"#), DeadLetterKind::UnknownOp),
+        (&format!(r#"{{"after":null,{SOURCE},"op":"u"}}"#), DeadLetterKind::MissingAfter),
+        (&format!(r#"{{"after":{{"status":"x"}},{SOURCE},"op":"c"}}"#), DeadLetterKind::TypeMismatch),
+        (&format!(r#"{{"before":null,"after":null,{SOURCE},"op":"d"}}"#), DeadLetterKind::MissingKey),
+        (&format!(r#"{{"after":{{"order_id":"one"}},{SOURCE},"op":"c"}}"#), DeadLetterKind::TypeMismatch),
+        (&format!(r#"{{"after":{{"order_id":1,"price":"abc!"}},{SOURCE},"op":"c"}}"#), DeadLetterKind::TypeMismatch),
+        (&format!(r#"{{"after":{{"order_id":1,"price":123456789.5}},{SOURCE},"op":"c"}}"#), DeadLetterKind::TypeMismatch),
+        (r#"{"after":{"order_id":1},"op":"c"}"#, DeadLetterKind::UnknownTable),
+    ];
+    for (text, kind) in cases {
+        let e = error(text);
+        assert_eq!(e.kind, kind, "{text}: {}", e.message);
+        assert!(!e.message.is_empty());
+    }
+    assert!(error(&format!(r#"{{"after":null,{SOURCE},"op":"u"}}"#)).message.contains("op=u needs `after`"));
+}
