@@ -1,1 +1,144 @@
-//! End-to-end tests live under tests/tests/.
+//! Helpers for the end-to-end tests: locating and running the `tributary` binary, folding its
+//! JSONL console output into tables, and an independent oracle for the orders workload.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use base64::Engine;
+use serde_json::Value as Json;
+
+/// Path of the `tributary` binary built by `cargo test --workspace` (the `tributary` package's
+/// own integration tests make cargo build it next to this test executable).
+pub fn tributary_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let bin = profile_dir.join(format!("tributary{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the binary is built",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `tributary ARGS…`, quiet logs, and returns its output.
+pub fn run_tributary(args: &[&str]) -> Output {
+    Command::new(tributary_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("spawn tributary")
+}
+
+/// One parsed console JSONL line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsoleLine {
+    /// Batch (epoch).
+    pub batch: u64,
+    /// Output name.
+    pub output: String,
+    /// +1 or -1.
+    pub diff: i64,
+    /// The row as JSON text with keys in schema order.
+    pub row: String,
+}
+
+/// Parses `--console-format jsonl` output, checking every line's shape.
+pub fn parse_console(stdout: &[u8]) -> Vec<ConsoleLine> {
+    let text = std::str::from_utf8(stdout).expect("utf-8 stdout");
+    text.lines()
+        .map(|line| {
+            let json: Json = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let diff = json["diff"].as_i64().expect("diff");
+            assert!(diff == 1 || diff == -1, "diff must be ±1: {line}");
+            assert!(json["row"].is_object(), "row must be an object: {line}");
+            ConsoleLine {
+                batch: json["batch"].as_u64().expect("batch"),
+                output: json["output"].as_str().expect("output").to_owned(),
+                diff,
+                row: json["row"].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The result of `output` after all batches `≤ through`: row text → multiplicity.
+pub fn table_at(lines: &[ConsoleLine], output: &str, through: u64) -> BTreeMap<String, i64> {
+    let mut table = BTreeMap::new();
+    for line in lines.iter().filter(|l| l.output == output && l.batch <= through) {
+        *table.entry(line.row.clone()).or_insert(0) += line.diff;
+    }
+    table.retain(|_, n| *n != 0);
+    table
+}
+
+/// A set of JSON rows as a table (each once).
+pub fn table_of(rows: &[Json]) -> BTreeMap<String, i64> {
+    rows.iter().map(|r| (r.to_string(), 1)).collect()
+}
+
+/// Replays orders-workload lines independently of the engine: `order_id → (status, quantity,
+/// price in cents)`.
+#[derive(Debug, Default)]
+pub struct OrdersOracle {
+    /// Current rows.
+    pub rows: BTreeMap<i64, (String, i64, i128)>,
+}
+
+impl OrdersOracle {
+    /// Applies one JSONL line of the orders workload.
+    pub fn apply(&mut self, line: &str) {
+        let json: Json = serde_json::from_str(line).expect("workload line is JSON");
+        let payload = if json.get("payload").is_some() { &json["payload"] } else { &json };
+        let Some(op) = payload["op"].as_str() else { return }; // tombstone wrapper
+        match op {
+            "c" | "u" | "r" => {
+                let after = &payload["after"];
+                let id = after["order_id"].as_i64().expect("order_id");
+                let status = after["status"].as_str().expect("status").to_owned();
+                let quantity = after["quantity"].as_i64().expect("quantity");
+                self.rows.insert(id, (status, quantity, price_cents(&after["price"])));
+            }
+            "d" => {
+                self.rows.remove(&payload["before"]["order_id"].as_i64().expect("before.order_id"));
+            }
+            other => panic!("unexpected op {other}"),
+        }
+    }
+
+    /// `status, order_count, total_revenue` recomputed from scratch.
+    pub fn status_table(&self) -> BTreeMap<String, i64> {
+        let mut groups: BTreeMap<&str, (i64, i128)> = BTreeMap::new();
+        for (status, quantity, cents) in self.rows.values() {
+            let group = groups.entry(status).or_default();
+            group.0 += 1;
+            group.1 += i128::from(*quantity) * cents;
+        }
+        let rows: Vec<Json> = groups
+            .into_iter()
+            .map(|(status, (count, cents))| {
+                let revenue: Json = serde_json::from_str(&format!("{}.{:02}", cents / 100, cents % 100))
+                    .expect("revenue");
+                serde_json::json!({"status": status, "order_count": count, "total_revenue": revenue})
+            })
+            .collect();
+        table_of(&rows)
+    }
+}
+
+/// Price in cents from any decimal encoding the generator uses.
+fn price_cents(price: &Json) -> i128 {
+    match price {
+        Json::String(s) if s.contains('.') => {
+            let (int, frac) = s.split_once('.').expect("decimal");
+            int.parse::<i128>().expect("int") * 100 + frac.parse::<i128>().expect("frac")
+        }
+        Json::String(s) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(s).expect("base64");
+            bytes.iter().fold(if bytes[0] & 0x80 != 0 { -1i128 } else { 0 }, |acc, b| (acc << 8) | i128::from(*b))
+        }
+        Json::Number(n) => (n.as_f64().expect("number") * 100.0).round() as i128,
+        other => panic!("price {other}"),
+    }
+}
