@@ -51,7 +51,10 @@ pub struct PipelineBuilder<'s> {
 
 impl std::fmt::Debug for PipelineBuilder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PipelineBuilder").field("tables", &self.catalog.len()).field("outputs", &self.outputs).finish()
+        f.debug_struct("PipelineBuilder")
+            .field("tables", &self.catalog.len())
+            .field("outputs", &self.outputs)
+            .finish()
     }
 }
 
@@ -69,8 +72,16 @@ impl<'s> PipelineBuilder<'s> {
 
     /// Declares a source table by its Debezium name (`server.schema.table`, also its Kafka
     /// topic), its columns, and its primary key.
-    pub fn table(&mut self, name: &str, schema: Schema, key: &[&str]) -> Result<Table<'s>, BuildError> {
-        let table_error = |reason: String| BuildError::Table { table: name.to_owned(), reason };
+    pub fn table(
+        &mut self,
+        name: &str,
+        schema: Schema,
+        key: &[&str],
+    ) -> Result<Table<'s>, BuildError> {
+        let table_error = |reason: String| BuildError::Table {
+            table: name.to_owned(),
+            reason,
+        };
         if key.is_empty() {
             return Err(table_error("needs a primary key".into()));
         }
@@ -82,7 +93,11 @@ impl<'s> PipelineBuilder<'s> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let spec = TableSpec { name: name.to_owned(), schema, key };
+        let spec = TableSpec {
+            name: name.to_owned(),
+            schema,
+            key,
+        };
         let id = self.catalog.add(spec.clone()).map_err(table_error)?;
         Ok(Table {
             spec: Arc::new(spec),
@@ -106,23 +121,35 @@ impl<'s> PipelineBuilder<'s> {
             Arc::clone(&s.metrics),
             Arc::clone(&s.failure),
         );
-        on_closed_epochs(relation.rows(), &format!("console/{name}"), &self.probe, move |epoch, rows: Vec<(Row, i64)>| {
-            output.write_batch(epoch, rows)
-        });
+        on_closed_epochs(
+            relation.rows(),
+            &format!("console/{name}"),
+            &self.probe,
+            move |epoch, rows: Vec<(Row, i64)>| output.write_batch(epoch, rows),
+        );
         Ok(())
     }
 
     /// Finishes the dataflow: routes tables, attaches the dead-letter sink, and returns the
     /// catalog the ingest loop decodes against plus the probe that tracks every sink.
     pub(crate) fn finish(self) -> (TableCatalog, ProbeHandle<Time>) {
-        let PipelineBuilder { router, catalog, side, probe, sinks, .. } = self;
+        let PipelineBuilder {
+            router,
+            catalog,
+            side,
+            probe,
+            sinks,
+            ..
+        } = self;
         let dead = side
             .borrow()
             .iter()
             .fold(router.dead_letters(), |all, more| all.concat(more.clone()));
         router.build();
         let sink = sinks.dead_letters;
-        on_closed_epochs(&dead, "dead-letters", &probe, move |_epoch, letters| sink.write(letters));
+        on_closed_epochs(&dead, "dead-letters", &probe, move |_epoch, letters| {
+            sink.write(letters)
+        });
         (catalog, probe)
     }
 }
@@ -157,7 +184,12 @@ impl<'s> Table<'s> {
         self.state
             .get_or_init(|| {
                 let name = format!("{}/state", self.spec.name);
-                table::state(self.events.clone(), &self.spec, Rc::clone(&self.side), &name)
+                table::state(
+                    self.events.clone(),
+                    &self.spec,
+                    Rc::clone(&self.side),
+                    &name,
+                )
             })
             .clone()
     }

@@ -43,7 +43,13 @@ pub struct EpochClock {
 impl EpochClock {
     /// A clock closing epochs at most every `interval`.
     pub fn new(interval: Duration) -> Self {
-        EpochClock { epoch: 0, opened: Instant::now(), interval, last_tx: None, records: 0 }
+        EpochClock {
+            epoch: 0,
+            opened: Instant::now(),
+            interval,
+            last_tx: None,
+            records: 0,
+        }
     }
 
     /// The open epoch.
@@ -124,7 +130,11 @@ impl Ingestor {
     }
 
     /// Decodes `records` into dataflow input, closing epochs between them when due.
-    pub fn ingest(&mut self, records: impl IntoIterator<Item = RawRecord>, mut emit: impl FnMut(Emit)) {
+    pub fn ingest(
+        &mut self,
+        records: impl IntoIterator<Item = RawRecord>,
+        mut emit: impl FnMut(Emit),
+    ) {
         for raw in records {
             Metrics::add(&self.metrics.records_in, 1);
             let position = raw.position;
@@ -142,7 +152,11 @@ impl Ingestor {
                     emit(Emit::Record(Ingested::Event(event)));
                 }
                 Decoded::Error(error) => {
-                    let payload = raw.value.as_deref().or(raw.key.as_deref()).unwrap_or_default();
+                    let payload = raw
+                        .value
+                        .as_deref()
+                        .or(raw.key.as_deref())
+                        .unwrap_or_default();
                     self.clock.records += 1;
                     emit(Emit::Record(Ingested::Dead(DeadLetter {
                         stage: Arc::clone(&self.decode_stage),
@@ -168,7 +182,10 @@ impl Ingestor {
     /// Closes the open epoch (if it has records) and returns the epoch now open.
     pub fn close_epoch(&mut self) -> Time {
         if self.clock.records > 0 {
-            self.epochs.push(EpochRecord { epoch: self.clock.epoch(), positions: self.positions.clone() });
+            self.epochs.push(EpochRecord {
+                epoch: self.clock.epoch(),
+                positions: self.positions.clone(),
+            });
             Metrics::add(&self.metrics.epochs_closed, 1);
             self.clock.advance();
         }

@@ -45,7 +45,10 @@ impl Metrics {
 
     /// Dead letters by kind.
     pub fn dead_letters(&self) -> BTreeMap<DeadLetterKind, u64> {
-        self.dead_letters.lock().map(|m| m.clone()).unwrap_or_default()
+        self.dead_letters
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// All dead letters.

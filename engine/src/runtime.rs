@@ -152,14 +152,21 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     Ok(summary)
 }
 
-type Built = (InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<Ingested>>>, tributary_operators::TableCatalog, ProbeHandle<Time>, Result<(), RunError>);
+type Built = (
+    InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<Ingested>>>,
+    tributary_operators::TableCatalog,
+    ProbeHandle<Time>,
+    Result<(), RunError>,
+);
 
 fn build(worker: &mut Worker, pipeline: &Pipeline, sinks: SinkContext) -> Built {
     worker.dataflow::<Time, _, _>(|scope| {
         let (input, ingested) = scope.new_input::<Vec<Ingested>>();
         let mut builder = PipelineBuilder::new(ingested, sinks);
-        let built = (pipeline.build)(&mut builder)
-            .map_err(|cause| RunError::Build { pipeline: pipeline.name.to_owned(), cause });
+        let built = (pipeline.build)(&mut builder).map_err(|cause| RunError::Build {
+            pipeline: pipeline.name.to_owned(),
+            cause,
+        });
         let (catalog, probe) = builder.finish();
         (input, catalog, probe, built)
     })

@@ -25,7 +25,10 @@ impl Row {
 
     /// A new row made of the values at `indices`.
     pub fn project(&self, indices: &[usize]) -> Row {
-        Row(indices.iter().map(|&i| self.0.get(i).cloned().unwrap_or_default()).collect())
+        Row(indices
+            .iter()
+            .map(|&i| self.0.get(i).cloned().unwrap_or_default())
+            .collect())
     }
 }
 

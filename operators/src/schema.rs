@@ -70,7 +70,11 @@ pub struct Column {
 impl Column {
     /// A nullable column.
     pub fn new(name: &str, ty: ColumnType) -> Self {
-        Column { name: Arc::from(name), ty, nullable: true }
+        Column {
+            name: Arc::from(name),
+            ty,
+            nullable: true,
+        }
     }
 
     /// The same column, NOT NULL.
@@ -110,7 +114,11 @@ impl Schema {
 
     /// Column names joined by commas, for error messages.
     pub fn names(&self) -> String {
-        self.columns.iter().map(|c| &*c.name).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| &*c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -128,7 +136,10 @@ pub struct TableSpec {
 impl TableSpec {
     /// The primary-key column names.
     pub fn key_names(&self) -> Vec<&str> {
-        self.key.iter().map(|&i| &*self.schema.columns[i].name).collect()
+        self.key
+            .iter()
+            .map(|&i| &*self.schema.columns[i].name)
+            .collect()
     }
 }
 

@@ -121,9 +121,15 @@ mod tests {
 
     #[test]
     fn timestamps_parse_with_offsets() {
-        assert_eq!(parse_timestamp_micros("1970-01-01T00:00:01Z"), Some(1_000_000));
+        assert_eq!(
+            parse_timestamp_micros("1970-01-01T00:00:01Z"),
+            Some(1_000_000)
+        );
         assert_eq!(parse_timestamp_micros("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(parse_timestamp_micros("1970-01-01 00:00:00.5"), Some(500_000));
+        assert_eq!(
+            parse_timestamp_micros("1970-01-01 00:00:00.5"),
+            Some(500_000)
+        );
         assert_eq!(
             format_timestamp_micros(parse_timestamp_micros("2024-05-01T10:11:12.123456Z").unwrap()),
             "2024-05-01T10:11:12.123456Z"

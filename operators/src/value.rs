@@ -237,7 +237,9 @@ impl Decimal {
             if !b.is_ascii_digit() {
                 return None;
             }
-            unscaled = unscaled.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+            unscaled = unscaled
+                .checked_mul(10)?
+                .checked_add(i128::from(b - b'0'))?;
         }
         if negative {
             unscaled = -unscaled;
@@ -299,8 +301,20 @@ mod tests {
         assert_eq!(d.rescale(4).unwrap().to_string(), "19.9900");
         assert!(d.rescale(1).is_none());
         assert_eq!(d.round_to(1).unwrap().to_string(), "20.0");
-        assert_eq!(Decimal::parse("-2.25").unwrap().round_to(1).unwrap().to_string(), "-2.3");
-        assert_eq!(Decimal::parse("1.0").unwrap().cmp(&Decimal::parse("1").unwrap()), Ordering::Equal);
+        assert_eq!(
+            Decimal::parse("-2.25")
+                .unwrap()
+                .round_to(1)
+                .unwrap()
+                .to_string(),
+            "-2.3"
+        );
+        assert_eq!(
+            Decimal::parse("1.0")
+                .unwrap()
+                .cmp(&Decimal::parse("1").unwrap()),
+            Ordering::Equal
+        );
     }
 
     #[test]

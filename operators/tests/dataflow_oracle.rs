@@ -1,6 +1,8 @@
 //! Stateful operators against from-scratch oracles, with 1 and 4 workers: upsert (current
 //! state), group-by aggregates over state, and event-time windows with a watermark.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -24,7 +26,13 @@ fn spec() -> TableSpec {
             Column::new("id", ColumnType::Int64).not_null(),
             Column::new("status", ColumnType::String),
             Column::new("quantity", ColumnType::Int32),
-            Column::new("price", ColumnType::Decimal { precision: 10, scale: 2 }),
+            Column::new(
+                "price",
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
         ]),
         key: vec![0],
     }
@@ -37,14 +45,22 @@ fn to_event((_, op, id, status, quantity, cents, ts): Change, offset: u64) -> Ch
     let row = Row::new(vec![
         Value::Int(id),
         Value::str(["new", "paid", "shipped"][status as usize % 3]),
-        if quantity == 0 { Value::Null } else { Value::Int(quantity) },
+        if quantity == 0 {
+            Value::Null
+        } else {
+            Value::Int(quantity)
+        },
         Value::Decimal(Decimal::new(i128::from(cents), 2)),
     ]);
     let keyed = op != Op::Truncate;
     ChangeEvent {
         table: 0,
         op,
-        key: if keyed { Key::new(vec![Value::Int(id)]) } else { Key::new(vec![]) },
+        key: if keyed {
+            Key::new(vec![Value::Int(id)])
+        } else {
+            Key::new(vec![])
+        },
         before: None,
         after: matches!(op, Op::Create | Op::Update | Op::Read).then_some(row),
         position: Position { stream: 0, offset },
@@ -62,16 +78,27 @@ fn changes() -> impl Strategy<Value = Vec<Change>> {
         1 => Just(Op::Read),
         1 => Just(Op::Truncate),
     ];
-    prop::collection::vec((0u64..3, op, 0i64..8, 0u8..3, 0i64..5, 0i64..10_000, 0i64..60), 0..60)
-        .prop_map(|mut changes| {
-            // epochs ascend; within an epoch, source order is the vector order
-            let mut epoch = 0;
-            for change in &mut changes {
-                epoch += change.0;
-                change.0 = epoch;
-            }
-            changes
-        })
+    prop::collection::vec(
+        (
+            0u64..3,
+            op,
+            0i64..8,
+            0u8..3,
+            0i64..5,
+            0i64..10_000,
+            0i64..60,
+        ),
+        0..60,
+    )
+    .prop_map(|mut changes| {
+        // epochs ascend; within an epoch, source order is the vector order
+        let mut epoch = 0;
+        for change in &mut changes {
+            epoch += change.0;
+            change.0 = epoch;
+        }
+        changes
+    })
 }
 
 /// Runs `build` over the events on `workers` workers; returns every output update.

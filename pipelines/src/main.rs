@@ -11,10 +11,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use tributary_engine::sources::generator::{DecimalMode, GeneratorConfig, OrdersWorkload};
 use tributary_engine::sources::SourceSpec;
-use tributary_engine::{run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, RunOptions};
+use tributary_engine::{
+    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, RunOptions,
+};
 
 #[derive(Parser, Debug)]
-#[command(name = "tributary", version, about = "Change-data-capture stream processing in one binary")]
+#[command(
+    name = "tributary",
+    version,
+    about = "Change-data-capture stream processing in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -133,7 +139,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     let Some(pipeline) = tributary::find(&args.pipeline) else {
         let names: Vec<_> = tributary::PIPELINES.iter().map(|p| p.name).collect();
-        bail!("no pipeline `{}`; try one of: {}", args.pipeline, names.join(", "));
+        bail!(
+            "no pipeline `{}`; try one of: {}",
+            args.pipeline,
+            names.join(", ")
+        );
     };
     if args.workers == 0 {
         bail!("--workers must be at least 1");
@@ -183,7 +193,8 @@ fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         Box::new(std::io::stdout().lock())
     } else {
         Box::new(
-            File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?,
+            File::create(&args.out)
+                .with_context(|| format!("cannot create {}", args.out.display()))?,
         )
     };
     let mut out = BufWriter::with_capacity(1 << 20, out);

@@ -22,12 +22,23 @@ pub const LATENESS: Duration = Duration::from_secs(5);
 fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     let orders = p.table(ORDERS, orders_schema(), &["order_id"])?;
     let changes = orders.changes();
-    let measures = || [count().alias("event_count"), sum(col("quantity")).alias("total_quantity")];
+    let measures = || {
+        [
+            count().alias("event_count"),
+            sum(col("quantity")).alias("total_quantity"),
+        ]
+    };
 
     p.console("op_counts", &changes.group_by(["op"])?.agg(measures())?)?;
 
-    let windowed = changes.window("op_counts/10s", "event_time", Window::tumbling(WINDOW).lateness(LATENESS))?;
-    let per_window = windowed.group_by(["window_start", "window_end", "op"])?.agg(measures())?;
+    let windowed = changes.window(
+        "op_counts/10s",
+        "event_time",
+        Window::tumbling(WINDOW).lateness(LATENESS),
+    )?;
+    let per_window = windowed
+        .group_by(["window_start", "window_end", "op"])?
+        .agg(measures())?;
     p.console("op_counts_10s", &per_window)?;
     Ok(())
 }

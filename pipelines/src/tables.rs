@@ -12,7 +12,13 @@ pub fn orders_schema() -> Schema {
         Column::new("customer_id", ColumnType::Int64),
         Column::new("status", ColumnType::String),
         Column::new("quantity", ColumnType::Int32),
-        Column::new("price", ColumnType::Decimal { precision: 10, scale: 2 }),
+        Column::new(
+            "price",
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 2,
+            },
+        ),
         Column::new("created_at", ColumnType::Timestamp),
     ])
 }

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: locating and running the `tributary` binary, folding its
 //! JSONL console output into tables, and an independent oracle for the orders workload.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -12,7 +14,10 @@ use serde_json::Value as Json;
 /// own integration tests make cargo build it next to this test executable).
 pub fn tributary_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
     let bin = profile_dir.join(format!("tributary{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
@@ -66,7 +71,10 @@ pub fn parse_console(stdout: &[u8]) -> Vec<ConsoleLine> {
 /// The result of `output` after all batches `≤ through`: row text → multiplicity.
 pub fn table_at(lines: &[ConsoleLine], output: &str, through: u64) -> BTreeMap<String, i64> {
     let mut table = BTreeMap::new();
-    for line in lines.iter().filter(|l| l.output == output && l.batch <= through) {
+    for line in lines
+        .iter()
+        .filter(|l| l.output == output && l.batch <= through)
+    {
         *table.entry(line.row.clone()).or_insert(0) += line.diff;
     }
     table.retain(|_, n| *n != 0);
@@ -90,18 +98,29 @@ impl OrdersOracle {
     /// Applies one JSONL line of the orders workload.
     pub fn apply(&mut self, line: &str) {
         let json: Json = serde_json::from_str(line).expect("workload line is JSON");
-        let payload = if json.get("payload").is_some() { &json["payload"] } else { &json };
-        let Some(op) = payload["op"].as_str() else { return }; // tombstone wrapper
+        let payload = if json.get("payload").is_some() {
+            &json["payload"]
+        } else {
+            &json
+        };
+        let Some(op) = payload["op"].as_str() else {
+            return;
+        }; // tombstone wrapper
         match op {
             "c" | "u" | "r" => {
                 let after = &payload["after"];
                 let id = after["order_id"].as_i64().expect("order_id");
                 let status = after["status"].as_str().expect("status").to_owned();
                 let quantity = after["quantity"].as_i64().expect("quantity");
-                self.rows.insert(id, (status, quantity, price_cents(&after["price"])));
+                self.rows
+                    .insert(id, (status, quantity, price_cents(&after["price"])));
             }
             "d" => {
-                self.rows.remove(&payload["before"]["order_id"].as_i64().expect("before.order_id"));
+                self.rows.remove(
+                    &payload["before"]["order_id"]
+                        .as_i64()
+                        .expect("before.order_id"),
+                );
             }
             other => panic!("unexpected op {other}"),
         }
@@ -135,8 +154,14 @@ fn price_cents(price: &Json) -> i128 {
             int.parse::<i128>().expect("int") * 100 + frac.parse::<i128>().expect("frac")
         }
         Json::String(s) => {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(s).expect("base64");
-            bytes.iter().fold(if bytes[0] & 0x80 != 0 { -1i128 } else { 0 }, |acc, b| (acc << 8) | i128::from(*b))
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .expect("base64");
+            bytes
+                .iter()
+                .fold(if bytes[0] & 0x80 != 0 { -1i128 } else { 0 }, |acc, b| {
+                    (acc << 8) | i128::from(*b)
+                })
         }
         Json::Number(n) => (n.as_f64().expect("number") * 100.0).round() as i128,
         other => panic!("price {other}"),

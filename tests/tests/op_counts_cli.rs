@@ -2,6 +2,8 @@
 //! checked against a hand-computed golden file and against an independent recomputation, with
 //! 1 and 4 workers; malformed lines become dead letters with their line numbers.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -23,17 +25,33 @@ fn mixed_file_matches_hand_computed_counts_and_reports_dead_letters() {
         let dir = tempfile::tempdir().unwrap();
         let dead = dir.path().join("dead.jsonl");
         let output = run_tributary(&[
-            "run", "op-counts",
-            "--source", &format!("file:{}", input.display()),
-            "--until-idle", "--epoch-ms", "0", "--workers", workers,
-            "--console-format", "jsonl",
-            "--dead-letter", dead.to_str().unwrap(),
+            "run",
+            "op-counts",
+            "--source",
+            &format!("file:{}", input.display()),
+            "--until-idle",
+            "--epoch-ms",
+            "0",
+            "--workers",
+            workers,
+            "--console-format",
+            "jsonl",
+            "--dead-letter",
+            dead.to_str().unwrap(),
         ]);
-        assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let lines = parse_console(&output.stdout);
         for name in ["op_counts", "op_counts_10s"] {
             let expected_rows: Vec<Json> = expected[name].as_array().unwrap().clone();
-            assert_eq!(table_at(&lines, name, u64::MAX), table_of(&expected_rows), "{name}, workers={workers}");
+            assert_eq!(
+                table_at(&lines, name, u64::MAX),
+                table_of(&expected_rows),
+                "{name}, workers={workers}"
+            );
         }
         let mut letters: Vec<(Json, String)> = std::fs::read_to_string(&dead)
             .unwrap()
@@ -42,7 +60,10 @@ fn mixed_file_matches_hand_computed_counts_and_reports_dead_letters() {
                 let letter: Json = serde_json::from_str(l).unwrap();
                 assert!(!letter["reason"].as_str().unwrap().is_empty());
                 assert!(letter["raw"].is_string());
-                (letter["offset"].clone(), letter["kind"].as_str().unwrap().to_owned())
+                (
+                    letter["offset"].clone(),
+                    letter["kind"].as_str().unwrap().to_owned(),
+                )
             })
             .collect();
         letters.sort_by_key(|(offset, _)| offset.as_u64().unwrap_or(u64::MAX));
@@ -61,8 +82,14 @@ fn recompute_op_counts(path: &Path) -> BTreeMap<String, i64> {
     let mut counts: BTreeMap<String, (i64, Option<i64>)> = BTreeMap::new();
     for line in std::fs::read_to_string(path).unwrap().lines() {
         let json: Json = serde_json::from_str(line).unwrap();
-        let payload = if json.get("payload").is_some() { &json["payload"] } else { &json };
-        let Some(op) = payload["op"].as_str() else { continue };
+        let payload = if json.get("payload").is_some() {
+            &json["payload"]
+        } else {
+            &json
+        };
+        let Some(op) = payload["op"].as_str() else {
+            continue;
+        };
         let entry = counts.entry(op.to_owned()).or_default();
         entry.0 += 1;
         if let Some(q) = payload["after"]["quantity"].as_i64() {
@@ -79,22 +106,61 @@ fn recompute_op_counts(path: &Path) -> BTreeMap<String, i64> {
 #[test]
 fn generated_files_match_recomputation_plain_and_schema_wrapped() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, extra) in [("plain", &[][..]), ("wrapped", &["--schema"][..]), ("strings", &["--decimal-mode", "string"][..])] {
+    for (name, extra) in [
+        ("plain", &[][..]),
+        ("wrapped", &["--schema"][..]),
+        ("strings", &["--decimal-mode", "string"][..]),
+    ] {
         let path = dir.path().join(format!("{name}.jsonl"));
-        let mut args = vec!["generate", "--events", "30000", "--keys", "2000", "--seed", "7", "--out", path.to_str().unwrap()];
+        let mut args = vec![
+            "generate",
+            "--events",
+            "30000",
+            "--keys",
+            "2000",
+            "--seed",
+            "7",
+            "--out",
+            path.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         let generated = run_tributary(&args);
-        assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+        assert!(
+            generated.status.success(),
+            "{}",
+            String::from_utf8_lossy(&generated.stderr)
+        );
         let oracle = recompute_op_counts(&path);
-        assert_eq!(oracle.len(), 3, "the workload has creates, updates and deletes");
+        assert_eq!(
+            oracle.len(),
+            3,
+            "the workload has creates, updates and deletes"
+        );
         for workers in ["1", "4"] {
             let output = run_tributary(&[
-                "run", "op-counts", "--source", &format!("file:{}", path.display()),
-                "--until-idle", "--epoch-ms", "5", "--workers", workers, "--console-format", "jsonl",
+                "run",
+                "op-counts",
+                "--source",
+                &format!("file:{}", path.display()),
+                "--until-idle",
+                "--epoch-ms",
+                "5",
+                "--workers",
+                workers,
+                "--console-format",
+                "jsonl",
             ]);
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             let lines = parse_console(&output.stdout);
-            assert_eq!(table_at(&lines, "op_counts", u64::MAX), oracle, "{name}, workers={workers}");
+            assert_eq!(
+                table_at(&lines, "op_counts", u64::MAX),
+                oracle,
+                "{name}, workers={workers}"
+            );
         }
     }
 }
@@ -103,7 +169,13 @@ fn generated_files_match_recomputation_plain_and_schema_wrapped() {
 fn bad_arguments_fail_with_one_line() {
     for args in [
         &["run", "no-such-pipeline", "--until-idle"][..],
-        &["run", "op-counts", "--source", "file:/definitely/missing.jsonl", "--until-idle"][..],
+        &[
+            "run",
+            "op-counts",
+            "--source",
+            "file:/definitely/missing.jsonl",
+            "--until-idle",
+        ][..],
         &["run", "op-counts", "--source", "ftp://x", "--until-idle"][..],
         &["run", "op-counts", "--workers", "0"][..],
     ] {

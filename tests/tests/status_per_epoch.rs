@@ -1,13 +1,17 @@
 //! `orders-replica`'s `status` aggregation equals a from-scratch recomputation over the source
 //! prefix of every closed epoch, with 1 and 4 workers (in process, through the real runtime).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
 use tributary_engine::sources::SourceSpec;
-use tributary_engine::{run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, RunOptions};
+use tributary_engine::{
+    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, RunOptions,
+};
 use tributary_tests::{parse_console, table_at, OrdersOracle};
 
 #[derive(Clone, Default)]
@@ -27,7 +31,12 @@ impl Write for Capture {
 fn status_matches_recomputation_after_every_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orders.jsonl");
-    let mut workload = OrdersWorkload::new(GeneratorConfig { events: Some(6000), keys: 300, seed: 11, ..Default::default() });
+    let mut workload = OrdersWorkload::new(GeneratorConfig {
+        events: Some(6000),
+        keys: 300,
+        seed: 11,
+        ..Default::default()
+    });
     let mut lines = Vec::new();
     let mut line = String::new();
     while workload.next_line(&mut line) {
@@ -56,7 +65,11 @@ fn status_matches_recomputation_after_every_epoch() {
         )
         .unwrap();
         assert_eq!(summary.events, 6000);
-        assert!(summary.epochs.len() > 100, "expected many epochs, got {}", summary.epochs.len());
+        assert!(
+            summary.epochs.len() > 100,
+            "expected many epochs, got {}",
+            summary.epochs.len()
+        );
         let output = parse_console(&capture.0.lock().unwrap());
         let mut oracle = OrdersOracle::default();
         let mut applied = 0usize;

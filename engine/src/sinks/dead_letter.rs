@@ -29,7 +29,9 @@ pub struct DeadLetterSink {
 
 impl std::fmt::Debug for DeadLetterSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeadLetterSink").field("file", &self.file.is_some()).finish()
+        f.debug_struct("DeadLetterSink")
+            .field("file", &self.file.is_some())
+            .finish()
     }
 }
 
@@ -55,21 +57,32 @@ impl DeadLetterSink {
             }
         }
         if let Some(file) = &self.file {
-            let result = file.lock().map_err(|_| std::io::Error::other("writer poisoned")).and_then(
-                |mut w| {
+            let result = file
+                .lock()
+                .map_err(|_| std::io::Error::other("writer poisoned"))
+                .and_then(|mut w| {
                     w.write_all(text.as_bytes())?;
                     w.flush()
-                },
-            );
+                });
             if let Err(cause) = result {
-                record_failure(&self.failure, crate::RunError::Sink { sink: "dead-letter".into(), cause });
+                record_failure(
+                    &self.failure,
+                    crate::RunError::Sink {
+                        sink: "dead-letter".into(),
+                        cause,
+                    },
+                );
             }
         }
     }
 
     fn source_of(&self, letter: &DeadLetter) -> String {
         match letter.position {
-            Some(p) => self.stream_names.get(p.stream as usize).cloned().unwrap_or_default(),
+            Some(p) => self
+                .stream_names
+                .get(p.stream as usize)
+                .cloned()
+                .unwrap_or_default(),
             None => format!("dataflow:{}", letter.stage),
         }
     }

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, Probe};
+use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 
-use tributary_operators::dataflow::{Collection, Diff, Time};
+use tributary_operators::dataflow::{Collection, Diff, PendingEpochs, Time};
 
 use crate::error::RunError;
 
@@ -37,8 +37,12 @@ pub fn record_failure(slot: &FailureSlot, error: RunError) {
 
 /// Calls `write(epoch, updates)` on worker 0 for each epoch with changes, once the frontier
 /// has passed it, in epoch order. `probe` passes an epoch only after `write` returned for it.
-pub fn on_closed_epochs<'s, D, W>(collection: &Collection<'s, D>, name: &str, probe: &ProbeHandle<Time>, mut write: W)
-where
+pub fn on_closed_epochs<'s, D, W>(
+    collection: &Collection<'s, D>,
+    name: &str,
+    probe: &ProbeHandle<Time>,
+    mut write: W,
+) where
     D: differential_dataflow::ExchangeData,
     W: FnMut(Time, Vec<(D, Diff)>) + 'static,
 {
@@ -49,7 +53,7 @@ where
             Exchange::new(|_: &(D, Time, Diff)| 0),
             name,
             |_, _| {
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(D, Diff)>)> = BTreeMap::new();
+                let mut pending: PendingEpochs<(D, Diff)> = BTreeMap::new();
                 move |(input, frontier), _output| {
                     input.for_each(|capability, data| {
                         for (datum, time, diff) in data.drain(..) {

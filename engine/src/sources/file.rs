@@ -24,8 +24,10 @@ pub struct FileSource {
 impl FileSource {
     /// Opens `path`.
     pub fn open(path: &Path, follow: bool) -> Result<Self, SourceError> {
-        let file = File::open(path)
-            .map_err(|cause| SourceError::Io { path: path.display().to_string(), cause })?;
+        let file = File::open(path).map_err(|cause| SourceError::Io {
+            path: path.display().to_string(),
+            cause,
+        })?;
         Ok(FileSource {
             path: path.to_owned(),
             reader: BufReader::with_capacity(1 << 20, file),
@@ -48,7 +50,10 @@ impl FileSource {
             key: None,
             value: Some(Arc::from(line.as_slice())),
             topic: None,
-            position: Position { stream: 0, offset: self.line_number },
+            position: Position {
+                stream: 0,
+                offset: self.line_number,
+            },
             line: true,
         });
     }
@@ -69,12 +74,19 @@ impl Source for FileSource {
             let read = self
                 .reader
                 .read_until(b'\n', &mut self.partial)
-                .map_err(|cause| SourceError::Io { path: self.path.display().to_string(), cause })?;
+                .map_err(|cause| SourceError::Io {
+                    path: self.path.display().to_string(),
+                    cause,
+                })?;
             if read == 0 {
                 // End of file. A last line without a newline counts unless we follow the file,
                 // in which case its writer may still be finishing it.
                 if self.follow {
-                    return Ok(if out.len() > start { Poll::Ready } else { Poll::Idle });
+                    return Ok(if out.len() > start {
+                        Poll::Ready
+                    } else {
+                        Poll::Idle
+                    });
                 }
                 if !self.partial.is_empty() {
                     self.emit(out);
@@ -103,11 +115,20 @@ mod tests {
         assert_eq!(source.poll(&mut out, 100).unwrap(), Poll::Finished);
         let lines: Vec<_> = out
             .iter()
-            .map(|r| (r.position.offset, String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned()))
+            .map(|r| {
+                (
+                    r.position.offset,
+                    String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
+                )
+            })
             .collect();
         assert_eq!(
             lines,
-            vec![(1, "{\"a\":1}".to_owned()), (4, "null".to_owned()), (5, "{\"b\":2}".to_owned())]
+            vec![
+                (1, "{\"a\":1}".to_owned()),
+                (4, "null".to_owned()),
+                (5, "{\"b\":2}".to_owned())
+            ]
         );
     }
 }

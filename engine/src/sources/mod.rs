@@ -45,7 +45,10 @@ pub enum SourceSpec {
 impl SourceSpec {
     /// Parses `file:PATH` or `generator[:EVENTS]`.
     pub fn parse(spec: &str) -> Result<SourceSpec, SourceError> {
-        let bad = |reason: &str| SourceError::BadSpec { spec: spec.to_owned(), reason: reason.to_owned() };
+        let bad = |reason: &str| SourceError::BadSpec {
+            spec: spec.to_owned(),
+            reason: reason.to_owned(),
+        };
         if let Some(path) = spec.strip_prefix("file:") {
             if path.is_empty() {
                 return Err(bad("file: needs a path, e.g. file:events.jsonl"));
@@ -73,7 +76,10 @@ impl SourceSpec {
         Ok(match self {
             SourceSpec::File(path) => Box::new(file::FileSource::open(path, follow)?),
             SourceSpec::Generator(count) => Box::new(generator::GeneratorSource::new(
-                generator::GeneratorConfig { events: *count, ..Default::default() },
+                generator::GeneratorConfig {
+                    events: *count,
+                    ..Default::default()
+                },
             )),
         })
     }
@@ -85,10 +91,22 @@ mod tests {
 
     #[test]
     fn parses_specs() {
-        assert_eq!(SourceSpec::parse("generator:1_000").unwrap(), SourceSpec::Generator(Some(1000)));
-        assert_eq!(SourceSpec::parse("generator").unwrap(), SourceSpec::Generator(None));
-        assert_eq!(SourceSpec::parse("file:a.jsonl").unwrap(), SourceSpec::File("a.jsonl".into()));
+        assert_eq!(
+            SourceSpec::parse("generator:1_000").unwrap(),
+            SourceSpec::Generator(Some(1000))
+        );
+        assert_eq!(
+            SourceSpec::parse("generator").unwrap(),
+            SourceSpec::Generator(None)
+        );
+        assert_eq!(
+            SourceSpec::parse("file:a.jsonl").unwrap(),
+            SourceSpec::File("a.jsonl".into())
+        );
         assert!(SourceSpec::parse("generator:x").is_err());
-        assert!(SourceSpec::parse("ftp://x").unwrap_err().to_string().contains("file:PATH"));
+        assert!(SourceSpec::parse("ftp://x")
+            .unwrap_err()
+            .to_string()
+            .contains("file:PATH"));
     }
 }

@@ -27,17 +27,26 @@ enum AggFn {
 
 /// `count(*)`: rows in the group.
 pub fn count() -> Agg {
-    Agg { func: AggFn::CountRows, name: None }
+    Agg {
+        func: AggFn::CountRows,
+        name: None,
+    }
 }
 
 /// `sum(expr)`: NULLs ignored; NULL when the group has no non-null value.
 pub fn sum(expr: Expr) -> Agg {
-    Agg { func: AggFn::Sum(expr), name: None }
+    Agg {
+        func: AggFn::Sum(expr),
+        name: None,
+    }
 }
 
 /// `avg(expr)` as a double; NULLs ignored.
 pub fn avg(expr: Expr) -> Agg {
-    Agg { func: AggFn::Avg(expr), name: None }
+    Agg {
+        func: AggFn::Avg(expr),
+        name: None,
+    }
 }
 
 impl Agg {
@@ -65,13 +74,23 @@ pub struct Grouped<'s> {
 
 impl<'s> Relation<'s> {
     /// `GROUP BY columns`.
-    pub fn group_by<'a>(&self, columns: impl IntoIterator<Item = &'a str>) -> Result<Grouped<'s>, PlanError> {
-        Ok(Grouped { groups: self.columns(columns)?, relation: self.clone() })
+    pub fn group_by<'a>(
+        &self,
+        columns: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Grouped<'s>, PlanError> {
+        Ok(Grouped {
+            groups: self.columns(columns)?,
+            relation: self.clone(),
+        })
     }
 
     /// Aggregates over the whole relation (one output row while it is non-empty).
     pub fn agg(&self, aggs: impl IntoIterator<Item = Agg>) -> Result<Relation<'s>, PlanError> {
-        Grouped { relation: self.clone(), groups: Vec::new() }.agg(aggs)
+        Grouped {
+            relation: self.clone(),
+            groups: Vec::new(),
+        }
+        .agg(aggs)
     }
 }
 
@@ -93,8 +112,11 @@ impl<'s> Grouped<'s> {
     /// `SELECT groups…, aggs… GROUP BY groups`. The output's key is the group columns.
     pub fn agg(self, aggs: impl IntoIterator<Item = Agg>) -> Result<Relation<'s>, PlanError> {
         let input = self.relation.schema().clone();
-        let mut columns: Vec<Column> =
-            self.groups.iter().map(|&g| input.columns[g].clone()).collect();
+        let mut columns: Vec<Column> = self
+            .groups
+            .iter()
+            .map(|&g| input.columns[g].clone())
+            .collect();
         let mut bound = Vec::new();
         for agg in aggs {
             let name = agg.output_name();
@@ -104,12 +126,19 @@ impl<'s> Grouped<'s> {
                     let expr = e.bind(&input).map_err(PlanError)?;
                     let (kind, sum_ty) = match expr.ty() {
                         ColumnType::Int32 | ColumnType::Int64 => (SumKind::Int, ColumnType::Int64),
-                        ColumnType::Decimal { scale, .. } => {
-                            (SumKind::Decimal(scale), ColumnType::Decimal { precision: 38, scale })
-                        }
+                        ColumnType::Decimal { scale, .. } => (
+                            SumKind::Decimal(scale),
+                            ColumnType::Decimal {
+                                precision: 38,
+                                scale,
+                            },
+                        ),
                         ColumnType::Float64 => (SumKind::Float, ColumnType::Float64),
                         other => {
-                            return Err(PlanError(format!("cannot sum `{}` of type {other}", e.output_name())))
+                            return Err(PlanError(format!(
+                                "cannot sum `{}` of type {other}",
+                                e.output_name()
+                            )))
                         }
                     };
                     match agg.func {
@@ -138,7 +167,12 @@ impl<'s> Grouped<'s> {
             .flat_map(move |(group, acc): (Row, Accumulators)| {
                 (acc.rows != 0).then(|| {
                     let mut values = group.values().to_vec();
-                    values.extend(finish.iter().zip(&acc.cells).map(|(b, c)| c.finish(b, acc.rows)));
+                    values.extend(
+                        finish
+                            .iter()
+                            .zip(&acc.cells)
+                            .map(|(b, c)| c.finish(b, acc.rows)),
+                    );
                     Row::new(values)
                 })
             });
@@ -169,7 +203,10 @@ impl Cell {
             Bound::Sum(e, k) | Bound::Avg(e, k) => (e, *k),
         };
         let value = expr.eval(row);
-        let mut cell = Cell { count: 1, ..Cell::default() };
+        let mut cell = Cell {
+            count: 1,
+            ..Cell::default()
+        };
         match (value, kind) {
             (Value::Null, _) => cell.count = 0,
             (Value::Int(i), SumKind::Int) => cell.exact = i128::from(i),
@@ -215,7 +252,10 @@ impl Cell {
 impl IsZero for Accumulators {
     fn is_zero(&self) -> bool {
         self.rows == 0
-            && self.cells.iter().all(|c| c.count == 0 && c.exact == 0 && c.float.0 == 0.0)
+            && self
+                .cells
+                .iter()
+                .all(|c| c.count == 0 && c.exact == 0 && c.float.0 == 0.0)
     }
 }
 

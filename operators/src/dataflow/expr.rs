@@ -158,7 +158,10 @@ fn literal_type(value: &Value) -> ColumnType {
         Value::Bool(_) => ColumnType::Bool,
         Value::Int(_) | Value::Null => ColumnType::Int64,
         Value::Float(_) => ColumnType::Float64,
-        Value::Decimal(d) => ColumnType::Decimal { precision: 38, scale: d.scale },
+        Value::Decimal(d) => ColumnType::Decimal {
+            precision: 38,
+            scale: d.scale,
+        },
         Value::Str(_) => ColumnType::String,
         Value::Bytes(_) => ColumnType::Bytes,
         Value::Date(_) => ColumnType::Date,
@@ -168,7 +171,11 @@ fn literal_type(value: &Value) -> ColumnType {
 }
 
 /// Result type of arithmetic: ints stay ints, decimals stay exact, floats win.
-fn arithmetic_type(op: BinaryOp, left: ColumnType, right: ColumnType) -> Result<ColumnType, String> {
+fn arithmetic_type(
+    op: BinaryOp,
+    left: ColumnType,
+    right: ColumnType,
+) -> Result<ColumnType, String> {
     use ColumnType::*;
     let scale_of = |ty: ColumnType| match ty {
         Decimal { scale, .. } => Some(scale),
@@ -183,8 +190,15 @@ fn arithmetic_type(op: BinaryOp, left: ColumnType, right: ColumnType) -> Result<
             let (Some(a), Some(b)) = (scale_of(left), scale_of(right)) else {
                 return Err(format!("cannot apply {op:?} to {left} and {right}"));
             };
-            let scale = if op == BinaryOp::Mul { a.saturating_add(b) } else { a.max(b) };
-            Decimal { precision: 38, scale: scale.min(38) }
+            let scale = if op == BinaryOp::Mul {
+                a.saturating_add(b)
+            } else {
+                a.max(b)
+            };
+            Decimal {
+                precision: 38,
+                scale: scale.min(38),
+            }
         }
         _ => return Err(format!("cannot apply {op:?} to {left} and {right}")),
     })
@@ -212,11 +226,23 @@ fn arithmetic(op: BinaryOp, left: &Value, right: &Value, ty: ColumnType) -> Opti
             let (a, b) = (as_decimal(left)?, as_decimal(right)?);
             let unscaled = match op {
                 BinaryOp::Mul => a.unscaled.checked_mul(b.unscaled)?,
-                BinaryOp::Add => a.rescale(scale)?.unscaled.checked_add(b.rescale(scale)?.unscaled)?,
-                BinaryOp::Sub => a.rescale(scale)?.unscaled.checked_sub(b.rescale(scale)?.unscaled)?,
+                BinaryOp::Add => a
+                    .rescale(scale)?
+                    .unscaled
+                    .checked_add(b.rescale(scale)?.unscaled)?,
+                BinaryOp::Sub => a
+                    .rescale(scale)?
+                    .unscaled
+                    .checked_sub(b.rescale(scale)?.unscaled)?,
             };
-            let result_scale = if op == BinaryOp::Mul { a.scale + b.scale } else { scale };
-            Decimal::new(unscaled, result_scale).rescale(scale).map(Value::Decimal)
+            let result_scale = if op == BinaryOp::Mul {
+                a.scale + b.scale
+            } else {
+                scale
+            };
+            Decimal::new(unscaled, result_scale)
+                .rescale(scale)
+                .map(Value::Decimal)
         }
         _ => None,
     }
@@ -254,13 +280,28 @@ mod tests {
     fn revenue_is_exact() {
         let schema = Schema::new(vec![
             Column::new("quantity", ColumnType::Int32),
-            Column::new("price", ColumnType::Decimal { precision: 10, scale: 2 }),
+            Column::new(
+                "price",
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
         ]);
         let bound = (col("quantity") * col("price")).bind(&schema).unwrap();
-        assert_eq!(bound.ty(), ColumnType::Decimal { precision: 38, scale: 2 });
+        assert_eq!(
+            bound.ty(),
+            ColumnType::Decimal {
+                precision: 38,
+                scale: 2
+            }
+        );
         let row = [Value::Int(3), Value::Decimal(Decimal::new(1999, 2))];
         assert_eq!(bound.eval(&row), Value::Decimal(Decimal::new(5997, 2)));
         assert_eq!(bound.eval(&[Value::Null, Value::Null]), Value::Null);
-        assert!(col("nope").bind(&schema).unwrap_err().contains("quantity, price"));
+        assert!(col("nope")
+            .bind(&schema)
+            .unwrap_err()
+            .contains("quantity, price"));
     }
 }

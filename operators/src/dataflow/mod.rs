@@ -3,8 +3,8 @@
 pub mod aggregate;
 pub mod expr;
 pub mod relation;
-pub mod table;
 pub mod route;
+pub mod table;
 pub mod upsert;
 pub mod window;
 
@@ -18,6 +18,11 @@ pub type Scope<'s> = timely::dataflow::Scope<'s, Time>;
 pub type Stream<'s, D> = timely::dataflow::StreamVec<'s, Time, D>;
 /// A differential collection of `D` with `i64` diffs.
 pub type Collection<'s, D> = differential_dataflow::VecCollection<'s, Time, D, Diff>;
+
+/// Per-epoch buffers of an operator that acts once the frontier passes an epoch: the
+/// capability to emit at that epoch, and the records received for it.
+pub type PendingEpochs<D> =
+    std::collections::BTreeMap<Time, (timely::dataflow::operators::Capability<Time>, Vec<D>)>;
 
 /// Stable 64-bit hash used to route records to workers.
 pub fn route_hash<H: std::hash::Hash + ?Sized>(value: &H) -> u64 {

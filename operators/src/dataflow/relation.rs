@@ -30,7 +30,10 @@ pub struct Relation<'s> {
 
 impl std::fmt::Debug for Relation<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relation").field("schema", &self.schema).field("key", &self.key).finish()
+        f.debug_struct("Relation")
+            .field("schema", &self.schema)
+            .field("key", &self.key)
+            .finish()
     }
 }
 
@@ -43,7 +46,12 @@ impl<'s> Relation<'s> {
         rows: Collection<'s, Row>,
         side: SideOutputs<'s>,
     ) -> Self {
-        Relation { schema, key, rows, side }
+        Relation {
+            schema,
+            key,
+            rows,
+            side,
+        }
     }
 
     /// The schema.
@@ -67,17 +75,33 @@ impl<'s> Relation<'s> {
     }
 
     /// A relation derived from this one, sharing its side outputs.
-    pub fn derive(&self, schema: Schema, key: Option<Vec<usize>>, rows: Collection<'s, Row>) -> Self {
-        Relation { schema: Arc::new(schema), key, rows, side: Rc::clone(&self.side) }
+    pub fn derive(
+        &self,
+        schema: Schema,
+        key: Option<Vec<usize>>,
+        rows: Collection<'s, Row>,
+    ) -> Self {
+        Relation {
+            schema: Arc::new(schema),
+            key,
+            rows,
+            side: Rc::clone(&self.side),
+        }
     }
 
     /// Resolves column names to indices.
-    pub fn columns<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<usize>, PlanError> {
+    pub fn columns<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<usize>, PlanError> {
         names
             .into_iter()
             .map(|name| {
                 self.schema.index_of(name).ok_or_else(|| {
-                    PlanError(format!("no column `{name}`; the relation has: {}", self.schema.names()))
+                    PlanError(format!(
+                        "no column `{name}`; the relation has: {}",
+                        self.schema.names()
+                    ))
                 })
             })
             .collect()
@@ -96,11 +120,16 @@ impl<'s> Relation<'s> {
         let key = self.key.as_ref().and_then(|key| {
             key.iter()
                 .map(|k| {
-                    bound.iter().position(|b| matches!(b, super::expr::BoundExpr::Column(i, _) if i == k))
+                    bound
+                        .iter()
+                        .position(|b| matches!(b, super::expr::BoundExpr::Column(i, _) if i == k))
                 })
                 .collect::<Option<Vec<_>>>()
         });
-        let rows = self.rows.clone().map(move |row| bound.iter().map(|b| b.eval(&row)).collect());
+        let rows = self
+            .rows
+            .clone()
+            .map(move |row| bound.iter().map(|b| b.eval(&row)).collect());
         Ok(self.derive(Schema::new(columns), key, rows))
     }
 }

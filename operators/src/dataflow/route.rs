@@ -38,7 +38,9 @@ pub struct TableRouter<'s> {
 
 impl std::fmt::Debug for TableRouter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableRouter").field("tables", &self.tables.len()).finish()
+        f.debug_struct("TableRouter")
+            .field("tables", &self.tables.len())
+            .finish()
     }
 }
 
@@ -49,12 +51,22 @@ impl<'s> TableRouter<'s> {
         let input = builder.new_input(ingested, Pipeline);
         builder.set_notify_for(0, FrontierInterest::Never);
         let (dead_output, dead) = builder.new_output();
-        TableRouter { builder, input, dead_output, dead: dead.as_collection(), tables: Vec::new() }
+        TableRouter {
+            builder,
+            input,
+            dead_output,
+            dead: dead.as_collection(),
+            tables: Vec::new(),
+        }
     }
 
     /// The change events of table `id`; ids must be requested in order 0, 1, 2, …
     pub fn table(&mut self, id: TableId) -> Collection<'s, ChangeEvent> {
-        debug_assert_eq!(id as usize, self.tables.len(), "tables are routed in id order");
+        debug_assert_eq!(
+            id as usize,
+            self.tables.len(),
+            "tables are routed in id order"
+        );
         let (output, stream) = self.builder.new_output();
         self.tables.push(output);
         stream.as_collection()
@@ -68,14 +80,22 @@ impl<'s> TableRouter<'s> {
     /// Finishes the operator. Events of tables never requested are dropped (the source should
     /// not produce them).
     pub fn build(self) {
-        let TableRouter { builder, mut input, mut dead_output, mut tables, .. } = self;
+        let TableRouter {
+            builder,
+            mut input,
+            mut dead_output,
+            mut tables,
+            ..
+        } = self;
         builder.build(move |_capabilities| {
             let mut per_table: Vec<Vec<Update<ChangeEvent>>> = Vec::new();
             let mut dead_letters: Vec<Update<DeadLetter>> = Vec::new();
             move |_frontiers| {
                 per_table.resize_with(tables.len(), Vec::new);
                 input.for_each_stamp(|capability, containers| {
-                    let Some(&time) = capability.least() else { return };
+                    let Some(&time) = capability.least() else {
+                        return;
+                    };
                     for container in containers {
                         for record in container.drain(..) {
                             match record {

@@ -15,12 +15,19 @@ pub const CHANGE_COLUMNS: [&str; 2] = ["op", "event_time"];
 
 /// Every Debezium event of the table as a row: `op` (c/u/d/r/t), `event_time` (source commit
 /// time), then the `after` columns (NULL for deletes). Append-only; tombstones are not events.
-pub fn changes<'s>(events: Collection<'s, ChangeEvent>, spec: &TableSpec, side: SideOutputs<'s>) -> Relation<'s> {
+pub fn changes<'s>(
+    events: Collection<'s, ChangeEvent>,
+    spec: &TableSpec,
+    side: SideOutputs<'s>,
+) -> Relation<'s> {
     let mut columns = vec![
         Column::new(CHANGE_COLUMNS[0], ColumnType::String).not_null(),
         Column::new(CHANGE_COLUMNS[1], ColumnType::Timestamp).not_null(),
     ];
-    columns.extend(spec.schema.columns.iter().map(|c| Column { nullable: true, ..c.clone() }));
+    columns.extend(spec.schema.columns.iter().map(|c| Column {
+        nullable: true,
+        ..c.clone()
+    }));
     let width = spec.schema.len();
     let op_names: [Value; 5] = ["c", "u", "d", "r", "t"].map(Value::str);
     let rows = events.flat_map(move |event| {
@@ -52,5 +59,10 @@ pub fn state<'s>(
     name: &str,
 ) -> Relation<'s> {
     let rows = events.upsert(name).map(|(_key, row)| row);
-    Relation::new(Arc::new(spec.schema.clone()), Some(spec.key.clone()), rows, side)
+    Relation::new(
+        Arc::new(spec.schema.clone()),
+        Some(spec.key.clone()),
+        rows,
+        side,
+    )
 }

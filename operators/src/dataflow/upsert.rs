@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Capability;
 
 use differential_dataflow::AsCollection;
 
-use super::{route_hash, Collection, Time};
+use super::{route_hash, Collection, PendingEpochs};
 use crate::event::{ChangeEvent, Op};
 use crate::row::{Key, Row};
 
@@ -41,15 +40,16 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                 Exchange::new(|(worker, _): &(u64, ChangeEvent)| *worker),
                 name,
                 |_capability, _info| {
-                    let mut pending: BTreeMap<Time, (Capability<Time>, Vec<ChangeEvent>)> =
-                        BTreeMap::new();
+                    let mut pending: PendingEpochs<ChangeEvent> = BTreeMap::new();
                     let mut state = UpsertState::default();
                     move |(input, frontier), output| {
                         input.for_each(|capability, data| {
-                            let Some(&time) = capability.least() else { return };
-                            let entry = pending.entry(time).or_insert_with(|| {
-                                (capability.delayed(&time, 0), Vec::new())
-                            });
+                            let Some(&time) = capability.least() else {
+                                return;
+                            };
+                            let entry = pending
+                                .entry(time)
+                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
                             entry.1.extend(data.drain(..).map(|(_, event)| event));
                         });
                         while let Some(entry) = pending.first_entry() {
@@ -77,7 +77,11 @@ pub struct UpsertState {
 
 impl UpsertState {
     /// Applies one epoch's events in source order and reports the net `(key,row)` changes.
-    pub fn apply_epoch(&mut self, mut events: Vec<ChangeEvent>, mut emit: impl FnMut((Key, Row), i64)) {
+    pub fn apply_epoch(
+        &mut self,
+        mut events: Vec<ChangeEvent>,
+        mut emit: impl FnMut((Key, Row), i64),
+    ) {
         events.sort_by_key(|event| event.position);
         let mut originals: HashMap<Key, Option<Row>> = HashMap::new();
         for event in events {

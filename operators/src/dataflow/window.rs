@@ -15,7 +15,7 @@ use timely::dataflow::operators::{Capability, OkErr};
 use differential_dataflow::AsCollection;
 
 use super::relation::{PlanError, Relation};
-use super::{Diff, Time};
+use super::{Diff, PendingEpochs, Time};
 use crate::event::{DeadLetter, DeadLetterKind};
 use crate::row::Row;
 use crate::schema::{Column, ColumnType, Schema};
@@ -34,12 +34,20 @@ impl Window {
     /// Non-overlapping windows of `size`.
     pub fn tumbling(size: Duration) -> Self {
         let size_us = micros(size);
-        Window { size_us, slide_us: size_us, lateness_us: 0 }
+        Window {
+            size_us,
+            slide_us: size_us,
+            lateness_us: 0,
+        }
     }
 
     /// Windows of `size` starting every `slide`.
     pub fn hopping(size: Duration, slide: Duration) -> Self {
-        Window { size_us: micros(size), slide_us: micros(slide), lateness_us: 0 }
+        Window {
+            size_us: micros(size),
+            slide_us: micros(slide),
+            lateness_us: 0,
+        }
     }
 
     /// How far behind the largest event time seen a row may arrive and still count.
@@ -68,7 +76,12 @@ fn micros(d: Duration) -> i64 {
 impl<'s> Relation<'s> {
     /// Assigns each row to the event-time windows of `time_column` (a timestamp column) and
     /// prepends `window_start`, `window_end`. Late rows go to the pipeline's dead letters.
-    pub fn window(&self, name: &str, time_column: &str, window: Window) -> Result<Relation<'s>, PlanError> {
+    pub fn window(
+        &self,
+        name: &str,
+        time_column: &str,
+        window: Window,
+    ) -> Result<Relation<'s>, PlanError> {
         let index = self.columns([time_column])?[0];
         let ty = self.schema().columns[index].ty;
         if !matches!(ty, ColumnType::Timestamp | ColumnType::TimestampTz) {
@@ -77,7 +90,9 @@ impl<'s> Relation<'s> {
             )));
         }
         if window.slide_us > window.size_us {
-            return Err(PlanError(format!("window `{name}`: the slide is longer than the size")));
+            return Err(PlanError(format!(
+                "window `{name}`: the slide is longer than the size"
+            )));
         }
         let event_time = move |row: &Row| match row.get(index) {
             Some(Value::Timestamp(ts)) => Some(*ts),
@@ -116,68 +131,69 @@ impl<'s> Relation<'s> {
         let schema = self.schema().clone();
         let assigned: timely::dataflow::StreamVec<'s, Time, (Result<Row, DeadLetter>, Time, Diff)> =
             self.rows().inner.clone().binary_frontier(
-            maxima,
-            Pipeline,
-            Pipeline,
-            name,
-            move |_, _| {
-                let mut rows: BTreeMap<Time, (Capability<Time>, Vec<(Row, Diff)>)> = BTreeMap::new();
-                let mut epoch_maxima: BTreeMap<Time, i64> = BTreeMap::new();
-                let mut seen_max = i64::MIN;
-                move |(input, frontier), (maxima, maxima_frontier), output| {
-                    input.for_each(|capability, data| {
-                        for (row, time, diff) in data.drain(..) {
-                            rows.entry(time)
-                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push((row, diff));
-                        }
-                    });
-                    maxima.for_each(|_, data| {
-                        for (time, max) in data.drain(..) {
-                            let entry = epoch_maxima.entry(time).or_insert(i64::MIN);
-                            *entry = (*entry).max(max);
-                        }
-                    });
-                    loop {
-                        let next = match (rows.keys().next(), epoch_maxima.keys().next()) {
-                            (Some(a), Some(b)) => *a.min(b),
-                            (Some(a), None) => *a,
-                            (None, Some(b)) => *b,
-                            (None, None) => break,
-                        };
-                        if frontier.less_equal(&next) || maxima_frontier.less_equal(&next) {
-                            break;
-                        }
-                        let watermark = seen_max.saturating_sub(window.lateness_us);
-                        if let Some((capability, batch)) = rows.remove(&next) {
-                            let mut session = output.session(&capability);
-                            for (row, diff) in batch {
-                                let Some(ts) = event_time(&row) else { continue };
-                                let mut open = window
-                                    .starts(ts)
-                                    .filter(|start| start + window.size_us > watermark)
-                                    .peekable();
-                                if open.peek().is_none() {
-                                    let letter = late_letter(&stage, &schema, &row, ts, watermark);
-                                    session.give((Err(letter), next, diff.abs()));
-                                }
-                                for start in open {
-                                    let mut values = Vec::with_capacity(row.len() + 2);
-                                    values.push(Value::Timestamp(start));
-                                    values.push(Value::Timestamp(start + window.size_us));
-                                    values.extend(row.iter().cloned());
-                                    session.give((Ok(Row::new(values)), next, diff));
+                maxima,
+                Pipeline,
+                Pipeline,
+                name,
+                move |_, _| {
+                    let mut rows: PendingEpochs<(Row, Diff)> = BTreeMap::new();
+                    let mut epoch_maxima: BTreeMap<Time, i64> = BTreeMap::new();
+                    let mut seen_max = i64::MIN;
+                    move |(input, frontier), (maxima, maxima_frontier), output| {
+                        input.for_each(|capability, data| {
+                            for (row, time, diff) in data.drain(..) {
+                                rows.entry(time)
+                                    .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
+                                    .1
+                                    .push((row, diff));
+                            }
+                        });
+                        maxima.for_each(|_, data| {
+                            for (time, max) in data.drain(..) {
+                                let entry = epoch_maxima.entry(time).or_insert(i64::MIN);
+                                *entry = (*entry).max(max);
+                            }
+                        });
+                        loop {
+                            let next = match (rows.keys().next(), epoch_maxima.keys().next()) {
+                                (Some(a), Some(b)) => *a.min(b),
+                                (Some(a), None) => *a,
+                                (None, Some(b)) => *b,
+                                (None, None) => break,
+                            };
+                            if frontier.less_equal(&next) || maxima_frontier.less_equal(&next) {
+                                break;
+                            }
+                            let watermark = seen_max.saturating_sub(window.lateness_us);
+                            if let Some((capability, batch)) = rows.remove(&next) {
+                                let mut session = output.session(&capability);
+                                for (row, diff) in batch {
+                                    let Some(ts) = event_time(&row) else { continue };
+                                    let mut open = window
+                                        .starts(ts)
+                                        .filter(|start| start + window.size_us > watermark)
+                                        .peekable();
+                                    if open.peek().is_none() {
+                                        let letter =
+                                            late_letter(&stage, &schema, &row, ts, watermark);
+                                        session.give((Err(letter), next, diff.abs()));
+                                    }
+                                    for start in open {
+                                        let mut values = Vec::with_capacity(row.len() + 2);
+                                        values.push(Value::Timestamp(start));
+                                        values.push(Value::Timestamp(start + window.size_us));
+                                        values.extend(row.iter().cloned());
+                                        session.give((Ok(Row::new(values)), next, diff));
+                                    }
                                 }
                             }
-                        }
-                        if let Some(max) = epoch_maxima.remove(&next) {
-                            seen_max = seen_max.max(max);
+                            if let Some(max) = epoch_maxima.remove(&next) {
+                                seen_max = seen_max.max(max);
+                            }
                         }
                     }
-                }
-            },
-        );
+                },
+            );
         let (windowed, late) = assigned.ok_err(|(result, time, diff)| match result {
             Ok(row) => Ok((row, time, diff)),
             Err(letter) => Err((letter, time, diff)),
@@ -195,7 +211,13 @@ impl<'s> Relation<'s> {
     }
 }
 
-fn late_letter(stage: &Arc<str>, schema: &Schema, row: &Row, ts: i64, watermark: i64) -> DeadLetter {
+fn late_letter(
+    stage: &Arc<str>,
+    schema: &Schema,
+    row: &Row,
+    ts: i64,
+    watermark: i64,
+) -> DeadLetter {
     let mut raw = String::from("{");
     for (i, (column, value)) in schema.columns.iter().zip(row.iter()).enumerate() {
         if i > 0 {
@@ -227,10 +249,19 @@ mod tests {
     #[test]
     fn window_starts() {
         let tumbling = Window::tumbling(Duration::from_secs(10));
-        assert_eq!(tumbling.starts(15_000_000).collect::<Vec<_>>(), vec![10_000_000]);
+        assert_eq!(
+            tumbling.starts(15_000_000).collect::<Vec<_>>(),
+            vec![10_000_000]
+        );
         assert_eq!(tumbling.starts(-1).collect::<Vec<_>>(), vec![-10_000_000]);
         let hopping = Window::hopping(Duration::from_secs(10), Duration::from_secs(5));
-        assert_eq!(hopping.starts(12_000_000).collect::<Vec<_>>(), vec![5_000_000, 10_000_000]);
-        assert_eq!(hopping.starts(10_000_000).collect::<Vec<_>>(), vec![5_000_000, 10_000_000]);
+        assert_eq!(
+            hopping.starts(12_000_000).collect::<Vec<_>>(),
+            vec![5_000_000, 10_000_000]
+        );
+        assert_eq!(
+            hopping.starts(10_000_000).collect::<Vec<_>>(),
+            vec![5_000_000, 10_000_000]
+        );
     }
 }

@@ -25,16 +25,31 @@ impl StructSchema {
     /// Reads `{"type":"struct","fields":[…]}`.
     pub fn from_schema(schema: &Json) -> Self {
         let mut fields = BTreeMap::new();
-        for field in schema.get("fields").and_then(Json::as_array).into_iter().flatten() {
-            let Some(name) = field.get("field").and_then(Json::as_str) else { continue };
+        for field in schema
+            .get("fields")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(name) = field.get("field").and_then(Json::as_str) else {
+                continue;
+            };
             let scale = field
                 .get("parameters")
                 .and_then(|p| p.get("scale"))
-                .and_then(|s| s.as_str().and_then(|s| s.parse().ok()).or(s.as_u64().map(|n| n as u8)));
+                .and_then(|s| {
+                    s.as_str()
+                        .and_then(|s| s.parse().ok())
+                        .or(s.as_u64().map(|n| n as u8))
+                });
             fields.insert(
                 name.to_owned(),
                 FieldSchema {
-                    physical: field.get("type").and_then(Json::as_str).unwrap_or("").to_owned(),
+                    physical: field
+                        .get("type")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .to_owned(),
                     logical: field.get("name").and_then(Json::as_str).map(str::to_owned),
                     scale,
                 },
@@ -60,7 +75,12 @@ impl FieldSchemas {
     /// Reads the envelope's top-level schema.
     pub fn from_envelope_schema(schema: &Json) -> Self {
         let mut out = FieldSchemas::default();
-        for field in schema.get("fields").and_then(Json::as_array).into_iter().flatten() {
+        for field in schema
+            .get("fields")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
             match field.get("field").and_then(Json::as_str) {
                 Some("before") => out.before = Some(StructSchema::from_schema(field)),
                 Some("after") => out.after = Some(StructSchema::from_schema(field)),

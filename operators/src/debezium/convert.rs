@@ -36,10 +36,16 @@ pub fn to_value(json: &Json, ty: ColumnType, field: Option<&FieldSchema>) -> Res
         }
     }
     match ty {
-        ColumnType::Bool => json.as_bool().map(Value::Bool).ok_or_else(|| mismatch(json)),
+        ColumnType::Bool => json
+            .as_bool()
+            .map(Value::Bool)
+            .ok_or_else(|| mismatch(json)),
         ColumnType::Int32 | ColumnType::Int64 => json_int(json).map(Value::Int),
         ColumnType::Float64 => match json {
-            Json::Number(n) => n.as_f64().map(|f| Value::Float(Float(f))).ok_or_else(|| mismatch(json)),
+            Json::Number(n) => n
+                .as_f64()
+                .map(|f| Value::Float(Float(f)))
+                .ok_or_else(|| mismatch(json)),
             Json::String(s) => special_float(s).map(|f| Value::Float(Float(f))),
             _ => Err(mismatch(json)),
         },
@@ -67,7 +73,9 @@ pub fn to_value(json: &Json, ty: ColumnType, field: Option<&FieldSchema>) -> Res
         ColumnType::Date => match json {
             Json::Number(_) => {
                 let days = json_int(json)?;
-                i32::try_from(days).map(Value::Date).map_err(|_| "date out of range".to_owned())
+                i32::try_from(days)
+                    .map(Value::Date)
+                    .map_err(|_| "date out of range".to_owned())
             }
             Json::String(s) => time::parse_date(s)
                 .map(Value::Date)
@@ -105,11 +113,13 @@ fn from_logical(json: &Json, logical: &str, scale: Option<u8>) -> Result<Option<
             _ => return Ok(None),
         },
         VARIABLE_DECIMAL => Value::Decimal(variable_scale_decimal(json)?),
-        DATE | CONNECT_DATE => Value::Date(
-            i32::try_from(json_int(json)?).map_err(|_| "date out of range".to_owned())?,
-        ),
+        DATE | CONNECT_DATE => {
+            Value::Date(i32::try_from(json_int(json)?).map_err(|_| "date out of range".to_owned())?)
+        }
         TIMESTAMP_MS | CONNECT_TIMESTAMP => Value::Timestamp(
-            json_int(json)?.checked_mul(1000).ok_or_else(|| "timestamp out of range".to_owned())?,
+            json_int(json)?
+                .checked_mul(1000)
+                .ok_or_else(|| "timestamp out of range".to_owned())?,
         ),
         TIMESTAMP_US => Value::Timestamp(json_int(json)?),
         TIMESTAMP_NS => Value::Timestamp(json_int(json)?.div_euclid(1000)),
@@ -131,7 +141,9 @@ fn fit(value: Value, ty: ColumnType) -> Result<Value> {
             fit_decimal(d, precision, scale).map(Value::Decimal)
         }
         (Value::Decimal(d), ColumnType::Float64) => Ok(Value::Float(Float(d.to_f64()))),
-        (Value::Decimal(d), ColumnType::String) => Ok(Value::Str(Arc::from(d.to_string().as_str()))),
+        (Value::Decimal(d), ColumnType::String) => {
+            Ok(Value::Str(Arc::from(d.to_string().as_str())))
+        }
         (Value::Date(d), ColumnType::Date) => Ok(Value::Date(d)),
         (Value::Date(d), ColumnType::Timestamp | ColumnType::TimestampTz) => {
             Ok(Value::Timestamp(i64::from(d) * 86_400_000_000))
@@ -170,7 +182,9 @@ fn fit_decimal(decimal: Decimal, precision: u8, scale: u8) -> Result<Decimal> {
 
 fn json_int(json: &Json) -> Result<i64> {
     match json {
-        Json::Number(n) => n.as_i64().ok_or_else(|| format!("{n} is not a 64-bit integer")),
+        Json::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("{n} is not a 64-bit integer")),
         _ => Err(mismatch(json)),
     }
 }
@@ -180,7 +194,9 @@ fn special_float(s: &str) -> Result<f64> {
         "NaN" => Ok(f64::NAN),
         "Infinity" => Ok(f64::INFINITY),
         "-Infinity" => Ok(f64::NEG_INFINITY),
-        other => other.parse().map_err(|_| format!("`{other}` is not a number")),
+        other => other
+            .parse()
+            .map_err(|_| format!("`{other}` is not a number")),
     }
 }
 

@@ -43,7 +43,10 @@ pub struct DecodeError {
 
 impl DecodeError {
     pub(crate) fn new(kind: DeadLetterKind, message: impl Into<String>) -> Self {
-        DecodeError { kind, message: message.into() }
+        DecodeError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -65,15 +68,28 @@ fn parse_json(bytes: &[u8], what: &str) -> Result<Json> {
 fn decode_inner(raw: &RawRecord, catalog: &TableCatalog) -> Result<Decoded> {
     let mut topic = raw.topic.as_deref().map(str::to_owned);
     let (key, value) = match (&raw.value, raw.line) {
-        (None, _) => (raw.key.as_deref().map(|k| parse_json(k, "the key")).transpose()?, None),
+        (None, _) => (
+            raw.key
+                .as_deref()
+                .map(|k| parse_json(k, "the key"))
+                .transpose()?,
+            None,
+        ),
         (Some(bytes), false) => (
-            raw.key.as_deref().map(|k| parse_json(k, "the key")).transpose()?,
+            raw.key
+                .as_deref()
+                .map(|k| parse_json(k, "the key"))
+                .transpose()?,
             Some(parse_json(bytes, "the value")?),
         ),
         (Some(bytes), true) => {
             let line = parse_json(bytes, "the line")?;
             match unwrap_line(line) {
-                LineShape::Wrapped { key, value, topic: line_topic } => {
+                LineShape::Wrapped {
+                    key,
+                    value,
+                    topic: line_topic,
+                } => {
                     if line_topic.is_some() {
                         topic = line_topic;
                     }
@@ -85,13 +101,17 @@ fn decode_inner(raw: &RawRecord, catalog: &TableCatalog) -> Result<Decoded> {
     };
     let key = key.filter(|k| !k.is_null());
     let Some(value) = value.filter(|v| !v.is_null()) else {
-        return Ok(decode_tombstone(key, topic.as_deref(), raw.position, catalog)?);
+        return decode_tombstone(key, topic.as_deref(), raw.position, catalog);
     };
     decode_envelope(key, value, topic.as_deref(), raw.position, catalog)
 }
 
 enum LineShape {
-    Wrapped { key: Option<Json>, value: Option<Json>, topic: Option<String> },
+    Wrapped {
+        key: Option<Json>,
+        value: Option<Json>,
+        topic: Option<String>,
+    },
     Plain(Option<Json>),
 }
 
@@ -100,13 +120,19 @@ fn unwrap_line(line: Json) -> LineShape {
     match line {
         Json::Object(mut map)
             if map.contains_key("value")
-                && map.keys().all(|k| matches!(k.as_str(), "key" | "value" | "topic")) =>
+                && map
+                    .keys()
+                    .all(|k| matches!(k.as_str(), "key" | "value" | "topic")) =>
         {
             let topic = match map.remove("topic") {
                 Some(Json::String(t)) => Some(t),
                 _ => None,
             };
-            LineShape::Wrapped { key: map.remove("key"), value: map.remove("value"), topic }
+            LineShape::Wrapped {
+                key: map.remove("key"),
+                value: map.remove("value"),
+                topic,
+            }
         }
         Json::Null => LineShape::Plain(None),
         other => LineShape::Plain(Some(other)),
@@ -123,7 +149,9 @@ fn decode_tombstone(
         return Ok(Decoded::BareTombstone);
     };
     let Some(table) = catalog.lookup(topic) else {
-        return Ok(Decoded::Skipped { table: topic.to_owned() });
+        return Ok(Decoded::Skipped {
+            table: topic.to_owned(),
+        });
     };
     let spec = table_spec(catalog, table)?;
     let key = key_from_kafka_key(&key, spec)?;
@@ -154,15 +182,27 @@ fn decode_envelope(
     catalog: &TableCatalog,
 ) -> Result<Decoded> {
     let Json::Object(mut outer) = value else {
-        return Err(DecodeError::new(DeadLetterKind::BadEnvelope, "the value is not a JSON object"));
+        return Err(DecodeError::new(
+            DeadLetterKind::BadEnvelope,
+            "the value is not a JSON object",
+        ));
     };
     // `{"schema":…,"payload":…}` (JsonConverter with schemas.enable=true) or the bare payload.
     let (mut payload, fields) = if outer.contains_key("payload") && !outer.contains_key("op") {
         let schema = outer.remove("schema");
         let Some(Json::Object(payload)) = outer.remove("payload") else {
-            return Err(DecodeError::new(DeadLetterKind::BadEnvelope, "`payload` is not an object"));
+            return Err(DecodeError::new(
+                DeadLetterKind::BadEnvelope,
+                "`payload` is not an object",
+            ));
         };
-        (payload, schema.as_ref().map(FieldSchemas::from_envelope_schema).unwrap_or_default())
+        (
+            payload,
+            schema
+                .as_ref()
+                .map(FieldSchemas::from_envelope_schema)
+                .unwrap_or_default(),
+        )
     } else {
         (outer, FieldSchemas::default())
     };
@@ -174,7 +214,12 @@ fn decode_envelope(
                 format!("unknown op `{code}`; Debezium ops are c, u, d, r and t"),
             )
         })?,
-        Some(_) => return Err(DecodeError::new(DeadLetterKind::UnknownOp, "`op` is not a string")),
+        Some(_) => {
+            return Err(DecodeError::new(
+                DeadLetterKind::UnknownOp,
+                "`op` is not a string",
+            ))
+        }
         None => {
             return Err(DecodeError::new(
                 DeadLetterKind::BadEnvelope,
@@ -230,7 +275,16 @@ fn decode_envelope(
         })?;
         key_from_row(row, spec)?
     };
-    Ok(Decoded::Event(ChangeEvent { table, op, key, before, after, position, event_time_ms, tx }))
+    Ok(Decoded::Event(ChangeEvent {
+        table,
+        op,
+        key,
+        before,
+        after,
+        position,
+        event_time_ms,
+        tx,
+    }))
 }
 
 /// Debezium's topic naming: `source.name` + `.` + (`schema` or `db`) + `.` + `table`.
@@ -289,7 +343,10 @@ fn row_from_object(
         if value.is_null() && !column.nullable {
             return Err(DecodeError::new(
                 DeadLetterKind::TypeMismatch,
-                format!("`{field}.{}` is null or missing but declared NOT NULL", column.name),
+                format!(
+                    "`{field}.{}` is null or missing but declared NOT NULL",
+                    column.name
+                ),
             ));
         }
         values.push(value);
@@ -302,7 +359,10 @@ fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
     if key.iter().any(Value::is_null) {
         return Err(DecodeError::new(
             DeadLetterKind::MissingKey,
-            format!("primary key ({}) is null or missing", spec.key_names().join(", ")),
+            format!(
+                "primary key ({}) is null or missing",
+                spec.key_names().join(", ")
+            ),
         ));
     }
     Ok(Key(key))
@@ -319,7 +379,10 @@ fn key_from_kafka_key(key: &Json, spec: &TableSpec) -> Result<Key> {
         _ => (None, None),
     };
     let object = object.ok_or_else(|| {
-        DecodeError::new(DeadLetterKind::MissingKey, "the Kafka key is not a JSON object")
+        DecodeError::new(
+            DeadLetterKind::MissingKey,
+            "the Kafka key is not a JSON object",
+        )
     })?;
     let mut values = Vec::with_capacity(spec.key.len());
     for &index in &spec.key {
@@ -327,7 +390,10 @@ fn key_from_kafka_key(key: &Json, spec: &TableSpec) -> Result<Key> {
         let json = object.get(&*column.name).unwrap_or(&Json::Null);
         let logical = schemas.as_ref().and_then(|s| s.field(&column.name));
         let value = convert::to_value(json, column.ty, logical).map_err(|why| {
-            DecodeError::new(DeadLetterKind::TypeMismatch, format!("key `{}`: {why}", column.name))
+            DecodeError::new(
+                DeadLetterKind::TypeMismatch,
+                format!("key `{}`: {why}", column.name),
+            )
         })?;
         if value.is_null() {
             return Err(DecodeError::new(

@@ -14,7 +14,13 @@ fn catalog() -> TableCatalog {
             schema: Schema::new(vec![
                 Column::new("order_id", ColumnType::Int64).not_null(),
                 Column::new("status", ColumnType::String),
-                Column::new("price", ColumnType::Decimal { precision: 10, scale: 2 }),
+                Column::new(
+                    "price",
+                    ColumnType::Decimal {
+                        precision: 10,
+                        scale: 2,
+                    },
+                ),
                 Column::new("created_at", ColumnType::Timestamp),
                 Column::new("ship_date", ColumnType::Date),
             ]),
@@ -29,7 +35,10 @@ fn line(text: &str) -> RawRecord {
         key: None,
         value: Some(Arc::from(text.as_bytes())),
         topic: None,
-        position: Position { stream: 0, offset: 7 },
+        position: Position {
+            stream: 0,
+            offset: 7,
+        },
         line: true,
     }
 }
@@ -79,28 +88,57 @@ fn schema_wrapped_with_logical_types() {
     assert_eq!(e.op, Op::Read);
     let after = e.after.unwrap();
     assert_eq!(after[1], Value::Null);
-    assert_eq!(after[2], Value::Decimal(Decimal::new(1999, 2)), "base64 B88= is 1999");
-    assert_eq!(after[3], Value::Timestamp(1_700_000_000_000_000), "Timestamp is milliseconds");
+    assert_eq!(
+        after[2],
+        Value::Decimal(Decimal::new(1999, 2)),
+        "base64 B88= is 1999"
+    );
+    assert_eq!(
+        after[3],
+        Value::Timestamp(1_700_000_000_000_000),
+        "Timestamp is milliseconds"
+    );
     assert_eq!(after[4], Value::Date(19_724));
 }
 
 #[test]
 fn decimal_modes_and_zoned_timestamps() {
-    for price in [r#""19.99""#, "19.99", r#""B88=""#, r#"{"scale":2,"value":"B88="}"#] {
-        let e = event(&format!(r#"{{"after":{{"order_id":3,"price":{price}}},{SOURCE},"op":"c"}}"#));
-        assert_eq!(e.after.unwrap()[2], Value::Decimal(Decimal::new(1999, 2)), "price {price}");
+    for price in [
+        r#""19.99""#,
+        "19.99",
+        r#""B88=""#,
+        r#"{"scale":2,"value":"B88="}"#,
+    ] {
+        let e = event(&format!(
+            r#"{{"after":{{"order_id":3,"price":{price}}},{SOURCE},"op":"c"}}"#
+        ));
+        assert_eq!(
+            e.after.unwrap()[2],
+            Value::Decimal(Decimal::new(1999, 2)),
+            "price {price}"
+        );
     }
-    let negative = event(&format!(r#"{{"after":{{"order_id":3,"price":"/w=="}},{SOURCE},"op":"c"}}"#));
-    assert_eq!(negative.after.unwrap()[2], Value::Decimal(Decimal::new(-1, 2)));
+    let negative = event(&format!(
+        r#"{{"after":{{"order_id":3,"price":"/w=="}},{SOURCE},"op":"c"}}"#
+    ));
+    assert_eq!(
+        negative.after.unwrap()[2],
+        Value::Decimal(Decimal::new(-1, 2))
+    );
     let zoned = event(&format!(
         r#"{{"after":{{"order_id":3,"created_at":"2023-11-14T22:13:20+00:00"}},{SOURCE},"op":"c"}}"#
     ));
-    assert_eq!(zoned.after.unwrap()[3], Value::Timestamp(1_700_000_000_000_000));
+    assert_eq!(
+        zoned.after.unwrap()[3],
+        Value::Timestamp(1_700_000_000_000_000)
+    );
 }
 
 #[test]
 fn deletes_take_the_key_from_before_and_keep_no_after() {
-    let e = event(&format!(r#"{{"before":{{"order_id":9}},"after":null,{SOURCE},"op":"d"}}"#));
+    let e = event(&format!(
+        r#"{{"before":{{"order_id":9}},"after":null,{SOURCE},"op":"d"}}"#
+    ));
     assert_eq!(e.op, Op::Delete);
     assert_eq!(e.key, Key::new(vec![Value::Int(9)]));
     assert!(e.after.is_none());
@@ -115,13 +153,19 @@ fn kafka_key_wins_and_tombstones_need_a_topic() {
 
     let tombstone = r#"{"key":{"order_id":5},"value":null,"topic":"dbserver1.public.orders"}"#;
     let e = event(tombstone);
-    assert_eq!((e.op, e.key), (Op::Tombstone, Key::new(vec![Value::Int(5)])));
+    assert_eq!(
+        (e.op, e.key),
+        (Op::Tombstone, Key::new(vec![Value::Int(5)]))
+    );
     assert_eq!(decode(&line("null"), &catalog()), Decoded::BareTombstone);
     let kafka = RawRecord {
         key: Some(Arc::from(&b"{\"order_id\":8}"[..])),
         value: None,
         topic: Some(Arc::from("dbserver1.public.orders")),
-        position: Position { stream: 1, offset: 3 },
+        position: Position {
+            stream: 1,
+            offset: 3,
+        },
         line: false,
     };
     match decode(&kafka, &catalog()) {
@@ -133,7 +177,12 @@ fn kafka_key_wins_and_tombstones_need_a_topic() {
 #[test]
 fn other_tables_are_skipped_and_topic_names_the_table() {
     let other = r#"{"after":{"id":1},"source":{"name":"dbserver1","schema":"public","table":"customers"},"op":"c"}"#;
-    assert_eq!(decode(&line(other), &catalog()), Decoded::Skipped { table: "dbserver1.public.customers".into() });
+    assert_eq!(
+        decode(&line(other), &catalog()),
+        Decoded::Skipped {
+            table: "dbserver1.public.customers".into()
+        }
+    );
     let no_source = r#"{"key":null,"value":{"after":{"order_id":4},"op":"c"},"topic":"dbserver1.public.orders"}"#;
     assert_eq!(event(no_source).key, Key::new(vec![Value::Int(4)]));
 }
@@ -152,19 +201,45 @@ fn malformed_records_say_why() {
         ("{not json", DeadLetterKind::BadJson),
         ("[1,2]", DeadLetterKind::BadEnvelope),
         (r#"{"after":{"order_id":1}}"#, DeadLetterKind::BadEnvelope),
-        (&format!(r#"{{"after":{{"order_id":1}},{SOURCE},"op":"x"}}"#), DeadLetterKind::UnknownOp),
-        (&format!(r#"{{"after":null,{SOURCE},"op":"u"}}"#), DeadLetterKind::MissingAfter),
-        (&format!(r#"{{"after":{{"status":"x"}},{SOURCE},"op":"c"}}"#), DeadLetterKind::TypeMismatch),
-        (&format!(r#"{{"before":null,"after":null,{SOURCE},"op":"d"}}"#), DeadLetterKind::MissingKey),
-        (&format!(r#"{{"after":{{"order_id":"one"}},{SOURCE},"op":"c"}}"#), DeadLetterKind::TypeMismatch),
-        (&format!(r#"{{"after":{{"order_id":1,"price":"abc!"}},{SOURCE},"op":"c"}}"#), DeadLetterKind::TypeMismatch),
-        (&format!(r#"{{"after":{{"order_id":1,"price":123456789.5}},{SOURCE},"op":"c"}}"#), DeadLetterKind::TypeMismatch),
-        (r#"{"after":{"order_id":1},"op":"c"}"#, DeadLetterKind::UnknownTable),
+        (
+            &format!(r#"{{"after":{{"order_id":1}},{SOURCE},"op":"x"}}"#),
+            DeadLetterKind::UnknownOp,
+        ),
+        (
+            &format!(r#"{{"after":null,{SOURCE},"op":"u"}}"#),
+            DeadLetterKind::MissingAfter,
+        ),
+        (
+            &format!(r#"{{"after":{{"status":"x"}},{SOURCE},"op":"c"}}"#),
+            DeadLetterKind::TypeMismatch,
+        ),
+        (
+            &format!(r#"{{"before":null,"after":null,{SOURCE},"op":"d"}}"#),
+            DeadLetterKind::MissingKey,
+        ),
+        (
+            &format!(r#"{{"after":{{"order_id":"one"}},{SOURCE},"op":"c"}}"#),
+            DeadLetterKind::TypeMismatch,
+        ),
+        (
+            &format!(r#"{{"after":{{"order_id":1,"price":"abc!"}},{SOURCE},"op":"c"}}"#),
+            DeadLetterKind::TypeMismatch,
+        ),
+        (
+            &format!(r#"{{"after":{{"order_id":1,"price":123456789.5}},{SOURCE},"op":"c"}}"#),
+            DeadLetterKind::TypeMismatch,
+        ),
+        (
+            r#"{"after":{"order_id":1},"op":"c"}"#,
+            DeadLetterKind::UnknownTable,
+        ),
     ];
     for (text, kind) in cases {
         let e = error(text);
         assert_eq!(e.kind, kind, "{text}: {}", e.message);
         assert!(!e.message.is_empty());
     }
-    assert!(error(&format!(r#"{{"after":null,{SOURCE},"op":"u"}}"#)).message.contains("op=u needs `after`"));
+    assert!(error(&format!(r#"{{"after":null,{SOURCE},"op":"u"}}"#))
+        .message
+        .contains("op=u needs `after`"));
 }

@@ -12,7 +12,11 @@ pub fn render_jsonl(batch: Time, output: &str, schema: &Schema, rows: &[(Row, i6
     for (row, diff) in ordered {
         let mut line = format!("{{\"batch\":{batch},\"output\":");
         write_json_string(output, &mut line);
-        line.push_str(if *diff > 0 { ",\"diff\":1,\"row\":{" } else { ",\"diff\":-1,\"row\":{" });
+        line.push_str(if *diff > 0 {
+            ",\"diff\":1,\"row\":{"
+        } else {
+            ",\"diff\":-1,\"row\":{"
+        });
         for (i, (column, value)) in schema.columns.iter().zip(row.iter()).enumerate() {
             if i > 0 {
                 line.push(',');
@@ -30,7 +34,13 @@ pub fn render_jsonl(batch: Time, output: &str, schema: &Schema, rows: &[(Row, i6
 }
 
 /// A Spark `show()`-style table under a `Batch: N` banner, at most `max_rows` rows.
-pub fn render_table(batch: Time, output: &str, schema: &Schema, rows: &[&Row], max_rows: usize) -> String {
+pub fn render_table(
+    batch: Time,
+    output: &str,
+    schema: &Schema,
+    rows: &[&Row],
+    max_rows: usize,
+) -> String {
     let mut sorted: Vec<&Row> = rows.to_vec();
     sorted.sort();
     let shown = &sorted[..sorted.len().min(max_rows)];
@@ -38,13 +48,21 @@ pub fn render_table(batch: Time, output: &str, schema: &Schema, rows: &[&Row], m
         .iter()
         .map(|row| row.iter().map(|v| (v.to_string(), is_numeric(v))).collect())
         .collect();
-    let mut widths: Vec<usize> = schema.columns.iter().map(|c| c.name.chars().count()).collect();
+    let mut widths: Vec<usize> = schema
+        .columns
+        .iter()
+        .map(|c| c.name.chars().count())
+        .collect();
     for row in &cells {
         for (w, (text, _)) in widths.iter_mut().zip(row) {
             *w = (*w).max(text.chars().count());
         }
     }
-    let rule: String = widths.iter().map(|w| format!("+{}", "-".repeat(*w))).collect::<String>() + "+\n";
+    let rule: String = widths
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(*w)))
+        .collect::<String>()
+        + "+\n";
     let mut out = format!("-------------------------------------------\nBatch: {batch} ({output})\n-------------------------------------------\n");
     out.push_str(&rule);
     for (column, w) in schema.columns.iter().zip(&widths) {
@@ -64,7 +82,11 @@ pub fn render_table(batch: Time, output: &str, schema: &Schema, rows: &[&Row], m
     }
     out.push_str(&rule);
     if sorted.len() > shown.len() {
-        out.push_str(&format!("only showing top {} of {} rows\n", shown.len(), sorted.len()));
+        out.push_str(&format!(
+            "only showing top {} of {} rows\n",
+            shown.len(),
+            sorted.len()
+        ));
     }
     out
 }
@@ -81,13 +103,22 @@ mod tests {
     fn schema() -> Schema {
         Schema::new(vec![
             Column::new("status", ColumnType::String),
-            Column::new("revenue", ColumnType::Decimal { precision: 38, scale: 2 }),
+            Column::new(
+                "revenue",
+                ColumnType::Decimal {
+                    precision: 38,
+                    scale: 2,
+                },
+            ),
         ])
     }
 
     #[test]
     fn table_looks_like_spark() {
-        let row = Row::new(vec![Value::str("paid"), Value::Decimal(Decimal::new(12345, 2))]);
+        let row = Row::new(vec![
+            Value::str("paid"),
+            Value::Decimal(Decimal::new(12345, 2)),
+        ]);
         let text = render_table(3, "status", &schema(), &[&row], 20);
         assert!(text.contains("Batch: 3 (status)"));
         assert!(text.contains("|status|revenue|"));
@@ -96,11 +127,19 @@ mod tests {
 
     #[test]
     fn jsonl_orders_retractions_first() {
-        let old = Row::new(vec![Value::str("paid"), Value::Decimal(Decimal::new(100, 2))]);
-        let new = Row::new(vec![Value::str("paid"), Value::Decimal(Decimal::new(250, 2))]);
+        let old = Row::new(vec![
+            Value::str("paid"),
+            Value::Decimal(Decimal::new(100, 2)),
+        ]);
+        let new = Row::new(vec![
+            Value::str("paid"),
+            Value::Decimal(Decimal::new(250, 2)),
+        ]);
         let text = render_jsonl(7, "status", &schema(), &[(new, 1), (old, -1)]);
-        let lines: Vec<serde_json::Value> =
-            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines[0]["diff"], -1);
         assert_eq!(lines[1]["row"]["revenue"], serde_json::json!(2.5));
         assert_eq!(lines[1]["batch"], 7);

@@ -50,13 +50,18 @@ pub struct ConsoleOptions {
 
 impl std::fmt::Debug for ConsoleOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsoleOptions").field("format", &self.format).field("mode", &self.mode).finish()
+        f.debug_struct("ConsoleOptions")
+            .field("format", &self.format)
+            .field("mode", &self.mode)
+            .finish()
     }
 }
 
 impl std::fmt::Debug for ConsoleOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsoleOutput").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("ConsoleOutput")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,7 +86,15 @@ impl ConsoleOutput {
         metrics: Arc<Metrics>,
         failure: FailureSlot,
     ) -> Self {
-        ConsoleOutput { name: name.to_owned(), schema, key, options, complete: BTreeMap::new(), metrics, failure }
+        ConsoleOutput {
+            name: name.to_owned(),
+            schema,
+            key,
+            options,
+            complete: BTreeMap::new(),
+            metrics,
+            failure,
+        }
     }
 
     /// Prints one epoch's consolidated changes.
@@ -96,7 +109,8 @@ impl ConsoleOutput {
                         self.complete.remove(&row);
                     }
                 }
-                let all: Vec<(Row, i64)> = self.complete.iter().map(|(r, d)| (r.clone(), *d)).collect();
+                let all: Vec<(Row, i64)> =
+                    self.complete.iter().map(|(r, d)| (r.clone(), *d)).collect();
                 self.render(batch, &all)
             }
         };
@@ -113,7 +127,10 @@ impl ConsoleOutput {
             Ok(()) => crate::metrics::Metrics::add(&self.metrics.batches_written, 1),
             Err(cause) => record_failure(
                 &self.failure,
-                crate::RunError::Sink { sink: format!("console `{}`", self.name), cause },
+                crate::RunError::Sink {
+                    sink: format!("console `{}`", self.name),
+                    cause,
+                },
             ),
         }
     }
@@ -131,8 +148,13 @@ impl ConsoleOutput {
                     .filter(|(_, d)| *d > 0 || self.key.is_none())
                     .map(|(r, _)| r)
                     .collect();
-                let mut text =
-                    render_table(batch, &self.name, &self.schema, &shown, self.options.max_rows);
+                let mut text = render_table(
+                    batch,
+                    &self.name,
+                    &self.schema,
+                    &shown,
+                    self.options.max_rows,
+                );
                 if removed > 0 {
                     text.push_str(&format!("{removed} row(s) removed\n"));
                 }
@@ -145,9 +167,15 @@ impl ConsoleOutput {
 
 /// Keys that were retracted and not re-inserted in this batch.
 fn removed_keys(rows: &[(Row, i64)], key: &[usize]) -> usize {
-    let inserted: std::collections::BTreeSet<Row> =
-        rows.iter().filter(|(_, d)| *d > 0).map(|(r, _)| r.project(key)).collect();
-    let retracted: std::collections::BTreeSet<Row> =
-        rows.iter().filter(|(_, d)| *d < 0).map(|(r, _)| r.project(key)).collect();
+    let inserted: std::collections::BTreeSet<Row> = rows
+        .iter()
+        .filter(|(_, d)| *d > 0)
+        .map(|(r, _)| r.project(key))
+        .collect();
+    let retracted: std::collections::BTreeSet<Row> = rows
+        .iter()
+        .filter(|(_, d)| *d < 0)
+        .map(|(r, _)| r.project(key))
+        .collect();
     retracted.difference(&inserted).count()
 }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use tributary_operators::{Position, RawRecord};
 
-pub use orders::{base64_unscaled, DecimalMode, GeneratorConfig, OrdersWorkload, ORDERS_TOPIC, STATUSES};
+pub use orders::{
+    base64_unscaled, DecimalMode, GeneratorConfig, OrdersWorkload, ORDERS_TOPIC, STATUSES,
+};
 
 use super::{Poll, Source};
 use crate::error::SourceError;
@@ -23,7 +25,11 @@ pub struct GeneratorSource {
 impl GeneratorSource {
     /// Starts the generator.
     pub fn new(config: GeneratorConfig) -> Self {
-        GeneratorSource { workload: OrdersWorkload::new(config), line: String::new(), offset: 0 }
+        GeneratorSource {
+            workload: OrdersWorkload::new(config),
+            line: String::new(),
+            offset: 0,
+        }
     }
 }
 
@@ -46,7 +52,10 @@ impl Source for GeneratorSource {
                 key: None,
                 value: Some(Arc::from(self.line.as_bytes())),
                 topic: None,
-                position: Position { stream: 0, offset: self.offset },
+                position: Position {
+                    stream: 0,
+                    offset: self.offset,
+                },
                 line: true,
             });
         }

@@ -114,7 +114,10 @@ impl OrdersWorkload {
     pub fn next_line(&mut self, out: &mut String) -> bool {
         out.clear();
         if let Some(key) = self.pending_tombstone.take() {
-            let _ = write!(out, r#"{{"key":{{"order_id":{key}}},"value":null,"topic":"{ORDERS_TOPIC}"}}"#);
+            let _ = write!(
+                out,
+                r#"{{"key":{{"order_id":{key}}},"value":null,"topic":"{ORDERS_TOPIC}"}}"#
+            );
             return true;
         }
         if self.config.events.is_some_and(|n| self.produced >= n) {
@@ -153,7 +156,7 @@ impl OrdersWorkload {
                 let mut new = old.clone();
                 if new.status < 3 && self.rng.next() % 10 < 8 {
                     new.status += 1;
-                } else if self.rng.next() % 2 == 0 {
+                } else if self.rng.next().is_multiple_of(2) {
                     new.status = 4;
                 } else {
                     new.quantity = 1 + self.rng.next() % 10;
@@ -174,7 +177,11 @@ impl OrdersWorkload {
         let _ = write!(
             out,
             r#","source":{{"version":"2.7.0.Final","connector":"postgresql","name":"dbserver1","ts_ms":{},"snapshot":"false","db":"inventory","sequence":"[null,\"{}\"]","schema":"public","table":"orders","txId":{},"lsn":{},"xmin":null}},"op":"{op}","ts_ms":{},"transaction":null}}"#,
-            self.now_ms, self.lsn, self.tx_id, self.lsn, self.now_ms + 7
+            self.now_ms,
+            self.lsn,
+            self.tx_id,
+            self.lsn,
+            self.now_ms + 7
         );
         if self.config.schema {
             out.push('}');
@@ -199,7 +206,12 @@ impl OrdersWorkload {
                 out.push('"');
             }
             DecimalMode::String => {
-                let _ = write!(out, r#""{}.{:02}""#, o.price_cents / 100, o.price_cents % 100);
+                let _ = write!(
+                    out,
+                    r#""{}.{:02}""#,
+                    o.price_cents / 100,
+                    o.price_cents % 100
+                );
             }
             DecimalMode::Double => {
                 let _ = write!(out, "{}.{:02}", o.price_cents / 100, o.price_cents % 100);
@@ -258,7 +270,11 @@ mod tests {
 
     #[test]
     fn deterministic_and_valid_json() {
-        let config = GeneratorConfig { events: Some(500), schema: true, ..Default::default() };
+        let config = GeneratorConfig {
+            events: Some(500),
+            schema: true,
+            ..Default::default()
+        };
         let mut a = OrdersWorkload::new(config.clone());
         let mut b = OrdersWorkload::new(config);
         let (mut la, mut lb) = (String::new(), String::new());
