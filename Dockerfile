@@ -1,0 +1,9 @@
+# Builds the `tributary` binary and ships it on a slim Debian image.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p tributary --bin tributary
+
+FROM debian:bookworm-slim
+COPY --from=build /src/target/release/tributary /usr/local/bin/tributary
+ENTRYPOINT ["tributary"]
