@@ -1,0 +1,49 @@
+//! Debezium decoding throughput: plain and schema-wrapped envelopes of the orders workload.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use tributary_benches::{orders_catalog, workload_lines};
+use tributary_operators::debezium::{decode, Decoded};
+use tributary_operators::{Position, RawRecord};
+
+fn bench_decode(c: &mut Criterion) {
+    let catalog = orders_catalog();
+    let mut group = c.benchmark_group("decode");
+    for (name, schema) in [("plain", false), ("schema_wrapped", true)] {
+        let records: Vec<RawRecord> = workload_lines(10_000, schema)
+            .into_iter()
+            .enumerate()
+            .map(|(i, line)| RawRecord {
+                key: None,
+                value: Some(Arc::from(line.as_bytes())),
+                topic: None,
+                position: Position {
+                    stream: 0,
+                    offset: i as u64 + 1,
+                },
+                line: true,
+            })
+            .collect();
+        let bytes: usize = records
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len()))
+            .sum();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut events = 0usize;
+                for record in &records {
+                    if matches!(decode(record, &catalog), Decoded::Event(_)) {
+                        events += 1;
+                    }
+                }
+                events
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_decode);
+criterion_main!(benches);
