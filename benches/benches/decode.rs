@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tributary_benches::{orders_catalog, workload_lines};
-use tributary_operators::debezium::{decode, Decoded};
+use tributary_operators::debezium::{decode_with, Decoded, SchemaCache};
 use tributary_operators::{Position, RawRecord};
 
 fn bench_decode(c: &mut Criterion) {
@@ -31,10 +31,11 @@ fn bench_decode(c: &mut Criterion) {
             .sum();
         group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_function(name, |b| {
+            let mut cache = SchemaCache::default();
             b.iter(|| {
                 let mut events = 0usize;
                 for record in &records {
-                    if matches!(decode(record, &catalog), Decoded::Event(_)) {
+                    if matches!(decode_with(record, &catalog, &mut cache), Decoded::Event(_)) {
                         events += 1;
                     }
                 }

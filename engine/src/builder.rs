@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use timely::dataflow::ProbeHandle;
 
+use tributary_operators::dataflow::decode::DecodeRouter;
 use tributary_operators::dataflow::relation::SideOutputs;
-use tributary_operators::dataflow::route::{Ingested, TableRouter};
 use tributary_operators::dataflow::{table, Collection, Stream, Time};
-use tributary_operators::{ChangeEvent, Relation, Row, Schema, TableCatalog, TableSpec};
+use tributary_operators::{ChangeEvent, RawRecord, Relation, Row, Schema, TableCatalog, TableSpec};
 
 use crate::error::BuildError;
 use crate::metrics::Metrics;
@@ -41,7 +41,7 @@ pub(crate) struct SinkContext {
 
 /// Declares a pipeline's tables and outputs.
 pub struct PipelineBuilder<'s> {
-    router: TableRouter<'s>,
+    router: DecodeRouter<'s>,
     catalog: TableCatalog,
     side: SideOutputs<'s>,
     outputs: BTreeSet<String>,
@@ -59,9 +59,9 @@ impl std::fmt::Debug for PipelineBuilder<'_> {
 }
 
 impl<'s> PipelineBuilder<'s> {
-    pub(crate) fn new(ingested: Stream<'s, Ingested>, sinks: SinkContext) -> Self {
+    pub(crate) fn new(raw: Stream<'s, RawRecord>, sinks: SinkContext) -> Self {
         PipelineBuilder {
-            router: TableRouter::new(ingested, "route-tables"),
+            router: DecodeRouter::new(raw, "decode"),
             catalog: TableCatalog::default(),
             side: Rc::default(),
             outputs: BTreeSet::new(),
@@ -130,9 +130,9 @@ impl<'s> PipelineBuilder<'s> {
         Ok(())
     }
 
-    /// Finishes the dataflow: routes tables, attaches the dead-letter sink, and returns the
-    /// catalog the ingest loop decodes against plus the probe that tracks every sink.
-    pub(crate) fn finish(self) -> (TableCatalog, ProbeHandle<Time>) {
+    /// Finishes the dataflow: decodes against the declared tables, attaches the dead-letter
+    /// sink, and returns the probe that tracks every sink.
+    pub(crate) fn finish(self) -> ProbeHandle<Time> {
         let PipelineBuilder {
             router,
             catalog,
@@ -145,12 +145,12 @@ impl<'s> PipelineBuilder<'s> {
             .borrow()
             .iter()
             .fold(router.dead_letters(), |all, more| all.concat(more.clone()));
-        router.build();
+        router.build(Arc::new(catalog), Arc::clone(&sinks.metrics.decode));
         let sink = sinks.dead_letters;
         on_closed_epochs(&dead, "dead-letters", &probe, move |_epoch, letters| {
             sink.write(letters)
         });
-        (catalog, probe)
+        probe
     }
 }
 

@@ -1,14 +1,14 @@
-//! Ingest: decodes raw records on the reading worker, closes epochs every `--epoch-ms` but only
-//! at source-transaction boundaries, and records the source positions each epoch covers.
+//! Ingest: the reading worker assigns raw records to epochs. An epoch closes every `--epoch-ms`
+//! but only between source transactions; transaction ids are peeked only when a close is due,
+//! so decoding itself happens in parallel on all workers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tributary_operators::dataflow::route::Ingested;
 use tributary_operators::dataflow::Time;
-use tributary_operators::debezium::{decode, Decoded};
-use tributary_operators::{DeadLetter, Op, RawRecord, TableCatalog};
+use tributary_operators::debezium::peek_transaction;
+use tributary_operators::RawRecord;
 
 use crate::metrics::Metrics;
 
@@ -25,93 +25,45 @@ pub struct EpochRecord {
 #[derive(Debug)]
 pub enum Emit {
     /// A record for the open epoch.
-    Record(Ingested),
+    Record(RawRecord),
     /// The open epoch closed; this epoch is now open.
     Advance(Time),
 }
 
-/// Decides when the open epoch closes.
+/// Assigns records to epochs and remembers the positions each closed epoch covers.
 #[derive(Debug)]
-pub struct EpochClock {
+pub struct Ingestor {
+    metrics: Arc<Metrics>,
     epoch: Time,
     opened: Instant,
     interval: Duration,
-    last_tx: Option<Arc<str>>,
-    records: u64,
+    records_in_epoch: u64,
+    last_record: Option<RawRecord>,
+    /// The last record's transaction, once peeked.
+    last_tx: Option<Option<u64>>,
+    positions: BTreeMap<u32, u64>,
+    epochs: Vec<EpochRecord>,
 }
 
-impl EpochClock {
-    /// A clock closing epochs at most every `interval`.
-    pub fn new(interval: Duration) -> Self {
-        EpochClock {
+impl Ingestor {
+    /// An ingestor closing epochs at most every `interval`.
+    pub fn new(metrics: Arc<Metrics>, interval: Duration) -> Self {
+        Ingestor {
+            metrics,
             epoch: 0,
             opened: Instant::now(),
             interval,
+            records_in_epoch: 0,
+            last_record: None,
             last_tx: None,
-            records: 0,
+            positions: BTreeMap::new(),
+            epochs: Vec::new(),
         }
     }
 
     /// The open epoch.
     pub fn epoch(&self) -> Time {
         self.epoch
-    }
-
-    /// The interval has passed and the open epoch has records.
-    pub fn due(&self) -> bool {
-        self.records > 0 && self.opened.elapsed() >= self.interval
-    }
-
-    /// Whether an event of transaction `tx` may start a new epoch: not while the previous event's
-    /// transaction continues.
-    pub fn at_boundary(&self, tx: Option<&Arc<str>>) -> bool {
-        match (&self.last_tx, tx) {
-            (Some(previous), Some(next)) => previous != next,
-            _ => true,
-        }
-    }
-
-    fn note(&mut self, tx: Option<Arc<str>>) {
-        self.records += 1;
-        self.last_tx = tx;
-    }
-
-    fn advance(&mut self) {
-        self.epoch += 1;
-        self.records = 0;
-        self.opened = Instant::now();
-    }
-}
-
-/// Turns raw records into dataflow input and epoch closings.
-#[derive(Debug)]
-pub struct Ingestor {
-    catalog: TableCatalog,
-    metrics: Arc<Metrics>,
-    clock: EpochClock,
-    positions: BTreeMap<u32, u64>,
-    epochs: Vec<EpochRecord>,
-    skipped_tables: BTreeSet<String>,
-    decode_stage: Arc<str>,
-}
-
-impl Ingestor {
-    /// An ingestor for `catalog`'s tables.
-    pub fn new(catalog: TableCatalog, metrics: Arc<Metrics>, epoch_interval: Duration) -> Self {
-        Ingestor {
-            catalog,
-            metrics,
-            clock: EpochClock::new(epoch_interval),
-            positions: BTreeMap::new(),
-            epochs: Vec::new(),
-            skipped_tables: BTreeSet::new(),
-            decode_stage: Arc::from("decode"),
-        }
-    }
-
-    /// The open epoch.
-    pub fn epoch(&self) -> Time {
-        self.clock.epoch()
     }
 
     /// The run's counters.
@@ -124,87 +76,123 @@ impl Ingestor {
         &self.epochs
     }
 
-    /// The open epoch may close now (interval passed; call at a point with no open transaction).
+    /// The interval has passed and the open epoch has records.
     pub fn due(&self) -> bool {
-        self.clock.due()
+        self.records_in_epoch > 0 && self.opened.elapsed() >= self.interval
     }
 
-    /// Decodes `records` into dataflow input, closing epochs between them when due.
+    /// Assigns `records` to epochs, closing the open one before a record that starts a new
+    /// transaction once the interval has passed.
     pub fn ingest(
         &mut self,
         records: impl IntoIterator<Item = RawRecord>,
         mut emit: impl FnMut(Emit),
     ) {
         for raw in records {
-            Metrics::add(&self.metrics.records_in, 1);
-            let position = raw.position;
-            match decode(&raw, &self.catalog) {
-                Decoded::Event(event) => {
-                    if self.clock.due() && self.clock.at_boundary(event.tx.as_ref()) {
-                        emit(Emit::Advance(self.close_epoch()));
-                    }
-                    if event.op == Op::Tombstone {
-                        Metrics::add(&self.metrics.tombstones, 1);
-                    } else {
-                        Metrics::add(&self.metrics.events, 1);
-                    }
-                    self.clock.note(event.tx.clone());
-                    emit(Emit::Record(Ingested::Event(event)));
+            if self.due() {
+                let previous = match self.last_tx {
+                    Some(tx) => tx,
+                    None => self.last_record.as_ref().and_then(transaction_of),
+                };
+                let next = transaction_of(&raw);
+                if previous.is_none() || next.is_none() || previous != next {
+                    emit(Emit::Advance(self.close_epoch()));
                 }
-                Decoded::Error(error) => {
-                    let payload = raw
-                        .value
-                        .as_deref()
-                        .or(raw.key.as_deref())
-                        .unwrap_or_default();
-                    self.clock.records += 1;
-                    emit(Emit::Record(Ingested::Dead(DeadLetter {
-                        stage: Arc::clone(&self.decode_stage),
-                        kind: error.kind,
-                        reason: error.message,
-                        position: Some(position),
-                        raw: Arc::from(String::from_utf8_lossy(payload).as_ref()),
-                    })));
-                }
-                Decoded::Skipped { table } => {
-                    Metrics::add(&self.metrics.skipped, 1);
-                    if self.skipped_tables.insert(table.clone()) {
-                        tracing::info!(table = %table, "skipping events of a table this pipeline does not read");
-                    }
-                }
-                Decoded::BareTombstone => Metrics::add(&self.metrics.tombstones, 1),
+                self.last_tx = Some(next);
+            } else {
+                self.last_tx = None;
             }
-            let last = self.positions.entry(position.stream).or_insert(0);
-            *last = (*last).max(position.offset);
+            let last = self.positions.entry(raw.position.stream).or_insert(0);
+            *last = (*last).max(raw.position.offset);
+            self.records_in_epoch += 1;
+            self.last_record = Some(raw.clone());
+            Metrics::add(&self.metrics.records_in, 1);
+            emit(Emit::Record(raw));
         }
     }
 
     /// Closes the open epoch (if it has records) and returns the epoch now open.
     pub fn close_epoch(&mut self) -> Time {
-        if self.clock.records > 0 {
+        if self.records_in_epoch > 0 {
             self.epochs.push(EpochRecord {
-                epoch: self.clock.epoch(),
+                epoch: self.epoch,
                 positions: self.positions.clone(),
             });
             Metrics::add(&self.metrics.epochs_closed, 1);
-            self.clock.advance();
+            self.epoch += 1;
+            self.records_in_epoch = 0;
         }
-        self.clock.epoch()
+        self.opened = Instant::now();
+        self.epoch
     }
+}
+
+fn transaction_of(raw: &RawRecord) -> Option<u64> {
+    let text = std::str::from_utf8(raw.value.as_deref()?).ok()?;
+    peek_transaction(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tributary_operators::Position;
+
+    fn record(offset: u64, tx: Option<u64>) -> RawRecord {
+        let source = match tx {
+            Some(tx) => format!(r#"{{"txId":{tx}}}"#),
+            None => "{}".to_owned(),
+        };
+        RawRecord {
+            key: None,
+            value: Some(Arc::from(
+                format!(r#"{{"op":"c","source":{source}}}"#).as_bytes(),
+            )),
+            topic: None,
+            position: Position { stream: 0, offset },
+            line: true,
+        }
+    }
+
+    fn epochs_of(records: Vec<RawRecord>) -> Vec<(Time, u64)> {
+        let mut ingestor = Ingestor::new(Arc::default(), Duration::ZERO);
+        let mut epoch = 0;
+        let mut assigned = Vec::new();
+        ingestor.ingest(records, |emit| match emit {
+            Emit::Advance(e) => epoch = e,
+            Emit::Record(r) => assigned.push((epoch, r.position.offset)),
+        });
+        assigned
+    }
 
     #[test]
-    fn epochs_wait_for_transaction_boundaries() {
-        let mut clock = EpochClock::new(Duration::ZERO);
-        let tx = |s: &str| Some(Arc::from(s));
-        clock.note(tx("1"));
-        assert!(clock.due());
-        assert!(!clock.at_boundary(tx("1").as_ref()));
-        assert!(clock.at_boundary(tx("2").as_ref()));
-        assert!(clock.at_boundary(None));
+    fn epochs_close_only_between_transactions() {
+        let records = vec![
+            record(1, Some(7)),
+            record(2, Some(7)),
+            record(3, Some(8)),
+            record(4, None),
+            record(5, None),
+            record(6, Some(9)),
+            record(7, Some(9)),
+        ];
+        assert_eq!(
+            epochs_of(records),
+            vec![(0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6), (4, 7)]
+        );
+    }
+
+    #[test]
+    fn closed_epochs_record_positions() {
+        let mut ingestor = Ingestor::new(Arc::default(), Duration::from_secs(3600));
+        ingestor.ingest(vec![record(1, None), record(2, None)], |_| {});
+        assert_eq!(ingestor.close_epoch(), 1);
+        assert_eq!(ingestor.close_epoch(), 1, "an empty epoch does not close");
+        assert_eq!(
+            ingestor.epochs(),
+            &[EpochRecord {
+                epoch: 0,
+                positions: BTreeMap::from([(0, 2)])
+            }]
+        );
     }
 }

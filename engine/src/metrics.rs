@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
+use tributary_operators::dataflow::decode::DecodeStats;
 use tributary_operators::DeadLetterKind;
 
 /// Counters of one pipeline run.
@@ -12,12 +15,8 @@ use tributary_operators::DeadLetterKind;
 pub struct Metrics {
     /// Records read from the source.
     pub records_in: AtomicU64,
-    /// Change events handed to the dataflow.
-    pub events: AtomicU64,
-    /// Tombstones (including bare `null` lines).
-    pub tombstones: AtomicU64,
-    /// Events for tables the pipeline does not read.
-    pub skipped: AtomicU64,
+    /// What decoding saw (events, tombstones, skipped tables), counted by all workers.
+    pub decode: Arc<DecodeStats>,
     /// Epochs closed by the source.
     pub epochs_closed: AtomicU64,
     /// Batches written by sinks.

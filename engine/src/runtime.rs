@@ -9,9 +9,8 @@ use timely::dataflow::operators::Input;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use tributary_operators::dataflow::route::Ingested;
 use tributary_operators::dataflow::Time;
-use tributary_operators::DeadLetterKind;
+use tributary_operators::{DeadLetterKind, RawRecord};
 
 use crate::builder::{Pipeline, PipelineBuilder, SinkContext};
 use crate::error::RunError;
@@ -72,6 +71,8 @@ pub struct RunSummary {
     pub streams: Vec<String>,
     /// Wall time.
     pub elapsed: Duration,
+    /// Per closed epoch: time from its close until every sink had handled it.
+    pub epoch_latencies: Vec<Duration>,
 }
 
 /// Builds `pipeline` on `options.workers` timely workers and runs it.
@@ -101,16 +102,16 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     let worker_failure = Arc::clone(&failure);
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let (input, catalog, probe, built) = build(worker, &pipeline, sinks.clone());
+        let (input, probe, built) = build(worker, &pipeline, sinks.clone());
         if worker.index() != 0 {
             drop(input);
             drain(worker, &probe);
-            return built.map(|()| Vec::new());
+            return built.map(|()| Default::default());
         }
         let reader = source.lock().ok().and_then(|mut s| s.take());
         let outcome = match (built, reader) {
             (Ok(()), Some(reader)) => {
-                let ingestor = Ingestor::new(catalog, Arc::clone(&worker_metrics), epoch);
+                let ingestor = Ingestor::new(Arc::clone(&worker_metrics), epoch);
                 drive(worker, input, &probe, reader, ingestor, &worker_failure)
             }
             (Err(error), _) => Err(error),
@@ -122,9 +123,13 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     .map_err(RunError::Workers)?;
 
     let mut epochs = Vec::new();
+    let mut epoch_latencies = Vec::new();
     for result in guards.join() {
         match result {
-            Ok(Ok(worker_epochs)) => epochs.extend(worker_epochs),
+            Ok(Ok((worker_epochs, latencies))) => {
+                epochs.extend(worker_epochs);
+                epoch_latencies.extend(latencies);
+            }
             Ok(Err(error)) => return Err(error),
             Err(panic) => return Err(RunError::Workers(panic)),
         }
@@ -133,13 +138,27 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         return Err(error);
     }
     let summary = RunSummary {
-        events: Metrics::get(&metrics.events),
+        events: Metrics::get(&metrics.decode.events),
         records: Metrics::get(&metrics.records_in),
         dead_letters: metrics.dead_letters(),
         epochs,
         streams,
         elapsed: started.elapsed(),
+        epoch_latencies,
     };
+    let skipped = metrics
+        .decode
+        .skipped_tables
+        .lock()
+        .map(|t| t.clone())
+        .unwrap_or_default();
+    if !skipped.is_empty() {
+        tracing::info!(
+            tables = ?skipped,
+            events = Metrics::get(&metrics.decode.skipped),
+            "skipped events of tables this pipeline does not read"
+        );
+    }
     let seconds = summary.elapsed.as_secs_f64().max(1e-9);
     tracing::info!(
         events = summary.events,
@@ -152,36 +171,36 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     Ok(summary)
 }
 
-type Built = (
-    InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<Ingested>>>,
-    tributary_operators::TableCatalog,
-    ProbeHandle<Time>,
-    Result<(), RunError>,
-);
+type RawInput = InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<RawRecord>>>;
 
-fn build(worker: &mut Worker, pipeline: &Pipeline, sinks: SinkContext) -> Built {
+fn build(
+    worker: &mut Worker,
+    pipeline: &Pipeline,
+    sinks: SinkContext,
+) -> (RawInput, ProbeHandle<Time>, Result<(), RunError>) {
     worker.dataflow::<Time, _, _>(|scope| {
-        let (input, ingested) = scope.new_input::<Vec<Ingested>>();
-        let mut builder = PipelineBuilder::new(ingested, sinks);
+        let (input, raw) = scope.new_input::<Vec<RawRecord>>();
+        let mut builder = PipelineBuilder::new(raw, sinks);
         let built = (pipeline.build)(&mut builder).map_err(|cause| RunError::Build {
             pipeline: pipeline.name.to_owned(),
             cause,
         });
-        let (catalog, probe) = builder.finish();
-        (input, catalog, probe, built)
+        let probe = builder.finish();
+        (input, probe, built)
     })
 }
 
-/// Worker 0's loop: poll, decode, send, close epochs, respect backpressure, report progress.
+/// Worker 0's loop: poll, assign epochs, send, respect backpressure, report progress.
 fn drive(
     worker: &mut Worker,
-    mut input: InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<Ingested>>>,
+    mut input: RawInput,
     probe: &ProbeHandle<Time>,
     mut source: Box<dyn Source>,
     mut ingestor: Ingestor,
     failure: &FailureSlot,
-) -> Result<Vec<EpochRecord>, RunError> {
+) -> Result<(Vec<EpochRecord>, Vec<Duration>), RunError> {
     let mut batch = Vec::with_capacity(POLL_BATCH);
+    let mut latency = EpochLatency::default();
     let mut last_progress = Instant::now();
     let mut events_at_progress = 0;
     let metrics = ingestor.metrics();
@@ -199,14 +218,19 @@ fn drive(
         };
         ingestor.ingest(batch.drain(..), |emit| match emit {
             Emit::Record(record) => input.send(record),
-            Emit::Advance(epoch) => input.advance_to(epoch),
+            Emit::Advance(epoch) => {
+                input.advance_to(epoch);
+                latency.closed(epoch);
+            }
         });
         match poll {
             Poll::Ready => {}
             // Quiet source: the last transaction is taken as complete once an interval passes.
             Poll::Idle => {
                 if ingestor.due() {
-                    input.advance_to(ingestor.close_epoch());
+                    let epoch = ingestor.close_epoch();
+                    input.advance_to(epoch);
+                    latency.closed(epoch);
                 }
                 worker.step_or_park(Some(Duration::from_millis(20)));
             }
@@ -215,13 +239,15 @@ fn drive(
         worker.step();
         while probe.less_than(&ingestor.epoch().saturating_sub(MAX_EPOCHS_IN_FLIGHT)) {
             worker.step_or_park(Some(Duration::from_millis(1)));
+            latency.observe(probe);
         }
+        latency.observe(probe);
         if last_progress.elapsed() >= PROGRESS_EVERY {
-            let events = Metrics::get(&metrics.events);
+            let events = Metrics::get(&metrics.records_in);
             let rate = (events - events_at_progress) as f64 / last_progress.elapsed().as_secs_f64();
             tracing::info!(
-                events,
-                events_per_s = rate as u64,
+                records = events,
+                records_per_s = rate as u64,
                 epoch = ingestor.epoch(),
                 dead_letters = metrics.dead_letter_total(),
                 "progress"
@@ -229,9 +255,43 @@ fn drive(
             (last_progress, events_at_progress) = (Instant::now(), events);
         }
     }
-    input.advance_to(ingestor.close_epoch());
+    let last = ingestor.close_epoch();
+    input.advance_to(last);
+    latency.closed(last);
     drop(input);
-    Ok(ingestor.epochs().to_vec())
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+        latency.observe(probe);
+    }
+    latency.observe(probe);
+    Ok((ingestor.epochs().to_vec(), latency.done))
+}
+
+/// Times each epoch from its close until the probe (every sink) has passed it.
+#[derive(Debug, Default)]
+struct EpochLatency {
+    /// Epoch boundaries not yet passed: the epoch *before* this one is closed.
+    open: std::collections::VecDeque<(Time, Instant)>,
+    done: Vec<Duration>,
+}
+
+impl EpochLatency {
+    /// `next` is now open, so `next - 1` just closed.
+    fn closed(&mut self, next: Time) {
+        if self.open.back().is_none_or(|(e, _)| *e < next) {
+            self.open.push_back((next, Instant::now()));
+        }
+    }
+
+    fn observe(&mut self, probe: &ProbeHandle<Time>) {
+        while let Some((next, at)) = self.open.front() {
+            if probe.less_than(next) {
+                break;
+            }
+            self.done.push(at.elapsed());
+            self.open.pop_front();
+        }
+    }
 }
 
 /// Steps until every sink has handled every epoch.

@@ -86,7 +86,8 @@ pub struct ChangeEvent {
     pub op: Op,
     /// Primary-key values (empty for a truncate).
     pub key: Key,
-    /// The row before the change, when the connector sends it.
+    /// The row before the change: decoded for deletes, where it carries the key. Never used
+    /// for state.
     pub before: Option<Row>,
     /// The row after the change (`None` for deletes and tombstones).
     pub after: Option<Row>,
@@ -94,8 +95,9 @@ pub struct ChangeEvent {
     pub position: Position,
     /// Event time: Debezium's `ts_ms` (source commit time when present), milliseconds.
     pub event_time_ms: i64,
-    /// Source transaction id, when the connector sends one.
-    pub tx: Option<Arc<str>>,
+    /// Source transaction: the numeric `source.txId`, or a hash of a string `transaction.id`;
+    /// only compared for equality (epochs close between transactions).
+    pub tx: Option<u64>,
 }
 
 /// A record that could not become an event, kept with the reason and where it came from.

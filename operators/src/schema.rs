@@ -170,6 +170,31 @@ impl TableCatalog {
         self.by_name.get(name).copied()
     }
 
+    /// Finds a table by the parts of its name (`server`, `schema`, `table`) without joining them.
+    pub fn lookup_parts(&self, parts: &[&str]) -> Option<TableId> {
+        self.tables
+            .iter()
+            .position(|spec| {
+                let mut rest = spec.name.as_str();
+                parts.iter().enumerate().all(|(i, part)| {
+                    if i > 0 {
+                        match rest.strip_prefix('.') {
+                            Some(r) => rest = r,
+                            None => return false,
+                        }
+                    }
+                    match rest.strip_prefix(part) {
+                        Some(r) => {
+                            rest = r;
+                            true
+                        }
+                        None => false,
+                    }
+                }) && rest.is_empty()
+            })
+            .map(|i| i as TableId)
+    }
+
     /// The table with this id.
     pub fn get(&self, id: TableId) -> Option<&Arc<TableSpec>> {
         self.tables.get(id as usize)

@@ -34,6 +34,39 @@ enum Command {
     Run(RunArgs),
     /// Write the deterministic orders workload as Debezium JSONL.
     Generate(GenerateArgs),
+    /// Measure a pipeline on the orders workload pre-encoded in memory.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Change events.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Distinct order ids.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Pipeline to run.
+    #[arg(long, default_value = "op-counts")]
+    pipeline: String,
+    /// Epoch interval in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    epoch_ms: u64,
+    /// Schema-wrapped envelopes instead of plain ones.
+    #[arg(long)]
+    schema: bool,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -133,7 +166,37 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Run(args) => run_pipeline(args),
         Command::Generate(args) => generate(args),
+        Command::Bench(args) => bench(args),
     }
+}
+
+fn find_pipeline(name: &str) -> anyhow::Result<&'static tributary_engine::Pipeline> {
+    tributary::find(name).ok_or_else(|| {
+        let names: Vec<_> = tributary::PIPELINES.iter().map(|p| p.name).collect();
+        anyhow::anyhow!("no pipeline `{name}`; try one of: {}", names.join(", "))
+    })
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let pipeline = find_pipeline(&args.pipeline)?;
+    if args.workers == 0 || args.events == 0 {
+        bail!("--workers and --events must be at least 1");
+    }
+    let report = tributary::bench::bench(
+        pipeline,
+        tributary::bench::BenchConfig {
+            events: args.events,
+            keys: args.keys.max(1),
+            workers: args.workers,
+            epoch: Duration::from_millis(args.epoch_ms),
+            schema: args.schema,
+        },
+    )?;
+    match args.format {
+        ReportFormat::Text => print!("{}", report.text()),
+        ReportFormat::Json => println!("{}", report.json()),
+    }
+    Ok(())
 }
 
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {

@@ -3,8 +3,10 @@
 
 pub mod file;
 pub mod generator;
+pub mod memory;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tributary_operators::RawRecord;
 
@@ -34,12 +36,14 @@ pub trait Source: Send {
 }
 
 /// A parsed `--source` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
     /// `file:PATH`: JSONL, one Debezium value per line.
     File(PathBuf),
     /// `generator[:EVENTS]`: the built-in orders workload; unbounded without a count.
     Generator(Option<u64>),
+    /// Records already in memory (benchmarks); not reachable from `--source`.
+    Memory(Arc<[RawRecord]>),
 }
 
 impl SourceSpec {
@@ -81,6 +85,7 @@ impl SourceSpec {
                     ..Default::default()
                 },
             )),
+            SourceSpec::Memory(records) => Box::new(memory::MemorySource::new(Arc::clone(records))),
         })
     }
 }

@@ -1,9 +1,9 @@
 //! Pure dataflow operators over timely/differential, and the aliases that keep their types short.
 
 pub mod aggregate;
+pub mod decode;
 pub mod expr;
 pub mod relation;
-pub mod route;
 pub mod table;
 pub mod upsert;
 pub mod window;

@@ -1,11 +1,13 @@
-//! JSON field → typed [`Value`] for a declared column, honouring Debezium logical types
-//! (`Decimal`, `VariableScaleDecimal`, `Date`, `Timestamp`, `MicroTimestamp`, `NanoTimestamp`,
-//! `ZonedTimestamp`, `Json`) and the three `decimal.handling.mode`s (precise, double, string).
+//! One JSON field (raw text) → typed [`Value`] for a declared column, honouring Debezium logical
+//! types (`Decimal`, `VariableScaleDecimal`, `Date`, `Timestamp`, `MicroTimestamp`,
+//! `NanoTimestamp`, `ZonedTimestamp`) and the three `decimal.handling.mode`s. Numbers are read
+//! from their text, so decimals are exact.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
-use serde_json::Value as Json;
+use serde::Deserialize;
 
 use super::connect::FieldSchema;
 use crate::schema::ColumnType;
@@ -24,87 +26,112 @@ const ZONED_TIMESTAMP: &str = "io.debezium.time.ZonedTimestamp";
 
 type Result<T> = std::result::Result<T, String>;
 
+/// A JSON value seen from its raw text, without building a tree.
+enum Json<'a> {
+    Null,
+    Bool(bool),
+    Number(&'a str),
+    Str(Cow<'a, str>),
+    Composite(&'a str),
+}
+
+fn classify(text: &str) -> Result<Json<'_>> {
+    Ok(match text.as_bytes().first() {
+        Some(b'n') => Json::Null,
+        Some(b't') => Json::Bool(true),
+        Some(b'f') => Json::Bool(false),
+        Some(b'"') if !text.contains('\\') => Json::Str(Cow::Borrowed(&text[1..text.len() - 1])),
+        Some(b'"') => Json::Str(Cow::Owned(
+            serde_json::from_str(text).map_err(|e| e.to_string())?,
+        )),
+        Some(b'{' | b'[') => Json::Composite(text),
+        Some(_) => Json::Number(text),
+        None => return Err("empty value".to_owned()),
+    })
+}
+
 /// Converts one JSON field to the column's type; `Err` says why it does not fit.
-pub fn to_value(json: &Json, ty: ColumnType, field: Option<&FieldSchema>) -> Result<Value> {
-    if json.is_null() {
+pub fn to_value(text: &str, ty: ColumnType, field: Option<&FieldSchema>) -> Result<Value> {
+    let json = classify(text)?;
+    if let Json::Null = json {
         return Ok(Value::Null);
     }
     // A logical type from the embedded schema fixes the wire encoding.
     if let Some(logical) = field.and_then(|f| f.logical.as_deref()) {
-        if let Some(value) = from_logical(json, logical, field.and_then(|f| f.scale))? {
+        if let Some(value) = from_logical(&json, logical, field.and_then(|f| f.scale))? {
             return fit(value, ty);
         }
     }
     match ty {
-        ColumnType::Bool => json
-            .as_bool()
-            .map(Value::Bool)
-            .ok_or_else(|| mismatch(json)),
-        ColumnType::Int32 | ColumnType::Int64 => json_int(json).map(Value::Int),
-        ColumnType::Float64 => match json {
+        ColumnType::Bool => match json {
+            Json::Bool(b) => Ok(Value::Bool(b)),
+            other => Err(mismatch(&other)),
+        },
+        ColumnType::Int32 | ColumnType::Int64 => int(&json).map(Value::Int),
+        ColumnType::Float64 => match &json {
             Json::Number(n) => n
-                .as_f64()
+                .parse()
                 .map(|f| Value::Float(Float(f)))
-                .ok_or_else(|| mismatch(json)),
-            Json::String(s) => special_float(s).map(|f| Value::Float(Float(f))),
-            _ => Err(mismatch(json)),
+                .map_err(|_| mismatch(&json)),
+            Json::Str(s) => special_float(s).map(|f| Value::Float(Float(f))),
+            other => Err(mismatch(other)),
         },
         ColumnType::Decimal { precision, scale } => {
-            let decimal = match json {
-                Json::Number(n) => Decimal::parse(&n.to_string()).ok_or_else(|| mismatch(json))?,
-                Json::String(s) => match Decimal::parse(s) {
+            let decimal = match &json {
+                Json::Number(n) => Decimal::parse(n).ok_or_else(|| mismatch(&json))?,
+                Json::Str(s) => match Decimal::parse(s) {
                     Some(d) => d,
                     // precise mode without a schema: base64 unscaled bytes at the column's scale
                     None => Decimal::new(unscaled_from_base64(s)?, scale),
                 },
-                Json::Object(_) => variable_scale_decimal(json)?,
-                _ => return Err(mismatch(json)),
+                Json::Composite(text) => variable_scale_decimal(text)?,
+                other => return Err(mismatch(other)),
             };
             fit_decimal(decimal, precision, scale).map(Value::Decimal)
         }
         ColumnType::String => match json {
-            Json::String(s) => Ok(Value::Str(Arc::from(s.as_str()))),
-            _ => Err(mismatch(json)),
+            Json::Str(s) => Ok(Value::Str(Arc::from(s.as_ref()))),
+            other => Err(mismatch(&other)),
         },
         ColumnType::Bytes => match json {
-            Json::String(s) => base64_bytes(s).map(|b| Value::Bytes(b.into())),
-            _ => Err(mismatch(json)),
+            Json::Str(s) => base64_bytes(&s).map(|b| Value::Bytes(b.into())),
+            other => Err(mismatch(&other)),
         },
         ColumnType::Date => match json {
             Json::Number(_) => {
-                let days = json_int(json)?;
+                let days = int(&json)?;
                 i32::try_from(days)
                     .map(Value::Date)
                     .map_err(|_| "date out of range".to_owned())
             }
-            Json::String(s) => time::parse_date(s)
+            Json::Str(s) => time::parse_date(&s)
                 .map(Value::Date)
                 .ok_or_else(|| format!("`{s}` is not a YYYY-MM-DD date")),
-            _ => Err(mismatch(json)),
+            other => Err(mismatch(&other)),
         },
         ColumnType::Timestamp | ColumnType::TimestampTz => match json {
             // Without a schema an integer is read as Debezium's default MicroTimestamp.
-            Json::Number(_) => json_int(json).map(Value::Timestamp),
-            Json::String(s) => time::parse_timestamp_micros(s)
+            Json::Number(_) => int(&json).map(Value::Timestamp),
+            Json::Str(s) => time::parse_timestamp_micros(&s)
                 .map(Value::Timestamp)
                 .ok_or_else(|| format!("`{s}` is not an ISO-8601 timestamp")),
-            _ => Err(mismatch(json)),
+            other => Err(mismatch(&other)),
         },
         ColumnType::Json => match json {
-            Json::String(s) if serde_json::from_str::<Json>(s).is_ok() => {
-                Ok(Value::Json(Arc::from(s.as_str())))
+            Json::Str(s) if serde_json::from_str::<serde::de::IgnoredAny>(&s).is_ok() => {
+                Ok(Value::Json(Arc::from(s.as_ref())))
             }
-            Json::String(_) => Err("string is not a JSON document".to_owned()),
-            other => Ok(Value::Json(Arc::from(other.to_string().as_str()))),
+            Json::Str(_) => Err("string is not a JSON document".to_owned()),
+            _ => Ok(Value::Json(Arc::from(text))),
         },
     }
 }
 
 /// Decodes a value by its logical type; `Ok(None)` for logical types with no special encoding.
-fn from_logical(json: &Json, logical: &str, scale: Option<u8>) -> Result<Option<Value>> {
+fn from_logical(json: &Json<'_>, logical: &str, scale: Option<u8>) -> Result<Option<Value>> {
     Ok(Some(match logical {
         DECIMAL => match json {
-            Json::String(s) => match (unscaled_from_base64(s), scale) {
+            Json::Str(s) => match (unscaled_from_base64(s), scale) {
                 (Ok(unscaled), Some(scale)) => Value::Decimal(Decimal::new(unscaled, scale)),
                 (Ok(_), None) => return Err("Decimal schema lacks its `scale` parameter".into()),
                 // decimal.handling.mode=string keeps the logical name on some connectors
@@ -112,23 +139,26 @@ fn from_logical(json: &Json, logical: &str, scale: Option<u8>) -> Result<Option<
             },
             _ => return Ok(None),
         },
-        VARIABLE_DECIMAL => Value::Decimal(variable_scale_decimal(json)?),
+        VARIABLE_DECIMAL => match json {
+            Json::Composite(text) => Value::Decimal(variable_scale_decimal(text)?),
+            other => return Err(mismatch(other)),
+        },
         DATE | CONNECT_DATE => {
-            Value::Date(i32::try_from(json_int(json)?).map_err(|_| "date out of range".to_owned())?)
+            Value::Date(i32::try_from(int(json)?).map_err(|_| "date out of range".to_owned())?)
         }
         TIMESTAMP_MS | CONNECT_TIMESTAMP => Value::Timestamp(
-            json_int(json)?
+            int(json)?
                 .checked_mul(1000)
                 .ok_or_else(|| "timestamp out of range".to_owned())?,
         ),
-        TIMESTAMP_US => Value::Timestamp(json_int(json)?),
-        TIMESTAMP_NS => Value::Timestamp(json_int(json)?.div_euclid(1000)),
+        TIMESTAMP_US => Value::Timestamp(int(json)?),
+        TIMESTAMP_NS => Value::Timestamp(int(json)?.div_euclid(1000)),
         ZONED_TIMESTAMP => match json {
-            Json::String(s) => Value::Timestamp(
+            Json::Str(s) => Value::Timestamp(
                 time::parse_timestamp_micros(s)
                     .ok_or_else(|| format!("`{s}` is not an ISO-8601 timestamp"))?,
             ),
-            _ => return Err(mismatch(json)),
+            other => return Err(mismatch(other)),
         },
         _ => return Ok(None),
     }))
@@ -154,18 +184,20 @@ fn fit(value: Value, ty: ColumnType) -> Result<Value> {
         (Value::Timestamp(t), ColumnType::Date) => Ok(Value::Date(
             i32::try_from(t.div_euclid(86_400_000_000)).map_err(|_| "date out of range")?,
         )),
-        (value, ty) => Err(format!("a {} value does not fit", kind_name(&value, ty))),
+        (value, ty) => Err(format!(
+            "a {} value does not fit a {ty} column",
+            kind_name(&value)
+        )),
     }
 }
 
-fn kind_name(value: &Value, ty: ColumnType) -> String {
-    let kind = match value {
+fn kind_name(value: &Value) -> &'static str {
+    match value {
         Value::Decimal(_) => "decimal",
         Value::Date(_) => "date",
         Value::Timestamp(_) => "timestamp",
         _ => "logical",
-    };
-    format!("{kind} value for a {ty} column:")
+    }
 }
 
 /// Rescales to the column's scale (rounding half away from zero) and checks the precision.
@@ -180,12 +212,12 @@ fn fit_decimal(decimal: Decimal, precision: u8, scale: u8) -> Result<Decimal> {
     Ok(fitted)
 }
 
-fn json_int(json: &Json) -> Result<i64> {
+fn int(json: &Json<'_>) -> Result<i64> {
     match json {
         Json::Number(n) => n
-            .as_i64()
-            .ok_or_else(|| format!("{n} is not a 64-bit integer")),
-        _ => Err(mismatch(json)),
+            .parse()
+            .map_err(|_| format!("{n} is not a 64-bit integer")),
+        other => Err(mismatch(other)),
     }
 }
 
@@ -208,38 +240,44 @@ fn base64_bytes(s: &str) -> Result<Vec<u8>> {
 
 /// Big-endian two's-complement bytes (Connect's Decimal encoding) → i128.
 fn unscaled_from_base64(s: &str) -> Result<i128> {
-    let bytes = base64_bytes(s)?;
-    if bytes.is_empty() || bytes.len() > 16 {
-        return Err(format!("decimal of {} bytes is out of range", bytes.len()));
+    let mut wide = [0u8; 16];
+    let mut buffer = [0u8; 24];
+    let len = base64::engine::general_purpose::STANDARD
+        .decode_slice(s, &mut buffer)
+        .map_err(|_| format!("`{s}` is neither a number nor base64"))?;
+    if len == 0 || len > 16 {
+        return Err(format!("decimal of {len} bytes is out of range"));
     }
-    let fill = if bytes[0] & 0x80 != 0 { 0xff } else { 0x00 };
-    let mut wide = [fill; 16];
-    wide[16 - bytes.len()..].copy_from_slice(&bytes);
+    if buffer[0] & 0x80 != 0 {
+        wide = [0xff; 16];
+    }
+    wide[16 - len..].copy_from_slice(&buffer[..len]);
     Ok(i128::from_be_bytes(wide))
 }
 
 /// `{"scale": 2, "value": "<base64>"}`.
-fn variable_scale_decimal(json: &Json) -> Result<Decimal> {
-    let scale = json
-        .get("scale")
-        .and_then(Json::as_u64)
-        .and_then(|s| u8::try_from(s).ok())
-        .ok_or_else(|| "VariableScaleDecimal lacks `scale`".to_owned())?;
-    let value = json
-        .get("value")
-        .and_then(Json::as_str)
-        .ok_or_else(|| "VariableScaleDecimal lacks `value`".to_owned())?;
-    Ok(Decimal::new(unscaled_from_base64(value)?, scale))
+fn variable_scale_decimal(text: &str) -> Result<Decimal> {
+    #[derive(Deserialize)]
+    struct VariableScale<'a> {
+        scale: u8,
+        #[serde(borrow)]
+        value: Cow<'a, str>,
+    }
+    let parsed: VariableScale<'_> = serde_json::from_str(text)
+        .map_err(|_| "VariableScaleDecimal needs `scale` and `value`".to_owned())?;
+    Ok(Decimal::new(
+        unscaled_from_base64(&parsed.value)?,
+        parsed.scale,
+    ))
 }
 
-fn mismatch(json: &Json) -> String {
+fn mismatch(json: &Json<'_>) -> String {
     let kind = match json {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",
         Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
+        Json::Str(_) => "a string",
+        Json::Composite(_) => "an object or array",
     };
     format!("got {kind}")
 }

@@ -1,19 +1,26 @@
 //! Debezium JSON codec: envelopes (with or without the `schema`/`payload` wrapper), ops c/u/d/r/t,
-//! tombstones, the `source` block, keys, and logical types, into typed [`ChangeEvent`]s.
+//! tombstones, the `source` block, keys, and logical types, into typed [`ChangeEvent`]s. Parsing
+//! borrows from the input and reads declared columns straight into rows.
 
 mod connect;
 mod convert;
+mod envelope;
+mod row;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value as Json};
+use serde::de::DeserializeSeed;
+use serde_json::value::RawValue;
 
 use crate::event::{ChangeEvent, DeadLetterKind, Op, Position, RawRecord};
 use crate::row::{Key, Row};
-use crate::schema::{TableCatalog, TableSpec};
+use crate::schema::{TableCatalog, TableId, TableSpec};
 use crate::value::Value;
 
 pub use connect::FieldSchemas;
+pub use envelope::peek_transaction;
+use envelope::Record;
 
 /// The outcome of decoding one raw record.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,7 +49,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    pub(crate) fn new(kind: DeadLetterKind, message: impl Into<String>) -> Self {
+    fn new(kind: DeadLetterKind, message: impl Into<String>) -> Self {
         DecodeError {
             kind,
             message: message.into(),
@@ -52,100 +59,130 @@ impl DecodeError {
 
 type Result<T> = std::result::Result<T, DecodeError>;
 
-/// Decodes one raw record against the declared tables.
+/// Parsed Connect schemas, by the schema's text: schema-wrapped streams repeat one schema per
+/// table, so each is parsed once.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    parsed: HashMap<Box<str>, Arc<FieldSchemas>>,
+}
+
+/// Most distinct schemas kept; beyond that the cache starts over.
+const SCHEMA_CACHE_LIMIT: usize = 256;
+
+impl SchemaCache {
+    fn get(&mut self, schema: &RawValue) -> Arc<FieldSchemas> {
+        if let Some(found) = self.parsed.get(schema.get()) {
+            return Arc::clone(found);
+        }
+        if self.parsed.len() >= SCHEMA_CACHE_LIMIT {
+            self.parsed.clear();
+        }
+        let parsed = Arc::new(
+            serde_json::from_str::<serde_json::Value>(schema.get())
+                .map(|s| FieldSchemas::from_envelope_schema(&s))
+                .unwrap_or_default(),
+        );
+        self.parsed.insert(schema.get().into(), Arc::clone(&parsed));
+        parsed
+    }
+}
+
+/// Decodes one raw record against the declared tables (without a schema cache).
 pub fn decode(raw: &RawRecord, catalog: &TableCatalog) -> Decoded {
-    match decode_inner(raw, catalog) {
+    decode_with(raw, catalog, &mut SchemaCache::default())
+}
+
+/// Decodes one raw record against the declared tables, reusing parsed Connect schemas.
+pub fn decode_with(raw: &RawRecord, catalog: &TableCatalog, cache: &mut SchemaCache) -> Decoded {
+    match decode_inner(raw, catalog, cache) {
         Ok(decoded) => decoded,
         Err(error) => Decoded::Error(error),
     }
 }
 
-fn parse_json(bytes: &[u8], what: &str) -> Result<Json> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| DecodeError::new(DeadLetterKind::BadJson, format!("{what} is not JSON: {e}")))
+fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| DecodeError::new(DeadLetterKind::BadJson, format!("{what} is not UTF-8: {e}")))
 }
 
-fn decode_inner(raw: &RawRecord, catalog: &TableCatalog) -> Result<Decoded> {
-    let mut topic = raw.topic.as_deref().map(str::to_owned);
-    let (key, value) = match (&raw.value, raw.line) {
-        (None, _) => (
-            raw.key
-                .as_deref()
-                .map(|k| parse_json(k, "the key"))
-                .transpose()?,
-            None,
-        ),
-        (Some(bytes), false) => (
-            raw.key
-                .as_deref()
-                .map(|k| parse_json(k, "the key"))
-                .transpose()?,
-            Some(parse_json(bytes, "the value")?),
-        ),
-        (Some(bytes), true) => {
-            let line = parse_json(bytes, "the line")?;
-            match unwrap_line(line) {
-                LineShape::Wrapped {
-                    key,
-                    value,
-                    topic: line_topic,
-                } => {
-                    if line_topic.is_some() {
-                        topic = line_topic;
-                    }
-                    (key, value)
-                }
-                LineShape::Plain(value) => (None, value),
-            }
-        }
-    };
-    let key = key.filter(|k| !k.is_null());
-    let Some(value) = value.filter(|v| !v.is_null()) else {
-        return decode_tombstone(key, topic.as_deref(), raw.position, catalog);
-    };
-    decode_envelope(key, value, topic.as_deref(), raw.position, catalog)
-}
-
-enum LineShape {
-    Wrapped {
-        key: Option<Json>,
-        value: Option<Json>,
-        topic: Option<String>,
-    },
-    Plain(Option<Json>),
-}
-
-/// A JSONL line is either a Debezium value, `null`, or `{"key":…,"value":…[,"topic":…]}`.
-fn unwrap_line(line: Json) -> LineShape {
-    match line {
-        Json::Object(mut map)
-            if map.contains_key("value")
-                && map
-                    .keys()
-                    .all(|k| matches!(k.as_str(), "key" | "value" | "topic")) =>
-        {
-            let topic = match map.remove("topic") {
-                Some(Json::String(t)) => Some(t),
-                _ => None,
-            };
-            LineShape::Wrapped {
-                key: map.remove("key"),
-                value: map.remove("value"),
-                topic,
-            }
-        }
-        Json::Null => LineShape::Plain(None),
-        other => LineShape::Plain(Some(other)),
+fn parse<'a, T: serde::Deserialize<'a>>(text: &'a str, what: &str) -> Result<T> {
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => DecodeError::new(
+                DeadLetterKind::BadEnvelope,
+                format!("{what} is not a JSON object"),
+            ),
+            Err(e) => DecodeError::new(DeadLetterKind::BadJson, format!("{what} is not JSON: {e}")),
+        });
     }
+    serde_json::from_str(text).map_err(|e| {
+        let kind = if e.is_data() {
+            DeadLetterKind::BadEnvelope
+        } else {
+            DeadLetterKind::BadJson
+        };
+        let message = if e.is_data() {
+            format!("{what} is not a Debezium record: {e}")
+        } else {
+            format!("{what} is not JSON: {e}")
+        };
+        DecodeError::new(kind, message)
+    })
+}
+
+fn decode_inner(
+    raw: &RawRecord,
+    catalog: &TableCatalog,
+    cache: &mut SchemaCache,
+) -> Result<Decoded> {
+    let key_text = raw.key.as_deref().map(|k| utf8(k, "the key")).transpose()?;
+    let Some(value) = raw.value.as_deref() else {
+        return decode_tombstone(key_text, raw.topic.as_deref(), raw.position, catalog);
+    };
+    let text = utf8(value, if raw.line { "the line" } else { "the value" })?;
+    if text.trim() == "null" {
+        return decode_tombstone(key_text, raw.topic.as_deref(), raw.position, catalog);
+    }
+    let what = if raw.line { "the line" } else { "the value" };
+    let mut record: Record<'_> = parse(text, what)?;
+    let mut key_text = key_text;
+    let mut topic = raw.topic.as_deref().map(std::borrow::Cow::Borrowed);
+    if raw.line && record.is_message_wrapper() {
+        // {"key":…,"value":…[,"topic":…]} carries a Kafka message in one line.
+        key_text = record.key.map(RawValue::get).filter(|k| *k != "null");
+        topic = record.topic.take().or(topic);
+        match record.value.map(RawValue::get) {
+            None | Some("null") => {
+                return decode_tombstone(key_text, topic.as_deref(), raw.position, catalog)
+            }
+            Some(inner) => record = parse(inner, "the `value`")?,
+        }
+    }
+    let schemas = match (record.is_schema_wrapper(), record.schema, record.payload) {
+        (true, schema, Some(payload)) => {
+            let schemas = schema.map(|s| cache.get(s)).unwrap_or_default();
+            record = parse(payload.get(), "the `payload`")?;
+            schemas
+        }
+        _ => Arc::default(),
+    };
+    decode_envelope(
+        key_text,
+        &record,
+        topic.as_deref(),
+        raw.position,
+        catalog,
+        &schemas,
+    )
 }
 
 fn decode_tombstone(
-    key: Option<Json>,
+    key: Option<&str>,
     topic: Option<&str>,
     position: Position,
     catalog: &TableCatalog,
 ) -> Result<Decoded> {
-    let (Some(key), Some(topic)) = (key, topic) else {
+    let (Some(key), Some(topic)) = (key.filter(|k| *k != "null"), topic) else {
         return Ok(Decoded::BareTombstone);
     };
     let Some(table) = catalog.lookup(topic) else {
@@ -153,8 +190,7 @@ fn decode_tombstone(
             table: topic.to_owned(),
         });
     };
-    let spec = table_spec(catalog, table)?;
-    let key = key_from_kafka_key(&key, spec)?;
+    let key = key_from_kafka_key(key, table_spec(catalog, table)?)?;
     Ok(Decoded::Event(ChangeEvent {
         table,
         op: Op::Tombstone,
@@ -167,7 +203,7 @@ fn decode_tombstone(
     }))
 }
 
-fn table_spec(catalog: &TableCatalog, id: u32) -> Result<&TableSpec> {
+fn table_spec(catalog: &TableCatalog, id: TableId) -> Result<&TableSpec> {
     catalog
         .get(id)
         .map(|s| &**s)
@@ -175,51 +211,24 @@ fn table_spec(catalog: &TableCatalog, id: u32) -> Result<&TableSpec> {
 }
 
 fn decode_envelope(
-    key: Option<Json>,
-    value: Json,
+    kafka_key: Option<&str>,
+    record: &Record<'_>,
     topic: Option<&str>,
     position: Position,
     catalog: &TableCatalog,
+    schemas: &FieldSchemas,
 ) -> Result<Decoded> {
-    let Json::Object(mut outer) = value else {
-        return Err(DecodeError::new(
-            DeadLetterKind::BadEnvelope,
-            "the value is not a JSON object",
-        ));
-    };
-    // `{"schema":…,"payload":…}` (JsonConverter with schemas.enable=true) or the bare payload.
-    let (mut payload, fields) = if outer.contains_key("payload") && !outer.contains_key("op") {
-        let schema = outer.remove("schema");
-        let Some(Json::Object(payload)) = outer.remove("payload") else {
-            return Err(DecodeError::new(
-                DeadLetterKind::BadEnvelope,
-                "`payload` is not an object",
-            ));
-        };
-        (
-            payload,
-            schema
-                .as_ref()
-                .map(FieldSchemas::from_envelope_schema)
-                .unwrap_or_default(),
-        )
-    } else {
-        (outer, FieldSchemas::default())
-    };
-
-    let op = match payload.get("op") {
-        Some(Json::String(code)) => Op::from_code(code).ok_or_else(|| {
-            DecodeError::new(
-                DeadLetterKind::UnknownOp,
-                format!("unknown op `{code}`; Debezium ops are c, u, d, r and t"),
-            )
-        })?,
-        Some(_) => {
-            return Err(DecodeError::new(
-                DeadLetterKind::UnknownOp,
-                "`op` is not a string",
-            ))
-        }
+    let op = match record.op.map(RawValue::get) {
+        Some(code) => code
+            .strip_prefix('"')
+            .and_then(|c| c.strip_suffix('"'))
+            .and_then(Op::from_code)
+            .ok_or_else(|| {
+                DecodeError::new(
+                    DeadLetterKind::UnknownOp,
+                    format!("unknown op {code}; Debezium ops are c, u, d, r and t"),
+                )
+            })?,
         None => {
             return Err(DecodeError::new(
                 DeadLetterKind::BadEnvelope,
@@ -227,31 +236,30 @@ fn decode_envelope(
             ))
         }
     };
-    let source = match payload.remove("source") {
-        Some(Json::Object(source)) => source,
-        _ => Map::new(),
+    let source = record.source.as_ref();
+    let parts = source.and_then(|s| {
+        let namespace = s.schema.as_deref().or(s.db.as_deref())?;
+        Some([s.name.as_deref()?, namespace, s.table.as_deref()?])
+    });
+    let table = match (parts, topic) {
+        (Some(parts), _) => catalog.lookup_parts(&parts).ok_or_else(|| parts.join(".")),
+        (None, Some(topic)) => catalog.lookup(topic).ok_or_else(|| topic.to_owned()),
+        (None, None) => {
+            return Err(DecodeError::new(
+                DeadLetterKind::UnknownTable,
+                "cannot tell the table: the `source` block has no name/schema/table and there is no topic",
+            ))
+        }
     };
-    let table_name = table_name(&source).or_else(|| topic.map(str::to_owned)).ok_or_else(|| {
-        DecodeError::new(
-            DeadLetterKind::UnknownTable,
-            "cannot tell the table: the `source` block has no name/schema/table and there is no topic",
-        )
-    })?;
-    let Some(table) = catalog.lookup(&table_name) else {
-        return Ok(Decoded::Skipped { table: table_name });
+    let table = match table {
+        Ok(table) => table,
+        Err(name) => return Ok(Decoded::Skipped { table: name }),
     };
     let spec = table_spec(catalog, table)?;
+    let event_time_ms = source.and_then(|s| s.ts_ms).or(record.ts_ms).unwrap_or(0);
+    let tx = envelope::transaction_id(source, record.transaction.as_ref());
 
-    let event_time_ms = source
-        .get("ts_ms")
-        .and_then(Json::as_i64)
-        .or_else(|| payload.get("ts_ms").and_then(Json::as_i64))
-        .unwrap_or(0);
-    let tx = transaction_id(&source, &payload);
-
-    let before = take_row(&mut payload, "before", spec, fields.before())?;
-    let after = take_row(&mut payload, "after", spec, fields.after())?;
-
+    let after = read_row(record.after, spec, schemas.after(), "after")?;
     if matches!(op, Op::Create | Op::Update | Op::Read) && after.is_none() {
         return Err(DecodeError::new(
             DeadLetterKind::MissingAfter,
@@ -261,10 +269,15 @@ fn decode_envelope(
             ),
         ));
     }
+    // `before` is only needed for a delete (it carries the key); it is never trusted for state.
+    let before = match op {
+        Op::Delete => read_row(record.before, spec, schemas.before(), "before")?,
+        _ => None,
+    };
     let key = if op == Op::Truncate {
         Key::new(Vec::new())
-    } else if let Some(kafka_key) = key {
-        key_from_kafka_key(&kafka_key, spec)?
+    } else if let Some(kafka_key) = kafka_key {
+        key_from_kafka_key(kafka_key, spec)?
     } else {
         let row = after.as_ref().or(before.as_ref()).ok_or_else(|| {
             DecodeError::new(
@@ -287,59 +300,28 @@ fn decode_envelope(
     }))
 }
 
-/// Debezium's topic naming: `source.name` + `.` + (`schema` or `db`) + `.` + `table`.
-fn table_name(source: &Map<String, Json>) -> Option<String> {
-    let name = source.get("name")?.as_str()?;
-    let table = source.get("table")?.as_str()?;
-    let namespace = source
-        .get("schema")
-        .and_then(Json::as_str)
-        .or_else(|| source.get("db").and_then(Json::as_str))?;
-    Some(format!("{name}.{namespace}.{table}"))
-}
-
-fn transaction_id(source: &Map<String, Json>, payload: &Map<String, Json>) -> Option<Arc<str>> {
-    let from_tx_block = payload.get("transaction").and_then(|t| t.get("id"));
-    let id = source.get("txId").or(from_tx_block)?;
-    match id {
-        Json::String(s) => Some(Arc::from(s.as_str())),
-        Json::Number(n) => Some(Arc::from(n.to_string().as_str())),
-        _ => None,
-    }
-}
-
-fn take_row(
-    payload: &mut Map<String, Json>,
-    field: &str,
+fn read_row(
+    raw: Option<&RawValue>,
     spec: &TableSpec,
-    schemas: Option<&connect::StructSchema>,
+    logical: Option<&connect::StructSchema>,
+    field: &str,
 ) -> Result<Option<Row>> {
-    match payload.remove(field) {
-        None | Some(Json::Null) => Ok(None),
-        Some(Json::Object(object)) => row_from_object(&object, spec, schemas, field).map(Some),
-        Some(_) => Err(DecodeError::new(
-            DeadLetterKind::BadEnvelope,
-            format!("`{field}` is neither an object nor null"),
-        )),
-    }
-}
-
-fn row_from_object(
-    object: &Map<String, Json>,
-    spec: &TableSpec,
-    schemas: Option<&connect::StructSchema>,
-    field: &str,
-) -> Result<Row> {
-    let mut values = Vec::with_capacity(spec.schema.len());
-    for column in &spec.schema.columns {
-        let json = object.get(&*column.name).unwrap_or(&Json::Null);
-        let logical = schemas.and_then(|s| s.field(&column.name));
-        let value = convert::to_value(json, column.ty, logical).map_err(|why| {
-            DecodeError::new(
-                DeadLetterKind::TypeMismatch,
-                format!("`{field}.{}` ({}): {why}", column.name, column.ty),
-            )
-        })?;
+    let Some(raw) = raw.filter(|r| r.get() != "null") else {
+        return Ok(None);
+    };
+    let seed = row::RowSeed {
+        schema: &spec.schema,
+        only: None,
+        logical,
+    };
+    let values = read_fields(raw.get(), seed, field)?.map_err(|(index, why)| {
+        let column = &spec.schema.columns[index];
+        DecodeError::new(
+            DeadLetterKind::TypeMismatch,
+            format!("`{field}.{}` ({}): {why}", column.name, column.ty),
+        )
+    })?;
+    for (column, value) in spec.schema.columns.iter().zip(&values) {
         if value.is_null() && !column.nullable {
             return Err(DecodeError::new(
                 DeadLetterKind::TypeMismatch,
@@ -349,9 +331,18 @@ fn row_from_object(
                 ),
             ));
         }
-        values.push(value);
     }
-    Ok(Row::new(values))
+    Ok(Some(Row::new(values)))
+}
+
+fn read_fields(text: &str, seed: row::RowSeed<'_>, field: &str) -> Result<row::FieldResult> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    seed.deserialize(&mut deserializer).map_err(|e| {
+        DecodeError::new(
+            DeadLetterKind::BadEnvelope,
+            format!("`{field}` is not an object: {e}"),
+        )
+    })
 }
 
 fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
@@ -369,41 +360,39 @@ fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
 }
 
 /// The Kafka key is `{"col":…}` or `{"schema":…,"payload":{"col":…}}`.
-fn key_from_kafka_key(key: &Json, spec: &TableSpec) -> Result<Key> {
-    let (object, schemas) = match key {
-        Json::Object(map) if map.contains_key("payload") && map.contains_key("schema") => (
-            map.get("payload").and_then(Json::as_object),
-            map.get("schema").map(connect::StructSchema::from_schema),
+fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
+    let wrapped: Record<'_> = parse(text, "the key")?;
+    let (object, logical) = match (wrapped.schema, wrapped.payload) {
+        (Some(schema), Some(payload)) => (
+            payload.get(),
+            serde_json::from_str(schema.get())
+                .ok()
+                .map(|s| connect::StructSchema::from_schema(&s)),
         ),
-        Json::Object(map) => (Some(map), None),
-        _ => (None, None),
+        _ => (text, None),
     };
-    let object = object.ok_or_else(|| {
+    let seed = row::RowSeed {
+        schema: &spec.schema,
+        only: Some(&spec.key),
+        logical: logical.as_ref(),
+    };
+    let values = read_fields(object, seed, "key")?.map_err(|(index, why)| {
         DecodeError::new(
-            DeadLetterKind::MissingKey,
-            "the Kafka key is not a JSON object",
+            DeadLetterKind::TypeMismatch,
+            format!("key `{}`: {why}", spec.schema.columns[index].name),
         )
     })?;
-    let mut values = Vec::with_capacity(spec.key.len());
-    for &index in &spec.key {
-        let column = &spec.schema.columns[index];
-        let json = object.get(&*column.name).unwrap_or(&Json::Null);
-        let logical = schemas.as_ref().and_then(|s| s.field(&column.name));
-        let value = convert::to_value(json, column.ty, logical).map_err(|why| {
-            DecodeError::new(
-                DeadLetterKind::TypeMismatch,
-                format!("key `{}`: {why}", column.name),
-            )
-        })?;
-        if value.is_null() {
-            return Err(DecodeError::new(
-                DeadLetterKind::MissingKey,
-                format!("the Kafka key lacks key column `{}`", column.name),
-            ));
-        }
-        values.push(value);
+    let key = Row::new(values).project(&spec.key);
+    if let Some(missing) = spec.key.iter().zip(key.iter()).find(|(_, v)| v.is_null()) {
+        return Err(DecodeError::new(
+            DeadLetterKind::MissingKey,
+            format!(
+                "the Kafka key lacks key column `{}`",
+                spec.schema.columns[*missing.0].name
+            ),
+        ));
     }
-    Ok(Key::new(values))
+    Ok(Key(key))
 }
 
 #[cfg(test)]

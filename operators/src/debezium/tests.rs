@@ -67,7 +67,7 @@ fn plain_create() {
     assert_eq!(e.op, Op::Create);
     assert_eq!(e.key, Key::new(vec![Value::Int(1)]));
     assert_eq!(e.event_time_ms, 1_700_000_000_000);
-    assert_eq!(e.tx.as_deref(), Some("42"));
+    assert_eq!(e.tx, Some(42));
     assert_eq!(e.position.offset, 7);
     let after = e.after.unwrap();
     assert_eq!(after[2], Value::Decimal(Decimal::new(1999, 2)));
@@ -192,7 +192,26 @@ fn transaction_block_id_is_used_without_tx_id() {
     let e = event(
         r#"{"after":{"order_id":1},"source":{"name":"dbserver1","schema":"public","table":"orders"},"op":"c","transaction":{"id":"571:53195829","total_order":1}}"#,
     );
-    assert_eq!(e.tx.as_deref(), Some("571:53195829"));
+    let same = event(
+        r#"{"after":{"order_id":2},"source":{"name":"dbserver1","schema":"public","table":"orders"},"op":"c","transaction":{"id":"571:53195829"}}"#,
+    );
+    assert!(e.tx.is_some());
+    assert_eq!(e.tx, same.tx, "one transaction id, one value");
+}
+
+#[test]
+fn transactions_are_peeked_through_wrappers() {
+    let plain = format!(r#"{{"after":{{"order_id":1}},{SOURCE},"op":"c"}}"#);
+    assert_eq!(peek_transaction(&plain), Some(42));
+    assert_eq!(
+        peek_transaction(&format!(r#"{{"schema":{{}},"payload":{plain}}}"#)),
+        Some(42)
+    );
+    assert_eq!(
+        peek_transaction(&format!(r#"{{"key":null,"value":{plain}}}"#)),
+        Some(42)
+    );
+    assert_eq!(peek_transaction("{oops"), None);
 }
 
 #[test]

@@ -105,6 +105,11 @@ impl OrdersWorkload {
         }
     }
 
+    /// Keys live (inserted and not deleted) so far.
+    pub fn live_keys(&self) -> u64 {
+        self.live.len() as u64
+    }
+
     /// Change events produced so far.
     pub fn produced(&self) -> u64 {
         self.produced

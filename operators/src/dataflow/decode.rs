@@ -1,0 +1,182 @@
+//! Decode and route: raw records are spread over the workers, decoded there against the
+//! pipeline's tables, and routed into one change-event collection per table plus a
+//! dead-letter collection. Tables can be added while the dataflow is being built.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract};
+use timely::dataflow::channels::pushers::Output;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::InputHandleCore;
+use timely::progress::operate::FrontierInterest;
+
+use differential_dataflow::AsCollection;
+
+use super::{Collection, Diff, Stream, Time};
+use crate::debezium::{decode_with, Decoded, SchemaCache};
+use crate::event::{ChangeEvent, DeadLetter, Op, RawRecord};
+use crate::schema::{TableCatalog, TableId};
+
+/// Counts of what decoding saw, shared by all workers.
+#[derive(Debug, Default)]
+pub struct DecodeStats {
+    /// Change events of declared tables (tombstones excluded).
+    pub events: AtomicU64,
+    /// Tombstones, including bare `null` lines.
+    pub tombstones: AtomicU64,
+    /// Events of tables the pipeline does not read.
+    pub skipped: AtomicU64,
+    /// Names of the tables skipped.
+    pub skipped_tables: Mutex<BTreeSet<String>>,
+}
+
+impl DecodeStats {
+    fn count(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+type Update<D> = (D, Time, Diff);
+type RawPact = Exchange<RawRecord, fn(&RawRecord) -> u64>;
+type RawPuller = <RawPact as ParallelizationContract<Time, Vec<RawRecord>>>::Puller;
+type RouteOutput<D> = Output<Time, Vec<Update<D>>>;
+
+/// Builder of the decode-and-route operator: call [`DecodeRouter::table`] for each table, then
+/// [`DecodeRouter::build`] with the finished catalog.
+pub struct DecodeRouter<'s> {
+    builder: OperatorBuilder<'s, Time>,
+    input: InputHandleCore<Time, Vec<RawRecord>, RawPuller>,
+    dead_output: RouteOutput<DeadLetter>,
+    dead: Collection<'s, DeadLetter>,
+    tables: Vec<RouteOutput<ChangeEvent>>,
+}
+
+impl std::fmt::Debug for DecodeRouter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodeRouter")
+            .field("tables", &self.tables.len())
+            .finish()
+    }
+}
+
+fn spread(record: &RawRecord) -> u64 {
+    record.position.offset ^ u64::from(record.position.stream).rotate_left(32)
+}
+
+impl<'s> DecodeRouter<'s> {
+    /// Starts the operator over the raw stream.
+    pub fn new(raw: Stream<'s, RawRecord>, name: &str) -> Self {
+        let mut builder = OperatorBuilder::new(name.to_owned(), raw.scope());
+        let pact: RawPact = Exchange::new(spread as fn(&RawRecord) -> u64);
+        let input = builder.new_input(raw, pact);
+        builder.set_notify_for(0, FrontierInterest::Never);
+        let (dead_output, dead) = builder.new_output();
+        DecodeRouter {
+            builder,
+            input,
+            dead_output,
+            dead: dead.as_collection(),
+            tables: Vec::new(),
+        }
+    }
+
+    /// The change events of table `id`; ids must be requested in order 0, 1, 2, …
+    pub fn table(&mut self, id: TableId) -> Collection<'s, ChangeEvent> {
+        debug_assert_eq!(
+            id as usize,
+            self.tables.len(),
+            "tables are routed in id order"
+        );
+        let (output, stream) = self.builder.new_output();
+        self.tables.push(output);
+        stream.as_collection()
+    }
+
+    /// Records that failed to decode.
+    pub fn dead_letters(&self) -> Collection<'s, DeadLetter> {
+        self.dead.clone()
+    }
+
+    /// Finishes the operator: it decodes against `catalog` and counts into `stats`.
+    pub fn build(self, catalog: Arc<TableCatalog>, stats: Arc<DecodeStats>) {
+        let DecodeRouter {
+            builder,
+            mut input,
+            mut dead_output,
+            mut tables,
+            ..
+        } = self;
+        builder.build(move |_capabilities| {
+            let mut cache = SchemaCache::default();
+            let mut per_table: Vec<Vec<Update<ChangeEvent>>> = Vec::new();
+            let mut dead_letters: Vec<Update<DeadLetter>> = Vec::new();
+            let stage: Arc<str> = Arc::from("decode");
+            move |_frontiers| {
+                per_table.resize_with(tables.len(), Vec::new);
+                input.for_each_stamp(|capability, containers| {
+                    let Some(&time) = capability.least() else {
+                        return;
+                    };
+                    let (mut events, mut tombstones, mut skipped) = (0, 0, 0);
+                    for container in containers {
+                        for raw in container.drain(..) {
+                            match decode_with(&raw, &catalog, &mut cache) {
+                                Decoded::Event(event) => {
+                                    if event.op == Op::Tombstone {
+                                        tombstones += 1;
+                                    } else {
+                                        events += 1;
+                                    }
+                                    if let Some(buffer) = per_table.get_mut(event.table as usize) {
+                                        buffer.push((event, time, 1));
+                                    }
+                                }
+                                Decoded::Error(error) => {
+                                    let payload = raw
+                                        .value
+                                        .as_deref()
+                                        .or(raw.key.as_deref())
+                                        .unwrap_or_default();
+                                    let letter = DeadLetter {
+                                        stage: Arc::clone(&stage),
+                                        kind: error.kind,
+                                        reason: error.message,
+                                        position: Some(raw.position),
+                                        raw: Arc::from(String::from_utf8_lossy(payload).as_ref()),
+                                    };
+                                    dead_letters.push((letter, time, 1));
+                                }
+                                Decoded::Skipped { table } => {
+                                    skipped += 1;
+                                    if let Ok(mut names) = stats.skipped_tables.lock() {
+                                        if !names.contains(&table) {
+                                            names.insert(table);
+                                        }
+                                    }
+                                }
+                                Decoded::BareTombstone => tombstones += 1,
+                            }
+                        }
+                    }
+                    DecodeStats::count(&stats.events, events);
+                    DecodeStats::count(&stats.tombstones, tombstones);
+                    DecodeStats::count(&stats.skipped, skipped);
+                    for (output, buffer) in tables.iter_mut().zip(per_table.iter_mut()) {
+                        if !buffer.is_empty() {
+                            output.activate().give(&capability, buffer);
+                            buffer.clear();
+                        }
+                    }
+                    if !dead_letters.is_empty() {
+                        dead_output.activate().give(&capability, &mut dead_letters);
+                        dead_letters.clear();
+                    }
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,134 @@
+//! The borrowed shapes of a Debezium record: the JSONL/Kafka wrapper, the envelope, the `source`
+//! block. Fields stay raw JSON text until a declared column asks for them.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Any top-level record: a JSONL `{"key","value","topic"}` wrapper, a `{"schema","payload"}`
+/// wrapper, or a bare envelope. Unknown fields are skipped without being parsed.
+#[derive(Deserialize, Default)]
+pub(super) struct Record<'a> {
+    #[serde(borrow, default)]
+    pub key: Option<&'a RawValue>,
+    /// Present (even when `null`) only in a `{"key","value"}` message wrapper.
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub value: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub topic: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub schema: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub before: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub after: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    pub source: Option<Source<'a>>,
+    #[serde(borrow, default)]
+    pub op: Option<&'a RawValue>,
+    #[serde(default)]
+    pub ts_ms: Option<i64>,
+    #[serde(borrow, default)]
+    pub transaction: Option<Transaction<'a>>,
+}
+
+impl Record<'_> {
+    /// True for `{"key":…,"value":…[,"topic":…]}` (a JSONL line carrying a Kafka message).
+    pub fn is_message_wrapper(&self) -> bool {
+        self.value.is_some() && self.op.is_none() && self.payload.is_none() && self.after.is_none()
+    }
+
+    /// True for the Connect JSON wrapper `{"schema":…,"payload":…}`.
+    pub fn is_schema_wrapper(&self) -> bool {
+        self.payload.is_some() && self.op.is_none()
+    }
+}
+
+/// Keeps a field that is present but `null` (as the raw text `null`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// The `source` block, as far as Tributary reads it.
+#[derive(Deserialize, Default)]
+pub(super) struct Source<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub schema: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub db: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub table: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub ts_ms: Option<i64>,
+    #[serde(borrow, default, rename = "txId")]
+    pub tx_id: Option<&'a RawValue>,
+}
+
+/// The `transaction` block of Debezium's transaction metadata.
+#[derive(Deserialize, Default)]
+pub(super) struct Transaction<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<&'a RawValue>,
+}
+
+/// A transaction id as a number: numeric ids as they are, string ids hashed (FNV-1a), so
+/// only equality is meaningful.
+pub(super) fn transaction_id(
+    source: Option<&Source<'_>>,
+    block: Option<&Transaction<'_>>,
+) -> Option<u64> {
+    let raw = source
+        .and_then(|s| s.tx_id)
+        .or_else(|| block.and_then(|t| t.id))?;
+    let text = raw.get();
+    if let Ok(n) = text.parse::<u64>() {
+        return Some(n);
+    }
+    if text == "null" {
+        return None;
+    }
+    Some(text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }))
+}
+
+/// Only what the epoch clock needs: the transaction of a record, found without decoding rows.
+#[derive(Deserialize)]
+struct TxPeek<'a> {
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    source: Option<TxSource<'a>>,
+    #[serde(borrow, default)]
+    transaction: Option<Transaction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct TxSource<'a> {
+    #[serde(borrow, default, rename = "txId")]
+    tx_id: Option<&'a RawValue>,
+}
+
+/// The transaction id of a JSON record, looking through wrappers; `None` when it has none or
+/// is not valid JSON.
+pub fn peek_transaction(text: &str) -> Option<u64> {
+    let peek: TxPeek<'_> = serde_json::from_str(text).ok()?;
+    if peek.source.is_none() && peek.transaction.is_none() {
+        let inner = peek.payload.or(peek.value)?;
+        return peek_transaction(inner.get());
+    }
+    let source = peek.source.map(|s| Source {
+        tx_id: s.tx_id,
+        ..Source::default()
+    });
+    transaction_id(source.as_ref(), peek.transaction.as_ref())
+}

@@ -1,0 +1,224 @@
+//! `tributary bench`: runs a pipeline on the orders workload pre-encoded in memory (so reading
+//! is free) and reports events/s, MB/s, epoch latency percentiles, memory and state size.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
+use tributary_engine::sources::SourceSpec;
+use tributary_engine::{
+    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, Pipeline, RunError, RunOptions,
+};
+use tributary_operators::{Position, RawRecord};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Change events.
+    pub events: u64,
+    /// Distinct keys of the workload.
+    pub keys: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Epoch interval.
+    pub epoch: Duration,
+    /// Schema-wrapped envelopes instead of plain ones.
+    pub schema: bool,
+}
+
+/// What was measured.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Settings.
+    pub config: BenchConfig,
+    /// Records fed (events plus tombstones).
+    pub records: u64,
+    /// Bytes of JSON fed.
+    pub bytes: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Epoch close → all sinks done, 50th percentile.
+    pub latency_p50: Duration,
+    /// Same, 99th percentile.
+    pub latency_p99: Duration,
+    /// Closed epochs.
+    pub epochs: usize,
+    /// Resident memory before the run (includes the pre-encoded input).
+    pub rss_before: u64,
+    /// Peak resident memory.
+    pub rss_peak: u64,
+    /// Live keys at the end of the workload.
+    pub live_keys: u64,
+}
+
+impl BenchReport {
+    /// Change events per second.
+    pub fn events_per_second(&self) -> f64 {
+        self.config.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// JSON megabytes (10^6) per second.
+    pub fn megabytes_per_second(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Human-readable report.
+    pub fn text(&self) -> String {
+        let envelope = if self.config.schema {
+            "schema-wrapped"
+        } else {
+            "plain"
+        };
+        let dataflow_memory = self.rss_peak.saturating_sub(self.rss_before);
+        format!(
+            "pipeline        {}\nworkers         {}\nevents          {} ({} records, {:.1} MB of {envelope} JSON, {} keys)\n\
+             throughput      {:.0} events/s, {:.1} MB/s ({:.2} s)\n\
+             epoch latency   p50 {:.1} ms, p99 {:.1} ms over {} epochs\n\
+             memory          peak RSS {:.1} MB; dataflow {:.1} MB above the {:.1} MB input\n\
+             state           {} live keys, {:.0} bytes per live key (dataflow memory / keys)\n",
+            self.pipeline,
+            self.config.workers,
+            self.config.events,
+            self.records,
+            self.bytes as f64 / 1e6,
+            self.config.keys,
+            self.events_per_second(),
+            self.megabytes_per_second(),
+            self.elapsed.as_secs_f64(),
+            self.latency_p50.as_secs_f64() * 1e3,
+            self.latency_p99.as_secs_f64() * 1e3,
+            self.epochs,
+            self.rss_peak as f64 / 1e6,
+            dataflow_memory as f64 / 1e6,
+            self.rss_before as f64 / 1e6,
+            self.live_keys,
+            dataflow_memory as f64 / self.live_keys.max(1) as f64,
+        )
+    }
+
+    /// One JSON object, for scripts.
+    pub fn json(&self) -> String {
+        serde_json::json!({
+            "pipeline": self.pipeline,
+            "workers": self.config.workers,
+            "events": self.config.events,
+            "keys": self.config.keys,
+            "schema_wrapped": self.config.schema,
+            "records": self.records,
+            "bytes": self.bytes,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "events_per_s": self.events_per_second(),
+            "mb_per_s": self.megabytes_per_second(),
+            "epoch_latency_ms": {
+                "p50": self.latency_p50.as_secs_f64() * 1e3,
+                "p99": self.latency_p99.as_secs_f64() * 1e3,
+            },
+            "epochs": self.epochs,
+            "rss_before_bytes": self.rss_before,
+            "rss_peak_bytes": self.rss_peak,
+            "live_keys": self.live_keys,
+        })
+        .to_string()
+    }
+}
+
+/// Encodes the workload, runs `pipeline` over it, and measures.
+pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, RunError> {
+    let mut workload = OrdersWorkload::new(GeneratorConfig {
+        events: Some(config.events),
+        keys: config.keys,
+        schema: config.schema,
+        ..GeneratorConfig::default()
+    });
+    let mut records = Vec::new();
+    let mut line = String::new();
+    let mut bytes = 0u64;
+    while workload.next_line(&mut line) {
+        bytes += line.len() as u64;
+        records.push(RawRecord {
+            key: None,
+            value: Some(Arc::from(line.as_bytes())),
+            topic: None,
+            position: Position {
+                stream: 0,
+                offset: records.len() as u64 + 1,
+            },
+            line: true,
+        });
+    }
+    let record_count = records.len() as u64;
+    let live_keys = workload.live_keys();
+    drop(workload);
+    let rss_before = memory::resident_bytes();
+    memory::reset_peak();
+    let summary = run(
+        pipeline,
+        RunOptions {
+            source: SourceSpec::Memory(records.into()),
+            workers: config.workers,
+            epoch: config.epoch,
+            until_idle: true,
+            console: ConsoleOptions {
+                format: ConsoleFormat::Table,
+                mode: ConsoleMode::Update,
+                max_rows: 20,
+                writer: shared_writer(std::io::sink()),
+            },
+            dead_letter: None,
+        },
+    )?;
+    let mut latencies = summary.epoch_latencies.clone();
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(BenchReport {
+        pipeline: pipeline.name.to_owned(),
+        records: record_count,
+        bytes,
+        elapsed: summary.elapsed,
+        latency_p50: percentile(0.5),
+        latency_p99: percentile(0.99),
+        epochs: summary.epochs.len(),
+        rss_before,
+        rss_peak: memory::peak_resident_bytes().max(rss_before),
+        live_keys,
+        config,
+    })
+}
+
+/// Resident-memory readings from `/proc/self` (zero where unavailable).
+mod memory {
+    fn status_kib(field: &str) -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status.lines().find(|l| l.starts_with(field)).and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|kib| kib.parse::<u64>().ok())
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    /// Current resident set size.
+    pub fn resident_bytes() -> u64 {
+        status_kib("VmRSS:") * 1024
+    }
+
+    /// Peak resident set size since the last reset.
+    pub fn peak_resident_bytes() -> u64 {
+        status_kib("VmHWM:") * 1024
+    }
+
+    /// Resets the peak to the current size (Linux: write 5 to clear_refs).
+    pub fn reset_peak() {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+}
