@@ -18,6 +18,11 @@ impl Row {
         Row(values.into())
     }
 
+    /// Builds a row by copying values from a slice (one allocation).
+    pub fn from_slice(values: &[Value]) -> Self {
+        Row(Arc::from(values))
+    }
+
     /// The values, in schema order.
     pub fn values(&self) -> &[Value] {
         &self.0

@@ -152,7 +152,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     let live_keys = workload.live_keys();
     drop(workload);
     let rss_before = memory::resident_bytes();
-    memory::reset_peak();
+    let sampler = memory::PeakSampler::start();
     let summary = run(
         pipeline,
         RunOptions {
@@ -186,7 +186,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
         latency_p99: percentile(0.99),
         epochs: summary.epochs.len(),
         rss_before,
-        rss_peak: memory::peak_resident_bytes().max(rss_before),
+        rss_peak: sampler.stop().max(rss_before),
         live_keys,
         config,
     })
@@ -212,13 +212,35 @@ mod memory {
         status_kib("VmRSS:") * 1024
     }
 
-    /// Peak resident set size since the last reset.
-    pub fn peak_resident_bytes() -> u64 {
-        status_kib("VmHWM:") * 1024
+    /// Samples the resident set size every 5 ms on a thread until stopped.
+    pub struct PeakSampler {
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        thread: Option<std::thread::JoinHandle<u64>>,
     }
 
-    /// Resets the peak to the current size (Linux: write 5 to clear_refs).
-    pub fn reset_peak() {
-        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    impl PeakSampler {
+        /// Starts sampling.
+        pub fn start() -> Self {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = std::sync::Arc::clone(&stop);
+            let thread = std::thread::spawn(move || {
+                let mut peak = 0;
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    peak = peak.max(resident_bytes());
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                peak.max(resident_bytes())
+            });
+            PeakSampler {
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        /// Stops sampling and returns the largest reading.
+        pub fn stop(mut self) -> u64 {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+        }
     }
 }

@@ -185,7 +185,7 @@ impl<'s> Grouped<'s> {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct Accumulators {
     rows: i64,
-    cells: Vec<Cell>,
+    cells: smallvec::SmallVec<[Cell; 2]>,
 }
 
 /// One aggregate's totals: non-null inputs, exact sum (ints, unscaled decimals), float sum.

@@ -24,8 +24,8 @@ pub type Collection<'s, D> = differential_dataflow::VecCollection<'s, Time, D, D
 pub type PendingEpochs<D> =
     std::collections::BTreeMap<Time, (timely::dataflow::operators::Capability<Time>, Vec<D>)>;
 
-/// Stable 64-bit hash used to route records to workers.
+/// Fast 64-bit hash used to route records to workers (same on every worker of a build).
 pub fn route_hash<H: std::hash::Hash + ?Sized>(value: &H) -> u64 {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(value)
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(value)
 }

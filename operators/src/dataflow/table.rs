@@ -39,14 +39,15 @@ pub fn changes<'s>(
             Op::Truncate => &op_names[4],
             Op::Tombstone => return None,
         };
-        let mut values = Vec::with_capacity(width + 2);
+        let mut values: smallvec::SmallVec<[Value; 16]> =
+            smallvec::SmallVec::with_capacity(width + 2);
         values.push(op.clone());
         values.push(Value::Timestamp(event.event_time_ms.saturating_mul(1000)));
         match &event.after {
             Some(after) => values.extend(after.iter().cloned()),
             None => values.resize(width + 2, Value::Null),
         }
-        Some(Row::new(values))
+        Some(Row::from_slice(&values))
     });
     Relation::new(Arc::new(Schema::new(columns)), None, rows, side)
 }

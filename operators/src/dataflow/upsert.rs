@@ -1,7 +1,9 @@
 //! Upsert: one row per key; events of an epoch apply in source order; deletes, tombstones and
 //! truncates retract. Emits only the net change per key per epoch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -72,7 +74,7 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
 /// The per-worker `key → row` map and the epoch application logic (no dataflow types).
 #[derive(Debug, Default)]
 pub struct UpsertState {
-    rows: HashMap<Key, Row>,
+    rows: FxHashMap<Key, Row>,
 }
 
 impl UpsertState {
@@ -83,7 +85,7 @@ impl UpsertState {
         mut emit: impl FnMut((Key, Row), i64),
     ) {
         events.sort_by_key(|event| event.position);
-        let mut originals: HashMap<Key, Option<Row>> = HashMap::new();
+        let mut originals: FxHashMap<Key, Option<Row>> = FxHashMap::default();
         for event in events {
             match event.op {
                 Op::Truncate => {

@@ -7,7 +7,6 @@ mod convert;
 mod envelope;
 mod row;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::de::DeserializeSeed;
@@ -63,7 +62,7 @@ type Result<T> = std::result::Result<T, DecodeError>;
 /// table, so each is parsed once.
 #[derive(Debug, Default)]
 pub struct SchemaCache {
-    parsed: HashMap<Box<str>, Arc<FieldSchemas>>,
+    parsed: rustc_hash::FxHashMap<Box<str>, Arc<FieldSchemas>>,
 }
 
 /// Most distinct schemas kept; beyond that the cache starts over.
@@ -332,7 +331,7 @@ fn read_row(
             ));
         }
     }
-    Ok(Some(Row::new(values)))
+    Ok(Some(Row::from_slice(&values)))
 }
 
 fn read_fields(text: &str, seed: row::RowSeed<'_>, field: &str) -> Result<row::FieldResult> {
@@ -382,7 +381,7 @@ fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
             format!("key `{}`: {why}", spec.schema.columns[index].name),
         )
     })?;
-    let key = Row::new(values).project(&spec.key);
+    let key: Row = spec.key.iter().map(|&i| values[i].clone()).collect();
     if let Some(missing) = spec.key.iter().zip(key.iter()).find(|(_, v)| v.is_null()) {
         return Err(DecodeError::new(
             DeadLetterKind::MissingKey,

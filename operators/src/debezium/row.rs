@@ -21,7 +21,10 @@ pub(super) struct RowSeed<'s> {
     pub logical: Option<&'s StructSchema>,
 }
 
-pub(super) type FieldResult = Result<Vec<Value>, (usize, String)>;
+/// Row values on the stack until the row is allocated once.
+pub(super) type Values = smallvec::SmallVec<[Value; 16]>;
+
+pub(super) type FieldResult = Result<Values, (usize, String)>;
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
     type Value = FieldResult;
@@ -43,7 +46,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldResult, A::Error> {
         let columns = &self.schema.columns;
-        let mut values = vec![Value::Null; columns.len()];
+        let mut values: Values = smallvec::smallvec![Value::Null; columns.len()];
         let mut failure = None;
         let mut guess = 0;
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
