@@ -101,6 +101,7 @@ impl<'s> PipelineBuilder<'s> {
         let id = self.catalog.add(spec.clone()).map_err(table_error)?;
         Ok(Table {
             spec: Arc::new(spec),
+            live_rows: Arc::clone(&self.sinks.metrics.state_rows),
             events: self.router.table(id),
             side: Rc::clone(&self.side),
             state: OnceCell::new(),
@@ -157,6 +158,7 @@ impl<'s> PipelineBuilder<'s> {
 /// A declared source table.
 pub struct Table<'s> {
     spec: Arc<TableSpec>,
+    live_rows: Arc<std::sync::atomic::AtomicI64>,
     events: Collection<'s, ChangeEvent>,
     side: SideOutputs<'s>,
     state: OnceCell<Relation<'s>>,
@@ -189,6 +191,7 @@ impl<'s> Table<'s> {
                     &self.spec,
                     Rc::clone(&self.side),
                     &name,
+                    Arc::clone(&self.live_rows),
                 )
             })
             .clone()

@@ -64,6 +64,14 @@ pub enum RunError {
         /// The I/O error.
         cause: std::io::Error,
     },
+    /// The metrics endpoint could not be bound.
+    #[error("cannot serve metrics on {addr}: {cause}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        cause: std::io::Error,
+    },
     /// The worker threads could not start or one of them panicked.
     #[error("dataflow workers failed: {0}")]
     Workers(String),

@@ -12,6 +12,10 @@ use tributary_operators::RawRecord;
 
 use crate::metrics::Metrics;
 
+/// An open epoch closes (at the next transaction boundary) once it holds this many records,
+/// whatever the interval: with at most a few epochs in flight, this bounds buffered memory.
+pub const MAX_RECORDS_PER_EPOCH: u64 = 100_000;
+
 /// The source positions an epoch covers: per stream, the last offset included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochRecord {
@@ -76,9 +80,11 @@ impl Ingestor {
         &self.epochs
     }
 
-    /// The interval has passed and the open epoch has records.
+    /// The open epoch has records and either the interval has passed or it is full.
     pub fn due(&self) -> bool {
-        self.records_in_epoch > 0 && self.opened.elapsed() >= self.interval
+        self.records_in_epoch > 0
+            && (self.records_in_epoch >= MAX_RECORDS_PER_EPOCH
+                || self.opened.elapsed() >= self.interval)
     }
 
     /// Assigns `records` to epochs, closing the open one before a record that starts a new

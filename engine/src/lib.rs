@@ -5,6 +5,7 @@ pub mod builder;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod progress;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;

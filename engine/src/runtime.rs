@@ -2,6 +2,8 @@
 //! steps the dataflow until all sinks have handled every closed epoch.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,7 @@ use crate::builder::{Pipeline, PipelineBuilder, SinkContext};
 use crate::error::RunError;
 use crate::ingest::{Emit, EpochRecord, Ingestor};
 use crate::metrics::Metrics;
+use crate::progress::Progress;
 use crate::sinks::console::ConsoleOptions;
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::{FailureSlot, SharedWriter};
@@ -25,8 +28,6 @@ use crate::sources::{Poll, Source, SourceSpec};
 const MAX_EPOCHS_IN_FLIGHT: Time = 4;
 /// Records read per source poll.
 const POLL_BATCH: usize = 8192;
-/// How often the progress line is logged.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// How to run a pipeline.
 #[derive(Clone)]
@@ -43,6 +44,11 @@ pub struct RunOptions {
     pub console: ConsoleOptions,
     /// JSONL file for dead letters.
     pub dead_letter: Option<SharedWriter>,
+    /// Serve Prometheus metrics here.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Set (e.g. by a signal handler) to stop reading, finish the open epoch, let every sink
+    /// write it, and return normally.
+    pub shutdown: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -81,6 +87,10 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     let source = options.source.open(!options.until_idle)?;
     let streams = source.stream_names();
     let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = options.metrics_addr {
+        crate::metrics::http::serve(addr, Arc::clone(&metrics), pipeline.name)
+            .map_err(|cause| RunError::Metrics { addr, cause })?;
+    }
     let failure: FailureSlot = Arc::default();
     let sinks = SinkContext {
         console: options.console.clone(),
@@ -100,6 +110,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     let workers = options.workers.max(1);
     let worker_metrics = Arc::clone(&metrics);
     let worker_failure = Arc::clone(&failure);
+    let shutdown = options.shutdown.clone().unwrap_or_default();
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (input, probe, built) = build(worker, &pipeline, sinks.clone());
@@ -112,7 +123,15 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         let outcome = match (built, reader) {
             (Ok(()), Some(reader)) => {
                 let ingestor = Ingestor::new(Arc::clone(&worker_metrics), epoch);
-                drive(worker, input, &probe, reader, ingestor, &worker_failure)
+                drive(
+                    worker,
+                    input,
+                    &probe,
+                    reader,
+                    ingestor,
+                    &worker_failure,
+                    &shutdown,
+                )
             }
             (Err(error), _) => Err(error),
             (Ok(()), None) => Err(RunError::Workers("the source was already taken".into())),
@@ -161,6 +180,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     }
     let seconds = summary.elapsed.as_secs_f64().max(1e-9);
     tracing::info!(
+        records = summary.records,
         events = summary.events,
         dead_letters = metrics.dead_letter_total(),
         epochs = summary.epochs.len(),
@@ -198,14 +218,25 @@ fn drive(
     mut source: Box<dyn Source>,
     mut ingestor: Ingestor,
     failure: &FailureSlot,
+    shutdown: &AtomicBool,
 ) -> Result<(Vec<EpochRecord>, Vec<Duration>), RunError> {
     let mut batch = Vec::with_capacity(POLL_BATCH);
-    let mut latency = EpochLatency::default();
-    let mut last_progress = Instant::now();
-    let mut events_at_progress = 0;
     let metrics = ingestor.metrics();
+    let mut latency = EpochLatency {
+        metrics: Arc::clone(&metrics),
+        ..EpochLatency::default()
+    };
+    let mut progress = Progress::new();
     loop {
         if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+            break;
+        }
+        if shutdown.load(Ordering::Relaxed) {
+            progress.finish();
+            tracing::info!(
+                epoch = ingestor.epoch(),
+                "shutdown requested: finishing the open epoch"
+            );
             break;
         }
         batch.clear();
@@ -242,19 +273,9 @@ fn drive(
             latency.observe(probe);
         }
         latency.observe(probe);
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            let events = Metrics::get(&metrics.records_in);
-            let rate = (events - events_at_progress) as f64 / last_progress.elapsed().as_secs_f64();
-            tracing::info!(
-                records = events,
-                records_per_s = rate as u64,
-                epoch = ingestor.epoch(),
-                dead_letters = metrics.dead_letter_total(),
-                "progress"
-            );
-            (last_progress, events_at_progress) = (Instant::now(), events);
-        }
+        progress.tick(&metrics, ingestor.epoch());
     }
+    progress.finish();
     let last = ingestor.close_epoch();
     input.advance_to(last);
     latency.closed(last);
@@ -273,6 +294,7 @@ struct EpochLatency {
     /// Epoch boundaries not yet passed: the epoch *before* this one is closed.
     open: std::collections::VecDeque<(Time, Instant)>,
     done: Vec<Duration>,
+    metrics: Arc<Metrics>,
 }
 
 impl EpochLatency {
@@ -288,7 +310,9 @@ impl EpochLatency {
             if probe.less_than(next) {
                 break;
             }
-            self.done.push(at.elapsed());
+            let latency = at.elapsed();
+            self.metrics.epoch_done(latency);
+            self.done.push(latency);
             self.open.pop_front();
         }
     }

@@ -199,7 +199,7 @@ proptest! {
     fn upsert_matches_replay(changes in changes()) {
         for workers in [1, 4] {
             let updates = run(workers, &changes, |events| {
-                table::state(events, &spec(), Rc::default(), "state").rows().clone()
+                table::state(events, &spec(), Rc::default(), "state", Arc::default()).rows().clone()
             });
             for (epoch, snapshot) in snapshots(&updates, last_epoch(&changes)).into_iter().enumerate() {
                 prop_assert_eq!(&snapshot, &oracle_state(&changes, epoch as Time), "workers={} epoch={}", workers, epoch);
@@ -211,7 +211,7 @@ proptest! {
     fn status_aggregate_matches_recomputation(changes in changes()) {
         for workers in [1, 4] {
             let updates = run(workers, &changes, |events| {
-                table::state(events, &spec(), Rc::default(), "state")
+                table::state(events, &spec(), Rc::default(), "state", Arc::default())
                     .group_by(["status"]).unwrap()
                     .agg([count(), sum(col("quantity") * col("price"))]).unwrap()
                     .rows().clone()

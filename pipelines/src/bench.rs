@@ -167,6 +167,8 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
                 writer: shared_writer(std::io::sink()),
             },
             dead_letter: None,
+            metrics_addr: None,
+            shutdown: None,
         },
     )?;
     let mut latencies = summary.epoch_latencies.clone();

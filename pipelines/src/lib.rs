@@ -1,6 +1,7 @@
 //! Tributary's pipelines, one module each, and the registry the CLI looks them up in.
 
 pub mod bench;
+pub mod config;
 pub mod op_counts;
 pub mod orders_replica;
 pub mod tables;

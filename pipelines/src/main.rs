@@ -4,11 +4,14 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use tributary::config::RunConfig;
 use tributary_engine::sources::generator::{DecimalMode, GeneratorConfig, OrdersWorkload};
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
@@ -71,32 +74,57 @@ enum ReportFormat {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Pipeline name (see `tributary pipelines`).
-    pipeline: String,
-    /// file:PATH | generator[:EVENTS]
-    #[arg(long, default_value = "generator")]
-    source: String,
-    /// Timely worker threads.
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
+    /// Pipeline name (see `tributary pipelines`); may come from --config instead.
+    pipeline: Option<String>,
+    /// A tributary.toml with any of these options (keys are the flag names without `--`);
+    /// flags given here win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// file:PATH | generator[:EVENTS]  [default: generator]
+    #[arg(long)]
+    source: Option<String>,
+    /// Timely worker threads.  [default: 1]
+    #[arg(long)]
+    workers: Option<usize>,
     /// Close epochs at most this often, in milliseconds (only at transaction boundaries).
-    #[arg(long, default_value_t = 1000)]
-    epoch_ms: u64,
+    /// [default: 1000]
+    #[arg(long)]
+    epoch_ms: Option<u64>,
     /// Stop once the source is drained and every sink has written.
     #[arg(long)]
     until_idle: bool,
-    /// How the console prints.
-    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
-    console_format: FormatArg,
-    /// Changed rows per batch (update) or the whole result (complete).
-    #[arg(long, value_enum, default_value_t = ModeArg::Update)]
-    console_mode: ModeArg,
-    /// Most rows a console table shows per batch.
-    #[arg(long, default_value_t = 20)]
-    console_rows: usize,
+    /// How the console prints: table or jsonl.  [default: table]
+    #[arg(long, value_enum)]
+    console_format: Option<FormatArg>,
+    /// update (changed rows per batch) or complete (the whole result).  [default: update]
+    #[arg(long, value_enum)]
+    console_mode: Option<ModeArg>,
+    /// Most rows a console table shows per batch.  [default: 20]
+    #[arg(long)]
+    console_rows: Option<usize>,
     /// Write dead letters (reason, source position, raw payload) to this JSONL file.
     #[arg(long)]
     dead_letter: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl RunArgs {
+    fn as_config(&self) -> RunConfig {
+        RunConfig {
+            pipeline: self.pipeline.clone(),
+            source: self.source.clone(),
+            workers: self.workers,
+            epoch_ms: self.epoch_ms,
+            until_idle: self.until_idle.then_some(true),
+            console_format: self.console_format.map(|f| format!("{f:?}").to_lowercase()),
+            console_mode: self.console_mode.map(|m| format!("{m:?}").to_lowercase()),
+            console_rows: self.console_rows,
+            dead_letter: self.dead_letter.clone(),
+            metrics_addr: self.metrics_addr,
+        }
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -200,44 +228,65 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
-    let Some(pipeline) = tributary::find(&args.pipeline) else {
-        let names: Vec<_> = tributary::PIPELINES.iter().map(|p| p.name).collect();
-        bail!(
-            "no pipeline `{}`; try one of: {}",
-            args.pipeline,
-            names.join(", ")
-        );
+    let mut config = args.as_config();
+    if let Some(path) = &args.config {
+        config = config.or(RunConfig::from_file(path)?);
+    }
+    let Some(name) = &config.pipeline else {
+        bail!("which pipeline? give its name (see `tributary pipelines`) or `pipeline = …` in --config");
     };
-    if args.workers == 0 {
+    let pipeline = find_pipeline(name)?;
+    let workers = config.workers.unwrap_or(1);
+    if workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let dead_letter = match &args.dead_letter {
+    let format = match config.console_format.as_deref().unwrap_or("table") {
+        "table" => ConsoleFormat::Table,
+        "jsonl" => ConsoleFormat::Jsonl,
+        other => bail!("console-format must be table or jsonl, not `{other}`"),
+    };
+    let mode = match config.console_mode.as_deref().unwrap_or("update") {
+        "update" => ConsoleMode::Update,
+        "complete" => ConsoleMode::Complete,
+        other => bail!("console-mode must be update or complete, not `{other}`"),
+    };
+    let dead_letter = match &config.dead_letter {
         Some(path) => Some(shared_writer(BufWriter::new(
             File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
         ))),
         None => None,
     };
     let options = RunOptions {
-        source: SourceSpec::parse(&args.source)?,
-        workers: args.workers,
-        epoch: Duration::from_millis(args.epoch_ms),
-        until_idle: args.until_idle,
+        source: SourceSpec::parse(config.source.as_deref().unwrap_or("generator"))?,
+        workers,
+        epoch: Duration::from_millis(config.epoch_ms.unwrap_or(1000)),
+        until_idle: config.until_idle.unwrap_or(false),
         console: ConsoleOptions {
-            format: match args.console_format {
-                FormatArg::Table => ConsoleFormat::Table,
-                FormatArg::Jsonl => ConsoleFormat::Jsonl,
-            },
-            mode: match args.console_mode {
-                ModeArg::Update => ConsoleMode::Update,
-                ModeArg::Complete => ConsoleMode::Complete,
-            },
-            max_rows: args.console_rows,
+            format,
+            mode,
+            max_rows: config.console_rows.unwrap_or(20),
             writer: shared_writer(std::io::stdout()),
         },
         dead_letter,
+        metrics_addr: config.metrics_addr,
+        shutdown: Some(shutdown_on_signals()?),
     };
     run(pipeline, options)?;
     Ok(())
+}
+
+/// SIGINT/SIGTERM set the returned flag: the run finishes its open epoch, every sink writes it,
+/// and the process exits 0. A second signal exits at once with status 130.
+fn shutdown_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))
+            .context("cannot install the signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&flag))
+            .context("cannot install the signal handler")?;
+    }
+    Ok(flag)
 }
 
 fn generate(args: GenerateArgs) -> anyhow::Result<()> {

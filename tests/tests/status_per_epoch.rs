@@ -61,6 +61,8 @@ fn status_matches_recomputation_after_every_epoch() {
                     writer: shared_writer(capture.clone()),
                 },
                 dead_letter: None,
+                metrics_addr: None,
+                shutdown: None,
             },
         )
         .unwrap();

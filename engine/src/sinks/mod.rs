@@ -1,4 +1,4 @@
-//! Sinks: act on an epoch only once every worker's input frontier has passed it, on worker 0,
+//! Sinks: act on an epoch only once every worker's input frontier has passed it, on one worker,
 //! in epoch order, with the epoch's updates consolidated.
 
 pub mod console;
@@ -35,7 +35,7 @@ pub fn record_failure(slot: &FailureSlot, error: RunError) {
     }
 }
 
-/// Calls `write(epoch, updates)` on worker 0 for each epoch with changes, once the frontier
+/// Calls `write(epoch, updates)` on the last worker for each epoch with changes, once the frontier
 /// has passed it, in epoch order. `probe` passes an epoch only after `write` returned for it.
 pub fn on_closed_epochs<'s, D, W>(
     collection: &Collection<'s, D>,
@@ -46,11 +46,14 @@ pub fn on_closed_epochs<'s, D, W>(
     D: differential_dataflow::ExchangeData,
     W: FnMut(Time, Vec<(D, Diff)>) + 'static,
 {
+    // Sinks gather on the last worker, so that with several workers their I/O does not stall
+    // the reading loop on worker 0 (backpressure then paces the source).
+    let sink_worker = collection.inner.scope().peers() as u64 - 1;
     collection
         .inner
         .clone()
         .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
-            Exchange::new(|_: &(D, Time, Diff)| 0),
+            Exchange::new(move |_: &(D, Time, Diff)| sink_worker),
             name,
             |_, _| {
                 let mut pending: PendingEpochs<(D, Diff)> = BTreeMap::new();

@@ -2,7 +2,7 @@
 //! pipeline's tables, and routed into one change-event collection per table plus a
 //! dead-letter collection. Tables can be added while the dataflow is being built.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -30,9 +30,26 @@ pub struct DecodeStats {
     pub skipped: AtomicU64,
     /// Names of the tables skipped.
     pub skipped_tables: Mutex<BTreeSet<String>>,
+    by_table: Mutex<BTreeMap<String, u64>>,
 }
 
 impl DecodeStats {
+    /// Change events decoded per table name.
+    pub fn events_by_table(&self) -> BTreeMap<String, u64> {
+        self.by_table.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn count_table(&self, table: &str, n: u64) {
+        if let Ok(mut map) = self.by_table.lock() {
+            match map.get_mut(table) {
+                Some(count) => *count += n,
+                None => {
+                    map.insert(table.to_owned(), n);
+                }
+            }
+        }
+    }
+
     fn count(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
@@ -165,8 +182,17 @@ impl<'s> DecodeRouter<'s> {
                     DecodeStats::count(&stats.events, events);
                     DecodeStats::count(&stats.tombstones, tombstones);
                     DecodeStats::count(&stats.skipped, skipped);
-                    for (output, buffer) in tables.iter_mut().zip(per_table.iter_mut()) {
+                    for (id, (output, buffer)) in
+                        tables.iter_mut().zip(per_table.iter_mut()).enumerate()
+                    {
                         if !buffer.is_empty() {
+                            let changes = buffer
+                                .iter()
+                                .filter(|(e, _, _)| e.op != Op::Tombstone)
+                                .count();
+                            if let Some(spec) = catalog.get(id as TableId) {
+                                stats.count_table(&spec.name, changes as u64);
+                            }
                             output.activate().give(&capability, buffer);
                             buffer.clear();
                         }

@@ -1,5 +1,6 @@
 //! A source table's two faces as relations: its change stream and its current state.
 
+use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use super::relation::{Relation, SideOutputs};
@@ -52,14 +53,16 @@ pub fn changes<'s>(
     Relation::new(Arc::new(Schema::new(columns)), None, rows, side)
 }
 
-/// The table's current state (upsert by primary key), keyed by the primary key.
+/// The table's current state (upsert by primary key), keyed by the primary key; `live_rows`
+/// counts the rows held.
 pub fn state<'s>(
     events: Collection<'s, ChangeEvent>,
     spec: &TableSpec,
     side: SideOutputs<'s>,
     name: &str,
+    live_rows: Arc<AtomicI64>,
 ) -> Relation<'s> {
-    let rows = events.upsert(name).map(|(_key, row)| row);
+    let rows = events.upsert(name, live_rows).map(|(_key, row)| row);
     Relation::new(
         Arc::new(spec.schema.clone()),
         Some(spec.key.clone()),

@@ -2,6 +2,8 @@
 //! truncates retract. Emits only the net change per key per epoch.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -18,12 +20,13 @@ use crate::row::{Key, Row};
 /// Turns a table's change events into its current state.
 pub trait Upsert<'s> {
     /// Current state `(key, row)`: per key, the `after` of its last event in source order, absent
-    /// after a delete, tombstone or truncate. `before` is never trusted.
-    fn upsert(self, name: &str) -> Collection<'s, (Key, Row)>;
+    /// after a delete, tombstone or truncate. `before` is never trusted. `live_rows` tracks the
+    /// number of rows held (summed over workers).
+    fn upsert(self, name: &str, live_rows: Arc<AtomicI64>) -> Collection<'s, (Key, Row)>;
 }
 
 impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
-    fn upsert(self, name: &str) -> Collection<'s, (Key, Row)> {
+    fn upsert(self, name: &str, live_rows: Arc<AtomicI64>) -> Collection<'s, (Key, Row)> {
         let peers = self.inner.scope().peers() as u64;
         // Keyed events go to the key's worker; a truncate goes to every worker.
         let routed = self.inner.flat_map(move |(event, _time, diff)| {
@@ -60,9 +63,12 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                             }
                             let (time, (capability, events)) = entry.remove_entry();
                             let mut session = output.session(&capability);
+                            let before = state.len();
                             state.apply_epoch(events, |update, diff| {
                                 session.give((update, time, diff));
                             });
+                            let change = state.len() as i64 - before as i64;
+                            live_rows.fetch_add(change, Ordering::Relaxed);
                         }
                     }
                 },

@@ -99,6 +99,7 @@ impl ConsoleOutput {
 
     /// Prints one epoch's consolidated changes.
     pub fn write_batch(&mut self, batch: Time, changes: Vec<(Row, i64)>) {
+        let changed: u64 = changes.iter().map(|(_, d)| d.unsigned_abs()).sum();
         let text = match self.options.mode {
             ConsoleMode::Update => self.render(batch, &changes),
             ConsoleMode::Complete => {
@@ -124,7 +125,7 @@ impl ConsoleOutput {
                 w.flush()
             });
         match result {
-            Ok(()) => crate::metrics::Metrics::add(&self.metrics.batches_written, 1),
+            Ok(()) => self.metrics.output_rows(&self.name, changed),
             Err(cause) => record_failure(
                 &self.failure,
                 crate::RunError::Sink {

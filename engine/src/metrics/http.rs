@@ -1,0 +1,200 @@
+//! `--metrics-addr`: a minimal HTTP endpoint serving the run's metrics in Prometheus text format
+//! at `/metrics` (any other path is 404).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Metrics;
+
+/// Binds `addr` and serves `/metrics` from a background thread for the life of the process.
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    pipeline: &str,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let pipeline = pipeline.to_owned();
+    std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(error) = respond(stream, &metrics, &pipeline) {
+                    tracing::debug!(%error, "metrics request failed");
+                }
+            }
+        })?;
+    tracing::info!(addr = %bound, "serving Prometheus metrics at /metrics");
+    Ok(bound)
+}
+
+fn respond(stream: TcpStream, metrics: &Metrics, pipeline: &str) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Drain the headers.
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 2 {
+        header.clear();
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("");
+    let (status, content_type, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+        (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            render(metrics, pipeline),
+        )
+    } else {
+        ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+/// The Prometheus text exposition of `metrics`.
+pub fn render(metrics: &Metrics, pipeline: &str) -> String {
+    let mut out = String::new();
+    let label = format!("pipeline=\"{}\"", escape(pipeline));
+    let counter = |out: &mut String, name: &str, help: &str, samples: &[(String, f64)]| {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{{label}{labels}}} {value}");
+        }
+    };
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+    counter(
+        &mut out,
+        "tributary_records_in_total",
+        "Records read from the source.",
+        &[(String::new(), get(&metrics.records_in))],
+    );
+    let per_table: Vec<(String, f64)> = metrics
+        .decode
+        .events_by_table()
+        .into_iter()
+        .map(|(table, n)| (format!(",table=\"{}\"", escape(&table)), n as f64))
+        .collect();
+    counter(
+        &mut out,
+        "tributary_events_total",
+        "Change events decoded, by table (tombstones excluded).",
+        &per_table,
+    );
+    counter(
+        &mut out,
+        "tributary_tombstones_total",
+        "Tombstones seen.",
+        &[(String::new(), get(&metrics.decode.tombstones))],
+    );
+    counter(
+        &mut out,
+        "tributary_skipped_events_total",
+        "Events of tables the pipeline does not read.",
+        &[(String::new(), get(&metrics.decode.skipped))],
+    );
+    let dead: Vec<(String, f64)> = metrics
+        .dead_letters()
+        .into_iter()
+        .map(|(kind, n)| (format!(",reason=\"{kind}\""), n as f64))
+        .collect();
+    counter(
+        &mut out,
+        "tributary_dead_letters_total",
+        "Dead letters, by reason.",
+        &dead,
+    );
+    let outputs: Vec<(String, f64)> = metrics
+        .outputs()
+        .into_iter()
+        .map(|(output, n)| (format!(",output=\"{}\"", escape(&output)), n as f64))
+        .collect();
+    counter(
+        &mut out,
+        "tributary_output_rows_total",
+        "Changed rows written, by output.",
+        &outputs,
+    );
+    counter(
+        &mut out,
+        "tributary_epochs_closed_total",
+        "Epochs closed by the source.",
+        &[(String::new(), get(&metrics.epochs_closed))],
+    );
+    counter(
+        &mut out,
+        "tributary_epochs_done_total",
+        "Epochs handled by every sink.",
+        &[(String::new(), get(&metrics.epochs_done))],
+    );
+    counter(
+        &mut out,
+        "tributary_frontier_lag_seconds",
+        "Seconds since the last epoch was handled by every sink.",
+        &[(String::new(), metrics.frontier_lag_seconds())],
+    );
+    counter(
+        &mut out,
+        "tributary_state_rows",
+        "Rows of current state held by upsert operators.",
+        &[(
+            String::new(),
+            metrics.state_rows.load(Ordering::Relaxed) as f64,
+        )],
+    );
+    let (buckets, count, sum) = metrics.epoch_latency();
+    let name = "tributary_epoch_commit_latency_seconds";
+    let _ = writeln!(out, "# HELP {name} Time from an epoch's close until every sink has handled it.\n# TYPE {name} histogram");
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{{label},le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{label},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{label}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{label}}} {count}");
+    out
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = Metrics::default();
+        metrics.records_in.store(5, Ordering::Relaxed);
+        metrics.epoch_done(Duration::from_millis(30));
+        metrics.dead_letter(tributary_operators::DeadLetterKind::BadJson);
+        let text = render(&metrics, "op-counts");
+        assert!(text.contains("tributary_records_in_total{pipeline=\"op-counts\"} 5"));
+        assert!(text.contains(
+            "tributary_dead_letters_total{pipeline=\"op-counts\",reason=\"bad-json\"} 1"
+        ));
+        assert!(text.contains(
+            "tributary_epoch_commit_latency_seconds_bucket{pipeline=\"op-counts\",le=\"0.05\"} 1"
+        ));
+        assert!(text.contains(
+            "tributary_epoch_commit_latency_seconds_bucket{pipeline=\"op-counts\",le=\"0.025\"} 0"
+        ));
+    }
+}
