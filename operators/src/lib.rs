@@ -4,6 +4,7 @@
 pub mod dataflow;
 pub mod debezium;
 pub mod event;
+pub mod fuzzing;
 pub mod row;
 pub mod schema;
 pub mod time;

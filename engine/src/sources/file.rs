@@ -11,51 +11,97 @@ use tributary_operators::{Position, RawRecord};
 use super::{Poll, Source};
 use crate::error::SourceError;
 
+/// Splits a byte stream into numbered, non-blank lines.
+#[derive(Debug)]
+pub struct LineSplitter<R> {
+    reader: R,
+    line_number: u64,
+    partial: Vec<u8>,
+}
+
+impl<R: BufRead> LineSplitter<R> {
+    /// Splits `reader`.
+    pub fn new(reader: R) -> Self {
+        LineSplitter { reader, line_number: 0, partial: Vec::new() }
+    }
+
+    /// Appends up to `max` lines. At the end of the input, an unterminated last line counts
+    /// unless `follow` (its writer may still be finishing it).
+    pub fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize, follow: bool) -> std::io::Result<Poll> {
+        let start = out.len();
+        while out.len() - start < max {
+            if self.reader.read_until(b'\n', &mut self.partial)? == 0 {
+                if follow {
+                    return Ok(if out.len() > start { Poll::Ready } else { Poll::Idle });
+                }
+                if !self.partial.is_empty() {
+                    self.emit(out);
+                }
+                return Ok(Poll::Finished);
+            }
+            if self.partial.last() == Some(&b'\n') {
+                self.emit(out);
+            }
+        }
+        Ok(Poll::Ready)
+    }
+
+    fn emit(&mut self, out: &mut Vec<RawRecord>) {
+        self.line_number += 1;
+        let mut end = self.partial.len();
+        while end > 0 && matches!(self.partial[end - 1], b'\n' | b'\r') {
+            end -= 1;
+        }
+        let line = &self.partial[..end];
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            out.push(RawRecord {
+                key: None,
+                value: Some(Arc::from(line)),
+                topic: None,
+                position: Position { stream: 0, offset: self.line_number },
+                line: true,
+            });
+        }
+        self.partial.clear();
+    }
+}
+
+/// Splits `data` as the file source would and decodes every line against the fuzzing catalog;
+/// returns the number of events (for fuzzers and no-panic tests).
+pub fn read_all_lines(data: &[u8]) -> usize {
+    let catalog = tributary_operators::fuzzing::catalog();
+    let mut splitter = LineSplitter::new(data);
+    let mut lines = Vec::new();
+    while let Ok(Poll::Ready) = splitter.poll(&mut lines, 1024, false) {}
+    lines
+        .iter()
+        .filter(|raw| {
+            matches!(
+                tributary_operators::debezium::decode(raw, &catalog),
+                tributary_operators::debezium::Decoded::Event(_)
+            )
+        })
+        .count()
+}
+
 /// Reads a JSONL file, optionally following it for appended lines.
 #[derive(Debug)]
 pub struct FileSource {
     path: PathBuf,
-    reader: BufReader<File>,
+    lines: LineSplitter<BufReader<File>>,
     follow: bool,
-    line_number: u64,
-    partial: Vec<u8>,
 }
 
 impl FileSource {
     /// Opens `path`.
     pub fn open(path: &Path, follow: bool) -> Result<Self, SourceError> {
-        let file = File::open(path).map_err(|cause| SourceError::Io {
-            path: path.display().to_string(),
-            cause,
-        })?;
+        let file = File::open(path)
+            .map_err(|cause| SourceError::Io { path: path.display().to_string(), cause })?;
         Ok(FileSource {
             path: path.to_owned(),
-            reader: BufReader::with_capacity(1 << 20, file),
+            lines: LineSplitter::new(BufReader::with_capacity(1 << 20, file)),
             follow,
-            line_number: 0,
-            partial: Vec::new(),
         })
-    }
-
-    fn emit(&mut self, out: &mut Vec<RawRecord>) {
-        self.line_number += 1;
-        let mut line = std::mem::take(&mut self.partial);
-        while matches!(line.last(), Some(b'\n' | b'\r')) {
-            line.pop();
-        }
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return;
-        }
-        out.push(RawRecord {
-            key: None,
-            value: Some(Arc::from(line.as_slice())),
-            topic: None,
-            position: Position {
-                stream: 0,
-                offset: self.line_number,
-            },
-            line: true,
-        });
     }
 }
 
@@ -69,35 +115,9 @@ impl Source for FileSource {
     }
 
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Result<Poll, SourceError> {
-        let start = out.len();
-        while out.len() - start < max {
-            let read = self
-                .reader
-                .read_until(b'\n', &mut self.partial)
-                .map_err(|cause| SourceError::Io {
-                    path: self.path.display().to_string(),
-                    cause,
-                })?;
-            if read == 0 {
-                // End of file. A last line without a newline counts unless we follow the file,
-                // in which case its writer may still be finishing it.
-                if self.follow {
-                    return Ok(if out.len() > start {
-                        Poll::Ready
-                    } else {
-                        Poll::Idle
-                    });
-                }
-                if !self.partial.is_empty() {
-                    self.emit(out);
-                }
-                return Ok(Poll::Finished);
-            }
-            if self.partial.last() == Some(&b'\n') {
-                self.emit(out);
-            }
-        }
-        Ok(Poll::Ready)
+        self.lines
+            .poll(out, max, self.follow)
+            .map_err(|cause| SourceError::Io { path: self.path.display().to_string(), cause })
     }
 }
 
@@ -115,20 +135,20 @@ mod tests {
         assert_eq!(source.poll(&mut out, 100).unwrap(), Poll::Finished);
         let lines: Vec<_> = out
             .iter()
-            .map(|r| {
-                (
-                    r.position.offset,
-                    String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
-                )
-            })
+            .map(|r| (r.position.offset, String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned()))
             .collect();
         assert_eq!(
             lines,
-            vec![
-                (1, "{\"a\":1}".to_owned()),
-                (4, "null".to_owned()),
-                (5, "{\"b\":2}".to_owned())
-            ]
+            vec![(1, "{\"a\":1}".to_owned()), (4, "null".to_owned()), (5, "{\"b\":2}".to_owned())]
         );
+    }
+
+    #[test]
+    fn a_followed_file_waits_for_the_end_of_a_line() {
+        let mut splitter = LineSplitter::new(&b"{\"a\":1}\n{\"b\""[..]);
+        let mut out = Vec::new();
+        assert_eq!(splitter.poll(&mut out, 10, true).unwrap(), Poll::Ready);
+        assert_eq!(splitter.poll(&mut out, 10, true).unwrap(), Poll::Idle);
+        assert_eq!(out.len(), 1);
     }
 }
