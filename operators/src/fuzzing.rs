@@ -17,7 +17,13 @@ pub fn catalog() -> TableCatalog {
             Column::new("customer_id", ColumnType::Int32),
             Column::new("status", ColumnType::String),
             Column::new("quantity", ColumnType::Int32),
-            Column::new("price", ColumnType::Decimal { precision: 10, scale: 2 }),
+            Column::new(
+                "price",
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
             Column::new("created_at", ColumnType::Timestamp),
             Column::new("shipped_at", ColumnType::TimestampTz),
             Column::new("ship_date", ColumnType::Date),
@@ -51,11 +57,26 @@ pub fn decode_all_ways(data: &[u8]) -> usize {
     let catalog = catalog();
     let mut cache = SchemaCache::default();
     let bytes: Arc<[u8]> = Arc::from(data);
-    let position = Position { stream: 0, offset: 1 };
+    let position = Position {
+        stream: 0,
+        offset: 1,
+    };
     let topic: Option<Arc<str>> = Some(Arc::from("dbserver1.public.orders"));
     let mut records = vec![
-        RawRecord { key: None, value: Some(Arc::clone(&bytes)), topic: None, position, line: true },
-        RawRecord { key: None, value: Some(Arc::clone(&bytes)), topic: topic.clone(), position, line: false },
+        RawRecord {
+            key: None,
+            value: Some(Arc::clone(&bytes)),
+            topic: None,
+            position,
+            line: true,
+        },
+        RawRecord {
+            key: None,
+            value: Some(Arc::clone(&bytes)),
+            topic: topic.clone(),
+            position,
+            line: false,
+        },
     ];
     if let Some(split) = data.iter().position(|b| *b == b'\n') {
         records.push(RawRecord {

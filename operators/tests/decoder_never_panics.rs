@@ -13,20 +13,49 @@ fn json_value() -> impl Strategy<Value = String> {
         any::<i64>().prop_map(|n| n.to_string()),
         any::<f64>().prop_map(|f| format!("{f:?}")),
         "[a-zA-Z0-9+/=:.\\- ]{0,12}".prop_map(|s| format!("\"{s}\"")),
-        prop_oneof![Just("1e400"), Just("-0"), Just("\"\\u0000\""), Just("\"\\ud800\""), Just("99999999999999999999999")]
-            .prop_map(str::to_owned),
+        prop_oneof![
+            Just("1e400"),
+            Just("-0"),
+            Just("\"\\u0000\""),
+            Just("\"\\ud800\""),
+            Just("99999999999999999999999")
+        ]
+        .prop_map(str::to_owned),
     ];
     let keys = prop_oneof![
-        Just("op"), Just("before"), Just("after"), Just("source"), Just("payload"), Just("schema"),
-        Just("key"), Just("value"), Just("topic"), Just("ts_ms"), Just("txId"), Just("name"),
-        Just("table"), Just("order_id"), Just("price"), Just("scale"), Just("fields"), Just("field"),
-        Just("parameters"), Just("created_at"), Just("meta"), Just("blob"), Just("line"),
+        Just("op"),
+        Just("before"),
+        Just("after"),
+        Just("source"),
+        Just("payload"),
+        Just("schema"),
+        Just("key"),
+        Just("value"),
+        Just("topic"),
+        Just("ts_ms"),
+        Just("txId"),
+        Just("name"),
+        Just("table"),
+        Just("order_id"),
+        Just("price"),
+        Just("scale"),
+        Just("fields"),
+        Just("field"),
+        Just("parameters"),
+        Just("created_at"),
+        Just("meta"),
+        Just("blob"),
+        Just("line"),
     ];
     leaf.prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(|items| format!("[{}]", items.join(","))),
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|items| format!("[{}]", items.join(","))),
             prop::collection::vec((keys.clone(), inner), 0..6).prop_map(|fields| {
-                let body: Vec<String> = fields.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                let body: Vec<String> = fields
+                    .into_iter()
+                    .map(|(k, v)| format!("\"{k}\":{v}"))
+                    .collect();
                 format!("{{{}}}", body.join(","))
             }),
         ]
@@ -49,7 +78,10 @@ proptest! {
 
 #[test]
 fn regression_corpus_replays_without_panics() {
-    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/decode"));
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/decode"
+    ));
     let mut replayed = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();

@@ -19,7 +19,11 @@ fn regression_corpus_replays_without_panics() {
 
 #[test]
 fn golden_files_read_through() {
-    let golden = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/golden/mixed_events.jsonl")).unwrap();
+    let golden = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/golden/mixed_events.jsonl"
+    ))
+    .unwrap();
     // 9 change events and 1 keyed tombstone of the orders table; the rest is malformed or skipped.
     assert_eq!(read_all_lines(&golden), 10);
 }

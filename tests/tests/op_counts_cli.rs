@@ -187,3 +187,52 @@ fn bad_arguments_fail_with_one_line() {
         assert!(output.stdout.is_empty(), "nothing on stdout for {args:?}");
     }
 }
+
+#[test]
+fn config_file_runs_the_same_as_flags_and_rejects_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = golden_dir().join("mixed_events.jsonl");
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "pipeline = \"op-counts\"\nsource = \"file:{}\"\nuntil-idle = true\nepoch-ms = 0\nconsole-format = \"jsonl\"\nworkers = 2\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let from_file = run_tributary(&["run", "--config", config.to_str().unwrap()]);
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    let from_flags = run_tributary(&[
+        "run",
+        "op-counts",
+        "--source",
+        &format!("file:{}", input.display()),
+        "--until-idle",
+        "--epoch-ms",
+        "0",
+        "--console-format",
+        "jsonl",
+    ]);
+    let tables = |out: &[u8]| {
+        let lines = parse_console(out);
+        (
+            table_at(&lines, "op_counts", u64::MAX),
+            table_at(&lines, "op_counts_10s", u64::MAX),
+        )
+    };
+    assert_eq!(tables(&from_file.stdout), tables(&from_flags.stdout));
+
+    std::fs::write(&config, "pipeline = \"op-counts\"\nepoch_millis = 5\n").unwrap();
+    let rejected = run_tributary(&["run", "--config", config.to_str().unwrap()]);
+    assert!(!rejected.status.success());
+    let stderr = String::from_utf8_lossy(&rejected.stderr);
+    assert!(
+        stderr.contains("unknown field `epoch_millis`") && stderr.contains("epoch-ms"),
+        "{stderr}"
+    );
+}

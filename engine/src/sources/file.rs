@@ -22,17 +22,30 @@ pub struct LineSplitter<R> {
 impl<R: BufRead> LineSplitter<R> {
     /// Splits `reader`.
     pub fn new(reader: R) -> Self {
-        LineSplitter { reader, line_number: 0, partial: Vec::new() }
+        LineSplitter {
+            reader,
+            line_number: 0,
+            partial: Vec::new(),
+        }
     }
 
     /// Appends up to `max` lines. At the end of the input, an unterminated last line counts
     /// unless `follow` (its writer may still be finishing it).
-    pub fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize, follow: bool) -> std::io::Result<Poll> {
+    pub fn poll(
+        &mut self,
+        out: &mut Vec<RawRecord>,
+        max: usize,
+        follow: bool,
+    ) -> std::io::Result<Poll> {
         let start = out.len();
         while out.len() - start < max {
             if self.reader.read_until(b'\n', &mut self.partial)? == 0 {
                 if follow {
-                    return Ok(if out.len() > start { Poll::Ready } else { Poll::Idle });
+                    return Ok(if out.len() > start {
+                        Poll::Ready
+                    } else {
+                        Poll::Idle
+                    });
                 }
                 if !self.partial.is_empty() {
                     self.emit(out);
@@ -58,7 +71,10 @@ impl<R: BufRead> LineSplitter<R> {
                 key: None,
                 value: Some(Arc::from(line)),
                 topic: None,
-                position: Position { stream: 0, offset: self.line_number },
+                position: Position {
+                    stream: 0,
+                    offset: self.line_number,
+                },
                 line: true,
             });
         }
@@ -95,8 +111,10 @@ pub struct FileSource {
 impl FileSource {
     /// Opens `path`.
     pub fn open(path: &Path, follow: bool) -> Result<Self, SourceError> {
-        let file = File::open(path)
-            .map_err(|cause| SourceError::Io { path: path.display().to_string(), cause })?;
+        let file = File::open(path).map_err(|cause| SourceError::Io {
+            path: path.display().to_string(),
+            cause,
+        })?;
         Ok(FileSource {
             path: path.to_owned(),
             lines: LineSplitter::new(BufReader::with_capacity(1 << 20, file)),
@@ -117,7 +135,10 @@ impl Source for FileSource {
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Result<Poll, SourceError> {
         self.lines
             .poll(out, max, self.follow)
-            .map_err(|cause| SourceError::Io { path: self.path.display().to_string(), cause })
+            .map_err(|cause| SourceError::Io {
+                path: self.path.display().to_string(),
+                cause,
+            })
     }
 }
 
@@ -135,11 +156,20 @@ mod tests {
         assert_eq!(source.poll(&mut out, 100).unwrap(), Poll::Finished);
         let lines: Vec<_> = out
             .iter()
-            .map(|r| (r.position.offset, String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned()))
+            .map(|r| {
+                (
+                    r.position.offset,
+                    String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
+                )
+            })
             .collect();
         assert_eq!(
             lines,
-            vec![(1, "{\"a\":1}".to_owned()), (4, "null".to_owned()), (5, "{\"b\":2}".to_owned())]
+            vec![
+                (1, "{\"a\":1}".to_owned()),
+                (4, "null".to_owned()),
+                (5, "{\"b\":2}".to_owned())
+            ]
         );
     }
 
