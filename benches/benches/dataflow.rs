@@ -27,16 +27,13 @@ fn events() -> (Vec<ChangeEvent>, TableSpec) {
         .into_iter()
         .enumerate()
         .filter_map(|(i, line)| {
-            let raw = RawRecord {
-                key: None,
-                value: Some(Arc::from(line.as_bytes())),
-                topic: None,
-                position: Position {
+            let raw = RawRecord::line(
+                line.as_bytes(),
+                Position {
                     stream: 0,
                     offset: i as u64 + 1,
                 },
-                line: true,
-            };
+            );
             match decode_with(&raw, &catalog, &mut cache) {
                 Decoded::Event(event) => Some(event),
                 _ => None,

@@ -1,7 +1,5 @@
 //! Debezium decoding throughput: plain and schema-wrapped envelopes of the orders workload.
 
-use std::sync::Arc;
-
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tributary_benches::{orders_catalog, workload_lines};
 use tributary_operators::debezium::{decode_with, Decoded, SchemaCache};
@@ -14,15 +12,14 @@ fn bench_decode(c: &mut Criterion) {
         let records: Vec<RawRecord> = workload_lines(10_000, schema)
             .into_iter()
             .enumerate()
-            .map(|(i, line)| RawRecord {
-                key: None,
-                value: Some(Arc::from(line.as_bytes())),
-                topic: None,
-                position: Position {
-                    stream: 0,
-                    offset: i as u64 + 1,
-                },
-                line: true,
+            .map(|(i, line)| {
+                RawRecord::line(
+                    line.as_bytes(),
+                    Position {
+                        stream: 0,
+                        offset: i as u64 + 1,
+                    },
+                )
             })
             .collect();
         let bytes: usize = records

@@ -77,6 +77,19 @@ pub struct RawRecord {
     pub line: bool,
 }
 
+impl RawRecord {
+    /// A JSONL line (or any record without key or topic) at `position`.
+    pub fn line(bytes: &[u8], position: Position) -> Self {
+        RawRecord {
+            key: None,
+            value: Some(Arc::from(bytes)),
+            topic: None,
+            position,
+            line: true,
+        }
+    }
+}
+
 /// One decoded change to one row of one declared table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChangeEvent {

@@ -63,13 +63,7 @@ pub fn decode_all_ways(data: &[u8]) -> usize {
     };
     let topic: Option<Arc<str>> = Some(Arc::from("dbserver1.public.orders"));
     let mut records = vec![
-        RawRecord {
-            key: None,
-            value: Some(Arc::clone(&bytes)),
-            topic: None,
-            position,
-            line: true,
-        },
+        RawRecord::line(data, position),
         RawRecord {
             key: None,
             value: Some(Arc::clone(&bytes)),

@@ -1,7 +1,6 @@
 //! `tributary bench`: runs a pipeline on the orders workload pre-encoded in memory (so reading
 //! is free) and reports events/s, MB/s, epoch latency percentiles, memory and state size.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
@@ -137,16 +136,11 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     let mut bytes = 0u64;
     while workload.next_line(&mut line) {
         bytes += line.len() as u64;
-        records.push(RawRecord {
-            key: None,
-            value: Some(Arc::from(line.as_bytes())),
-            topic: None,
-            position: Position {
-                stream: 0,
-                offset: records.len() as u64 + 1,
-            },
-            line: true,
-        });
+        let position = Position {
+            stream: 0,
+            offset: records.len() as u64 + 1,
+        };
+        records.push(RawRecord::line(line.as_bytes(), position));
     }
     let record_count = records.len() as u64;
     let live_keys = workload.live_keys();

@@ -4,7 +4,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tributary_operators::{Position, RawRecord};
 
@@ -67,16 +66,13 @@ impl<R: BufRead> LineSplitter<R> {
         }
         let line = &self.partial[..end];
         if !line.iter().all(u8::is_ascii_whitespace) {
-            out.push(RawRecord {
-                key: None,
-                value: Some(Arc::from(line)),
-                topic: None,
-                position: Position {
+            out.push(RawRecord::line(
+                line,
+                Position {
                     stream: 0,
                     offset: self.line_number,
                 },
-                line: true,
-            });
+            ));
         }
         self.partial.clear();
     }

@@ -31,16 +31,13 @@ fn catalog() -> TableCatalog {
 }
 
 fn line(text: &str) -> RawRecord {
-    RawRecord {
-        key: None,
-        value: Some(Arc::from(text.as_bytes())),
-        topic: None,
-        position: Position {
+    RawRecord::line(
+        text.as_bytes(),
+        Position {
             stream: 0,
             offset: 7,
         },
-        line: true,
-    }
+    )
 }
 
 fn event(text: &str) -> ChangeEvent {

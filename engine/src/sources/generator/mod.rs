@@ -2,8 +2,6 @@
 
 mod orders;
 
-use std::sync::Arc;
-
 use tributary_operators::{Position, RawRecord};
 
 pub use orders::{
@@ -48,16 +46,13 @@ impl Source for GeneratorSource {
                 return Ok(Poll::Finished);
             }
             self.offset += 1;
-            out.push(RawRecord {
-                key: None,
-                value: Some(Arc::from(self.line.as_bytes())),
-                topic: None,
-                position: Position {
+            out.push(RawRecord::line(
+                self.line.as_bytes(),
+                Position {
                     stream: 0,
                     offset: self.offset,
                 },
-                line: true,
-            });
+            ));
         }
         Ok(Poll::Ready)
     }
