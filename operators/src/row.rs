@@ -5,6 +5,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::value::Value;
 
@@ -56,13 +57,29 @@ impl fmt::Debug for Row {
     }
 }
 
-/// The primary-key values of a row, in key-column order.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug)]
-pub struct Key(pub Row);
+/// The values that identify a row (its primary key) or a group, in key-column order. Up to two
+/// values are stored inline, so keys of one or two columns cost no allocation.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug, Default)]
+pub struct Key(SmallVec<[Value; 2]>);
 
 impl Key {
     /// Builds a key from its values.
     pub fn new(values: Vec<Value>) -> Self {
-        Key(Row::new(values))
+        Key(SmallVec::from_vec(values))
+    }
+
+    /// The values of `row` at `indices`.
+    pub fn of(row: &[Value], indices: &[usize]) -> Self {
+        Key(indices
+            .iter()
+            .map(|&i| row.get(i).cloned().unwrap_or_default())
+            .collect())
+    }
+}
+
+impl Deref for Key {
+    type Target = [Value];
+    fn deref(&self) -> &[Value] {
+        &self.0
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::expr::{BoundExpr, Expr};
 use super::relation::{PlanError, Relation};
-use crate::row::Row;
+use crate::row::{Key, Row};
 use crate::schema::{Column, ColumnType, Schema};
 use crate::value::{Decimal, Float, Value};
 
@@ -159,21 +159,18 @@ impl<'s> Grouped<'s> {
             .rows()
             .clone()
             .explode(move |row: Row| {
-                let group = row.project(&groups);
+                let group = Key::of(&row, &groups);
                 let cells = contribute.iter().map(|b| Cell::of(b, &row)).collect();
                 Some((group, Accumulators { rows: 1, cells }))
             })
             .count_total_core::<i64>()
-            .flat_map(move |(group, acc): (Row, Accumulators)| {
+            .flat_map(move |(group, acc): (Key, Accumulators)| {
                 (acc.rows != 0).then(|| {
-                    let mut values = group.values().to_vec();
-                    values.extend(
-                        finish
-                            .iter()
-                            .zip(&acc.cells)
-                            .map(|(b, c)| c.finish(b, acc.rows)),
-                    );
-                    Row::new(values)
+                    let finished = finish
+                        .iter()
+                        .zip(&acc.cells)
+                        .map(|(b, c)| c.finish(b, acc.rows));
+                    group.iter().cloned().chain(finished).collect::<Row>()
                 })
             });
         let key = Some((0..group_count).collect());

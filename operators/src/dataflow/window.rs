@@ -179,11 +179,13 @@ impl<'s> Relation<'s> {
                                         session.give((Err(letter), next, diff.abs()));
                                     }
                                     for start in open {
-                                        let mut values = Vec::with_capacity(row.len() + 2);
-                                        values.push(Value::Timestamp(start));
-                                        values.push(Value::Timestamp(start + window.size_us));
-                                        values.extend(row.iter().cloned());
-                                        session.give((Ok(Row::new(values)), next, diff));
+                                        let bounds = [
+                                            Value::Timestamp(start),
+                                            Value::Timestamp(start + window.size_us),
+                                        ];
+                                        let windowed: Row =
+                                            bounds.into_iter().chain(row.iter().cloned()).collect();
+                                        session.give((Ok(windowed), next, diff));
                                     }
                                 }
                             }

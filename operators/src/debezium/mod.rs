@@ -345,7 +345,7 @@ fn read_fields(text: &str, seed: row::RowSeed<'_>, field: &str) -> Result<row::F
 }
 
 fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
-    let key = row.project(&spec.key);
+    let key = Key::of(row, &spec.key);
     if key.iter().any(Value::is_null) {
         return Err(DecodeError::new(
             DeadLetterKind::MissingKey,
@@ -355,7 +355,7 @@ fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
             ),
         ));
     }
-    Ok(Key(key))
+    Ok(key)
 }
 
 /// The Kafka key is `{"col":…}` or `{"schema":…,"payload":{"col":…}}`.
@@ -381,7 +381,7 @@ fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
             format!("key `{}`: {why}", spec.schema.columns[index].name),
         )
     })?;
-    let key: Row = spec.key.iter().map(|&i| values[i].clone()).collect();
+    let key = Key::of(&values, &spec.key);
     if let Some(missing) = spec.key.iter().zip(key.iter()).find(|(_, v)| v.is_null()) {
         return Err(DecodeError::new(
             DeadLetterKind::MissingKey,
@@ -391,7 +391,7 @@ fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
             ),
         ));
     }
-    Ok(Key(key))
+    Ok(key)
 }
 
 #[cfg(test)]
