@@ -63,6 +63,9 @@ type Result<T> = std::result::Result<T, DecodeError>;
 #[derive(Debug, Default)]
 pub struct SchemaCache {
     parsed: rustc_hash::FxHashMap<Box<str>, Arc<FieldSchemas>>,
+    /// The schema text seen last, to recognise the next record's schema by comparing bytes
+    /// instead of parsing it.
+    last: Option<(Arc<str>, Arc<FieldSchemas>)>,
 }
 
 /// Most distinct schemas kept; beyond that the cache starts over.
@@ -82,7 +85,22 @@ impl SchemaCache {
                 .unwrap_or_default(),
         );
         self.parsed.insert(schema.get().into(), Arc::clone(&parsed));
+        self.last = Some((Arc::from(schema.get()), Arc::clone(&parsed)));
         parsed
+    }
+
+    /// Fast path for `{"schema":<the last schema>,"payload":{…}}` as Kafka's JsonConverter
+    /// writes it: the schema is matched byte for byte and the payload parsed directly. `None`
+    /// sends the record down the general path.
+    fn split_known<'a>(&self, text: &'a str) -> Option<(Arc<FieldSchemas>, Record<'a>)> {
+        let (schema, parsed) = self.last.as_ref()?;
+        let rest = text.strip_prefix("{\"schema\":")?.strip_prefix(&**schema)?;
+        let payload = rest
+            .strip_prefix(",\"payload\":")?
+            .trim_end()
+            .strip_suffix('}')?;
+        let record: Record<'a> = serde_json::from_str(payload).ok()?;
+        Some((Arc::clone(parsed), record))
     }
 }
 
@@ -141,6 +159,16 @@ fn decode_inner(
     let text = utf8(value, if raw.line { "the line" } else { "the value" })?;
     if text.trim() == "null" {
         return decode_tombstone(key_text, raw.topic.as_deref(), raw.position, catalog);
+    }
+    if let Some((schemas, record)) = cache.split_known(text) {
+        return decode_envelope(
+            key_text,
+            &record,
+            raw.topic.as_deref(),
+            raw.position,
+            catalog,
+            &schemas,
+        );
     }
     let what = if raw.line { "the line" } else { "the value" };
     let mut record: Record<'_> = parse(text, what)?;

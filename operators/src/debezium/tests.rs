@@ -259,3 +259,40 @@ fn malformed_records_say_why() {
         .message
         .contains("op=u needs `after`"));
 }
+
+#[test]
+fn a_repeated_schema_is_recognised_and_anything_unusual_takes_the_general_path() {
+    let schema = r#"{"type":"struct","fields":[{"type":"struct","field":"after","fields":[
+        {"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"price"}]}]}"#;
+    let payload = format!(r#"{{"after":{{"order_id":2,"price":"B88="}},{SOURCE},"op":"c"}}"#);
+    let mut cache = SchemaCache::default();
+    let catalog = catalog();
+    let price =
+        |text: String, cache: &mut SchemaCache| match decode_with(&line(&text), &catalog, cache) {
+            Decoded::Event(e) => e.after.unwrap()[2].clone(),
+            other => panic!("{other:?}"),
+        };
+    let expected = Value::Decimal(Decimal::new(1999, 2));
+    let first = format!(r#"{{"schema":{schema},"payload":{payload}}}"#);
+    assert_eq!(
+        price(first.clone(), &mut cache),
+        expected,
+        "parsed, then cached"
+    );
+    assert_eq!(
+        price(first, &mut cache),
+        expected,
+        "recognised byte for byte"
+    );
+    let trailing = format!(r#"{{"schema":{schema},"payload":{payload},"extra":{{"op":"x"}}}}"#);
+    assert_eq!(
+        price(trailing, &mut cache),
+        expected,
+        "a field after the payload"
+    );
+    let broken = format!(r#"{{"schema":{schema},"payload":{{"after":null,{SOURCE},"op":"u"}}}}"#);
+    match decode_with(&line(&broken), &catalog, &mut cache) {
+        Decoded::Error(e) => assert_eq!(e.kind, DeadLetterKind::MissingAfter),
+        other => panic!("{other:?}"),
+    }
+}
