@@ -143,6 +143,8 @@ pub enum DeadLetterKind {
     MissingKey,
     /// `c`/`u`/`r` without `after`.
     MissingAfter,
+    /// The Kafka key disagrees with the primary-key columns of `after`.
+    KeyMismatch,
     /// A value does not fit its declared column type, or a NOT NULL column is null.
     TypeMismatch,
     /// An event-time window already closed when the event arrived.
@@ -159,6 +161,7 @@ impl DeadLetterKind {
             DeadLetterKind::UnknownTable => "unknown-table",
             DeadLetterKind::MissingKey => "missing-key",
             DeadLetterKind::MissingAfter => "missing-after",
+            DeadLetterKind::KeyMismatch => "key-mismatch",
             DeadLetterKind::TypeMismatch => "type-mismatch",
             DeadLetterKind::LateEvent => "late-event",
         }

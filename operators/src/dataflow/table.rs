@@ -62,7 +62,7 @@ pub fn state<'s>(
     name: &str,
     live_rows: Arc<AtomicI64>,
 ) -> Relation<'s> {
-    let rows = events.upsert(name, live_rows).map(|(_key, row)| row);
+    let rows = events.upsert(name, spec.key.clone(), live_rows);
     Relation::new(
         Arc::new(spec.schema.clone()),
         Some(spec.key.clone()),

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use std::hash::{Hash, Hasher};
+
+use hashbrown::hash_table::{Entry, HashTable};
 use rustc_hash::FxHashMap;
 
 use timely::dataflow::channels::pact::Exchange;
@@ -16,17 +19,28 @@ use differential_dataflow::AsCollection;
 use super::{route_hash, Collection, PendingEpochs};
 use crate::event::{ChangeEvent, Op};
 use crate::row::{Key, Row};
+use crate::value::Value;
 
 /// Turns a table's change events into its current state.
 pub trait Upsert<'s> {
-    /// Current state `(key, row)`: per key, the `after` of its last event in source order, absent
-    /// after a delete, tombstone or truncate. `before` is never trusted. `live_rows` tracks the
-    /// number of rows held (summed over workers).
-    fn upsert(self, name: &str, live_rows: Arc<AtomicI64>) -> Collection<'s, (Key, Row)>;
+    /// Current state: per key (at `key_columns` of the rows), the `after` of its last event in
+    /// source order, absent after a delete, tombstone or truncate. `before` is never trusted.
+    /// `live_rows` tracks the number of rows held (summed over workers).
+    fn upsert(
+        self,
+        name: &str,
+        key_columns: Vec<usize>,
+        live_rows: Arc<AtomicI64>,
+    ) -> Collection<'s, Row>;
 }
 
 impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
-    fn upsert(self, name: &str, live_rows: Arc<AtomicI64>) -> Collection<'s, (Key, Row)> {
+    fn upsert(
+        self,
+        name: &str,
+        key_columns: Vec<usize>,
+        live_rows: Arc<AtomicI64>,
+    ) -> Collection<'s, Row> {
         let peers = self.inner.scope().peers() as u64;
         // Keyed events go to the key's worker; a truncate goes to every worker.
         let routed = self.inner.flat_map(move |(event, _time, diff)| {
@@ -46,7 +60,7 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                 name,
                 |_capability, _info| {
                     let mut pending: PendingEpochs<ChangeEvent> = BTreeMap::new();
-                    let mut state = UpsertState::default();
+                    let mut state = UpsertState::new(key_columns);
                     move |(input, frontier), output| {
                         input.for_each(|capability, data| {
                             let Some(&time) = capability.least() else {
@@ -77,49 +91,102 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
     }
 }
 
-/// The per-worker `key → row` map and the epoch application logic (no dataflow types).
+/// The per-worker current rows and the epoch application logic (no dataflow types). Rows are
+/// stored once, found by hashing their key columns, so a live key costs one pointer in the table
+/// plus the row itself.
 #[derive(Debug, Default)]
 pub struct UpsertState {
-    rows: FxHashMap<Key, Row>,
+    key_columns: Vec<usize>,
+    rows: HashTable<Row>,
+}
+
+fn hash_key<'a>(values: impl Iterator<Item = &'a Value>) -> u64 {
+    let mut hasher = rustc_hash::FxHasher::default();
+    for value in values {
+        value.hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 impl UpsertState {
-    /// Applies one epoch's events in source order and reports the net `(key,row)` changes.
-    pub fn apply_epoch(
-        &mut self,
-        mut events: Vec<ChangeEvent>,
-        mut emit: impl FnMut((Key, Row), i64),
-    ) {
+    /// State for rows whose key is at `key_columns`.
+    pub fn new(key_columns: Vec<usize>) -> Self {
+        UpsertState {
+            key_columns,
+            rows: HashTable::new(),
+        }
+    }
+
+    fn matches<'a>(key_columns: &'a [usize], key: &'a Key) -> impl Fn(&Row) -> bool + 'a {
+        move |row| {
+            key_columns
+                .iter()
+                .zip(key.iter())
+                .all(|(&i, k)| row.get(i) == Some(k))
+        }
+    }
+
+    fn get(&self, key: &Key) -> Option<&Row> {
+        self.rows
+            .find(hash_key(key.iter()), Self::matches(&self.key_columns, key))
+    }
+
+    fn insert(&mut self, key: &Key, row: Row) -> Option<Row> {
+        let columns = &self.key_columns;
+        let rehash = |row: &Row| hash_key(columns.iter().map(|&i| &row[i]));
+        match self
+            .rows
+            .entry(hash_key(key.iter()), Self::matches(columns, key), rehash)
+        {
+            Entry::Occupied(mut occupied) => Some(std::mem::replace(occupied.get_mut(), row)),
+            Entry::Vacant(vacant) => {
+                vacant.insert(row);
+                None
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Row> {
+        let found = self
+            .rows
+            .find_entry(hash_key(key.iter()), Self::matches(&self.key_columns, key));
+        found.ok().map(|entry| entry.remove().0)
+    }
+
+    /// Applies one epoch's events in source order and reports the net row changes.
+    pub fn apply_epoch(&mut self, mut events: Vec<ChangeEvent>, mut emit: impl FnMut(Row, i64)) {
         events.sort_by_key(|event| event.position);
         let mut originals: FxHashMap<Key, Option<Row>> = FxHashMap::default();
         for event in events {
             match event.op {
                 Op::Truncate => {
-                    for (key, row) in self.rows.drain() {
-                        originals.entry(key).or_insert(Some(row));
+                    for row in self.rows.drain() {
+                        originals
+                            .entry(Key::of(&row, &self.key_columns))
+                            .or_insert(Some(row));
                     }
                 }
                 Op::Create | Op::Update | Op::Read => {
                     let Some(after) = event.after else { continue };
-                    let previous = self.rows.insert(event.key.clone(), after);
+                    let previous = self.insert(&event.key, after);
                     originals.entry(event.key).or_insert(previous);
                 }
                 Op::Delete | Op::Tombstone => {
-                    let previous = self.rows.remove(&event.key);
+                    let previous = self.remove(&event.key);
                     originals.entry(event.key).or_insert(previous);
                 }
             }
         }
         for (key, original) in originals {
-            let current = self.rows.get(&key);
+            let current = self.get(&key);
             if original.as_ref() == current {
                 continue;
             }
-            if let Some(original) = original {
-                emit((key.clone(), original), -1);
-            }
             if let Some(current) = current {
-                emit((key, current.clone()), 1);
+                emit(current.clone(), 1);
+            }
+            if let Some(original) = original {
+                emit(original, -1);
             }
         }
     }

@@ -304,7 +304,21 @@ fn decode_envelope(
     let key = if op == Op::Truncate {
         Key::new(Vec::new())
     } else if let Some(kafka_key) = kafka_key {
-        key_from_kafka_key(kafka_key, spec)?
+        let key = key_from_kafka_key(kafka_key, spec)?;
+        if let Some(after) = &after {
+            if Key::of(after, &spec.key) != key {
+                return Err(DecodeError::new(
+                    DeadLetterKind::KeyMismatch,
+                    format!(
+                        "the Kafka key {:?} does not match the primary key ({}) of `after`; is the \
+                         topic keyed by another column?",
+                        &*key,
+                        spec.key_names().join(", ")
+                    ),
+                ));
+            }
+        }
+        key
     } else {
         let row = after.as_ref().or(before.as_ref()).ok_or_else(|| {
             DecodeError::new(

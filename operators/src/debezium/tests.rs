@@ -144,9 +144,11 @@ fn deletes_take_the_key_from_before_and_keep_no_after() {
 #[test]
 fn kafka_key_wins_and_tombstones_need_a_topic() {
     let wrapped = format!(
-        r#"{{"key":{{"schema":{{"type":"struct"}},"payload":{{"order_id":5}}}},"value":{{"before":null,"after":{{"order_id":6}},{SOURCE},"op":"c"}}}}"#
+        r#"{{"key":{{"schema":{{"type":"struct"}},"payload":{{"order_id":5}}}},"value":{{"before":null,"after":{{"order_id":5}},{SOURCE},"op":"c"}}}}"#
     );
     assert_eq!(event(&wrapped).key, Key::new(vec![Value::Int(5)]));
+    let mismatched = wrapped.replace(r#""after":{"order_id":5}"#, r#""after":{"order_id":6}"#);
+    assert_eq!(error(&mismatched).kind, DeadLetterKind::KeyMismatch);
 
     let tombstone = r#"{"key":{"order_id":5},"value":null,"topic":"dbserver1.public.orders"}"#;
     let e = event(tombstone);
