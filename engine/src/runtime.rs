@@ -133,8 +133,12 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
                     &shutdown,
                 )
             }
-            (Err(error), _) => Err(error),
-            (Ok(()), None) => Err(RunError::Workers("the source was already taken".into())),
+            (built, _) => {
+                drop(input);
+                Err(built
+                    .err()
+                    .unwrap_or_else(|| RunError::Workers("the source was already taken".into())))
+            }
         };
         drain(worker, &probe);
         outcome

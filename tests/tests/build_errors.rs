@@ -1,0 +1,58 @@
+//! A pipeline whose definition is wrong fails the run at start with a message that names the
+//! problem, on any number of workers, instead of hanging or panicking.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use tributary_engine::sources::SourceSpec;
+use tributary_engine::{
+    col, count, run, shared_writer, sum, BuildError, Column, ColumnType, ConsoleFormat,
+    ConsoleMode, ConsoleOptions, Pipeline, PipelineBuilder, RunError, RunOptions, Schema,
+};
+
+fn typo(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
+    let schema = Schema::new(vec![Column::new("order_id", ColumnType::Int64).not_null()]);
+    let orders = p.table("dbserver1.public.orders", schema, &["order_id"])?;
+    let totals = orders
+        .state()
+        .group_by(["status"])?
+        .agg([count(), sum(col("quantity"))])?;
+    p.console("status", &totals)
+}
+
+#[test]
+fn an_unknown_column_fails_the_run_with_the_known_columns() {
+    let pipeline = Pipeline {
+        name: "typo",
+        about: "refers to a column it does not declare",
+        build: typo,
+    };
+    for workers in [1, 3] {
+        let error = run(
+            &pipeline,
+            RunOptions {
+                source: SourceSpec::Generator(Some(10)),
+                workers,
+                epoch: Duration::from_millis(10),
+                until_idle: true,
+                console: ConsoleOptions {
+                    format: ConsoleFormat::Jsonl,
+                    mode: ConsoleMode::Update,
+                    max_rows: 20,
+                    writer: shared_writer(std::io::sink()),
+                },
+                dead_letter: None,
+                metrics_addr: None,
+                shutdown: None,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(error, RunError::Build { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains("no column `status`") && message.contains("order_id"),
+            "{message}"
+        );
+    }
+}
