@@ -90,7 +90,7 @@ pub fn to_value(text: &str, ty: ColumnType, field: Option<&FieldSchema>) -> Resu
             fit_decimal(decimal, precision, scale).map(Value::Decimal)
         }
         ColumnType::String => match json {
-            Json::Str(s) => Ok(Value::Str(Arc::from(s.as_ref()))),
+            Json::Str(s) => Ok(Value::Str(intern(&s))),
             other => Err(mismatch(&other)),
         },
         ColumnType::Bytes => match json {
@@ -125,6 +125,36 @@ pub fn to_value(text: &str, ty: ColumnType, field: Option<&FieldSchema>) -> Resu
             _ => Ok(Value::Json(Arc::from(text))),
         },
     }
+}
+
+/// Strings up to this length are shared between rows (statuses, codes, country names…).
+const INTERN_MAX_LEN: usize = 32;
+/// Most distinct strings kept per thread; beyond that the table starts over.
+const INTERN_MAX_ENTRIES: usize = 4096;
+
+thread_local! {
+    static INTERNED: std::cell::RefCell<rustc_hash::FxHashMap<Box<str>, Arc<str>>> =
+        std::cell::RefCell::default();
+}
+
+/// A shared `Arc<str>` for short, repeated strings (one allocation per distinct value per
+/// worker instead of one per row); longer strings get their own.
+fn intern(s: &str) -> Arc<str> {
+    if s.len() > INTERN_MAX_LEN {
+        return Arc::from(s);
+    }
+    INTERNED.with(|table| {
+        let mut table = table.borrow_mut();
+        if let Some(shared) = table.get(s) {
+            return Arc::clone(shared);
+        }
+        if table.len() >= INTERN_MAX_ENTRIES {
+            table.clear();
+        }
+        let shared: Arc<str> = Arc::from(s);
+        table.insert(s.into(), Arc::clone(&shared));
+        shared
+    })
 }
 
 /// Decodes a value by its logical type; `Ok(None)` for logical types with no special encoding.
