@@ -2,7 +2,7 @@
 
 use tributary_operators::dataflow::Time;
 use tributary_operators::value::write_json_string;
-use tributary_operators::{Row, Schema, Value};
+use tributary_operators::{ColumnType, Row, Schema, Value};
 
 /// One JSON object per changed row; retractions first, rows sorted; `|diff| > 1` repeats.
 pub fn render_jsonl(batch: Time, output: &str, schema: &Schema, rows: &[(Row, i64)]) -> String {
@@ -44,17 +44,18 @@ pub fn render_table(
     let mut sorted: Vec<&Row> = rows.to_vec();
     sorted.sort();
     let shown = &sorted[..sorted.len().min(max_rows)];
-    let cells: Vec<Vec<(String, bool)>> = shown
+    let cells: Vec<Vec<String>> = shown
         .iter()
-        .map(|row| row.iter().map(|v| (v.to_string(), is_numeric(v))).collect())
+        .map(|row| row.iter().map(Value::to_string).collect())
         .collect();
+    let numeric: Vec<bool> = schema.columns.iter().map(|c| is_numeric(c.ty)).collect();
     let mut widths: Vec<usize> = schema
         .columns
         .iter()
         .map(|c| c.name.chars().count())
         .collect();
     for row in &cells {
-        for (w, (text, _)) in widths.iter_mut().zip(row) {
+        for (w, text) in widths.iter_mut().zip(row) {
             *w = (*w).max(text.chars().count());
         }
     }
@@ -71,7 +72,7 @@ pub fn render_table(
     out.push_str("|\n");
     out.push_str(&rule);
     for row in &cells {
-        for ((text, numeric), w) in row.iter().zip(&widths) {
+        for ((text, numeric), w) in row.iter().zip(&numeric).zip(&widths) {
             if *numeric {
                 out.push_str(&format!("|{text:>w$}", w = *w));
             } else {
@@ -91,14 +92,18 @@ pub fn render_table(
     out
 }
 
-fn is_numeric(value: &Value) -> bool {
-    matches!(value, Value::Int(_) | Value::Float(_) | Value::Decimal(_))
+/// Numeric columns are right-aligned (NULLs included), like Spark's `show()`.
+fn is_numeric(ty: ColumnType) -> bool {
+    matches!(
+        ty,
+        ColumnType::Int32 | ColumnType::Int64 | ColumnType::Float64 | ColumnType::Decimal { .. }
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tributary_operators::{Column, ColumnType, Decimal};
+    use tributary_operators::{Column, Decimal};
 
     fn schema() -> Schema {
         Schema::new(vec![
@@ -123,6 +128,12 @@ mod tests {
         assert!(text.contains("Batch: 3 (status)"));
         assert!(text.contains("|status|revenue|"));
         assert!(text.contains("|paid  | 123.45|"));
+        let null = Row::new(vec![Value::str("new"), Value::Null]);
+        let text = render_table(3, "status", &schema(), &[&null], 20);
+        assert!(
+            text.contains("|new   |   null|"),
+            "NULL is aligned like its column:\n{text}"
+        );
     }
 
     #[test]
