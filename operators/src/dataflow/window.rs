@@ -15,7 +15,7 @@ use timely::dataflow::operators::{Capability, OkErr};
 use differential_dataflow::AsCollection;
 
 use super::relation::{PlanError, Relation};
-use super::{Diff, PendingEpochs, Time};
+use super::{Diff, PendingEpochs, Stream, Time};
 use crate::event::{DeadLetter, DeadLetterKind};
 use crate::row::Row;
 use crate::schema::{Column, ColumnType, Schema};
@@ -129,79 +129,76 @@ impl<'s> Relation<'s> {
 
         let stage: Arc<str> = Arc::from(name);
         let schema = self.schema().clone();
-        let assigned: timely::dataflow::StreamVec<'s, Time, (Result<Row, DeadLetter>, Time, Diff)> =
-            self.rows().inner.clone().binary_frontier(
-                maxima,
-                Pipeline,
-                Pipeline,
-                name,
-                move |_, _| {
-                    let mut rows: PendingEpochs<(Row, Diff)> = BTreeMap::new();
-                    let mut epoch_maxima: BTreeMap<Time, i64> = BTreeMap::new();
-                    let mut seen_max = i64::MIN;
-                    move |(input, frontier), (maxima, maxima_frontier), output| {
-                        input.for_each(|capability, data| {
-                            for (row, time, diff) in data.drain(..) {
-                                rows.entry(time)
-                                    .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
-                                    .1
-                                    .push((row, diff));
-                            }
-                        });
-                        maxima.for_each(|_, data| {
-                            for (time, max) in data.drain(..) {
-                                let entry = epoch_maxima.entry(time).or_insert(i64::MIN);
-                                *entry = (*entry).max(max);
-                            }
-                        });
-                        loop {
-                            let next = match (rows.keys().next(), epoch_maxima.keys().next()) {
-                                (Some(a), Some(b)) => *a.min(b),
-                                (Some(a), None) => *a,
-                                (None, Some(b)) => *b,
-                                (None, None) => break,
-                            };
-                            if frontier.less_equal(&next) || maxima_frontier.less_equal(&next) {
-                                break;
-                            }
-                            let watermark = seen_max.saturating_sub(window.lateness_us);
-                            if let Some((capability, batch)) = rows.remove(&next) {
-                                let mut session = output.session(&capability);
-                                for (row, diff) in batch {
-                                    let Some(ts) = event_time(&row) else { continue };
-                                    let mut open = window
-                                        .starts(ts)
-                                        .filter(|start| start + window.size_us > watermark)
-                                        .peekable();
-                                    if open.peek().is_none() {
-                                        let letter =
-                                            late_letter(&stage, &schema, &row, ts, watermark);
-                                        session.give((Err(letter), next, diff.abs()));
-                                    }
-                                    for start in open {
-                                        let bounds = [
-                                            Value::Timestamp(start),
-                                            Value::Timestamp(start + window.size_us),
-                                        ];
-                                        let windowed: Row =
-                                            bounds.into_iter().chain(row.iter().cloned()).collect();
-                                        session.give((Ok(windowed), next, diff));
-                                    }
+        let assigned: Stream<'s, (Result<Row, DeadLetter>, Time, Diff)> = self
+            .rows()
+            .inner
+            .clone()
+            .binary_frontier(maxima, Pipeline, Pipeline, name, move |_, _| {
+                let mut rows: PendingEpochs<(Row, Diff)> = BTreeMap::new();
+                let mut epoch_maxima: BTreeMap<Time, i64> = BTreeMap::new();
+                let mut seen_max = i64::MIN;
+                move |(input, frontier), (maxima, maxima_frontier), output| {
+                    input.for_each(|capability, data| {
+                        for (row, time, diff) in data.drain(..) {
+                            rows.entry(time)
+                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()))
+                                .1
+                                .push((row, diff));
+                        }
+                    });
+                    maxima.for_each(|_, data| {
+                        for (time, max) in data.drain(..) {
+                            let entry = epoch_maxima.entry(time).or_insert(i64::MIN);
+                            *entry = (*entry).max(max);
+                        }
+                    });
+                    loop {
+                        let next = match (rows.keys().next(), epoch_maxima.keys().next()) {
+                            (Some(a), Some(b)) => *a.min(b),
+                            (Some(a), None) => *a,
+                            (None, Some(b)) => *b,
+                            (None, None) => break,
+                        };
+                        if frontier.less_equal(&next) || maxima_frontier.less_equal(&next) {
+                            break;
+                        }
+                        let watermark = seen_max.saturating_sub(window.lateness_us);
+                        if let Some((capability, batch)) = rows.remove(&next) {
+                            let mut session = output.session(&capability);
+                            for (row, diff) in batch {
+                                let Some(ts) = event_time(&row) else { continue };
+                                let mut open = window
+                                    .starts(ts)
+                                    .filter(|start| start + window.size_us > watermark)
+                                    .peekable();
+                                if open.peek().is_none() {
+                                    let letter = late_letter(&stage, &schema, &row, ts, watermark);
+                                    session.give((Err(letter), next, diff.abs()));
+                                }
+                                for start in open {
+                                    let bounds = [
+                                        Value::Timestamp(start),
+                                        Value::Timestamp(start + window.size_us),
+                                    ];
+                                    let windowed: Row =
+                                        bounds.into_iter().chain(row.iter().cloned()).collect();
+                                    session.give((Ok(windowed), next, diff));
                                 }
                             }
-                            if let Some(max) = epoch_maxima.remove(&next) {
-                                seen_max = seen_max.max(max);
-                            }
+                        }
+                        if let Some(max) = epoch_maxima.remove(&next) {
+                            seen_max = seen_max.max(max);
                         }
                     }
-                },
-            );
-        let (windowed, late) = assigned.ok_err(|(result, time, diff)| match result {
+                }
+            });
+        let (windowed, late): (
+            Stream<'s, (Row, Time, Diff)>,
+            Stream<'s, (DeadLetter, Time, Diff)>,
+        ) = assigned.ok_err(|(result, time, diff)| match result {
             Ok(row) => Ok((row, time, diff)),
             Err(letter) => Err((letter, time, diff)),
         });
-        let late: timely::dataflow::StreamVec<'s, Time, (DeadLetter, Time, Diff)> = late;
-        let windowed: timely::dataflow::StreamVec<'s, Time, (Row, Time, Diff)> = windowed;
         self.side_outputs().borrow_mut().push(late.as_collection());
 
         let mut columns = vec![
