@@ -192,10 +192,9 @@ impl<'s> Relation<'s> {
                     }
                 }
             });
-        let (windowed, late): (
-            Stream<'s, (Row, Time, Diff)>,
-            Stream<'s, (DeadLetter, Time, Diff)>,
-        ) = assigned.ok_err(|(result, time, diff)| match result {
+        let windowed: Stream<'s, (Row, Time, Diff)>;
+        let late: Stream<'s, (DeadLetter, Time, Diff)>;
+        (windowed, late) = assigned.ok_err(|(result, time, diff)| match result {
             Ok(row) => Ok((row, time, diff)),
             Err(letter) => Err((letter, time, diff)),
         });
