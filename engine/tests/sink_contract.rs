@@ -14,16 +14,14 @@ use timely::dataflow::ProbeHandle;
 use tributary_engine::sinks::on_closed_epochs;
 use tributary_operators::dataflow::Time;
 
-type Writes = Arc<Mutex<Vec<(Time, Vec<(u64, i64)>)>>>;
+/// What the sink was handed: (epoch, consolidated updates), in call order.
+type Handed = Vec<(Time, Vec<(u64, i64)>)>;
+/// What was sent: epoch → record → net diff.
+type Sent = BTreeMap<Time, BTreeMap<u64, i64>>;
 
-fn run(
-    workers: usize,
-) -> (
-    Vec<(Time, Vec<(u64, i64)>)>,
-    BTreeMap<Time, BTreeMap<u64, i64>>,
-) {
-    let writes: Writes = Arc::default();
-    let sent: Arc<Mutex<BTreeMap<Time, BTreeMap<u64, i64>>>> = Arc::default();
+fn run(workers: usize) -> (Handed, Sent) {
+    let writes: Arc<Mutex<Handed>> = Arc::default();
+    let sent: Arc<Mutex<Sent>> = Arc::default();
     let (sink, expected) = (Arc::clone(&writes), Arc::clone(&sent));
     timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index() as u64;
