@@ -362,7 +362,7 @@ fn read_row(
             format!("`{field}.{}` ({}): {why}", column.name, column.ty),
         )
     })?;
-    for (column, value) in spec.schema.columns.iter().zip(&values) {
+    for (column, value) in spec.schema.columns.iter().zip(values.iter()) {
         if value.is_null() && !column.nullable {
             return Err(DecodeError::new(
                 DeadLetterKind::TypeMismatch,
@@ -373,7 +373,7 @@ fn read_row(
             ));
         }
     }
-    Ok(Some(Row::from_slice(&values)))
+    Ok(Some(values))
 }
 
 fn read_fields(text: &str, seed: row::RowSeed<'_>, field: &str) -> Result<row::FieldResult> {

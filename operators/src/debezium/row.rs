@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 
 use super::connect::StructSchema;
 use super::convert;
+use crate::row::Row;
 use crate::schema::Schema;
 use crate::value::Value;
 
@@ -22,9 +23,10 @@ pub(super) struct RowSeed<'s> {
 }
 
 /// Row values on the stack until the row is allocated once.
-pub(super) type Values = smallvec::SmallVec<[Value; 16]>;
+type Values = smallvec::SmallVec<[Value; 16]>;
 
-pub(super) type FieldResult = Result<Values, (usize, String)>;
+/// The row (allocated once, returned as a pointer), or the column that did not fit and why.
+pub(super) type FieldResult = Result<Row, (usize, String)>;
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
     type Value = FieldResult;
@@ -74,7 +76,7 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
         }
         Ok(match failure {
             Some(failure) => Err(failure),
-            None => Ok(values),
+            None => Ok(Row::from_slice(&values)),
         })
     }
 }
