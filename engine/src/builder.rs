@@ -17,7 +17,7 @@ use crate::error::BuildError;
 use crate::metrics::Metrics;
 use crate::sinks::console::{ConsoleOptions, ConsoleOutput};
 use crate::sinks::dead_letter::DeadLetterSink;
-use crate::sinks::{on_closed_epochs, FailureSlot};
+use crate::sinks::{on_closed_epochs, Durability, FailureSlot};
 
 /// A named pipeline: a function that declares tables, relations and sinks.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +37,7 @@ pub(crate) struct SinkContext {
     pub dead_letters: DeadLetterSink,
     pub metrics: Arc<Metrics>,
     pub failure: FailureSlot,
+    pub durability: Durability,
 }
 
 /// Declares a pipeline's tables and outputs.

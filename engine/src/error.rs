@@ -40,6 +40,14 @@ pub enum SourceError {
         /// The OS error.
         cause: std::io::Error,
     },
+    /// The source cannot resume where the sinks last committed.
+    #[error("cannot resume {source_name}: {reason}")]
+    Resume {
+        /// The source.
+        source_name: String,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 /// A pipeline run that failed.

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::sinks::console::ConsoleOptions;
 use crate::sinks::dead_letter::DeadLetterSink;
-use crate::sinks::{FailureSlot, SharedWriter};
+use crate::sinks::{Durability, FailureSlot, SharedWriter};
 use crate::sources::{Poll, Source, SourceSpec};
 
 /// Epochs that may be closed but not yet handled by every sink before the source pauses.
@@ -102,6 +102,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         },
         metrics: Arc::clone(&metrics),
         failure: Arc::clone(&failure),
+        durability: Durability::default(),
     };
     tracing::info!(pipeline = pipeline.name, source = %source.describe(), workers = options.workers, "starting");
     let source = Arc::new(Mutex::new(Some(source)));
@@ -109,8 +110,11 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     let epoch = options.epoch;
     let workers = options.workers.max(1);
     let worker_metrics = Arc::clone(&metrics);
-    let worker_failure = Arc::clone(&failure);
-    let shutdown = options.shutdown.clone().unwrap_or_default();
+    let controls = Controls {
+        failure: Arc::clone(&failure),
+        shutdown: options.shutdown.clone().unwrap_or_default(),
+        durability: sinks.durability.clone(),
+    };
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let (input, probe, built) = build(worker, &pipeline, sinks.clone());
@@ -123,15 +127,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         let outcome = match (built, reader) {
             (Ok(()), Some(reader)) => {
                 let ingestor = Ingestor::new(Arc::clone(&worker_metrics), epoch);
-                drive(
-                    worker,
-                    input,
-                    &probe,
-                    reader,
-                    ingestor,
-                    &worker_failure,
-                    &shutdown,
-                )
+                drive(worker, input, &probe, reader, ingestor, &controls)
             }
             (built, _) => {
                 drop(input);
@@ -195,6 +191,13 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     Ok(summary)
 }
 
+/// What the reading worker watches besides the source.
+struct Controls {
+    failure: FailureSlot,
+    shutdown: Arc<AtomicBool>,
+    durability: Durability,
+}
+
 type RawInput = InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<RawRecord>>>;
 
 fn build(
@@ -221,9 +224,13 @@ fn drive(
     probe: &ProbeHandle<Time>,
     mut source: Box<dyn Source>,
     mut ingestor: Ingestor,
-    failure: &FailureSlot,
-    shutdown: &AtomicBool,
+    controls: &Controls,
 ) -> Result<(Vec<EpochRecord>, Vec<Duration>), RunError> {
+    let Controls {
+        failure,
+        shutdown,
+        durability,
+    } = controls;
     let mut batch = Vec::with_capacity(POLL_BATCH);
     let metrics = ingestor.metrics();
     let mut latency = EpochLatency {
@@ -231,6 +238,7 @@ fn drive(
         ..EpochLatency::default()
     };
     let mut progress = Progress::new();
+    let mut acknowledged = 0;
     loop {
         if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
             break;
@@ -277,6 +285,13 @@ fn drive(
             latency.observe(probe);
         }
         latency.observe(probe);
+        acknowledge(
+            &mut *source,
+            &ingestor,
+            probe,
+            durability,
+            &mut acknowledged,
+        )?;
         progress.tick(&metrics, ingestor.epoch());
     }
     progress.finish();
@@ -289,7 +304,37 @@ fn drive(
         latency.observe(probe);
     }
     latency.observe(probe);
+    acknowledge(
+        &mut *source,
+        &ingestor,
+        probe,
+        durability,
+        &mut acknowledged,
+    )?;
     Ok((ingestor.epochs().to_vec(), latency.done))
+}
+
+/// Tells the source about closed epochs that every sink has handled and every durable sink
+/// has committed; `acknowledged` counts the epochs already told.
+fn acknowledge(
+    source: &mut dyn Source,
+    ingestor: &Ingestor,
+    probe: &ProbeHandle<Time>,
+    durability: &Durability,
+    acknowledged: &mut usize,
+) -> Result<(), RunError> {
+    let mut newest = None;
+    for closed in &ingestor.epochs()[*acknowledged..] {
+        if probe.less_equal(&closed.epoch) || !durability.holds(closed.epoch) {
+            break;
+        }
+        newest = Some(closed);
+        *acknowledged += 1;
+    }
+    if let Some(closed) = newest {
+        source.acknowledge(&closed.positions)?;
+    }
+    Ok(())
 }
 
 /// Times each epoch from its close until the probe (every sink) has passed it.

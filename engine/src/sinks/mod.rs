@@ -35,6 +35,39 @@ pub fn record_failure(slot: &FailureSlot, error: RunError) {
     }
 }
 
+/// Where durable sinks (Iceberg, Kafka) report how far they have committed, so that sources
+/// are acknowledged only for what every durable sink holds. Console-like sinks do not register.
+#[derive(Clone, Debug, Default)]
+pub struct Durability {
+    committed: Arc<Mutex<BTreeMap<String, Option<Time>>>>,
+}
+
+impl Durability {
+    /// Registers a durable sink that has committed nothing in this run yet.
+    pub fn register(&self, sink: &str) {
+        if let Ok(mut committed) = self.committed.lock() {
+            committed.entry(sink.to_owned()).or_insert(None);
+        }
+    }
+
+    /// `sink` has durably committed every epoch up to and including `epoch`.
+    pub fn committed(&self, sink: &str, epoch: Time) {
+        if let Ok(mut committed) = self.committed.lock() {
+            let entry = committed.entry(sink.to_owned()).or_insert(None);
+            *entry = Some(entry.map_or(epoch, |e| e.max(epoch)));
+        }
+    }
+
+    /// Whether every durable sink has committed `epoch` (true when there are none).
+    pub fn holds(&self, epoch: Time) -> bool {
+        self.committed.lock().is_ok_and(|committed| {
+            committed
+                .values()
+                .all(|through| through.is_some_and(|t| t >= epoch))
+        })
+    }
+}
+
 /// Calls `write(epoch, updates)` on the last worker for each epoch with changes, once the frontier
 /// has passed it, in epoch order. `probe` passes an epoch only after `write` returned for it.
 pub fn on_closed_epochs<'s, D, W>(

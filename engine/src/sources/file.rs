@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tributary_operators::{Position, RawRecord};
 
-use super::{Poll, Source};
+use super::{single_stream_resume, Poll, Source, StreamPositions};
 use crate::error::SourceError;
 
 /// Splits a byte stream into numbered, non-blank lines.
@@ -15,6 +15,7 @@ use crate::error::SourceError;
 pub struct LineSplitter<R> {
     reader: R,
     line_number: u64,
+    skip_through: u64,
     partial: Vec<u8>,
 }
 
@@ -24,6 +25,7 @@ impl<R: BufRead> LineSplitter<R> {
         LineSplitter {
             reader,
             line_number: 0,
+            skip_through: 0,
             partial: Vec::new(),
         }
     }
@@ -58,8 +60,17 @@ impl<R: BufRead> LineSplitter<R> {
         Ok(Poll::Ready)
     }
 
+    /// Lines numbered up to `line` are read but not emitted (resuming after a commit).
+    pub fn skip_through(&mut self, line: u64) {
+        self.skip_through = line;
+    }
+
     fn emit(&mut self, out: &mut Vec<RawRecord>) {
         self.line_number += 1;
+        if self.line_number <= self.skip_through {
+            self.partial.clear();
+            return;
+        }
         let mut end = self.partial.len();
         while end > 0 && matches!(self.partial[end - 1], b'\n' | b'\r') {
             end -= 1;
@@ -136,6 +147,12 @@ impl Source for FileSource {
                 cause,
             })
     }
+
+    fn resume_after(&mut self, after: &StreamPositions) -> Result<(), SourceError> {
+        let line = single_stream_resume(&self.describe(), after)?;
+        self.lines.skip_through(line);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -176,5 +193,23 @@ mod tests {
         assert_eq!(splitter.poll(&mut out, 10, true).unwrap(), Poll::Ready);
         assert_eq!(splitter.poll(&mut out, 10, true).unwrap(), Poll::Idle);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn resumes_after_a_committed_line() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(file, "{{\"a\":1}}\n{{\"a\":2}}\n{{\"a\":3}}\n").unwrap();
+        let mut source = FileSource::open(file.path(), false).unwrap();
+        let name = source.describe();
+        assert!(source
+            .resume_after(&StreamPositions::from([("file:other".to_owned(), 1)]))
+            .is_err());
+        source
+            .resume_after(&StreamPositions::from([(name, 2)]))
+            .unwrap();
+        let mut out = Vec::new();
+        source.poll(&mut out, 100).unwrap();
+        let offsets: Vec<u64> = out.iter().map(|r| r.position.offset).collect();
+        assert_eq!(offsets, vec![3]);
     }
 }

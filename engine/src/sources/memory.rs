@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tributary_operators::RawRecord;
 
-use super::{Poll, Source};
+use super::{single_stream_resume, Poll, Source, StreamPositions};
 use crate::error::SourceError;
 
 /// Serves a shared slice of records once.
@@ -40,5 +40,14 @@ impl Source for MemorySource {
         } else {
             Poll::Ready
         })
+    }
+
+    fn resume_after(&mut self, after: &StreamPositions) -> Result<(), SourceError> {
+        let through = single_stream_resume(&self.describe(), after)?;
+        self.next = self
+            .records
+            .partition_point(|r| r.position.offset <= through)
+            .max(self.next);
+        Ok(())
     }
 }

@@ -5,6 +5,7 @@ pub mod file;
 pub mod generator;
 pub mod memory;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,6 +34,36 @@ pub trait Source: Send {
 
     /// Appends up to `max` records to `out`.
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Result<Poll, SourceError>;
+
+    /// Skips what an earlier run already delivered to every durable sink: for each stream named
+    /// in `after`, the records at or before that offset. Called once, before the first poll.
+    fn resume_after(&mut self, after: &StreamPositions) -> Result<(), SourceError>;
+
+    /// Every durable sink has committed the records up to `positions` (stream index → last
+    /// offset). Sources that keep offsets of their own (Kafka consumer groups, replication
+    /// slots) may advance them now; they are for monitoring, the sinks' positions are the truth.
+    fn acknowledge(&mut self, _positions: &BTreeMap<u32, u64>) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
+
+/// Source positions by stream name (as [`Source::stream_names`] gives them): the last offset
+/// included. This is what durable sinks record with each commit.
+pub type StreamPositions = BTreeMap<String, u64>;
+
+/// The offset to skip through for a single-stream source named `name`, or an error if `after`
+/// names other streams (the run reads a different source than the one that was committed).
+pub fn single_stream_resume(name: &str, after: &StreamPositions) -> Result<u64, SourceError> {
+    match after.iter().find(|(stream, _)| stream.as_str() != name) {
+        Some((other, _)) => Err(SourceError::Resume {
+            source_name: name.to_owned(),
+            reason: format!(
+                "the sinks last committed positions of `{other}`; run with that source, \
+                 or write to a new table"
+            ),
+        }),
+        None => Ok(after.get(name).copied().unwrap_or(0)),
+    }
 }
 
 /// A parsed `--source` value.

@@ -8,7 +8,7 @@ pub use orders::{
     base64_unscaled, DecimalMode, GeneratorConfig, OrdersWorkload, ORDERS_TOPIC, STATUSES,
 };
 
-use super::{Poll, Source};
+use super::{single_stream_resume, Poll, Source, StreamPositions};
 use crate::error::SourceError;
 
 /// Serves the orders workload; positions are the record numbers a generated file would have
@@ -55,5 +55,13 @@ impl Source for GeneratorSource {
             ));
         }
         Ok(Poll::Ready)
+    }
+
+    fn resume_after(&mut self, after: &StreamPositions) -> Result<(), SourceError> {
+        let through = single_stream_resume(&self.describe(), after)?;
+        while self.offset < through && self.workload.next_line(&mut self.line) {
+            self.offset += 1;
+        }
+        Ok(())
     }
 }
