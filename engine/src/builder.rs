@@ -1,22 +1,30 @@
 //! `PipelineBuilder`: what pipeline modules use to declare tables, derive relations and attach
 //! sinks, without naming timely or differential types.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use timely::dataflow::ProbeHandle;
 
+use differential_dataflow::AsCollection;
+use timely::dataflow::operators::ToStream;
 use tributary_operators::dataflow::decode::DecodeRouter;
 use tributary_operators::dataflow::relation::SideOutputs;
+
 use tributary_operators::dataflow::{table, Collection, Stream, Time};
-use tributary_operators::{ChangeEvent, RawRecord, Relation, Row, Schema, TableCatalog, TableSpec};
+use tributary_operators::{
+    ChangeEvent, RawRecord, Relation, Row, Schema, TableCatalog, TableId, TableSpec,
+};
 
 use crate::error::BuildError;
 use crate::metrics::Metrics;
 use crate::sinks::console::{ConsoleOptions, ConsoleOutput};
 use crate::sinks::dead_letter::DeadLetterSink;
+use crate::sinks::iceberg::{
+    self, CommitterContext, EpochLedger, IcebergSinks, TableIdent, WriteMode,
+};
 use crate::sinks::{on_closed_epochs, Durability, FailureSlot};
 
 /// A named pipeline: a function that declares tables, relations and sinks.
@@ -38,6 +46,8 @@ pub(crate) struct SinkContext {
     pub metrics: Arc<Metrics>,
     pub failure: FailureSlot,
     pub durability: Durability,
+    pub iceberg: IcebergSinks,
+    pub ledger: EpochLedger,
 }
 
 /// Declares a pipeline's tables and outputs.
@@ -101,19 +111,117 @@ impl<'s> PipelineBuilder<'s> {
         };
         let id = self.catalog.add(spec.clone()).map_err(table_error)?;
         Ok(Table {
+            id,
             spec: Arc::new(spec),
             live_rows: Arc::clone(&self.sinks.metrics.state_rows),
-            events: self.router.table(id),
+            events: RefCell::new(self.router.table(id)),
             side: Rc::clone(&self.side),
             state: OnceCell::new(),
+            replica: OnceCell::new(),
         })
+    }
+
+    /// Keeps `table`'s replica (its current state plus `cdc_operation` and `cdc_timestamp`)
+    /// in the Iceberg table `name` (`namespace.table`): one snapshot per commit interval, updates
+    /// and deletes as position deletes. On restart the replica's state is read back from the
+    /// table and the source resumes where the last snapshot ended. Returns the replica.
+    pub fn iceberg_replica(
+        &mut self,
+        name: &str,
+        table: &Table<'s>,
+    ) -> Result<Relation<'s>, BuildError> {
+        let iceberg_error = |cause| BuildError::Iceberg {
+            table: name.to_owned(),
+            cause,
+        };
+        self.claim_output(name)?;
+        let ident = TableIdent::parse(name).map_err(iceberg_error)?;
+        let spec = table.spec();
+        let opened = self
+            .sinks
+            .iceberg
+            .open(
+                &ident,
+                &table::replica_schema(spec),
+                WriteMode::Upsert {
+                    key: spec.key.clone(),
+                },
+            )
+            .map_err(iceberg_error)?;
+        let recovered = opened.committed.epoch.is_some();
+        let scope = table.events.borrow().inner.scope();
+        let seed: Vec<(ChangeEvent, Time, i64)> = opened
+            .seed_share(scope.index(), scope.peers())
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let event = table::replica_seed_event(table.id, spec, row, i as u64);
+                (event, 0, 1)
+            })
+            .collect();
+        table.seed(seed.to_stream(scope).as_collection())?;
+        let replica = table.replica();
+        iceberg::attach(
+            replica.rows(),
+            &self.probe,
+            opened,
+            self.committer_context(name, recovered),
+        );
+        Ok(replica)
+    }
+
+    /// Appends every row of `relation` (e.g. a table's `changes()`) to the Iceberg table `name`
+    /// (`namespace.table`), one snapshot per commit interval; on restart the source resumes
+    /// where the last snapshot ended.
+    pub fn iceberg_append(
+        &mut self,
+        name: &str,
+        relation: &Relation<'s>,
+    ) -> Result<(), BuildError> {
+        let iceberg_error = |cause| BuildError::Iceberg {
+            table: name.to_owned(),
+            cause,
+        };
+        self.claim_output(name)?;
+        let ident = TableIdent::parse(name).map_err(iceberg_error)?;
+        let opened = self
+            .sinks
+            .iceberg
+            .open(&ident, relation.schema(), WriteMode::Append)
+            .map_err(iceberg_error)?;
+        iceberg::attach(
+            relation.rows(),
+            &self.probe,
+            opened,
+            self.committer_context(name, false),
+        );
+        Ok(())
+    }
+
+    fn committer_context(&self, name: &str, skip_epoch_zero: bool) -> CommitterContext {
+        let s = &self.sinks;
+        CommitterContext {
+            name: name.to_owned(),
+            ledger: s.ledger.clone(),
+            durability: s.durability.clone(),
+            failure: Arc::clone(&s.failure),
+            metrics: Arc::clone(&s.metrics),
+            interval: s.iceberg.commit_interval(),
+            skip_epoch_zero,
+        }
+    }
+
+    fn claim_output(&mut self, name: &str) -> Result<(), BuildError> {
+        if self.outputs.insert(name.to_owned()) {
+            Ok(())
+        } else {
+            Err(BuildError::DuplicateOutput(name.to_owned()))
+        }
     }
 
     /// Prints `relation` to the console under `name`, one batch per closed epoch.
     pub fn console(&mut self, name: &str, relation: &Relation<'s>) -> Result<(), BuildError> {
-        if !self.outputs.insert(name.to_owned()) {
-            return Err(BuildError::DuplicateOutput(name.to_owned()));
-        }
+        self.claim_output(name)?;
         let s = &self.sinks;
         let mut output = ConsoleOutput::new(
             name,
@@ -158,11 +266,14 @@ impl<'s> PipelineBuilder<'s> {
 
 /// A declared source table.
 pub struct Table<'s> {
+    id: TableId,
     spec: Arc<TableSpec>,
     live_rows: Arc<std::sync::atomic::AtomicI64>,
-    events: Collection<'s, ChangeEvent>,
+    /// Its change events (plus, after a restart, the events that rebuild its state).
+    events: RefCell<Collection<'s, ChangeEvent>>,
     side: SideOutputs<'s>,
     state: OnceCell<Relation<'s>>,
+    replica: OnceCell<Relation<'s>>,
 }
 
 impl std::fmt::Debug for Table<'_> {
@@ -179,7 +290,40 @@ impl<'s> Table<'s> {
 
     /// Every change event as a row: `op`, `event_time`, then the `after` columns.
     pub fn changes(&self) -> Relation<'s> {
-        table::changes(self.events.clone(), &self.spec, Rc::clone(&self.side))
+        table::changes(
+            self.events.borrow().clone(),
+            &self.spec,
+            Rc::clone(&self.side),
+        )
+    }
+
+    /// The current state with each row's last `cdc_operation` (c/u/r) and `cdc_timestamp`.
+    pub fn replica(&self) -> Relation<'s> {
+        self.replica
+            .get_or_init(|| {
+                let name = format!("{}/replica", self.spec.name);
+                table::replica(
+                    self.events.borrow().clone(),
+                    &self.spec,
+                    Rc::clone(&self.side),
+                    &name,
+                    Arc::clone(&self.live_rows),
+                )
+            })
+            .clone()
+    }
+
+    /// Adds events that rebuild recovered state; only before the state is first used.
+    fn seed(&self, seed: Collection<'s, ChangeEvent>) -> Result<(), BuildError> {
+        if self.state.get().is_some() || self.replica.get().is_some() {
+            return Err(BuildError::Table {
+                table: self.spec.name.clone(),
+                reason: "declare its Iceberg replica before using its state".into(),
+            });
+        }
+        let events = self.events.borrow().clone().concat(seed);
+        *self.events.borrow_mut() = events;
+        Ok(())
     }
 
     /// The current state: one row per primary key (upsert; deletes retract).
@@ -188,7 +332,7 @@ impl<'s> Table<'s> {
             .get_or_init(|| {
                 let name = format!("{}/state", self.spec.name);
                 table::state(
-                    self.events.clone(),
+                    self.events.borrow().clone(),
                     &self.spec,
                     Rc::clone(&self.side),
                     &name,

@@ -16,6 +16,14 @@ pub enum BuildError {
         /// What is wrong.
         reason: String,
     },
+    /// An Iceberg table could not be opened or recovered.
+    #[error("iceberg table `{table}`: {cause}")]
+    Iceberg {
+        /// The table.
+        table: String,
+        /// What went wrong.
+        cause: crate::sinks::iceberg::IcebergError,
+    },
     /// Two sinks share a name.
     #[error("output `{0}` is declared twice")]
     DuplicateOutput(String),
@@ -71,6 +79,14 @@ pub enum RunError {
         sink: String,
         /// The I/O error.
         cause: std::io::Error,
+    },
+    /// An Iceberg sink could not open, write or commit its table.
+    #[error("iceberg sink `{sink}` failed: {cause}")]
+    Iceberg {
+        /// The table.
+        sink: String,
+        /// What went wrong.
+        cause: crate::sinks::iceberg::IcebergError,
     },
     /// The metrics endpoint could not be bound.
     #[error("cannot serve metrics on {addr}: {cause}")]

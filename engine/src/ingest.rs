@@ -11,6 +11,7 @@ use tributary_operators::debezium::peek_transaction;
 use tributary_operators::RawRecord;
 
 use crate::metrics::Metrics;
+use crate::sinks::iceberg::EpochLedger;
 
 /// An open epoch closes (at the next transaction boundary) once it holds this many records,
 /// whatever the interval: with at most a few epochs in flight, this bounds buffered memory.
@@ -47,6 +48,7 @@ pub struct Ingestor {
     last_tx: Option<Option<u64>>,
     positions: BTreeMap<u32, u64>,
     epochs: Vec<EpochRecord>,
+    ledger: Option<(EpochLedger, Vec<String>)>,
 }
 
 impl Ingestor {
@@ -62,7 +64,21 @@ impl Ingestor {
             last_tx: None,
             positions: BTreeMap::new(),
             epochs: Vec::new(),
+            ledger: None,
         }
+    }
+
+    /// Numbers epochs from `epoch` on (a resumed run continues the committed numbering).
+    pub fn starting_at(mut self, epoch: Time) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Also records each closed epoch's positions, by stream name, in `ledger` (for sinks that
+    /// commit them).
+    pub fn with_ledger(mut self, ledger: EpochLedger, stream_names: Vec<String>) -> Self {
+        self.ledger = Some((ledger, stream_names));
+        self
     }
 
     /// The open epoch.
@@ -120,6 +136,16 @@ impl Ingestor {
     /// Closes the open epoch (if it has records) and returns the epoch now open.
     pub fn close_epoch(&mut self) -> Time {
         if self.records_in_epoch > 0 {
+            if let Some((ledger, names)) = &self.ledger {
+                let positions = self
+                    .positions
+                    .iter()
+                    .filter_map(|(stream, offset)| {
+                        Some((names.get(*stream as usize)?.clone(), *offset))
+                    })
+                    .collect();
+                ledger.record(self.epoch, positions);
+            }
             self.epochs.push(EpochRecord {
                 epoch: self.epoch,
                 positions: self.positions.clone(),

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::sinks::console::ConsoleOptions;
 use crate::sinks::dead_letter::DeadLetterSink;
+use crate::sinks::iceberg::{EpochLedger, IcebergOptions, IcebergSinks};
 use crate::sinks::{Durability, FailureSlot, SharedWriter};
 use crate::sources::{Poll, Source, SourceSpec};
 
@@ -44,6 +45,8 @@ pub struct RunOptions {
     pub console: ConsoleOptions,
     /// JSONL file for dead letters.
     pub dead_letter: Option<SharedWriter>,
+    /// Where Iceberg tables live and how often they commit.
+    pub iceberg: IcebergOptions,
     /// Serve Prometheus metrics here.
     pub metrics_addr: Option<SocketAddr>,
     /// Set (e.g. by a signal handler) to stop reading, finish the open epoch, let every sink
@@ -103,6 +106,8 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         metrics: Arc::clone(&metrics),
         failure: Arc::clone(&failure),
         durability: Durability::default(),
+        iceberg: IcebergSinks::new(options.iceberg.clone(), pipeline.name),
+        ledger: EpochLedger::default(),
     };
     tracing::info!(pipeline = pipeline.name, source = %source.describe(), workers = options.workers, "starting");
     let source = Arc::new(Mutex::new(Some(source)));
@@ -117,6 +122,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     };
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let sinks = sinks.clone();
         let (input, probe, built) = build(worker, &pipeline, sinks.clone());
         if worker.index() != 0 {
             drop(input);
@@ -126,8 +132,9 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         let reader = source.lock().ok().and_then(|mut s| s.take());
         let outcome = match (built, reader) {
             (Ok(()), Some(reader)) => {
-                let ingestor = Ingestor::new(Arc::clone(&worker_metrics), epoch);
-                drive(worker, input, &probe, reader, ingestor, &controls)
+                resume(reader, &sinks, &worker_metrics, epoch).and_then(|(reader, ingestor)| {
+                    drive(worker, input, &probe, reader, ingestor, &controls)
+                })
             }
             (built, _) => {
                 drop(input);
@@ -189,6 +196,31 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         "finished"
     );
     Ok(summary)
+}
+
+/// Positions the source after what durable sinks already committed, and numbers epochs on
+/// from their last one (epoch 0 then carries only the state they recovered).
+fn resume(
+    mut reader: Box<dyn Source>,
+    sinks: &SinkContext,
+    metrics: &Arc<Metrics>,
+    interval: Duration,
+) -> Result<(Box<dyn Source>, Ingestor), RunError> {
+    let ingestor = Ingestor::new(Arc::clone(metrics), interval)
+        .with_ledger(sinks.ledger.clone(), reader.stream_names());
+    let point = sinks
+        .iceberg
+        .resume_point()
+        .map_err(|cause| RunError::Iceberg {
+            sink: "resume".into(),
+            cause,
+        })?;
+    let Some((positions, epoch)) = point else {
+        return Ok((reader, ingestor));
+    };
+    tracing::info!(source = %reader.describe(), ?positions, epoch, "resuming after the last commit");
+    reader.resume_after(&positions)?;
+    Ok((reader, ingestor.starting_at(epoch + 1)))
 }
 
 /// What the reading worker watches besides the source.

@@ -18,4 +18,4 @@ pub use dataflow::{Diff, Time};
 pub use event::{ChangeEvent, DeadLetter, DeadLetterKind, Op, Position, RawRecord};
 pub use row::{Key, Row};
 pub use schema::{Column, ColumnType, Schema, TableCatalog, TableId, TableSpec};
-pub use value::{Decimal, Value};
+pub use value::{Decimal, Float, Value};

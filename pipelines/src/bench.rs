@@ -6,7 +6,8 @@ use std::time::Duration;
 use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
-    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, Pipeline, RunError, RunOptions,
+    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions, Pipeline,
+    RunError, RunOptions,
 };
 use tributary_operators::{Position, RawRecord};
 
@@ -147,6 +148,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     drop(workload);
     let rss_before = memory::resident_bytes();
     let sampler = memory::PeakSampler::start();
+    let warehouse = std::env::temp_dir().join(format!("tributary-bench-{}", std::process::id()));
     let summary = run(
         pipeline,
         RunOptions {
@@ -163,8 +165,11 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
             dead_letter: None,
             metrics_addr: None,
             shutdown: None,
+            iceberg: IcebergOptions::new(&warehouse),
         },
-    )?;
+    );
+    let _ = std::fs::remove_dir_all(&warehouse);
+    let summary = summary?;
     let mut latencies = summary.epoch_latencies.clone();
     latencies.sort();
     let percentile = |p: f64| {

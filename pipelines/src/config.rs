@@ -30,6 +30,12 @@ pub struct RunConfig {
     pub dead_letter: Option<PathBuf>,
     /// Address for the Prometheus endpoint, e.g. `127.0.0.1:9464`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Directory of the Iceberg tables.
+    pub warehouse: Option<PathBuf>,
+    /// Iceberg catalog, `sqlite:PATH`.
+    pub catalog: Option<String>,
+    /// Iceberg commit interval in milliseconds.
+    pub commit_ms: Option<u64>,
 }
 
 /// A config file that cannot be used.
@@ -84,6 +90,9 @@ impl RunConfig {
             console_rows: self.console_rows.or(fallback.console_rows),
             dead_letter: self.dead_letter.or(fallback.dead_letter),
             metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
+            warehouse: self.warehouse.or(fallback.warehouse),
+            catalog: self.catalog.or(fallback.catalog),
+            commit_ms: self.commit_ms.or(fallback.commit_ms),
         }
     }
 }

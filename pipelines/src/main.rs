@@ -15,7 +15,7 @@ use tributary::config::RunConfig;
 use tributary_engine::sources::generator::{DecimalMode, GeneratorConfig, OrdersWorkload};
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
-    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, RunOptions,
+    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions, RunOptions,
 };
 
 #[derive(Parser, Debug)]
@@ -108,6 +108,16 @@ struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Directory of the Iceberg tables.  [default: ./warehouse]
+    #[arg(long)]
+    warehouse: Option<PathBuf>,
+    /// Iceberg catalog: sqlite:PATH.  [default: sqlite:<warehouse>/catalog.db]
+    #[arg(long)]
+    catalog: Option<String>,
+    /// Commit Iceberg snapshots at most this often, in milliseconds (each covers whole
+    /// epochs).  [default: 10000]
+    #[arg(long)]
+    commit_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -123,6 +133,9 @@ impl RunArgs {
             console_rows: self.console_rows,
             dead_letter: self.dead_letter.clone(),
             metrics_addr: self.metrics_addr,
+            warehouse: self.warehouse.clone(),
+            catalog: self.catalog.clone(),
+            commit_ms: self.commit_ms,
         }
     }
 }
@@ -256,8 +269,18 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
         ))),
         None => None,
     };
+    let warehouse = config
+        .warehouse
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("warehouse"));
+    let mut iceberg =
+        IcebergOptions::parse(&warehouse.to_string_lossy(), config.catalog.as_deref())?;
+    if let Some(ms) = config.commit_ms {
+        iceberg.commit_interval = Duration::from_millis(ms);
+    }
     let options = RunOptions {
         source: SourceSpec::parse(config.source.as_deref().unwrap_or("generator"))?,
+        iceberg,
         workers,
         epoch: Duration::from_millis(config.epoch_ms.unwrap_or(1000)),
         until_idle: config.until_idle.unwrap_or(false),

@@ -1,5 +1,6 @@
-//! `orders-replica`: the current state of `orders`, and live `status, order_count,
-//! total_revenue` over it ("Pattern 2.3 CDC"). The Iceberg replica lands with the Iceberg sink.
+//! `orders-replica`: the current state of `orders` in the Iceberg table
+//! `demo.orders_realtime_replica` (with `cdc_operation`, `cdc_timestamp`), and live `status,
+//! order_count, total_revenue` over it on the console ("Pattern 2.3 CDC").
 
 use tributary_engine::{col, count, sum, BuildError, Pipeline, PipelineBuilder};
 
@@ -8,13 +9,14 @@ use crate::tables::{orders_schema, ORDERS};
 /// The pipeline.
 pub const PIPELINE: Pipeline = Pipeline {
     name: "orders-replica",
-    about: "current state of orders; order count and revenue by status",
+    about: "orders replicated to Iceberg demo.orders_realtime_replica; count and revenue by status",
     build,
 };
 
 fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     let orders = p.table(ORDERS, orders_schema(), &["order_id"])?;
-    let by_status = orders.state().group_by(["status"])?.agg([
+    let replica = p.iceberg_replica("demo.orders_realtime_replica", &orders)?;
+    let by_status = replica.group_by(["status"])?.agg([
         count().alias("order_count"),
         sum(col("quantity") * col("price")).alias("total_revenue"),
     ])?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
-    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, RunOptions,
+    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions, RunOptions,
 };
 
 /// A console that takes 20 ms per batch.
@@ -52,6 +52,7 @@ fn slow_sink_keeps_memory_bounded() {
             }
         })
     };
+    let warehouse = tempfile::tempdir().unwrap();
     let summary = run(
         tributary::find("orders-replica").unwrap(),
         RunOptions {
@@ -68,6 +69,7 @@ fn slow_sink_keeps_memory_bounded() {
             dead_letter: None,
             metrics_addr: None,
             shutdown: None,
+            iceberg: IcebergOptions::new(warehouse.path()),
         },
     )
     .unwrap();

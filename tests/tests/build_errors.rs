@@ -8,7 +8,8 @@ use std::time::Duration;
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
     col, count, run, shared_writer, sum, BuildError, Column, ColumnType, ConsoleFormat,
-    ConsoleMode, ConsoleOptions, Pipeline, PipelineBuilder, RunError, RunOptions, Schema,
+    ConsoleMode, ConsoleOptions, IcebergOptions, Pipeline, PipelineBuilder, RunError, RunOptions,
+    Schema,
 };
 
 fn typo(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
@@ -45,6 +46,7 @@ fn an_unknown_column_fails_the_run_with_the_known_columns() {
                 dead_letter: None,
                 metrics_addr: None,
                 shutdown: None,
+                iceberg: IcebergOptions::new(std::env::temp_dir().join("tributary-build-errors")),
             },
         )
         .unwrap_err();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
-    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, RunOptions,
+    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions, RunOptions,
 };
 use tributary_tests::{parse_console, table_at, OrdersOracle};
 
@@ -63,6 +63,7 @@ fn status_matches_recomputation_after_every_epoch() {
                 dead_letter: None,
                 metrics_addr: None,
                 shutdown: None,
+                iceberg: IcebergOptions::new(dir.path().join(format!("warehouse-{workers}"))),
             },
         )
         .unwrap();

@@ -141,6 +141,25 @@ pub fn render(metrics: &Metrics, pipeline: &str) -> String {
         "Epochs handled by every sink.",
         &[(String::new(), get(&metrics.epochs_done))],
     );
+    for (name, help, value) in [
+        (
+            "tributary_iceberg_commits_total",
+            "Iceberg snapshots committed.",
+            &metrics.iceberg_commits,
+        ),
+        (
+            "tributary_iceberg_rows_written_total",
+            "Rows appended to Iceberg tables.",
+            &metrics.iceberg_rows_written,
+        ),
+        (
+            "tributary_iceberg_rows_deleted_total",
+            "Rows deleted by position from Iceberg tables.",
+            &metrics.iceberg_rows_deleted,
+        ),
+    ] {
+        counter(&mut out, name, help, &[(String::new(), get(value))]);
+    }
     counter(
         &mut out,
         "tributary_frontier_lag_seconds",

@@ -29,6 +29,12 @@ pub struct Metrics {
     pub epochs_done: AtomicU64,
     /// Rows of current state held by upsert operators (all tables, all workers).
     pub state_rows: Arc<AtomicI64>,
+    /// Iceberg snapshots committed.
+    pub iceberg_commits: AtomicU64,
+    /// Rows appended to Iceberg tables.
+    pub iceberg_rows_written: AtomicU64,
+    /// Rows deleted (by position) from Iceberg tables.
+    pub iceberg_rows_deleted: AtomicU64,
     /// Unix time (ms) at which the last epoch was handled by every sink.
     pub last_epoch_done_ms: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],

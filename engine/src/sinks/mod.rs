@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod dead_letter;
+pub mod iceberg;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -68,20 +69,38 @@ impl Durability {
     }
 }
 
-/// Calls `write(epoch, updates)` on the last worker for each epoch with changes, once the frontier
-/// has passed it, in epoch order. `probe` passes an epoch only after `write` returned for it.
-pub fn on_closed_epochs<'s, D, W>(
+/// What a sink does with closed epochs (closures `FnMut(epoch, updates)` are sinks too).
+pub trait EpochSink<D>: 'static {
+    /// An epoch's consolidated updates; called only for epochs with changes, in epoch order.
+    fn write(&mut self, epoch: Time, updates: Vec<(D, Diff)>);
+
+    /// Every epoch before `frontier` has been written; `None` once the input is finished.
+    fn progress(&mut self, _frontier: Option<Time>) {}
+}
+
+impl<D, F: FnMut(Time, Vec<(D, Diff)>) + 'static> EpochSink<D> for F {
+    fn write(&mut self, epoch: Time, updates: Vec<(D, Diff)>) {
+        self(epoch, updates)
+    }
+}
+
+/// Hands each epoch with changes to `sink` on the last worker, once the frontier has passed
+/// it, in epoch order, then reports the frontier. `probe` passes an epoch only after the sink
+/// returned for it.
+pub fn on_closed_epochs<'s, D, S>(
     collection: &Collection<'s, D>,
     name: &str,
     probe: &ProbeHandle<Time>,
-    mut write: W,
+    mut sink: S,
 ) where
     D: differential_dataflow::ExchangeData,
-    W: FnMut(Time, Vec<(D, Diff)>) + 'static,
+    S: EpochSink<D>,
 {
     // Sinks gather on the last worker, so that with several workers their I/O does not stall
     // the reading loop on worker 0 (backpressure then paces the source).
-    let sink_worker = collection.inner.scope().peers() as u64 - 1;
+    let scope = collection.inner.scope();
+    let sink_worker = scope.peers() as u64 - 1;
+    let hosts_sink = scope.index() as u64 == sink_worker;
     collection
         .inner
         .clone()
@@ -90,6 +109,7 @@ pub fn on_closed_epochs<'s, D, W>(
             name,
             |_, _| {
                 let mut pending: PendingEpochs<(D, Diff)> = BTreeMap::new();
+                let mut reported = Some(Time::MIN);
                 move |(input, frontier), _output| {
                     input.for_each(|capability, data| {
                         for (datum, time, diff) in data.drain(..) {
@@ -107,8 +127,13 @@ pub fn on_closed_epochs<'s, D, W>(
                         let (time, (_capability, mut updates)) = entry.remove_entry();
                         differential_dataflow::consolidation::consolidate(&mut updates);
                         if !updates.is_empty() {
-                            write(time, updates);
+                            sink.write(time, updates);
                         }
+                    }
+                    let lower = frontier.frontier().first().copied();
+                    if hosts_sink && lower != reported {
+                        reported = lower;
+                        sink.progress(lower);
                     }
                 }
             },

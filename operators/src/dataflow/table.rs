@@ -1,4 +1,5 @@
-//! A source table's two faces as relations: its change stream and its current state.
+//! A source table's faces as relations: its change stream, its current state, and its replica
+//! (state plus the last change's op and time).
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -6,9 +7,9 @@ use std::sync::Arc;
 use super::relation::{Relation, SideOutputs};
 use super::upsert::Upsert;
 use super::Collection;
-use crate::event::{ChangeEvent, Op};
-use crate::row::Row;
-use crate::schema::{Column, ColumnType, Schema, TableSpec};
+use crate::event::{ChangeEvent, Op, Position};
+use crate::row::{Key, Row};
+use crate::schema::{Column, ColumnType, Schema, TableId, TableSpec};
 use crate::value::Value;
 
 /// Columns the change relation puts before the table's own (`after`) columns.
@@ -69,4 +70,78 @@ pub fn state<'s>(
         rows,
         side,
     )
+}
+
+/// Columns a replica puts after the table's own: the last change's op and source time.
+pub const REPLICA_COLUMNS: [&str; 2] = ["cdc_operation", "cdc_timestamp"];
+
+/// The current state with the op (`c`/`u`/`r`) and source time of each row's last change
+/// appended (a lakehouse replica), keyed by the primary key.
+pub fn replica<'s>(
+    events: Collection<'s, ChangeEvent>,
+    spec: &TableSpec,
+    side: SideOutputs<'s>,
+    name: &str,
+    live_rows: Arc<AtomicI64>,
+) -> Relation<'s> {
+    let op_names: [Value; 3] = ["c", "u", "r"].map(Value::str);
+    let stamped = events.map(move |mut event| {
+        if let Some(after) = &event.after {
+            let op = match event.op {
+                Op::Update => &op_names[1],
+                Op::Read => &op_names[2],
+                _ => &op_names[0],
+            };
+            let mut values = Vec::with_capacity(after.len() + 2);
+            values.extend(after.iter().cloned());
+            values.push(op.clone());
+            values.push(Value::Timestamp(event.event_time_ms.saturating_mul(1000)));
+            event.after = Some(Row::new(values));
+        }
+        event
+    });
+    let rows = stamped.upsert(name, spec.key.clone(), live_rows);
+    Relation::new(
+        Arc::new(replica_schema(spec)),
+        Some(spec.key.clone()),
+        rows,
+        side,
+    )
+}
+
+/// The schema of a table's replica: its columns, then [`REPLICA_COLUMNS`].
+pub fn replica_schema(spec: &TableSpec) -> Schema {
+    let mut columns = spec.schema.columns.clone();
+    columns.push(Column::new(REPLICA_COLUMNS[0], ColumnType::String).not_null());
+    columns.push(Column::new(REPLICA_COLUMNS[1], ColumnType::Timestamp).not_null());
+    Schema::new(columns)
+}
+
+/// The event that rebuilds a replica row read back from a lakehouse table: its op and time
+/// come from the replica columns, so the rebuilt state row is identical.
+pub fn replica_seed_event(table: TableId, spec: &TableSpec, row: &Row, index: u64) -> ChangeEvent {
+    let width = spec.schema.len();
+    let op = match row.get(width) {
+        Some(Value::Str(op)) if op.as_ref() == "u" => Op::Update,
+        Some(Value::Str(op)) if op.as_ref() == "r" => Op::Read,
+        _ => Op::Create,
+    };
+    let event_time_ms = match row.get(width + 1) {
+        Some(Value::Timestamp(micros)) => micros.div_euclid(1000),
+        _ => 0,
+    };
+    let after = Row::from_slice(&row[..width.min(row.len())]);
+    ChangeEvent {
+        table,
+        op,
+        key: Key::of(&after, &spec.key),
+        before: None,
+        after: Some(after),
+        position: Position {
+            stream: u32::MAX,
+            offset: index,
+        },
+        event_time_ms,
+        tx: None,
+    }
 }

@@ -1,0 +1,185 @@
+//! Catalogs: where a table's current metadata file is recorded, and the atomic
+//! compare-and-swap that makes a commit. The embedded default is a SQL catalog on SQLite in the
+//! JDBC-catalog layout (`iceberg_tables`), which pyiceberg's `SqlCatalog` and Spark's
+//! `JdbcCatalog` open.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::IcebergError;
+
+/// The catalog name Tributary registers its tables under (pyiceberg:
+/// `SqlCatalog("tributary", uri="sqlite:///…/catalog.db", warehouse=…)`).
+pub const CATALOG_NAME: &str = "tributary";
+
+/// A table name: `namespace.table` (the namespace may itself contain dots).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TableIdent {
+    /// The namespace, e.g. `demo`.
+    pub namespace: String,
+    /// The table, e.g. `orders_realtime_replica`.
+    pub name: String,
+}
+
+impl TableIdent {
+    /// Parses `namespace.table`.
+    pub fn parse(text: &str) -> Result<Self, IcebergError> {
+        match text.rsplit_once('.') {
+            Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+                Ok(TableIdent {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                })
+            }
+            _ => Err(IcebergError::Config(format!(
+                "Iceberg table `{text}` needs a namespace: write it as `namespace.table`"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for TableIdent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// What a commit needs from a catalog.
+pub trait Catalog: Send + fmt::Debug {
+    /// The table's current metadata location, if the table exists.
+    fn load(&mut self, table: &TableIdent) -> Result<Option<String>, IcebergError>;
+
+    /// Registers a new table (and its namespace); an error if it already exists.
+    fn create(&mut self, table: &TableIdent, metadata_location: &str) -> Result<(), IcebergError>;
+
+    /// Points the table at `new` if it still points at `expected`; false if another writer
+    /// committed first.
+    fn swap(&mut self, table: &TableIdent, expected: &str, new: &str)
+        -> Result<bool, IcebergError>;
+}
+
+/// The SQL catalog on SQLite.
+#[derive(Debug)]
+pub struct SqliteCatalog {
+    connection: Connection,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the catalog database at `path`.
+    pub fn open(path: &Path) -> Result<Self, IcebergError> {
+        let connection = Connection::open(path).map_err(|e| catalog_error(path, e))?;
+        connection
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(|e| catalog_error(path, e))?;
+        connection
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS iceberg_tables (
+                    catalog_name VARCHAR(255) NOT NULL,
+                    table_namespace VARCHAR(255) NOT NULL,
+                    table_name VARCHAR(255) NOT NULL,
+                    metadata_location VARCHAR(1000),
+                    previous_metadata_location VARCHAR(1000),
+                    iceberg_type VARCHAR(5),
+                    PRIMARY KEY (catalog_name, table_namespace, table_name));
+                 CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
+                    catalog_name VARCHAR(255) NOT NULL,
+                    namespace VARCHAR(255) NOT NULL,
+                    property_key VARCHAR(255) NOT NULL,
+                    property_value VARCHAR(1000) NOT NULL,
+                    PRIMARY KEY (catalog_name, namespace, property_key));",
+            )
+            .map_err(|e| catalog_error(path, e))?;
+        Ok(SqliteCatalog { connection })
+    }
+}
+
+fn catalog_error(path: &Path, cause: rusqlite::Error) -> IcebergError {
+    IcebergError::Catalog(format!("SQLite catalog {}: {cause}", path.display()))
+}
+
+fn sql_error(cause: rusqlite::Error) -> IcebergError {
+    IcebergError::Catalog(format!("SQLite catalog: {cause}"))
+}
+
+impl Catalog for SqliteCatalog {
+    fn load(&mut self, table: &TableIdent) -> Result<Option<String>, IcebergError> {
+        self.connection
+            .query_row(
+                "SELECT metadata_location FROM iceberg_tables
+                 WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3",
+                params![CATALOG_NAME, table.namespace, table.name],
+                |row| row.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(sql_error)
+    }
+
+    fn create(&mut self, table: &TableIdent, metadata_location: &str) -> Result<(), IcebergError> {
+        let tx = self.connection.transaction().map_err(sql_error)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO iceberg_namespace_properties
+             (catalog_name, namespace, property_key, property_value)
+             VALUES (?1, ?2, 'exists', 'true')",
+            params![CATALOG_NAME, table.namespace],
+        )
+        .map_err(sql_error)?;
+        tx.execute(
+            "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name,
+             metadata_location, previous_metadata_location, iceberg_type)
+             VALUES (?1, ?2, ?3, ?4, NULL, 'TABLE')",
+            params![CATALOG_NAME, table.namespace, table.name, metadata_location],
+        )
+        .map_err(|e| IcebergError::Catalog(format!("cannot create table {table}: {e}")))?;
+        tx.commit().map_err(sql_error)
+    }
+
+    fn swap(
+        &mut self,
+        table: &TableIdent,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, IcebergError> {
+        let changed = self
+            .connection
+            .execute(
+                "UPDATE iceberg_tables SET metadata_location = ?1, previous_metadata_location = ?2
+                 WHERE catalog_name = ?3 AND table_namespace = ?4 AND table_name = ?5
+                 AND metadata_location = ?2",
+                params![new, expected, CATALOG_NAME, table.namespace, table.name],
+            )
+            .map_err(sql_error)?;
+        Ok(changed == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swap_is_a_compare_and_swap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut catalog = SqliteCatalog::open(&dir.path().join("catalog.db")).unwrap();
+        let table = TableIdent::parse("demo.orders").unwrap();
+        assert_eq!(catalog.load(&table).unwrap(), None);
+        catalog.create(&table, "m0").unwrap();
+        assert!(catalog.create(&table, "m0").is_err());
+        assert!(catalog.swap(&table, "m0", "m1").unwrap());
+        assert!(
+            !catalog.swap(&table, "m0", "m2").unwrap(),
+            "stale expectation"
+        );
+        assert_eq!(catalog.load(&table).unwrap().as_deref(), Some("m1"));
+    }
+
+    #[test]
+    fn table_names_need_a_namespace() {
+        assert!(TableIdent::parse("orders").is_err());
+        let t = TableIdent::parse("a.b.orders").unwrap();
+        assert_eq!((t.namespace.as_str(), t.name.as_str()), ("a.b", "orders"));
+    }
+}

@@ -1,0 +1,376 @@
+//! Column mapping: Tributary schemas ↔ Iceberg schemas ↔ Arrow record batches (with Parquet
+//! field ids), both ways, so rows can be written to and read back from Parquet.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder,
+    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float64Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
+use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
+use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
+
+use tributary_operators::{ColumnType, Decimal, Float, Row, Schema, Value};
+
+use super::IcebergError;
+
+/// Field id of `file_path` in position-delete files (Iceberg spec, reserved).
+pub const DELETE_FILE_PATH_ID: i32 = i32::MAX - 101;
+/// Field id of `pos` in position-delete files (Iceberg spec, reserved).
+pub const DELETE_POS_ID: i32 = i32::MAX - 102;
+
+/// The Iceberg type of a Tributary column type.
+pub fn iceberg_type(ty: &ColumnType) -> Type {
+    Type::Primitive(match ty {
+        ColumnType::Bool => PrimitiveType::Boolean,
+        ColumnType::Int32 => PrimitiveType::Int,
+        ColumnType::Int64 => PrimitiveType::Long,
+        ColumnType::Float64 => PrimitiveType::Double,
+        ColumnType::Decimal { precision, scale } => PrimitiveType::Decimal {
+            precision: u32::from(*precision),
+            scale: u32::from(*scale),
+        },
+        ColumnType::String | ColumnType::Json => PrimitiveType::String,
+        ColumnType::Bytes => PrimitiveType::Binary,
+        ColumnType::Date => PrimitiveType::Date,
+        ColumnType::Timestamp => PrimitiveType::Timestamp,
+        ColumnType::TimestampTz => PrimitiveType::Timestamptz,
+    })
+}
+
+/// The Iceberg schema for a new table: fields numbered from 1, key columns as identifier
+/// fields (they must be NOT NULL).
+pub fn iceberg_schema(schema: &Schema, key: &[usize]) -> Result<IcebergSchema, IcebergError> {
+    let fields = schema.columns.iter().enumerate().map(|(i, column)| {
+        let id = i as i32 + 1;
+        let ty = iceberg_type(&column.ty);
+        Arc::new(if column.nullable && !key.contains(&i) {
+            NestedField::optional(id, column.name.as_ref(), ty)
+        } else {
+            NestedField::required(id, column.name.as_ref(), ty)
+        })
+    });
+    IcebergSchema::builder()
+        .with_fields(fields)
+        .with_identifier_field_ids(key.iter().map(|&i| i as i32 + 1))
+        .build()
+        .map_err(IcebergError::from)
+}
+
+/// How the columns of a Tributary schema sit in a table's Iceberg schema.
+#[derive(Debug, Clone)]
+pub struct ColumnMap {
+    schema: Schema,
+    arrow: Arc<ArrowSchema>,
+}
+
+impl ColumnMap {
+    /// Maps `schema` onto `table` by column name; every column must exist with the same type.
+    pub fn new(schema: &Schema, table: &IcebergSchema) -> Result<Self, IcebergError> {
+        let mut fields = Vec::with_capacity(schema.len());
+        for column in &schema.columns {
+            let field = table.field_by_name(&column.name).ok_or_else(|| {
+                IcebergError::SchemaMismatch(format!(
+                    "column `{}` is not in the table (it has {}); a schema change needs a new \
+                     table or `ALTER TABLE … ADD COLUMN` first",
+                    column.name,
+                    table
+                        .as_struct()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            if *field.field_type != iceberg_type(&column.ty) {
+                return Err(IcebergError::SchemaMismatch(format!(
+                    "column `{}` is {} in the table but {} in the pipeline",
+                    column.name, field.field_type, column.ty
+                )));
+            }
+            let data_type = arrow_type(&column.ty);
+            fields.push(with_field_id(
+                Field::new(column.name.as_ref(), data_type, !field.required),
+                field.id,
+            ));
+        }
+        Ok(ColumnMap {
+            schema: schema.clone(),
+            arrow: Arc::new(ArrowSchema::new(fields)),
+        })
+    }
+
+    /// The Arrow schema, with Parquet field ids.
+    pub fn arrow_schema(&self) -> &Arc<ArrowSchema> {
+        &self.arrow
+    }
+
+    /// Builds a record batch from rows laid out like the schema.
+    pub fn to_batch<'r>(
+        &self,
+        rows: impl Iterator<Item = &'r Row> + Clone,
+    ) -> Result<RecordBatch, IcebergError> {
+        let columns = self
+            .schema
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| build_array(&column.ty, rows.clone().map(|row| &row[i])))
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(Arc::clone(&self.arrow), columns).map_err(IcebergError::from)
+    }
+
+    /// Turns a record batch read from a data file back into rows (columns found by field id).
+    pub fn rows_of_batch(&self, batch: &RecordBatch) -> Result<Vec<Row>, IcebergError> {
+        let ids: HashMap<i32, usize> = batch
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((field_id(f)?, i)))
+            .collect();
+        let columns = self
+            .arrow
+            .fields()
+            .iter()
+            .zip(&self.schema.columns)
+            .map(|(field, column)| {
+                let array = field_id(field)
+                    .and_then(|id| ids.get(&id))
+                    .map(|&i| batch.column(i));
+                match array {
+                    Some(array) => read_array(&column.ty, array.as_ref()),
+                    None if field.is_nullable() => Ok(vec![Value::Null; batch.num_rows()]),
+                    None => Err(IcebergError::SchemaMismatch(format!(
+                        "a data file lacks the required column `{}`",
+                        column.name
+                    ))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((0..batch.num_rows())
+            .map(|r| columns.iter().map(|c| c[r].clone()).collect::<Row>())
+            .collect())
+    }
+}
+
+/// The Arrow schema of position-delete files.
+pub fn delete_schema() -> Arc<ArrowSchema> {
+    Arc::new(ArrowSchema::new(vec![
+        with_field_id(
+            Field::new("file_path", DataType::Utf8, false),
+            DELETE_FILE_PATH_ID,
+        ),
+        with_field_id(Field::new("pos", DataType::Int64, false), DELETE_POS_ID),
+    ]))
+}
+
+fn with_field_id(field: Field, id: i32) -> Field {
+    field.with_metadata(HashMap::from([(
+        PARQUET_FIELD_ID_META_KEY.to_owned(),
+        id.to_string(),
+    )]))
+}
+
+fn field_id(field: &Field) -> Option<i32> {
+    field
+        .metadata()
+        .get(PARQUET_FIELD_ID_META_KEY)?
+        .parse()
+        .ok()
+}
+
+fn arrow_type(ty: &ColumnType) -> DataType {
+    match ty {
+        ColumnType::Bool => DataType::Boolean,
+        ColumnType::Int32 => DataType::Int32,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale as i8),
+        ColumnType::String | ColumnType::Json => DataType::Utf8,
+        ColumnType::Bytes => DataType::Binary,
+        ColumnType::Date => DataType::Date32,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        ColumnType::TimestampTz => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
+        }
+    }
+}
+
+fn mismatch(ty: &ColumnType, value: &Value) -> IcebergError {
+    IcebergError::SchemaMismatch(format!("value {value:?} does not fit a {ty} column"))
+}
+
+/// The unscaled value of `decimal` at `scale`, exactly (an error if digits would be lost).
+fn rescale(decimal: &Decimal, scale: u8) -> Option<i128> {
+    let (from, to) = (u32::from(decimal.scale), u32::from(scale));
+    if to >= from {
+        decimal.unscaled.checked_mul(10i128.checked_pow(to - from)?)
+    } else {
+        let divisor = 10i128.checked_pow(from - to)?;
+        (decimal.unscaled % divisor == 0).then_some(decimal.unscaled / divisor)
+    }
+}
+
+fn build_array<'r>(
+    ty: &ColumnType,
+    values: impl Iterator<Item = &'r Value>,
+) -> Result<ArrayRef, IcebergError> {
+    macro_rules! build {
+        ($builder:expr, $($pattern:pat => $value:expr),+) => {{
+            let mut builder = $builder;
+            for value in values {
+                match value {
+                    Value::Null => builder.append_null(),
+                    $($pattern => builder.append_value($value),)+
+                    other => return Err(mismatch(ty, other)),
+                }
+            }
+            Arc::new(builder.finish()) as ArrayRef
+        }};
+    }
+    Ok(match ty {
+        ColumnType::Bool => build!(BooleanBuilder::new(), Value::Bool(b) => *b),
+        ColumnType::Int32 => build!(Int32Builder::new(),
+            Value::Int(i) => i32::try_from(*i).map_err(|_| mismatch(ty, &Value::Int(*i)))?),
+        ColumnType::Int64 => build!(Int64Builder::new(), Value::Int(i) => *i),
+        ColumnType::Float64 => build!(Float64Builder::new(),
+            Value::Float(f) => f.0, Value::Int(i) => *i as f64),
+        ColumnType::Decimal { precision, scale } => build!(
+            Decimal128Builder::new()
+                .with_precision_and_scale(*precision, *scale as i8)
+                .map_err(IcebergError::from)?,
+            Value::Decimal(d) => rescale(d, *scale).ok_or_else(|| mismatch(ty, &Value::Decimal(*d)))?,
+            Value::Int(i) => rescale(&Decimal { unscaled: i128::from(*i), scale: 0 }, *scale)
+                .ok_or_else(|| mismatch(ty, &Value::Int(*i)))?),
+        ColumnType::String | ColumnType::Json => build!(StringBuilder::new(),
+            Value::Str(s) => s.as_ref(), Value::Json(s) => s.as_ref()),
+        ColumnType::Bytes => build!(BinaryBuilder::new(), Value::Bytes(b) => b.as_ref()),
+        ColumnType::Date => build!(Date32Builder::new(), Value::Date(d) => *d),
+        ColumnType::Timestamp => build!(TimestampMicrosecondBuilder::new(),
+            Value::Timestamp(t) => *t),
+        ColumnType::TimestampTz => build!(
+            TimestampMicrosecondBuilder::new().with_timezone("+00:00"),
+            Value::Timestamp(t) => *t),
+    })
+}
+
+fn read_array(ty: &ColumnType, array: &dyn Array) -> Result<Vec<Value>, IcebergError> {
+    macro_rules! read {
+        ($array:ty, |$v:ident| $value:expr) => {{
+            let array = array.as_any().downcast_ref::<$array>().ok_or_else(|| {
+                IcebergError::SchemaMismatch(format!(
+                    "a data file has {} where {ty} was expected",
+                    array.data_type()
+                ))
+            })?;
+            (0..array.len())
+                .map(|i| {
+                    if array.is_null(i) {
+                        Value::Null
+                    } else {
+                        let $v = array.value(i);
+                        $value
+                    }
+                })
+                .collect()
+        }};
+    }
+    Ok(match ty {
+        ColumnType::Bool => read!(BooleanArray, |v| Value::Bool(v)),
+        ColumnType::Int32 => read!(Int32Array, |v| Value::Int(i64::from(v))),
+        ColumnType::Int64 => read!(Int64Array, |v| Value::Int(v)),
+        ColumnType::Float64 => read!(Float64Array, |v| Value::Float(Float(v))),
+        ColumnType::Decimal { scale, .. } => read!(Decimal128Array, |v| Value::Decimal(Decimal {
+            unscaled: v,
+            scale: *scale
+        })),
+        ColumnType::String => read!(StringArray, |v| Value::str(v)),
+        ColumnType::Json => read!(StringArray, |v| Value::Json(Arc::from(v))),
+        ColumnType::Bytes => read!(BinaryArray, |v| Value::Bytes(Arc::from(v))),
+        ColumnType::Date => read!(Date32Array, |v| Value::Date(v)),
+        ColumnType::Timestamp | ColumnType::TimestampTz => {
+            read!(TimestampMicrosecondArray, |v| Value::Timestamp(v))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_operators::Column;
+
+    #[test]
+    fn rows_survive_a_round_trip_through_arrow() {
+        let schema = Schema::new(vec![
+            Column::new("id", ColumnType::Int64).not_null(),
+            Column::new("n", ColumnType::Int32),
+            Column::new(
+                "price",
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
+            Column::new("name", ColumnType::String),
+            Column::new("at", ColumnType::Timestamp),
+            Column::new("ok", ColumnType::Bool),
+        ]);
+        let table = iceberg_schema(&schema, &[0]).unwrap();
+        let map = ColumnMap::new(&schema, &table).unwrap();
+        let rows: Vec<Row> = vec![
+            [
+                Value::Int(1),
+                Value::Int(7),
+                Value::Decimal(Decimal {
+                    unscaled: 1234,
+                    scale: 2,
+                }),
+                Value::str("a"),
+                Value::Timestamp(5),
+                Value::Bool(true),
+            ]
+            .into_iter()
+            .collect(),
+            [
+                Value::Int(2),
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+                Value::Null,
+            ]
+            .into_iter()
+            .collect(),
+        ];
+        let batch = map.to_batch(rows.iter()).unwrap();
+        assert_eq!(map.rows_of_batch(&batch).unwrap(), rows);
+    }
+
+    #[test]
+    fn decimals_are_rescaled_exactly_or_refused() {
+        let d = Decimal {
+            unscaled: 150,
+            scale: 1,
+        };
+        assert_eq!(rescale(&d, 2), Some(1500));
+        assert_eq!(rescale(&d, 0), Some(15));
+        assert_eq!(
+            rescale(
+                &Decimal {
+                    unscaled: 151,
+                    scale: 1
+                },
+                0
+            ),
+            None
+        );
+    }
+}

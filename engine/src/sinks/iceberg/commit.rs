@@ -1,0 +1,311 @@
+//! The snapshot producer: writes a commit's Parquet data file and position-delete file, their
+//! manifests, the manifest list and the new table metadata, then swaps the catalog pointer
+//! atomically. Files written before a failed or interrupted swap are orphans, never visible.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow_schema::Schema as ArrowSchema;
+use bytes::Bytes;
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestFile, ManifestListWriter,
+    ManifestWriterBuilder, Operation, Snapshot, Summary, MAIN_BRANCH,
+};
+use iceberg::MetadataLocation;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use tributary_operators::Row;
+
+use super::columns::delete_schema;
+use super::table::IcebergTable;
+use super::IcebergError;
+
+/// The changes one snapshot commits.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Rows to append, in the order they get positions in the new data file.
+    pub rows: Vec<Row>,
+    /// Rows to delete: (data file, position), sorted.
+    pub deletes: Vec<(Arc<str>, u64)>,
+    /// Extra snapshot-summary properties (`tributary.*`).
+    pub summary: HashMap<String, String>,
+}
+
+/// What a commit wrote.
+#[derive(Debug)]
+pub struct CommitOutcome {
+    /// The new data file, if rows were appended.
+    pub data_file: Option<Arc<str>>,
+    /// The new snapshot.
+    pub snapshot_id: i64,
+}
+
+impl IcebergTable {
+    /// Commits `changes` as one snapshot; an error (nothing visible) if another writer
+    /// committed to the table since it was loaded.
+    pub fn commit(&mut self, changes: Changes, tag: &str) -> Result<CommitOutcome, IcebergError> {
+        let snapshot_id = new_snapshot_id();
+        let sequence_number = self.metadata.next_sequence_number();
+        let location = self.metadata.location().to_owned();
+        let file_stem = format!("{tag}-{}", uuid::Uuid::new_v4());
+
+        let mut data_files = Vec::new();
+        let mut data_file = None;
+        if !changes.rows.is_empty() {
+            let path = format!("{location}/data/{file_stem}.parquet");
+            let batch = self.columns.to_batch(changes.rows.iter())?;
+            data_files.push(self.write_parquet(&path, DataContentType::Data, &batch)?);
+            data_file = Some(Arc::from(path.as_str()));
+        }
+        let mut delete_files = Vec::new();
+        if !changes.deletes.is_empty() {
+            let path = format!("{location}/data/{file_stem}-deletes.parquet");
+            let files: StringArray = changes.deletes.iter().map(|(f, _)| Some(&**f)).collect();
+            let positions: Int64Array = changes.deletes.iter().map(|(_, p)| *p as i64).collect();
+            let batch = RecordBatch::try_new(
+                delete_schema(),
+                vec![Arc::new(files) as ArrayRef, Arc::new(positions)],
+            )?;
+            delete_files.push(self.write_parquet(
+                &path,
+                DataContentType::PositionDeletes,
+                &batch,
+            )?);
+        }
+
+        let parent = self.metadata.current_snapshot();
+        let parent_id = parent.map(|s| s.snapshot_id());
+        let mut summary = totals(
+            parent.map(|s| &s.summary().additional_properties),
+            changes.rows.len() as u64,
+            changes.deletes.len() as u64,
+            data_files.len() as u64,
+            delete_files.len() as u64,
+        );
+        summary.extend(changes.summary);
+        let operation = if delete_files.is_empty() {
+            Operation::Append
+        } else {
+            Operation::Overwrite
+        };
+
+        let manifest_list_path =
+            format!("{location}/metadata/snap-{snapshot_id}-1-{file_stem}.avro");
+        let previous_list = parent.map(|s| s.manifest_list().to_owned());
+        self.block_on(async {
+            let mut manifests: Vec<ManifestFile> = match &previous_list {
+                Some(list) => self
+                    .manifests(list)
+                    .await?
+                    .consume_entries()
+                    .into_iter()
+                    .collect(),
+                None => Vec::new(),
+            };
+            if !data_files.is_empty() {
+                let path = format!("{location}/metadata/{file_stem}-m0.avro");
+                manifests.push(
+                    self.write_manifest(&path, snapshot_id, data_files, false)
+                        .await?,
+                );
+            }
+            if !delete_files.is_empty() {
+                let path = format!("{location}/metadata/{file_stem}-m1.avro");
+                manifests.push(
+                    self.write_manifest(&path, snapshot_id, delete_files, true)
+                        .await?,
+                );
+            }
+            let output = self
+                .io
+                .new_output(&manifest_list_path)
+                .map_err(|e| IcebergError::iceberg(&manifest_list_path, e))?;
+            let mut list = ManifestListWriter::v2(
+                output
+                    .writer()
+                    .await
+                    .map_err(|e| IcebergError::iceberg(&manifest_list_path, e))?,
+                snapshot_id,
+                parent_id,
+                sequence_number,
+            );
+            list.add_manifests(manifests.into_iter())
+                .map_err(|e| IcebergError::iceberg(&manifest_list_path, e))?;
+            list.close()
+                .await
+                .map_err(|e| IcebergError::iceberg(&manifest_list_path, e))
+        })?;
+
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(snapshot_id)
+            .with_parent_snapshot_id(parent_id)
+            .with_sequence_number(sequence_number)
+            .with_timestamp_ms(now_ms())
+            .with_manifest_list(manifest_list_path)
+            .with_summary(Summary {
+                operation,
+                additional_properties: summary,
+            })
+            .with_schema_id(self.metadata.current_schema_id())
+            .build();
+        let metadata = self
+            .metadata
+            .clone()
+            .into_builder(Some(self.metadata_location.clone()))
+            .set_branch_snapshot(snapshot, MAIN_BRANCH)
+            .and_then(|b| b.build())
+            .map_err(|e| IcebergError::iceberg("new table metadata", e))?
+            .metadata;
+        let new_location = MetadataLocation::from_str(&self.metadata_location)
+            .map_err(|e| IcebergError::iceberg(&self.metadata_location, e))?
+            .with_next_version()
+            .with_new_metadata(&metadata);
+        let new_location_text = new_location.to_string();
+        self.block_on(metadata.write_to(&self.io, &new_location))
+            .map_err(|e| IcebergError::iceberg(&new_location_text, e))?;
+        if !self
+            .catalog
+            .swap(&self.ident, &self.metadata_location, &new_location_text)?
+        {
+            return Err(IcebergError::Conflict(self.ident.to_string()));
+        }
+        self.metadata = metadata;
+        self.metadata_location = new_location_text;
+        Ok(CommitOutcome {
+            data_file,
+            snapshot_id,
+        })
+    }
+
+    fn write_parquet(
+        &self,
+        path: &str,
+        content: DataContentType,
+        batch: &RecordBatch,
+    ) -> Result<DataFile, IcebergError> {
+        let bytes = encode_parquet(batch.schema(), batch)?;
+        let size = bytes.len() as u64;
+        self.block_on(async {
+            self.io
+                .new_output(path)
+                .map_err(|e| IcebergError::iceberg(path, e))?
+                .write(Bytes::from(bytes))
+                .await
+                .map_err(|e| IcebergError::iceberg(path, e))
+        })?;
+        DataFileBuilder::default()
+            .content(content)
+            .file_path(path.to_owned())
+            .file_format(DataFileFormat::Parquet)
+            .record_count(batch.num_rows() as u64)
+            .file_size_in_bytes(size)
+            .partition_spec_id(self.metadata.default_partition_spec_id())
+            .build()
+            .map_err(|e| IcebergError::Io(format!("{path}: {e}")))
+    }
+
+    async fn write_manifest(
+        &self,
+        path: &str,
+        snapshot_id: i64,
+        files: Vec<DataFile>,
+        deletes: bool,
+    ) -> Result<ManifestFile, IcebergError> {
+        let output = self
+            .io
+            .new_output(path)
+            .map_err(|e| IcebergError::iceberg(path, e))?;
+        let builder = ManifestWriterBuilder::new(
+            output,
+            Some(snapshot_id),
+            Arc::clone(self.metadata.current_schema()),
+            self.metadata.default_partition_spec().as_ref().clone(),
+        );
+        let mut writer = if deletes {
+            builder.build_v2_deletes()
+        } else {
+            builder.build_v2_data()
+        };
+        for file in files {
+            writer
+                .add_file(file, -1)
+                .map_err(|e| IcebergError::iceberg(path, e))?;
+        }
+        writer
+            .write_manifest_file()
+            .await
+            .map_err(|e| IcebergError::iceberg(path, e))
+    }
+}
+
+/// Encodes one record batch as a Parquet file (zstd).
+pub fn encode_parquet(
+    schema: Arc<ArrowSchema>,
+    batch: &RecordBatch,
+) -> Result<Vec<u8>, IcebergError> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(1 << 20))
+        .build();
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))
+        .map_err(|e| IcebergError::Io(format!("parquet: {e}")))?;
+    writer
+        .write(batch)
+        .map_err(|e| IcebergError::Io(format!("parquet: {e}")))?;
+    writer
+        .into_inner()
+        .map_err(|e| IcebergError::Io(format!("parquet: {e}")))
+}
+
+/// The summary's `added-*` and `total-*` counts, totals carried from the parent.
+fn totals(
+    parent: Option<&HashMap<String, String>>,
+    added_records: u64,
+    deleted_positions: u64,
+    data_files: u64,
+    delete_files: u64,
+) -> HashMap<String, String> {
+    let previous = |key: &str| -> u64 {
+        parent
+            .and_then(|p| p.get(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut summary = HashMap::new();
+    let mut put = |key: &str, value: u64| {
+        summary.insert(key.to_owned(), value.to_string());
+    };
+    put("added-data-files", data_files);
+    put("added-records", added_records);
+    put("added-delete-files", delete_files);
+    put("added-position-deletes", deleted_positions);
+    put(
+        "total-data-files",
+        previous("total-data-files") + data_files,
+    );
+    put(
+        "total-delete-files",
+        previous("total-delete-files") + delete_files,
+    );
+    put("total-records", previous("total-records") + added_records);
+    put(
+        "total-position-deletes",
+        previous("total-position-deletes") + deleted_positions,
+    );
+    put("total-equality-deletes", 0);
+    summary
+}
+
+fn new_snapshot_id() -> i64 {
+    (uuid::Uuid::new_v4().as_u64_pair().0 & (i64::MAX as u64)) as i64
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,230 @@
+//! The sink's moving parts: a dataflow operator on the sink worker hands each closed epoch's
+//! changes to a committer thread, which commits every commit interval (and at the end), with
+//! the source positions of the last epoch it covers, then reports the epoch durable.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::ProbeHandle;
+
+use tributary_operators::dataflow::{Collection, Time};
+use tributary_operators::{Diff, Row};
+
+use super::{IcebergError, OpenedTable, TableWriter};
+use crate::metrics::Metrics;
+use crate::sinks::{on_closed_epochs, record_failure, Durability, EpochSink, FailureSlot};
+use crate::sources::StreamPositions;
+
+/// Closed epochs and the source positions each covers, by stream name; written by the reading
+/// worker before an epoch's close reaches any sink.
+#[derive(Debug, Clone, Default)]
+pub struct EpochLedger {
+    epochs: Arc<Mutex<BTreeMap<Time, StreamPositions>>>,
+}
+
+impl EpochLedger {
+    /// Records that `epoch` closed at `positions`.
+    pub fn record(&self, epoch: Time, positions: StreamPositions) {
+        if let Ok(mut epochs) = self.epochs.lock() {
+            epochs.insert(epoch, positions);
+        }
+    }
+
+    /// The positions of the latest closed epoch at or before `epoch`.
+    fn positions_through(&self, epoch: Time) -> Option<StreamPositions> {
+        let epochs = self.epochs.lock().ok()?;
+        epochs.range(..=epoch).next_back().map(|(_, p)| p.clone())
+    }
+
+    /// The latest closed epoch.
+    fn last(&self) -> Option<Time> {
+        self.epochs.lock().ok()?.keys().next_back().copied()
+    }
+}
+
+/// What the committer thread needs besides the writer.
+#[derive(Debug, Clone)]
+pub struct CommitterContext {
+    /// The sink's name (for durability, logs and errors).
+    pub name: String,
+    /// Epoch positions.
+    pub ledger: EpochLedger,
+    /// Where to report committed epochs.
+    pub durability: Durability,
+    /// Where to report a failure.
+    pub failure: FailureSlot,
+    /// Run counters.
+    pub metrics: Arc<Metrics>,
+    /// Commit at most this often.
+    pub interval: Duration,
+    /// Epoch 0 carries the state recovered from the table: already stored, not written again.
+    pub skip_epoch_zero: bool,
+}
+
+enum Message {
+    Epoch(Time, Vec<(Row, Diff)>),
+    /// Every epoch before this one is complete.
+    Frontier(Time),
+}
+
+/// Attaches the sink for `rows` to the dataflow; the worker that hosts it runs the committer.
+pub fn attach<'s>(
+    rows: &Collection<'s, Row>,
+    probe: &ProbeHandle<Time>,
+    table: Arc<OpenedTable>,
+    context: CommitterContext,
+) {
+    context.durability.register(&context.name);
+    let name = format!("iceberg/{}", context.name);
+    let sink = IcebergSink {
+        table,
+        context,
+        committer: None,
+    };
+    on_closed_epochs(rows, &name, probe, sink);
+}
+
+/// The operator side: forwards closed epochs and frontier progress to the committer thread.
+struct IcebergSink {
+    table: Arc<OpenedTable>,
+    context: CommitterContext,
+    committer: Option<Committer>,
+}
+
+impl IcebergSink {
+    fn committer(&mut self) -> &mut Committer {
+        self.committer
+            .get_or_insert_with(|| Committer::start(self.table.take_writer(), self.context.clone()))
+    }
+}
+
+impl EpochSink<Row> for IcebergSink {
+    fn write(&mut self, epoch: Time, updates: Vec<(Row, Diff)>) {
+        self.committer().send(Message::Epoch(epoch, updates));
+    }
+
+    fn progress(&mut self, frontier: Option<Time>) {
+        match frontier {
+            Some(frontier) => self.committer().send(Message::Frontier(frontier)),
+            None => self.committer().finish(),
+        }
+    }
+}
+
+/// The handle of a running committer thread.
+struct Committer {
+    sender: Option<SyncSender<Message>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start(writer: Option<TableWriter>, context: CommitterContext) -> Self {
+        let (sender, receiver) = sync_channel(8);
+        let failure = Arc::clone(&context.failure);
+        let name = context.name.clone();
+        let thread = writer.and_then(|writer| {
+            std::thread::Builder::new()
+                .name(format!("iceberg:{name}"))
+                .spawn(move || {
+                    if let Err(error) = run(writer, receiver, &context) {
+                        tracing::error!(sink = %context.name, %error, "iceberg sink failed");
+                        record_failure(
+                            &context.failure,
+                            crate::error::RunError::Iceberg {
+                                sink: context.name.clone(),
+                                cause: error,
+                            },
+                        );
+                    }
+                })
+                .map_err(|e| {
+                    record_failure(
+                        &failure,
+                        crate::error::RunError::Workers(format!("iceberg thread: {e}")),
+                    )
+                })
+                .ok()
+        });
+        Committer {
+            sender: Some(sender),
+            thread,
+        }
+    }
+
+    fn send(&mut self, message: Message) {
+        if let Some(sender) = &self.sender {
+            if sender.send(message).is_err() {
+                // The thread stopped after a failure, which it recorded.
+                self.sender = None;
+            }
+        }
+    }
+
+    /// Lets the thread commit what is left and waits for it.
+    fn finish(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(
+    mut writer: TableWriter,
+    messages: Receiver<Message>,
+    context: &CommitterContext,
+) -> Result<(), IcebergError> {
+    let mut complete_before: Option<Time> = None;
+    let mut last_commit = Instant::now();
+    loop {
+        let wait = context.interval.saturating_sub(last_commit.elapsed());
+        match messages.recv_timeout(wait) {
+            Ok(Message::Epoch(0, _)) if context.skip_epoch_zero => {}
+            Ok(Message::Epoch(_, updates)) => writer.apply(updates)?,
+            Ok(Message::Frontier(frontier)) => complete_before = Some(frontier),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if let Some(last) = context.ledger.last() {
+                    commit(&mut writer, last, context)?;
+                }
+                return Ok(());
+            }
+        }
+        if last_commit.elapsed() >= context.interval {
+            if let Some(through) = complete_before.and_then(|f| f.checked_sub(1)) {
+                commit(&mut writer, through, context)?;
+            }
+            last_commit = Instant::now();
+        }
+    }
+}
+
+fn commit(
+    writer: &mut TableWriter,
+    through: Time,
+    context: &CommitterContext,
+) -> Result<(), IcebergError> {
+    let Some(positions) = context.ledger.positions_through(through) else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    if let Some(stats) = writer.commit(through, &positions)? {
+        let latency = started.elapsed();
+        Metrics::add(&context.metrics.iceberg_commits, 1);
+        Metrics::add(&context.metrics.iceberg_rows_written, stats.rows);
+        Metrics::add(&context.metrics.iceberg_rows_deleted, stats.deletes);
+        tracing::info!(
+            table = %writer.table().ident,
+            epoch = through,
+            rows = stats.rows,
+            deletes = stats.deletes,
+            latency_ms = latency.as_millis() as u64,
+            "committed iceberg snapshot"
+        );
+    }
+    context.durability.committed(&context.name, through);
+    Ok(())
+}

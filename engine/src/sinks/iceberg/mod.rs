@@ -1,0 +1,280 @@
+//! Iceberg sink: one atomic snapshot per commit interval covering whole epochs, with rows
+//! inserted and deleted (position deletes) and the source positions in the snapshot summary;
+//! on restart, state and positions come back from the table (exactly-once).
+
+mod catalog;
+mod columns;
+mod commit;
+mod committer;
+mod table;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use iceberg::io::FileIO;
+
+use tributary_operators::{Row, Schema, Time};
+
+pub use catalog::{Catalog, SqliteCatalog, TableIdent, CATALOG_NAME};
+pub use columns::iceberg_type;
+pub use commit::encode_parquet;
+pub use committer::{attach, CommitterContext, EpochLedger};
+pub use table::{
+    Committed, IcebergTable, StoredRow, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS,
+};
+pub use writer::{CommitStats, TableWriter, WriteMode};
+
+use crate::sources::StreamPositions;
+
+/// What can go wrong writing Iceberg tables.
+#[derive(Debug, thiserror::Error)]
+pub enum IcebergError {
+    /// A setting or table definition is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The catalog could not be read or written.
+    #[error("{0}")]
+    Catalog(String),
+    /// A file could not be read or written.
+    #[error("{0}")]
+    Io(String),
+    /// The pipeline's rows do not fit the table.
+    #[error("schema mismatch: {0}")]
+    SchemaMismatch(String),
+    /// The table and the dataflow disagree (a bug, or another writer changed the table).
+    #[error("inconsistent state: {0}")]
+    Inconsistent(String),
+    /// Another writer committed to the table first.
+    #[error(
+        "table {0} was changed by another writer during a commit; only one Tributary \
+         pipeline may write a table"
+    )]
+    Conflict(String),
+    /// The iceberg library reported an error.
+    #[error("{context}: {cause}")]
+    Iceberg {
+        /// What was being done.
+        context: String,
+        /// The library's error.
+        cause: Box<iceberg::Error>,
+    },
+}
+
+impl IcebergError {
+    pub(crate) fn iceberg(context: impl std::fmt::Display, cause: iceberg::Error) -> Self {
+        IcebergError::Iceberg {
+            context: context.to_string(),
+            cause: Box::new(cause),
+        }
+    }
+}
+
+impl From<iceberg::Error> for IcebergError {
+    fn from(cause: iceberg::Error) -> Self {
+        IcebergError::iceberg("iceberg", cause)
+    }
+}
+
+impl From<arrow_schema::ArrowError> for IcebergError {
+    fn from(cause: arrow_schema::ArrowError) -> Self {
+        IcebergError::Io(format!("arrow: {cause}"))
+    }
+}
+
+/// Where tables live and how often they commit.
+#[derive(Debug, Clone)]
+pub struct IcebergOptions {
+    /// The warehouse directory (tables at `<warehouse>/<namespace>.db/<table>`).
+    pub warehouse: PathBuf,
+    /// The SQLite catalog file (default `<warehouse>/catalog.db`).
+    pub catalog: PathBuf,
+    /// Commit at most this often (each commit covers whole epochs).
+    pub commit_interval: Duration,
+}
+
+impl IcebergOptions {
+    /// The defaults for a warehouse directory.
+    pub fn new(warehouse: impl Into<PathBuf>) -> Self {
+        let warehouse = warehouse.into();
+        IcebergOptions {
+            catalog: warehouse.join("catalog.db"),
+            warehouse,
+            commit_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// Parses `--warehouse` and `--catalog` values (local directories and SQLite for now).
+    pub fn parse(warehouse: &str, catalog: Option<&str>) -> Result<Self, IcebergError> {
+        if warehouse.contains("://") {
+            return Err(IcebergError::Config(format!(
+                "--warehouse {warehouse}: only local directories are supported in this build"
+            )));
+        }
+        let mut options = IcebergOptions::new(warehouse);
+        match catalog {
+            None => {}
+            Some(spec) => match spec.strip_prefix("sqlite:") {
+                Some(path) if !path.is_empty() => options.catalog = PathBuf::from(path),
+                _ => {
+                    return Err(IcebergError::Config(format!(
+                        "--catalog {spec}: expected sqlite:PATH (PostgreSQL and REST catalogs \
+                         are not in this build yet)"
+                    )))
+                }
+            },
+        }
+        Ok(options)
+    }
+
+    fn open(&self) -> Result<(Box<dyn Catalog>, FileIO, String), IcebergError> {
+        std::fs::create_dir_all(&self.warehouse).map_err(|e| {
+            IcebergError::Io(format!(
+                "cannot create warehouse {}: {e}",
+                self.warehouse.display()
+            ))
+        })?;
+        let absolute = absolute(&self.warehouse)?;
+        let catalog = SqliteCatalog::open(&self.catalog)?;
+        Ok((
+            Box::new(catalog),
+            FileIO::new_with_fs(),
+            format!("file://{}", absolute.display()),
+        ))
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, IcebergError> {
+    std::fs::canonicalize(path)
+        .map_err(|e| IcebergError::Io(format!("warehouse {}: {e}", path.display())))
+}
+
+/// A table opened for this run, shared by the workers while they build the dataflow.
+#[derive(Debug)]
+pub struct OpenedTable {
+    /// The writer, taken by the worker that hosts the sink.
+    writer: Mutex<Option<TableWriter>>,
+    /// Rows to rebuild the dataflow state from (upserts), until every worker took its share.
+    seed: Mutex<Option<Arc<Vec<Row>>>>,
+    seed_takers: AtomicUsize,
+    /// What the table's last snapshot recorded.
+    pub committed: Committed,
+}
+
+impl OpenedTable {
+    /// Takes the writer (once).
+    pub fn take_writer(&self) -> Option<TableWriter> {
+        self.writer.lock().ok()?.take()
+    }
+
+    /// This worker's share of the seed rows: every `peers`-th row from `index`.
+    pub fn seed_share(&self, index: usize, peers: usize) -> Vec<Row> {
+        let Ok(mut seed) = self.seed.lock() else {
+            return Vec::new();
+        };
+        let share = seed
+            .as_ref()
+            .map(|rows| rows.iter().skip(index).step_by(peers).cloned().collect())
+            .unwrap_or_default();
+        if self.seed_takers.fetch_add(1, Ordering::SeqCst) + 1 == peers {
+            *seed = None;
+        }
+        share
+    }
+}
+
+/// The Iceberg tables of a run, opened once and shared by all workers.
+#[derive(Debug, Clone)]
+pub struct IcebergSinks {
+    options: IcebergOptions,
+    pipeline: String,
+    tables: Arc<Mutex<BTreeMap<TableIdent, Arc<OpenedTable>>>>,
+}
+
+impl IcebergSinks {
+    /// Tables of `pipeline` under `options`.
+    pub fn new(options: IcebergOptions, pipeline: &str) -> Self {
+        IcebergSinks {
+            options,
+            pipeline: pipeline.to_owned(),
+            tables: Arc::default(),
+        }
+    }
+
+    /// The commit interval.
+    pub fn commit_interval(&self) -> Duration {
+        self.options.commit_interval
+    }
+
+    /// Opens (or creates) `ident` for rows of `schema`; the first worker to ask does the I/O.
+    pub fn open(
+        &self,
+        ident: &TableIdent,
+        schema: &Schema,
+        mode: WriteMode,
+    ) -> Result<Arc<OpenedTable>, IcebergError> {
+        let mut tables = self
+            .tables
+            .lock()
+            .map_err(|_| IcebergError::Inconsistent("a worker failed while opening".into()))?;
+        if let Some(opened) = tables.get(ident) {
+            return Ok(Arc::clone(opened));
+        }
+        let (catalog, io, warehouse) = self.options.open()?;
+        let key = match &mode {
+            WriteMode::Upsert { key } => key.clone(),
+            WriteMode::Append => Vec::new(),
+        };
+        let table =
+            IcebergTable::open_or_create(catalog, io, &warehouse, ident.clone(), schema, &key)?;
+        let (writer, rows) = TableWriter::recover(table, mode, &self.pipeline)?;
+        let committed = writer.committed().clone();
+        if committed.epoch.is_some() {
+            tracing::info!(
+                table = %ident,
+                epoch = committed.epoch,
+                rows = rows.len(),
+                positions = ?committed.positions,
+                "resuming from the table's last snapshot"
+            );
+        }
+        let opened = Arc::new(OpenedTable {
+            writer: Mutex::new(Some(writer)),
+            seed: Mutex::new(Some(Arc::new(rows))),
+            seed_takers: AtomicUsize::new(0),
+            committed,
+        });
+        tables.insert(ident.clone(), Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    /// Where the source resumes: the positions every table committed, and the last epoch.
+    /// Tables committed at different positions cannot both be resumed exactly.
+    pub fn resume_point(&self) -> Result<Option<(StreamPositions, Time)>, IcebergError> {
+        let tables = self
+            .tables
+            .lock()
+            .map_err(|_| IcebergError::Inconsistent("a worker failed while opening".into()))?;
+        let mut point: Option<(&TableIdent, &Committed)> = None;
+        for (ident, opened) in tables.iter() {
+            let Some(_) = opened.committed.epoch else {
+                continue;
+            };
+            match point {
+                Some((first, committed)) if committed.positions != opened.committed.positions => {
+                    return Err(IcebergError::Config(format!(
+                        "tables {first} and {ident} were last committed at different source \
+                         positions ({:?} and {:?}); resume them with separate pipelines",
+                        committed.positions, opened.committed.positions
+                    )))
+                }
+                Some(_) => {}
+                None => point = Some((ident, &opened.committed)),
+            }
+        }
+        Ok(point.and_then(|(_, committed)| Some((committed.positions.clone(), committed.epoch?))))
+    }
+}

@@ -1,0 +1,282 @@
+//! One Iceberg table as the sink sees it: opened (or created from the pipeline's schema) through
+//! a catalog, its metadata, and the files and rows of its current snapshot for recovery.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use bytes::Bytes;
+use iceberg::io::FileIO;
+use iceberg::spec::{
+    DataContentType, FormatVersion, ManifestList, ManifestStatus, SortOrder, TableMetadata,
+    TableMetadataBuilder, UnboundPartitionSpec,
+};
+use iceberg::MetadataLocation;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use tributary_operators::{Row, Schema, Time};
+
+use super::catalog::{Catalog, TableIdent};
+use super::columns::{iceberg_schema, ColumnMap};
+use super::IcebergError;
+use crate::sources::StreamPositions;
+
+/// Snapshot-summary keys that make restarts exactly-once.
+pub const SUMMARY_PIPELINE: &str = "tributary.pipeline";
+/// The last epoch a snapshot covers.
+pub const SUMMARY_EPOCH: &str = "tributary.epoch";
+/// The source positions (JSON object: stream → last offset) a snapshot covers.
+pub const SUMMARY_POSITIONS: &str = "tributary.source-positions";
+
+/// An open table.
+#[derive(Debug)]
+pub struct IcebergTable {
+    /// Its name.
+    pub ident: TableIdent,
+    pub(super) catalog: Box<dyn Catalog>,
+    pub(super) io: FileIO,
+    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) metadata: TableMetadata,
+    pub(super) metadata_location: String,
+    /// The pipeline's columns in the table.
+    pub columns: ColumnMap,
+}
+
+/// What the table's current snapshot says about an earlier run.
+#[derive(Debug, Default, Clone)]
+pub struct Committed {
+    /// The last epoch committed.
+    pub epoch: Option<Time>,
+    /// The source positions committed.
+    pub positions: StreamPositions,
+}
+
+/// A live row of the table and where it is stored.
+#[derive(Debug, Clone)]
+pub struct StoredRow {
+    /// The data file.
+    pub file: Arc<str>,
+    /// The row's position in that file.
+    pub position: u64,
+    /// The row.
+    pub row: Row,
+}
+
+impl IcebergTable {
+    /// Opens `ident`, creating it (format v2, unpartitioned) from `schema` if it does not exist.
+    pub fn open_or_create(
+        mut catalog: Box<dyn Catalog>,
+        io: FileIO,
+        warehouse: &str,
+        ident: TableIdent,
+        schema: &Schema,
+        key: &[usize],
+    ) -> Result<Self, IcebergError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| IcebergError::Io(format!("cannot start the I/O runtime: {e}")))?;
+        let (metadata, metadata_location) = match catalog.load(&ident)? {
+            Some(location) => {
+                let metadata = runtime
+                    .block_on(TableMetadata::read_from(&io, &location))
+                    .map_err(|e| IcebergError::iceberg(format!("reading {location}"), e))?;
+                (metadata, location)
+            }
+            None => {
+                let location = format!(
+                    "{}/{}.db/{}",
+                    warehouse.trim_end_matches('/'),
+                    ident.namespace,
+                    ident.name
+                );
+                let metadata = TableMetadataBuilder::new(
+                    iceberg_schema(schema, key)?,
+                    UnboundPartitionSpec::builder().build(),
+                    SortOrder::unsorted_order(),
+                    location.clone(),
+                    FormatVersion::V2,
+                    HashMap::from([(
+                        "write.parquet.compression-codec".to_owned(),
+                        "zstd".to_owned(),
+                    )]),
+                )
+                .and_then(|b| b.build())
+                .map_err(|e| IcebergError::iceberg(format!("creating {ident}"), e))?
+                .metadata;
+                let metadata_location =
+                    MetadataLocation::new_with_metadata(&location, &metadata).to_string();
+                runtime
+                    .block_on(
+                        metadata.write_to(
+                            &io,
+                            &MetadataLocation::from_str(&metadata_location)
+                                .map_err(|e| IcebergError::iceberg("metadata location", e))?,
+                        ),
+                    )
+                    .map_err(|e| {
+                        IcebergError::iceberg(format!("writing {metadata_location}"), e)
+                    })?;
+                catalog.create(&ident, &metadata_location)?;
+                tracing::info!(table = %ident, location = %location, "created iceberg table");
+                (metadata, metadata_location)
+            }
+        };
+        let columns = ColumnMap::new(schema, metadata.current_schema())
+            .map_err(|e| IcebergError::Config(format!("table {ident}: {e}")))?;
+        Ok(IcebergTable {
+            ident,
+            catalog,
+            io,
+            runtime,
+            metadata,
+            metadata_location,
+            columns,
+        })
+    }
+
+    /// What the current snapshot records of the run that wrote it, if `pipeline` wrote it.
+    pub fn committed(&self, pipeline: &str) -> Result<Committed, IcebergError> {
+        let Some(snapshot) = self.metadata.current_snapshot() else {
+            return Ok(Committed::default());
+        };
+        let summary = &snapshot.summary().additional_properties;
+        match summary.get(SUMMARY_PIPELINE) {
+            Some(writer) if writer == pipeline => {}
+            Some(writer) => {
+                return Err(IcebergError::Config(format!(
+                    "table {} is written by pipeline `{writer}`; give `{pipeline}` its own table",
+                    self.ident
+                )))
+            }
+            None => {
+                return Err(IcebergError::Config(format!(
+                    "table {} has snapshots that Tributary did not write, so there is no \
+                     position to resume from; write to a new table",
+                    self.ident
+                )))
+            }
+        }
+        let epoch = summary
+            .get(SUMMARY_EPOCH)
+            .and_then(|e| e.parse::<Time>().ok());
+        let positions = match summary.get(SUMMARY_POSITIONS) {
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                IcebergError::Config(format!(
+                    "table {}: unreadable {SUMMARY_POSITIONS}: {e}",
+                    self.ident
+                ))
+            })?,
+            None => StreamPositions::new(),
+        };
+        Ok(Committed { epoch, positions })
+    }
+
+    /// Every live row of the current snapshot with its file and position (position deletes
+    /// applied).
+    pub fn scan(&self) -> Result<Vec<StoredRow>, IcebergError> {
+        let Some(snapshot) = self.metadata.current_snapshot() else {
+            return Ok(Vec::new());
+        };
+        let (data_files, delete_files) =
+            self.block_on(self.live_files(snapshot.manifest_list()))?;
+        let mut deleted: HashMap<String, HashSet<u64>> = HashMap::new();
+        for path in delete_files {
+            for batch in self.read_parquet(&path)? {
+                let files = batch.column(0).as_string::<i32>();
+                let positions = batch.column(1).as_primitive::<Int64Type>();
+                for i in 0..batch.num_rows() {
+                    deleted
+                        .entry(files.value(i).to_owned())
+                        .or_default()
+                        .insert(positions.value(i) as u64);
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        for path in data_files {
+            let gone = deleted.get(&path);
+            let file: Arc<str> = Arc::from(path.as_str());
+            let mut position = 0u64;
+            for batch in self.read_parquet(&path)? {
+                for row in self.columns.rows_of_batch(&batch)? {
+                    if !gone.is_some_and(|g| g.contains(&position)) {
+                        rows.push(StoredRow {
+                            file: Arc::clone(&file),
+                            position,
+                            row,
+                        });
+                    }
+                    position += 1;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    pub(super) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// The manifests of a snapshot's manifest list.
+    pub(super) async fn manifests(
+        &self,
+        manifest_list: &str,
+    ) -> Result<ManifestList, IcebergError> {
+        let bytes = self
+            .io
+            .new_input(manifest_list)
+            .map_err(|e| IcebergError::iceberg(manifest_list, e))?
+            .read()
+            .await
+            .map_err(|e| IcebergError::iceberg(manifest_list, e))?;
+        ManifestList::parse_with_version(&bytes, self.metadata.format_version())
+            .map_err(|e| IcebergError::iceberg(manifest_list, e))
+    }
+
+    /// Paths of the live data files and position-delete files of a snapshot.
+    async fn live_files(
+        &self,
+        manifest_list: &str,
+    ) -> Result<(Vec<String>, Vec<String>), IcebergError> {
+        let (mut data, mut deletes) = (Vec::new(), Vec::new());
+        for manifest_file in self.manifests(manifest_list).await?.entries() {
+            let manifest = manifest_file
+                .load_manifest(&self.io)
+                .await
+                .map_err(|e| IcebergError::iceberg(&manifest_file.manifest_path, e))?;
+            for entry in manifest.entries() {
+                if entry.status() == ManifestStatus::Deleted {
+                    continue;
+                }
+                let path = entry.file_path().to_owned();
+                match entry.content_type() {
+                    DataContentType::Data => data.push(path),
+                    DataContentType::PositionDeletes => deletes.push(path),
+                    DataContentType::EqualityDeletes => {
+                        return Err(IcebergError::Config(format!(
+                            "table {} has equality deletes ({path}); Tributary resumes only \
+                             from tables with position deletes",
+                            self.ident
+                        )))
+                    }
+                }
+            }
+        }
+        Ok((data, deletes))
+    }
+
+    fn read_parquet(&self, path: &str) -> Result<Vec<arrow_array::RecordBatch>, IcebergError> {
+        let bytes: Bytes = self
+            .block_on(async { self.io.new_input(path)?.read().await })
+            .map_err(|e| IcebergError::iceberg(path, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.with_batch_size(8192).build())
+            .map_err(|e| IcebergError::Io(format!("{path}: {e}")))?;
+        reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| IcebergError::Io(format!("{path}: {e}")))
+    }
+}

@@ -1,0 +1,222 @@
+//! The table writer: turns consolidated per-epoch changes into the rows to append and the
+//! positions to delete, keeps `key → (data file, position)` for the rows it holds, and commits
+//! them with the epoch and source positions in the snapshot summary.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use tributary_operators::{Diff, Key, Row, Time};
+
+use super::commit::Changes;
+use super::table::{Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
+use super::IcebergError;
+use crate::sources::StreamPositions;
+
+/// How a table takes changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// One row per key: an update deletes the old row by position and appends the new one.
+    Upsert {
+        /// Key columns of the rows.
+        key: Vec<usize>,
+    },
+    /// Every inserted row is appended; retractions are not expected (change logs).
+    Append,
+}
+
+/// What one commit did, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommitStats {
+    /// Rows appended.
+    pub rows: u64,
+    /// Rows deleted by position.
+    pub deletes: u64,
+}
+
+/// Writes one table.
+#[derive(Debug)]
+pub struct TableWriter {
+    table: IcebergTable,
+    mode: WriteMode,
+    pipeline: String,
+    files: Vec<Arc<str>>,
+    /// Live rows of the table: key → (file index, position).
+    stored: FxHashMap<Key, (u32, u64)>,
+    /// Rows to append at the next commit; `None` once retracted again before it.
+    pending: Vec<Option<Row>>,
+    pending_by_key: FxHashMap<Key, usize>,
+    deletes: Vec<(u32, u64)>,
+    committed: Committed,
+}
+
+impl TableWriter {
+    /// Takes over `table`; for upserts, reads its live rows (returned, so the dataflow state
+    /// can be rebuilt from them) and where they are stored.
+    pub fn recover(
+        table: IcebergTable,
+        mode: WriteMode,
+        pipeline: &str,
+    ) -> Result<(Self, Vec<Row>), IcebergError> {
+        let committed = table.committed(pipeline)?;
+        let mut writer = TableWriter {
+            table,
+            mode,
+            pipeline: pipeline.to_owned(),
+            files: Vec::new(),
+            stored: FxHashMap::default(),
+            pending: Vec::new(),
+            pending_by_key: FxHashMap::default(),
+            deletes: Vec::new(),
+            committed,
+        };
+        let WriteMode::Upsert { key } = &writer.mode else {
+            return Ok((writer, Vec::new()));
+        };
+        let key = key.clone();
+        let mut file_ids: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut rows = Vec::new();
+        for stored in writer.table.scan()? {
+            let file = *file_ids.entry(Arc::clone(&stored.file)).or_insert_with(|| {
+                writer.files.push(Arc::clone(&stored.file));
+                writer.files.len() as u32 - 1
+            });
+            let previous = writer
+                .stored
+                .insert(Key::of(&stored.row, &key), (file, stored.position));
+            if previous.is_some() {
+                return Err(IcebergError::Inconsistent(format!(
+                    "table {} holds two live rows with the key of {:?}",
+                    writer.table.ident, stored.row
+                )));
+            }
+            rows.push(stored.row);
+        }
+        Ok((writer, rows))
+    }
+
+    /// The table.
+    pub fn table(&self) -> &IcebergTable {
+        &self.table
+    }
+
+    /// The epoch and positions of the last commit (of this or an earlier run).
+    pub fn committed(&self) -> &Committed {
+        &self.committed
+    }
+
+    /// Applies one epoch's consolidated changes.
+    pub fn apply(&mut self, mut updates: Vec<(Row, Diff)>) -> Result<(), IcebergError> {
+        let key = match &self.mode {
+            WriteMode::Append => {
+                for (row, diff) in updates {
+                    for _ in 0..diff.max(0) {
+                        self.pending.push(Some(row.clone()));
+                    }
+                }
+                return Ok(());
+            }
+            WriteMode::Upsert { key } => key.clone(),
+        };
+        // Retractions first: an update is (old, -1) then (new, +1) for one key.
+        updates.sort_by_key(|(_, diff)| *diff > 0);
+        for (row, diff) in updates {
+            let row_key = Key::of(&row, &key);
+            if diff < 0 {
+                if let Some(slot) = self.pending_by_key.remove(&row_key) {
+                    self.pending[slot] = None;
+                } else if let Some(stored) = self.stored.remove(&row_key) {
+                    self.deletes.push(stored);
+                } else {
+                    return Err(IcebergError::Inconsistent(format!(
+                        "table {}: a retraction of {row:?} matches no stored row",
+                        self.table.ident
+                    )));
+                }
+            } else if diff > 0 {
+                if self.pending_by_key.contains_key(&row_key) || self.stored.contains_key(&row_key)
+                {
+                    return Err(IcebergError::Inconsistent(format!(
+                        "table {}: {row:?} arrives while its key is still stored",
+                        self.table.ident
+                    )));
+                }
+                self.pending_by_key.insert(row_key, self.pending.len());
+                self.pending.push(Some(row));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether there is anything to commit.
+    pub fn has_changes(&self) -> bool {
+        !self.deletes.is_empty() || self.pending.iter().any(Option::is_some)
+    }
+
+    /// Commits the applied changes as one snapshot covering epochs up to `epoch` and the
+    /// source `positions`; nothing happens when nothing changed.
+    pub fn commit(
+        &mut self,
+        epoch: Time,
+        positions: &StreamPositions,
+    ) -> Result<Option<CommitStats>, IcebergError> {
+        let mut merged = self.committed.positions.clone();
+        for (stream, offset) in positions {
+            let entry = merged.entry(stream.clone()).or_insert(0);
+            *entry = (*entry).max(*offset);
+        }
+        if !self.has_changes() {
+            self.pending.clear();
+            self.pending_by_key.clear();
+            return Ok(None);
+        }
+        let rows: Vec<Row> = self.pending.drain(..).flatten().collect();
+        let mut deletes: Vec<(Arc<str>, u64)> = self
+            .deletes
+            .drain(..)
+            .map(|(file, position)| (Arc::clone(&self.files[file as usize]), position))
+            .collect();
+        deletes.sort();
+        let stats = CommitStats {
+            rows: rows.len() as u64,
+            deletes: deletes.len() as u64,
+        };
+        let positions_json = serde_json::to_string(&merged)
+            .map_err(|e| IcebergError::Io(format!("source positions: {e}")))?;
+        let summary = HashMap::from([
+            (SUMMARY_PIPELINE.to_owned(), self.pipeline.clone()),
+            (SUMMARY_EPOCH.to_owned(), epoch.to_string()),
+            (SUMMARY_POSITIONS.to_owned(), positions_json),
+        ]);
+        let key_columns = match &self.mode {
+            WriteMode::Upsert { key } => Some(key.clone()),
+            WriteMode::Append => None,
+        };
+        let keys: Vec<Key> = match &key_columns {
+            Some(key) => rows.iter().map(|row| Key::of(row, key)).collect(),
+            None => Vec::new(),
+        };
+        let outcome = self.table.commit(
+            Changes {
+                rows,
+                deletes,
+                summary,
+            },
+            &format!("{epoch:010}"),
+        )?;
+        if let Some(file) = outcome.data_file {
+            self.files.push(file);
+            let file = self.files.len() as u32 - 1;
+            for (position, key) in keys.into_iter().enumerate() {
+                self.stored.insert(key, (file, position as u64));
+            }
+        }
+        self.pending_by_key.clear();
+        self.committed = Committed {
+            epoch: Some(epoch),
+            positions: merged,
+        };
+        Ok(Some(stats))
+    }
+}
