@@ -263,6 +263,8 @@ fn drive(
         shutdown,
         durability,
     } = controls;
+    // A resumed run starts past epoch 0, which carries only the state sinks recovered.
+    input.advance_to(ingestor.epoch());
     let mut batch = Vec::with_capacity(POLL_BATCH);
     let metrics = ingestor.metrics();
     let mut latency = EpochLatency {
@@ -272,7 +274,7 @@ fn drive(
     let mut progress = Progress::new();
     let mut acknowledged = 0;
     loop {
-        if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+        if failed(failure) {
             break;
         }
         if shutdown.load(Ordering::Relaxed) {
@@ -312,7 +314,9 @@ fn drive(
             Poll::Finished => break,
         }
         worker.step();
-        while probe.less_than(&ingestor.epoch().saturating_sub(MAX_EPOCHS_IN_FLIGHT)) {
+        while probe.less_than(&ingestor.epoch().saturating_sub(MAX_EPOCHS_IN_FLIGHT))
+            && !failed(failure)
+        {
             worker.step_or_park(Some(Duration::from_millis(1)));
             latency.observe(probe);
         }
@@ -367,6 +371,10 @@ fn acknowledge(
         source.acknowledge(&closed.positions)?;
     }
     Ok(())
+}
+
+fn failed(failure: &FailureSlot) -> bool {
+    failure.lock().map(|f| f.is_some()).unwrap_or(true)
 }
 
 /// Times each epoch from its close until the probe (every sink) has passed it.

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use base64::Engine;
 use serde_json::Value as Json;
 
+pub mod iceberg;
+
 /// Path of the `tributary` binary built by `cargo test --workspace` (the `tributary` package's
 /// own integration tests make cargo build it next to this test executable).
 pub fn tributary_bin() -> PathBuf {
@@ -147,7 +149,7 @@ impl OrdersOracle {
 }
 
 /// Price in cents from any decimal encoding the generator uses.
-fn price_cents(price: &Json) -> i128 {
+pub(crate) fn price_cents(price: &Json) -> i128 {
     match price {
         Json::String(s) if s.contains('.') => {
             let (int, frac) = s.split_once('.').expect("decimal");

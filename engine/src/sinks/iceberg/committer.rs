@@ -177,14 +177,21 @@ fn run(
     messages: Receiver<Message>,
     context: &CommitterContext,
 ) -> Result<(), IcebergError> {
-    let mut complete_before: Option<Time> = None;
+    // The newest epoch known complete: every epoch handed over is complete, and so is every
+    // epoch before a reported frontier.
+    let mut through: Option<Time> = None;
     let mut last_commit = Instant::now();
     loop {
         let wait = context.interval.saturating_sub(last_commit.elapsed());
         match messages.recv_timeout(wait) {
             Ok(Message::Epoch(0, _)) if context.skip_epoch_zero => {}
-            Ok(Message::Epoch(_, updates)) => writer.apply(updates)?,
-            Ok(Message::Frontier(frontier)) => complete_before = Some(frontier),
+            Ok(Message::Epoch(epoch, updates)) => {
+                writer.apply(updates)?;
+                through = through.max(Some(epoch));
+            }
+            Ok(Message::Frontier(frontier)) => {
+                through = through.max(frontier.checked_sub(1));
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 if let Some(last) = context.ledger.last() {
@@ -194,7 +201,7 @@ fn run(
             }
         }
         if last_commit.elapsed() >= context.interval {
-            if let Some(through) = complete_before.and_then(|f| f.checked_sub(1)) {
+            if let Some(through) = through {
                 commit(&mut writer, through, context)?;
             }
             last_commit = Instant::now();
