@@ -39,6 +39,74 @@ enum Command {
     Generate(GenerateArgs),
     /// Measure a pipeline on the orders workload pre-encoded in memory.
     Bench(BenchArgs),
+    /// Maintain an Iceberg table (run while the pipeline writing it is stopped).
+    Maintain(MaintainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct MaintainArgs {
+    #[command(subcommand)]
+    task: MaintainTask,
+    /// Directory of the Iceberg tables.
+    #[arg(long, global = true, default_value = "warehouse")]
+    warehouse: PathBuf,
+    /// Iceberg catalog: sqlite:PATH.  [default: sqlite:<warehouse>/catalog.db]
+    #[arg(long, global = true)]
+    catalog: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum MaintainTask {
+    /// Rewrite the live rows into one data file, folding position deletes.
+    Compact {
+        /// The table, `namespace.table`.
+        table: String,
+    },
+    /// Drop snapshots older than a duration (never the current one) from the metadata.
+    Expire {
+        /// The table, `namespace.table`.
+        table: String,
+        /// Age, e.g. `30s`, `15m`, `12h`, `7d`.
+        #[arg(long, value_parser = parse_age)]
+        older_than: Duration,
+    },
+}
+
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number and a unit, e.g. 7d"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
+    };
+    Ok(Duration::from_secs(number * seconds))
+}
+
+fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
+    let options =
+        IcebergOptions::parse(&args.warehouse.to_string_lossy(), args.catalog.as_deref())?;
+    match args.task {
+        MaintainTask::Compact { table } => {
+            let done = tributary_engine::sinks::iceberg::compact(&options, &table)?;
+            println!(
+                "compacted {table}: {} live rows in 1 data file (was {} data files, {} delete files)",
+                done.rows, done.data_files_before, done.delete_files_before
+            );
+        }
+        MaintainTask::Expire { table, older_than } => {
+            let removed = tributary_engine::sinks::iceberg::expire(&options, &table, older_than)?;
+            println!("expired {removed} snapshots of {table}");
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -208,6 +276,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run_pipeline(args),
         Command::Generate(args) => generate(args),
         Command::Bench(args) => bench(args),
+        Command::Maintain(args) => maintain(args),
     }
 }
 

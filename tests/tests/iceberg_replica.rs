@@ -170,3 +170,59 @@ fn killing_and_restarting_loses_and_duplicates_nothing() {
         snapshots.len()
     );
 }
+
+#[test]
+fn compaction_and_expiry_keep_the_table_and_its_resume_point() {
+    if !pyiceberg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("all.jsonl");
+    let lines = workload(&full, 60_000, 5_000);
+    let path = dir.path().join("orders.jsonl");
+    let half = lines.len() / 2;
+    std::fs::write(&path, lines[..half].join("\n") + "\n").unwrap();
+    let source = format!("file:{}", path.display());
+    let warehouse = dir.path().join("warehouse");
+    let warehouse = warehouse.to_str().unwrap();
+    let tributary = |args: &[&str]| {
+        let output = Command::new(tributary_bin())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    tributary(&run_args(&source, warehouse, "1"));
+    let compacted = tributary(&["maintain", "--warehouse", warehouse, "compact", TABLE]);
+    assert!(compacted.contains("in 1 data file"), "{compacted}");
+    let expired = tributary(&[
+        "maintain",
+        "--warehouse",
+        warehouse,
+        "expire",
+        TABLE,
+        "--older-than",
+        "0s",
+    ]);
+    assert!(expired.starts_with("expired "), "{expired}");
+
+    let (snapshots, _) = read_table(Path::new(warehouse), TABLE, false);
+    assert_eq!(snapshots.len(), 1, "only the compacted snapshot is left");
+    assert!(snapshots[0].operation.contains("REPLACE"));
+    assert_eq!(check_snapshots(&snapshots, &source, &lines), half as u64);
+
+    // The rest of the file arrives; the pipeline resumes from the compacted table.
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    tributary(&run_args(&source, warehouse, "2"));
+    let (snapshots, _) = read_table(Path::new(warehouse), TABLE, false);
+    assert_eq!(
+        check_snapshots(&snapshots, &source, &lines),
+        lines.len() as u64
+    );
+}

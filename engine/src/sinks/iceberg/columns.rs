@@ -16,7 +16,7 @@ use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
 use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 
-use tributary_operators::{ColumnType, Decimal, Float, Row, Schema, Value};
+use tributary_operators::{Column, ColumnType, Decimal, Float, Row, Schema, Value};
 
 use super::IcebergError;
 
@@ -42,6 +42,49 @@ pub fn iceberg_type(ty: &ColumnType) -> Type {
         ColumnType::Timestamp => PrimitiveType::Timestamp,
         ColumnType::TimestampTz => PrimitiveType::Timestamptz,
     })
+}
+
+/// The Tributary schema of an existing table (for maintenance, which has no pipeline).
+pub fn schema_of(table: &IcebergSchema) -> Result<Schema, IcebergError> {
+    let columns = table
+        .as_struct()
+        .fields()
+        .iter()
+        .map(|field| {
+            let ty = match &*field.field_type {
+                Type::Primitive(primitive) => match primitive {
+                    PrimitiveType::Boolean => Some(ColumnType::Bool),
+                    PrimitiveType::Int => Some(ColumnType::Int32),
+                    PrimitiveType::Long => Some(ColumnType::Int64),
+                    PrimitiveType::Double => Some(ColumnType::Float64),
+                    PrimitiveType::Decimal { precision, scale } => Some(ColumnType::Decimal {
+                        precision: *precision as u8,
+                        scale: *scale as u8,
+                    }),
+                    PrimitiveType::String => Some(ColumnType::String),
+                    PrimitiveType::Binary => Some(ColumnType::Bytes),
+                    PrimitiveType::Date => Some(ColumnType::Date),
+                    PrimitiveType::Timestamp => Some(ColumnType::Timestamp),
+                    PrimitiveType::Timestamptz => Some(ColumnType::TimestampTz),
+                    _ => None,
+                },
+                _ => None,
+            }
+            .ok_or_else(|| {
+                IcebergError::SchemaMismatch(format!(
+                    "column `{}` has type {}, which Tributary does not write",
+                    field.name, field.field_type
+                ))
+            })?;
+            let column = Column::new(&field.name, ty);
+            Ok(if field.required {
+                column.not_null()
+            } else {
+                column
+            })
+        })
+        .collect::<Result<Vec<_>, IcebergError>>()?;
+    Ok(Schema::new(columns))
 }
 
 /// The Iceberg schema for a new table: fields numbered from 1, key columns as identifier
@@ -305,7 +348,6 @@ fn read_array(ty: &ColumnType, array: &dyn Array) -> Result<Vec<Value>, IcebergE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tributary_operators::Column;
 
     #[test]
     fn rows_survive_a_round_trip_through_arrow() {
@@ -352,6 +394,7 @@ mod tests {
         ];
         let batch = map.to_batch(rows.iter()).unwrap();
         assert_eq!(map.rows_of_batch(&batch).unwrap(), rows);
+        assert_eq!(schema_of(&table).unwrap(), schema);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! atomically. Files written before a failed or interrupted swap are orphans, never visible.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -13,7 +12,6 @@ use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestFile, ManifestListWriter,
     ManifestWriterBuilder, Operation, Snapshot, Summary, MAIN_BRANCH,
 };
-use iceberg::MetadataLocation;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -33,6 +31,8 @@ pub struct Changes {
     pub deletes: Vec<(Arc<str>, u64)>,
     /// Extra snapshot-summary properties (`tributary.*`).
     pub summary: HashMap<String, String>,
+    /// The rows are the whole table (compaction): earlier files drop out of the snapshot.
+    pub replace_all: bool,
 }
 
 /// What a commit wrote.
@@ -80,14 +80,18 @@ impl IcebergTable {
         let parent = self.metadata.current_snapshot();
         let parent_id = parent.map(|s| s.snapshot_id());
         let mut summary = totals(
-            parent.map(|s| &s.summary().additional_properties),
+            parent
+                .filter(|_| !changes.replace_all)
+                .map(|s| &s.summary().additional_properties),
             changes.rows.len() as u64,
             changes.deletes.len() as u64,
             data_files.len() as u64,
             delete_files.len() as u64,
         );
         summary.extend(changes.summary);
-        let operation = if delete_files.is_empty() {
+        let operation = if changes.replace_all {
+            Operation::Replace
+        } else if delete_files.is_empty() {
             Operation::Append
         } else {
             Operation::Overwrite
@@ -95,7 +99,9 @@ impl IcebergTable {
 
         let manifest_list_path =
             format!("{location}/metadata/snap-{snapshot_id}-1-{file_stem}.avro");
-        let previous_list = parent.map(|s| s.manifest_list().to_owned());
+        let previous_list = parent
+            .filter(|_| !changes.replace_all)
+            .map(|s| s.manifest_list().to_owned());
         self.block_on(async {
             let mut manifests: Vec<ManifestFile> = match &previous_list {
                 Some(list) => self
@@ -160,21 +166,7 @@ impl IcebergTable {
             .and_then(|b| b.build())
             .map_err(|e| IcebergError::iceberg("new table metadata", e))?
             .metadata;
-        let new_location = MetadataLocation::from_str(&self.metadata_location)
-            .map_err(|e| IcebergError::iceberg(&self.metadata_location, e))?
-            .with_next_version()
-            .with_new_metadata(&metadata);
-        let new_location_text = new_location.to_string();
-        self.block_on(metadata.write_to(&self.io, &new_location))
-            .map_err(|e| IcebergError::iceberg(&new_location_text, e))?;
-        if !self
-            .catalog
-            .swap(&self.ident, &self.metadata_location, &new_location_text)?
-        {
-            return Err(IcebergError::Conflict(self.ident.to_string()));
-        }
-        self.metadata = metadata;
-        self.metadata_location = new_location_text;
+        self.swap_metadata(metadata)?;
         Ok(CommitOutcome {
             data_file,
             snapshot_id,

@@ -6,6 +6,7 @@ mod catalog;
 mod columns;
 mod commit;
 mod committer;
+mod maintain;
 mod table;
 mod writer;
 
@@ -23,6 +24,7 @@ pub use catalog::{Catalog, SqliteCatalog, TableIdent, CATALOG_NAME};
 pub use columns::iceberg_type;
 pub use commit::encode_parquet;
 pub use committer::{attach, CommitterContext, EpochLedger};
+pub use maintain::{compact, expire, Compacted};
 pub use table::{
     Committed, IcebergTable, StoredRow, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS,
 };

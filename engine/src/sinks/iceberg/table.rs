@@ -19,7 +19,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tributary_operators::{Row, Schema, Time};
 
 use super::catalog::{Catalog, TableIdent};
-use super::columns::{iceberg_schema, ColumnMap};
+use super::columns::{iceberg_schema, schema_of, ColumnMap};
 use super::IcebergError;
 use crate::sources::StreamPositions;
 
@@ -74,10 +74,7 @@ impl IcebergTable {
         schema: &Schema,
         key: &[usize],
     ) -> Result<Self, IcebergError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| IcebergError::Io(format!("cannot start the I/O runtime: {e}")))?;
+        let runtime = io_runtime()?;
         let (metadata, metadata_location) = match catalog.load(&ident)? {
             Some(location) => {
                 let metadata = runtime
@@ -135,6 +132,57 @@ impl IcebergTable {
             metadata_location,
             columns,
         })
+    }
+
+    /// Opens an existing table (for maintenance); its schema is the table's own.
+    pub fn open_existing(
+        mut catalog: Box<dyn Catalog>,
+        io: FileIO,
+        ident: TableIdent,
+    ) -> Result<Self, IcebergError> {
+        let runtime = io_runtime()?;
+        let metadata_location = catalog.load(&ident)?.ok_or_else(|| {
+            IcebergError::Config(format!("table {ident} does not exist in the catalog"))
+        })?;
+        let metadata = runtime
+            .block_on(TableMetadata::read_from(&io, &metadata_location))
+            .map_err(|e| IcebergError::iceberg(format!("reading {metadata_location}"), e))?;
+        let schema = schema_of(metadata.current_schema())?;
+        let columns = ColumnMap::new(&schema, metadata.current_schema())?;
+        Ok(IcebergTable {
+            ident,
+            catalog,
+            io,
+            runtime,
+            metadata,
+            metadata_location,
+            columns,
+        })
+    }
+
+    /// The table's metadata.
+    pub fn metadata(&self) -> &TableMetadata {
+        &self.metadata
+    }
+
+    /// Writes `metadata` as the table's next metadata file and swaps the catalog to it.
+    pub(super) fn swap_metadata(&mut self, metadata: TableMetadata) -> Result<(), IcebergError> {
+        let new_location = MetadataLocation::from_str(&self.metadata_location)
+            .map_err(|e| IcebergError::iceberg(&self.metadata_location, e))?
+            .with_next_version()
+            .with_new_metadata(&metadata);
+        let new_location_text = new_location.to_string();
+        self.block_on(metadata.write_to(&self.io, &new_location))
+            .map_err(|e| IcebergError::iceberg(&new_location_text, e))?;
+        if !self
+            .catalog
+            .swap(&self.ident, &self.metadata_location, &new_location_text)?
+        {
+            return Err(IcebergError::Conflict(self.ident.to_string()));
+        }
+        self.metadata = metadata;
+        self.metadata_location = new_location_text;
+        Ok(())
     }
 
     /// What the current snapshot records of the run that wrote it, if `pipeline` wrote it.
@@ -279,4 +327,11 @@ impl IcebergTable {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| IcebergError::Io(format!("{path}: {e}")))
     }
+}
+
+fn io_runtime() -> Result<tokio::runtime::Runtime, IcebergError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| IcebergError::Io(format!("cannot start the I/O runtime: {e}")))
 }

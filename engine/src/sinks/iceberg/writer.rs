@@ -202,6 +202,7 @@ impl TableWriter {
                 rows,
                 deletes,
                 summary,
+                replace_all: false,
             },
             &format!("{epoch:010}"),
         )?;

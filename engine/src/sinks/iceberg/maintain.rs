@@ -1,0 +1,95 @@
+//! Table maintenance, run while the writing pipeline is stopped: compaction (rewrite the live
+//! rows into one file, folding position deletes) and snapshot expiry. Both keep the current
+//! snapshot's `tributary.*` summary, so a restarted pipeline still resumes exactly.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::commit::Changes;
+use super::table::{IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
+use super::{IcebergError, IcebergOptions, TableIdent};
+
+/// What compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Live rows rewritten.
+    pub rows: u64,
+    /// Data files before.
+    pub data_files_before: u64,
+    /// Position-delete files before.
+    pub delete_files_before: u64,
+}
+
+fn open(options: &IcebergOptions, table: &str) -> Result<IcebergTable, IcebergError> {
+    let ident = TableIdent::parse(table)?;
+    let (catalog, io, _) = options.open()?;
+    IcebergTable::open_existing(catalog, io, ident)
+}
+
+/// Rewrites `table`'s live rows into one data file as a `replace` snapshot without deletes.
+pub fn compact(options: &IcebergOptions, table: &str) -> Result<Compacted, IcebergError> {
+    let mut table = open(options, table)?;
+    let Some(current) = table.metadata().current_snapshot() else {
+        return Ok(Compacted::default());
+    };
+    let summary = &current.summary().additional_properties;
+    let count = |key: &str| summary.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let before = (count("total-data-files"), count("total-delete-files"));
+    let carried: HashMap<String, String> = [SUMMARY_PIPELINE, SUMMARY_EPOCH, SUMMARY_POSITIONS]
+        .iter()
+        .filter_map(|key| Some((key.to_string(), summary.get(*key)?.clone())))
+        .collect();
+    let rows: Vec<_> = table.scan()?.into_iter().map(|stored| stored.row).collect();
+    let compacted = Compacted {
+        rows: rows.len() as u64,
+        data_files_before: before.0,
+        delete_files_before: before.1,
+    };
+    table.commit(
+        Changes {
+            rows,
+            deletes: Vec::new(),
+            summary: carried,
+            replace_all: true,
+        },
+        "compacted",
+    )?;
+    tracing::info!(table = %table.ident, rows = compacted.rows, "compacted iceberg table");
+    Ok(compacted)
+}
+
+/// Removes snapshots older than `older_than` from `table`'s metadata (never the current one,
+/// which carries the resume positions); returns how many were removed. Their files stay on
+/// disk until an orphan-file cleanup.
+pub fn expire(
+    options: &IcebergOptions,
+    table: &str,
+    older_than: Duration,
+) -> Result<usize, IcebergError> {
+    let mut table = open(options, table)?;
+    let current = table.metadata().current_snapshot_id();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let cutoff = now_ms - older_than.as_millis() as i64;
+    let expired: Vec<i64> = table
+        .metadata()
+        .snapshots()
+        .filter(|s| Some(s.snapshot_id()) != current && s.timestamp_ms() < cutoff)
+        .map(|s| s.snapshot_id())
+        .collect();
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let metadata = table
+        .metadata()
+        .clone()
+        .into_builder(Some(table.metadata_location.clone()))
+        .remove_snapshots(&expired)
+        .build()
+        .map_err(|e| IcebergError::iceberg("expiring snapshots", e))?
+        .metadata;
+    table.swap_metadata(metadata)?;
+    tracing::info!(table = %table.ident, expired = expired.len(), "expired iceberg snapshots");
+    Ok(expired.len())
+}
