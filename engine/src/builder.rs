@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::sinks::console::{ConsoleOptions, ConsoleOutput};
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::iceberg::{
-    self, CommitterContext, EpochLedger, IcebergSinks, TableIdent, WriteMode,
+    self, CommitterContext, EpochLedger, IcebergSinks, Partition, TableIdent, WriteMode,
 };
 use crate::sinks::{on_closed_epochs, Durability, FailureSlot};
 
@@ -130,6 +130,17 @@ impl<'s> PipelineBuilder<'s> {
         name: &str,
         table: &Table<'s>,
     ) -> Result<Relation<'s>, BuildError> {
+        self.iceberg_replica_partitioned(name, table, &[])
+    }
+
+    /// [`iceberg_replica`](Self::iceberg_replica) into a table partitioned by `partitions`
+    /// (applies when the table is created).
+    pub fn iceberg_replica_partitioned(
+        &mut self,
+        name: &str,
+        table: &Table<'s>,
+        partitions: &[Partition],
+    ) -> Result<Relation<'s>, BuildError> {
         let iceberg_error = |cause| BuildError::Iceberg {
             table: name.to_owned(),
             cause,
@@ -146,6 +157,7 @@ impl<'s> PipelineBuilder<'s> {
                 WriteMode::Upsert {
                     key: spec.key.clone(),
                 },
+                partitions,
             )
             .map_err(iceberg_error)?;
         let recovered = opened.committed.epoch.is_some();
@@ -187,7 +199,7 @@ impl<'s> PipelineBuilder<'s> {
         let opened = self
             .sinks
             .iceberg
-            .open(&ident, relation.schema(), WriteMode::Append)
+            .open(&ident, relation.schema(), WriteMode::Append, &[])
             .map_err(iceberg_error)?;
         iceberg::attach(
             relation.rows(),

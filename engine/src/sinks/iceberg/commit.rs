@@ -10,7 +10,7 @@ use arrow_schema::Schema as ArrowSchema;
 use bytes::Bytes;
 use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestFile, ManifestListWriter,
-    ManifestWriterBuilder, Operation, Snapshot, Summary, MAIN_BRANCH,
+    ManifestWriterBuilder, Operation, Snapshot, Struct, Summary, MAIN_BRANCH,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -27,8 +27,8 @@ use super::IcebergError;
 pub struct Changes {
     /// Rows to append, in the order they get positions in the new data file.
     pub rows: Vec<Row>,
-    /// Rows to delete: (data file, position), sorted.
-    pub deletes: Vec<(Arc<str>, u64)>,
+    /// Rows to delete: (data file, its partition, position).
+    pub deletes: Vec<(Arc<str>, Struct, u64)>,
     /// Extra snapshot-summary properties (`tributary.*`).
     pub summary: HashMap<String, String>,
     /// The rows are the whole table (compaction): earlier files drop out of the snapshot.
@@ -38,8 +38,11 @@ pub struct Changes {
 /// What a commit wrote.
 #[derive(Debug)]
 pub struct CommitOutcome {
-    /// The new data file, if rows were appended.
-    pub data_file: Option<Arc<str>>,
+    /// The new data files (one per partition) and their partitions.
+    pub data_files: Vec<(Arc<str>, Struct)>,
+    /// For each appended row, in order: its data file (an index into `data_files`) and
+    /// position.
+    pub row_locations: Vec<(usize, u64)>,
     /// The new snapshot.
     pub snapshot_id: i64,
 }
@@ -53,19 +56,46 @@ impl IcebergTable {
         let location = self.metadata.location().to_owned();
         let file_stem = format!("{tag}-{}", uuid::Uuid::new_v4());
 
+        let added_rows = changes.rows.len() as u64;
+        let deleted_rows = changes.deletes.len() as u64;
+        let mut groups: Vec<(Struct, Vec<Row>)> = Vec::new();
+        let mut group_of: HashMap<Struct, usize> = HashMap::new();
+        let mut row_locations = Vec::with_capacity(changes.rows.len());
+        for row in changes.rows {
+            let partition = self.partitioner.partition_of(&row)?;
+            let group = *group_of.entry(partition.clone()).or_insert_with(|| {
+                groups.push((partition, Vec::new()));
+                groups.len() - 1
+            });
+            row_locations.push((group, groups[group].1.len() as u64));
+            groups[group].1.push(row);
+        }
         let mut data_files = Vec::new();
-        let mut data_file = None;
-        if !changes.rows.is_empty() {
-            let path = format!("{location}/data/{file_stem}.parquet");
-            let batch = self.columns.to_batch(changes.rows.iter())?;
-            data_files.push(self.write_parquet(&path, DataContentType::Data, &batch)?);
-            data_file = Some(Arc::from(path.as_str()));
+        let mut written = Vec::new();
+        for (i, (partition, rows)) in groups.into_iter().enumerate() {
+            let path = format!("{location}/data/{file_stem}-{i}.parquet");
+            let batch = self.columns.to_batch(rows.iter())?;
+            data_files.push(self.write_parquet(
+                &path,
+                DataContentType::Data,
+                &batch,
+                &partition,
+            )?);
+            written.push((Arc::from(path.as_str()), partition));
+        }
+        let mut delete_groups: HashMap<Struct, Vec<(Arc<str>, u64)>> = HashMap::new();
+        for (file, partition, position) in changes.deletes {
+            delete_groups
+                .entry(partition)
+                .or_default()
+                .push((file, position));
         }
         let mut delete_files = Vec::new();
-        if !changes.deletes.is_empty() {
-            let path = format!("{location}/data/{file_stem}-deletes.parquet");
-            let files: StringArray = changes.deletes.iter().map(|(f, _)| Some(&**f)).collect();
-            let positions: Int64Array = changes.deletes.iter().map(|(_, p)| *p as i64).collect();
+        for (i, (partition, mut deletes)) in delete_groups.into_iter().enumerate() {
+            deletes.sort();
+            let path = format!("{location}/data/{file_stem}-{i}-deletes.parquet");
+            let files: StringArray = deletes.iter().map(|(f, _)| Some(&**f)).collect();
+            let positions: Int64Array = deletes.iter().map(|(_, p)| *p as i64).collect();
             let batch = RecordBatch::try_new(
                 delete_schema(),
                 vec![Arc::new(files) as ArrayRef, Arc::new(positions)],
@@ -74,6 +104,7 @@ impl IcebergTable {
                 &path,
                 DataContentType::PositionDeletes,
                 &batch,
+                &partition,
             )?);
         }
 
@@ -83,8 +114,8 @@ impl IcebergTable {
             parent
                 .filter(|_| !changes.replace_all)
                 .map(|s| &s.summary().additional_properties),
-            changes.rows.len() as u64,
-            changes.deletes.len() as u64,
+            added_rows,
+            deleted_rows,
             data_files.len() as u64,
             delete_files.len() as u64,
         );
@@ -168,7 +199,8 @@ impl IcebergTable {
             .metadata;
         self.swap_metadata(metadata)?;
         Ok(CommitOutcome {
-            data_file,
+            data_files: written,
+            row_locations,
             snapshot_id,
         })
     }
@@ -178,6 +210,7 @@ impl IcebergTable {
         path: &str,
         content: DataContentType,
         batch: &RecordBatch,
+        partition: &Struct,
     ) -> Result<DataFile, IcebergError> {
         let bytes = encode_parquet(batch.schema(), batch)?;
         let size = bytes.len() as u64;
@@ -193,6 +226,7 @@ impl IcebergTable {
             .content(content)
             .file_path(path.to_owned())
             .file_format(DataFileFormat::Parquet)
+            .partition(partition.clone())
             .record_count(batch.num_rows() as u64)
             .file_size_in_bytes(size)
             .partition_spec_id(self.metadata.default_partition_spec_id())

@@ -7,6 +7,7 @@ mod columns;
 mod commit;
 mod committer;
 mod maintain;
+mod partition;
 mod table;
 mod writer;
 
@@ -25,6 +26,7 @@ pub use columns::iceberg_type;
 pub use commit::encode_parquet;
 pub use committer::{attach, CommitterContext, EpochLedger};
 pub use maintain::{compact, expire, Compacted};
+pub use partition::Partition;
 pub use table::{
     Committed, IcebergTable, StoredRow, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS,
 };
@@ -217,6 +219,7 @@ impl IcebergSinks {
         ident: &TableIdent,
         schema: &Schema,
         mode: WriteMode,
+        partitions: &[Partition],
     ) -> Result<Arc<OpenedTable>, IcebergError> {
         let mut tables = self
             .tables
@@ -230,8 +233,13 @@ impl IcebergSinks {
             WriteMode::Upsert { key } => key.clone(),
             WriteMode::Append => Vec::new(),
         };
-        let table =
-            IcebergTable::open_or_create(catalog, io, &warehouse, ident.clone(), schema, &key)?;
+        let table = IcebergTable::open_or_create(
+            catalog,
+            io,
+            &warehouse,
+            ident.clone(),
+            (schema, &key, partitions),
+        )?;
         let (writer, rows) = TableWriter::recover(table, mode, &self.pipeline)?;
         let committed = writer.committed().clone();
         if committed.epoch.is_some() {

@@ -10,8 +10,8 @@ use arrow_array::types::Int64Type;
 use bytes::Bytes;
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, FormatVersion, ManifestList, ManifestStatus, SortOrder, TableMetadata,
-    TableMetadataBuilder, UnboundPartitionSpec,
+    DataContentType, FormatVersion, ManifestList, ManifestStatus, SortOrder, Struct, TableMetadata,
+    TableMetadataBuilder,
 };
 use iceberg::MetadataLocation;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -20,6 +20,7 @@ use tributary_operators::{Row, Schema, Time};
 
 use super::catalog::{Catalog, TableIdent};
 use super::columns::{iceberg_schema, schema_of, ColumnMap};
+use super::partition::{unbound_spec, Partition, Partitioner};
 use super::IcebergError;
 use crate::sources::StreamPositions;
 
@@ -42,6 +43,8 @@ pub struct IcebergTable {
     pub(super) metadata_location: String,
     /// The pipeline's columns in the table.
     pub columns: ColumnMap,
+    /// Rows' partition values.
+    pub partitioner: Partitioner,
 }
 
 /// What the table's current snapshot says about an earlier run.
@@ -60,19 +63,21 @@ pub struct StoredRow {
     pub file: Arc<str>,
     /// The row's position in that file.
     pub position: u64,
+    /// The file's partition.
+    pub partition: Struct,
     /// The row.
     pub row: Row,
 }
 
 impl IcebergTable {
-    /// Opens `ident`, creating it (format v2, unpartitioned) from `schema` if it does not exist.
+    /// Opens `ident`, creating it (format v2, partitioned by `partitions`) from `schema` if it
+    /// does not exist.
     pub fn open_or_create(
         mut catalog: Box<dyn Catalog>,
         io: FileIO,
         warehouse: &str,
         ident: TableIdent,
-        schema: &Schema,
-        key: &[usize],
+        (schema, key, partitions): (&Schema, &[usize], &[Partition]),
     ) -> Result<Self, IcebergError> {
         let runtime = io_runtime()?;
         let (metadata, metadata_location) = match catalog.load(&ident)? {
@@ -89,9 +94,11 @@ impl IcebergTable {
                     ident.namespace,
                     ident.name
                 );
+                let table_schema = iceberg_schema(schema, key)?;
+                let spec = unbound_spec(partitions, &table_schema)?;
                 let metadata = TableMetadataBuilder::new(
-                    iceberg_schema(schema, key)?,
-                    UnboundPartitionSpec::builder().build(),
+                    table_schema,
+                    spec,
                     SortOrder::unsorted_order(),
                     location.clone(),
                     FormatVersion::V2,
@@ -121,8 +128,34 @@ impl IcebergTable {
                 (metadata, metadata_location)
             }
         };
-        let columns = ColumnMap::new(schema, metadata.current_schema())
-            .map_err(|e| IcebergError::Config(format!("table {ident}: {e}")))?;
+        Self::loaded(
+            catalog,
+            io,
+            runtime,
+            ident,
+            schema,
+            metadata,
+            metadata_location,
+        )
+    }
+
+    fn loaded(
+        catalog: Box<dyn Catalog>,
+        io: FileIO,
+        runtime: tokio::runtime::Runtime,
+        ident: TableIdent,
+        schema: &Schema,
+        metadata: TableMetadata,
+        metadata_location: String,
+    ) -> Result<Self, IcebergError> {
+        let in_table = |e| IcebergError::Config(format!("table {ident}: {e}"));
+        let columns = ColumnMap::new(schema, metadata.current_schema()).map_err(in_table)?;
+        let partitioner = Partitioner::new(
+            metadata.default_partition_spec(),
+            metadata.current_schema(),
+            schema,
+        )
+        .map_err(in_table)?;
         Ok(IcebergTable {
             ident,
             catalog,
@@ -131,6 +164,7 @@ impl IcebergTable {
             metadata,
             metadata_location,
             columns,
+            partitioner,
         })
     }
 
@@ -148,16 +182,15 @@ impl IcebergTable {
             .block_on(TableMetadata::read_from(&io, &metadata_location))
             .map_err(|e| IcebergError::iceberg(format!("reading {metadata_location}"), e))?;
         let schema = schema_of(metadata.current_schema())?;
-        let columns = ColumnMap::new(&schema, metadata.current_schema())?;
-        Ok(IcebergTable {
-            ident,
+        Self::loaded(
             catalog,
             io,
             runtime,
+            ident,
+            &schema,
             metadata,
             metadata_location,
-            columns,
-        })
+        )
     }
 
     /// The table's metadata.
@@ -244,7 +277,7 @@ impl IcebergTable {
             }
         }
         let mut rows = Vec::new();
-        for path in data_files {
+        for (path, partition) in data_files {
             let gone = deleted.get(&path);
             let file: Arc<str> = Arc::from(path.as_str());
             let mut position = 0u64;
@@ -254,6 +287,7 @@ impl IcebergTable {
                         rows.push(StoredRow {
                             file: Arc::clone(&file),
                             position,
+                            partition: partition.clone(),
                             row,
                         });
                     }
@@ -284,11 +318,11 @@ impl IcebergTable {
             .map_err(|e| IcebergError::iceberg(manifest_list, e))
     }
 
-    /// Paths of the live data files and position-delete files of a snapshot.
+    /// The live data files (with their partitions) and position-delete files of a snapshot.
     async fn live_files(
         &self,
         manifest_list: &str,
-    ) -> Result<(Vec<String>, Vec<String>), IcebergError> {
+    ) -> Result<(Vec<(String, Struct)>, Vec<String>), IcebergError> {
         let (mut data, mut deletes) = (Vec::new(), Vec::new());
         for manifest_file in self.manifests(manifest_list).await?.entries() {
             let manifest = manifest_file
@@ -301,7 +335,9 @@ impl IcebergTable {
                 }
                 let path = entry.file_path().to_owned();
                 match entry.content_type() {
-                    DataContentType::Data => data.push(path),
+                    DataContentType::Data => {
+                        data.push((path, entry.data_file().partition().clone()))
+                    }
                     DataContentType::PositionDeletes => deletes.push(path),
                     DataContentType::EqualityDeletes => {
                         return Err(IcebergError::Config(format!(

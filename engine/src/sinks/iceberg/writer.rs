@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use iceberg::spec::Struct;
 use rustc_hash::FxHashMap;
 
 use tributary_operators::{Diff, Key, Row, Time};
@@ -41,7 +42,7 @@ pub struct TableWriter {
     table: IcebergTable,
     mode: WriteMode,
     pipeline: String,
-    files: Vec<Arc<str>>,
+    files: Vec<(Arc<str>, Struct)>,
     /// Live rows of the table: key → (file index, position).
     stored: FxHashMap<Key, (u32, u64)>,
     /// Rows to append at the next commit; `None` once retracted again before it.
@@ -79,7 +80,9 @@ impl TableWriter {
         let mut rows = Vec::new();
         for stored in writer.table.scan()? {
             let file = *file_ids.entry(Arc::clone(&stored.file)).or_insert_with(|| {
-                writer.files.push(Arc::clone(&stored.file));
+                writer
+                    .files
+                    .push((Arc::clone(&stored.file), stored.partition.clone()));
                 writer.files.len() as u32 - 1
             });
             let previous = writer
@@ -172,12 +175,14 @@ impl TableWriter {
             return Ok(None);
         }
         let rows: Vec<Row> = self.pending.drain(..).flatten().collect();
-        let mut deletes: Vec<(Arc<str>, u64)> = self
+        let deletes: Vec<(Arc<str>, Struct, u64)> = self
             .deletes
             .drain(..)
-            .map(|(file, position)| (Arc::clone(&self.files[file as usize]), position))
+            .map(|(file, position)| {
+                let (path, partition) = &self.files[file as usize];
+                (Arc::clone(path), partition.clone(), position)
+            })
             .collect();
-        deletes.sort();
         let stats = CommitStats {
             rows: rows.len() as u64,
             deletes: deletes.len() as u64,
@@ -206,12 +211,11 @@ impl TableWriter {
             },
             &format!("{epoch:010}"),
         )?;
-        if let Some(file) = outcome.data_file {
-            self.files.push(file);
-            let file = self.files.len() as u32 - 1;
-            for (position, key) in keys.into_iter().enumerate() {
-                self.stored.insert(key, (file, position as u64));
-            }
+        let first_file = self.files.len() as u32;
+        self.files.extend(outcome.data_files);
+        for (key, (file, position)) in keys.into_iter().zip(outcome.row_locations) {
+            self.stored
+                .insert(key, (first_file + file as u32, position));
         }
         self.pending_by_key.clear();
         self.committed = Committed {
