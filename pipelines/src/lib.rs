@@ -4,12 +4,17 @@ pub mod bench;
 pub mod config;
 pub mod op_counts;
 pub mod orders_replica;
+pub mod products_lake;
 pub mod tables;
 
 use tributary_engine::Pipeline;
 
 /// Every pipeline, in the order `tributary pipelines` lists them.
-pub const PIPELINES: &[Pipeline] = &[op_counts::PIPELINE, orders_replica::PIPELINE];
+pub const PIPELINES: &[Pipeline] = &[
+    op_counts::PIPELINE,
+    orders_replica::PIPELINE,
+    products_lake::PIPELINE,
+];
 
 /// Finds a pipeline by name.
 pub fn find(name: &str) -> Option<&'static Pipeline> {

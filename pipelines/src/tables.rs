@@ -22,3 +22,23 @@ pub fn orders_schema() -> Schema {
         Column::new("created_at", ColumnType::Timestamp),
     ])
 }
+
+/// Debezium name (and Kafka topic) of the products table.
+pub const PRODUCTS: &str = "dbserver1.public.products";
+
+/// `public.products` as the lakehouse seed defines it.
+pub fn products_schema() -> Schema {
+    Schema::new(vec![
+        Column::new("product_id", ColumnType::Int64).not_null(),
+        Column::new("name", ColumnType::String),
+        Column::new("category", ColumnType::String),
+        Column::new(
+            "price",
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 2,
+            },
+        ),
+        Column::new("created_at", ColumnType::Timestamp),
+    ])
+}
