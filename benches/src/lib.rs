@@ -27,6 +27,7 @@ pub fn orders_catalog() -> TableCatalog {
         name: ORDERS.to_owned(),
         schema: orders_schema(),
         key: vec![0],
+        keep_before: false,
     };
     catalog.add(spec).map(|_| catalog).unwrap_or_default()
 }

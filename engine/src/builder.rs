@@ -108,6 +108,7 @@ impl<'s> PipelineBuilder<'s> {
             name: name.to_owned(),
             schema,
             key,
+            keep_before: false,
         };
         let id = self.catalog.add(spec.clone()).map_err(table_error)?;
         Ok(Table {
@@ -180,6 +181,18 @@ impl<'s> PipelineBuilder<'s> {
             self.committer_context(name, recovered),
         );
         Ok(replica)
+    }
+
+    /// `table`'s change log: every change as one flat row, `op`, `event_time`, then
+    /// `before_<column>` and `after_<column>` (the decoder keeps `before` of updates for it;
+    /// Debezium sends it with `REPLICA IDENTITY FULL`).
+    pub fn changelog(&mut self, table: &Table<'s>) -> Relation<'s> {
+        self.catalog.keep_before(table.id);
+        table::changelog(
+            table.events.borrow().clone(),
+            &table.spec,
+            Rc::clone(&table.side),
+        )
     }
 
     /// Appends every row of `relation` (e.g. a table's `changes()`) to the Iceberg table `name`

@@ -33,6 +33,7 @@ pub fn catalog() -> TableCatalog {
             Column::new("meta", ColumnType::Json),
         ]),
         key: vec![0],
+        keep_before: false,
     };
     let lines = TableSpec {
         name: "dbserver1.public.order_lines".into(),
@@ -42,6 +43,7 @@ pub fn catalog() -> TableCatalog {
             Column::new("sku", ColumnType::String),
         ]),
         key: vec![0, 1],
+        keep_before: false,
     };
     for spec in [orders, lines] {
         // The two names differ, so adding cannot fail.

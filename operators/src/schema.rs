@@ -131,6 +131,8 @@ pub struct TableSpec {
     pub schema: Schema,
     /// Indices of the primary-key columns in `schema`.
     pub key: Vec<usize>,
+    /// Decode `before` of updates too (for change logs); otherwise only deletes carry it.
+    pub keep_before: bool,
 }
 
 impl TableSpec {
@@ -193,6 +195,13 @@ impl TableCatalog {
                 }) && rest.is_empty()
             })
             .map(|i| i as TableId)
+    }
+
+    /// Makes the decoder keep `before` of updates for this table (change logs need it).
+    pub fn keep_before(&mut self, id: TableId) {
+        if let Some(spec) = self.tables.get_mut(id as usize) {
+            Arc::make_mut(spec).keep_before = true;
+        }
     }
 
     /// The table with this id.

@@ -35,6 +35,7 @@ fn spec() -> TableSpec {
             ),
         ]),
         key: vec![0],
+        keep_before: false,
     }
 }
 

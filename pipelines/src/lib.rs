@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod customers_changelog;
 pub mod op_counts;
 pub mod orders_replica;
 pub mod products_lake;
@@ -14,6 +15,7 @@ pub const PIPELINES: &[Pipeline] = &[
     op_counts::PIPELINE,
     orders_replica::PIPELINE,
     products_lake::PIPELINE,
+    customers_changelog::PIPELINE,
 ];
 
 /// Finds a pipeline by name.

@@ -42,3 +42,16 @@ pub fn products_schema() -> Schema {
         Column::new("created_at", ColumnType::Timestamp),
     ])
 }
+
+/// Debezium name (and Kafka topic) of the customers table.
+pub const CUSTOMERS: &str = "dbserver1.public.customers";
+
+/// `public.customers` as the seed tutorials define it.
+pub fn customers_schema() -> Schema {
+    Schema::new(vec![
+        Column::new("id", ColumnType::Int64).not_null(),
+        Column::new("first_name", ColumnType::String),
+        Column::new("last_name", ColumnType::String),
+        Column::new("email", ColumnType::String),
+    ])
+}

@@ -145,3 +145,47 @@ pub fn replica_seed_event(table: TableId, spec: &TableSpec, row: &Row, index: u6
         tx: None,
     }
 }
+
+/// Every change as one flat row: `op`, `event_time`, then `before_<column>` and
+/// `after_<column>` for each column (NULL where Debezium sent no image). Append-only.
+pub fn changelog<'s>(
+    events: Collection<'s, ChangeEvent>,
+    spec: &TableSpec,
+    side: SideOutputs<'s>,
+) -> Relation<'s> {
+    let mut columns = vec![
+        Column::new(CHANGE_COLUMNS[0], ColumnType::String).not_null(),
+        Column::new(CHANGE_COLUMNS[1], ColumnType::Timestamp).not_null(),
+    ];
+    for image in ["before", "after"] {
+        columns.extend(
+            spec.schema
+                .columns
+                .iter()
+                .map(|c| Column::new(&format!("{image}_{}", c.name), c.ty)),
+        );
+    }
+    let width = spec.schema.len();
+    let op_names: [Value; 5] = ["c", "u", "d", "r", "t"].map(Value::str);
+    let rows = events.flat_map(move |event| {
+        let op = match event.op {
+            Op::Create => &op_names[0],
+            Op::Update => &op_names[1],
+            Op::Delete => &op_names[2],
+            Op::Read => &op_names[3],
+            Op::Truncate => &op_names[4],
+            Op::Tombstone => return None,
+        };
+        let mut values = Vec::with_capacity(2 + 2 * width);
+        values.push(op.clone());
+        values.push(Value::Timestamp(event.event_time_ms.saturating_mul(1000)));
+        for image in [&event.before, &event.after] {
+            match image {
+                Some(row) => values.extend(row.iter().cloned()),
+                None => values.resize(values.len() + width, Value::Null),
+            }
+        }
+        Some(Row::new(values))
+    });
+    Relation::new(Arc::new(Schema::new(columns)), None, rows, side)
+}

@@ -296,9 +296,13 @@ fn decode_envelope(
             ),
         ));
     }
-    // `before` is only needed for a delete (it carries the key); it is never trusted for state.
+    // `before` is needed for a delete (it carries the key) and for change logs; it is never
+    // trusted for state.
     let before = match op {
         Op::Delete => read_row(record.before, spec, schemas.before(), "before")?,
+        Op::Update if spec.keep_before => {
+            read_row(record.before, spec, schemas.before(), "before")?
+        }
         _ => None,
     };
     let key = if op == Op::Truncate {

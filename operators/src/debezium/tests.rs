@@ -25,6 +25,7 @@ fn catalog() -> TableCatalog {
                 Column::new("ship_date", ColumnType::Date),
             ]),
             key: vec![0],
+            keep_before: false,
         })
         .unwrap();
     catalog
