@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::sinks::console::ConsoleOptions;
 use crate::sinks::dead_letter::DeadLetterSink;
+use crate::sinks::kafka::KafkaSinkSpec;
 use crate::sinks::{Durability, FailureSlot, SharedWriter};
 use crate::sources::{Poll, Source, SourceSpec};
 
@@ -42,6 +43,8 @@ pub struct RunOptions {
     pub until_idle: bool,
     /// Console output settings.
     pub console: ConsoleOptions,
+    /// Also write every named output to Kafka.
+    pub kafka_sink: Option<KafkaSinkSpec>,
     /// JSONL file for dead letters.
     pub dead_letter: Option<SharedWriter>,
     /// Serve Prometheus metrics here.
@@ -94,6 +97,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     let failure: FailureSlot = Arc::default();
     let sinks = SinkContext {
         console: options.console.clone(),
+        kafka: options.kafka_sink.clone().map(Arc::new),
         dead_letters: DeadLetterSink {
             file: options.dead_letter.clone(),
             stream_names: Arc::new(streams.clone()),
@@ -290,6 +294,7 @@ fn drive(
             &ingestor,
             probe,
             durability,
+            failure,
             &mut acknowledged,
         )?;
         progress.tick(&metrics, ingestor.epoch());
@@ -309,6 +314,7 @@ fn drive(
         &ingestor,
         probe,
         durability,
+        failure,
         &mut acknowledged,
     )?;
     Ok((ingestor.epochs().to_vec(), latency.done))
@@ -321,8 +327,13 @@ fn acknowledge(
     ingestor: &Ingestor,
     probe: &ProbeHandle<Time>,
     durability: &Durability,
+    failure: &FailureSlot,
     acknowledged: &mut usize,
 ) -> Result<(), RunError> {
+    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+        // A sink failed: what it "handled" may not have reached it.
+        return Ok(());
+    }
     let mut newest = None;
     for closed in &ingestor.epochs()[*acknowledged..] {
         if probe.less_equal(&closed.epoch) || !durability.holds(closed.epoch) {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub struct RunConfig {
     /// Pipeline name.
     pub pipeline: Option<String>,
-    /// `file:PATH` or `generator[:EVENTS]`.
+    /// `file:PATH`, `generator[:EVENTS]` or `kafka://HOST:PORT/TOPIC[,TOPIC]`.
     pub source: Option<String>,
     /// Timely worker threads.
     pub workers: Option<usize>,
@@ -30,6 +30,21 @@ pub struct RunConfig {
     pub dead_letter: Option<PathBuf>,
     /// Address for the Prometheus endpoint, e.g. `127.0.0.1:9464`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Kafka consumer group for committed offsets (default `tributary-<pipeline>`).
+    pub kafka_group: Option<String>,
+    /// Where Kafka partitions start without a resume position: `earliest`, `latest`,
+    /// `committed`.
+    pub kafka_start: Option<String>,
+    /// librdkafka options as `KEY=VALUE` (`security.protocol=SASL_SSL`, …); secrets belong in
+    /// `TRIBUTARY_KAFKA_*` environment variables instead.
+    #[serde(default)]
+    pub kafka_option: Vec<String>,
+    /// How long to retry an unreachable broker or a missing topic at start, in milliseconds.
+    pub kafka_connect_timeout_ms: Option<u64>,
+    /// Also write every output to Kafka: `kafka://HOST:PORT[/PREFIX]`.
+    pub kafka_sink: Option<String>,
+    /// `debezium` or `upsert`.
+    pub kafka_sink_format: Option<String>,
 }
 
 /// A config file that cannot be used.
@@ -84,6 +99,18 @@ impl RunConfig {
             console_rows: self.console_rows.or(fallback.console_rows),
             dead_letter: self.dead_letter.or(fallback.dead_letter),
             metrics_addr: self.metrics_addr.or(fallback.metrics_addr),
+            kafka_group: self.kafka_group.or(fallback.kafka_group),
+            kafka_start: self.kafka_start.or(fallback.kafka_start),
+            kafka_option: fallback
+                .kafka_option
+                .into_iter()
+                .chain(self.kafka_option)
+                .collect(),
+            kafka_connect_timeout_ms: self
+                .kafka_connect_timeout_ms
+                .or(fallback.kafka_connect_timeout_ms),
+            kafka_sink: self.kafka_sink.or(fallback.kafka_sink),
+            kafka_sink_format: self.kafka_sink_format.or(fallback.kafka_sink_format),
         }
     }
 }

@@ -10,6 +10,9 @@ use std::process::{Command, Output};
 use base64::Engine;
 use serde_json::Value as Json;
 
+pub mod kafka;
+pub mod kafka_workload;
+
 /// Path of the `tributary` binary built by `cargo test --workspace` (the `tributary` package's
 /// own integration tests make cargo build it next to this test executable).
 pub fn tributary_bin() -> PathBuf {

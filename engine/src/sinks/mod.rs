@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod dead_letter;
+pub mod kafka;
 
 use std::collections::BTreeMap;
 use std::io::Write;
