@@ -126,10 +126,7 @@ fn killed_runs_never_commit_ahead_and_reruns_match_the_oracle() {
         );
         let lines = parse_console(&rerun.stdout);
         match pipeline {
-            "op-counts" => assert_eq!(
-                table_at(&lines, "op_counts", u64::MAX),
-                workload.op_counts
-            ),
+            "op-counts" => assert_eq!(table_at(&lines, "op_counts", u64::MAX), workload.op_counts),
             _ => assert_eq!(
                 table_at(&lines, "status", u64::MAX),
                 workload.orders.status_table()

@@ -17,10 +17,10 @@ use tributary_tests::kafka_workload::{orders_workload, CUSTOMERS, ORDERS};
 #[ignore = "fills an external broker for measurements; see the file header"]
 fn fill_broker_with_orders() {
     let addr = std::env::var("TRIBUTARY_BENCH_BROKER").expect("TRIBUTARY_BENCH_BROKER=HOST:PORT");
-    let events: u64 = std::env::var("TRIBUTARY_BENCH_EVENTS")
-        .map_or(1_000_000, |n| n.parse().unwrap());
-    let partitions: i32 = std::env::var("TRIBUTARY_BENCH_PARTITIONS")
-        .map_or(4, |n| n.parse().unwrap());
+    let events: u64 =
+        std::env::var("TRIBUTARY_BENCH_EVENTS").map_or(1_000_000, |n| n.parse().unwrap());
+    let partitions: i32 =
+        std::env::var("TRIBUTARY_BENCH_PARTITIONS").map_or(4, |n| n.parse().unwrap());
     let broker = Broker::external(&addr);
     broker.create_topic(ORDERS, partitions as u32);
     broker.create_topic(CUSTOMERS, 2);
