@@ -59,7 +59,7 @@ pub enum SourceError {
     #[error(
         "Kafka topic(s) {topics} do not exist on {brokers}; create them (e.g. `kafka-topics.sh \
          --bootstrap-server {brokers} --create --topic NAME --partitions N`) or check the \
-         Debezium `server.schema.table` names"
+         names (Debezium's topics are `server.schema.table`)"
     )]
     KafkaTopicMissing {
         /// The bootstrap servers.

@@ -133,6 +133,30 @@ mod tests {
     }
 
     #[test]
+    fn reads_kafka_keys_and_appends_flag_options_after_the_file_ones() {
+        let file = RunConfig::from_toml(
+            "source = \"kafka://k:9092/db.public.orders\"\nkafka-group = \"g\"\nkafka-start = \"committed\"\nkafka-option = [\"security.protocol=SASL_PLAINTEXT\"]\nkafka-sink = \"kafka://k:9092/out\"\nkafka-sink-format = \"upsert\"\nkafka-connect-timeout-ms = 500\n",
+        )
+        .unwrap();
+        assert_eq!(file.kafka_group.as_deref(), Some("g"));
+        assert_eq!(file.kafka_connect_timeout_ms, Some(500));
+        let flags = RunConfig {
+            kafka_option: vec!["security.protocol=PLAINTEXT".into()],
+            ..RunConfig::default()
+        };
+        let merged = flags.or(file);
+        assert_eq!(
+            merged.kafka_option,
+            [
+                "security.protocol=SASL_PLAINTEXT",
+                "security.protocol=PLAINTEXT"
+            ],
+            "later options win, so flags go last"
+        );
+        assert_eq!(merged.kafka_sink_format.as_deref(), Some("upsert"));
+    }
+
+    #[test]
     fn flags_win_over_the_file() {
         let flags = RunConfig {
             workers: Some(4),

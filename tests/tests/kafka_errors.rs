@@ -68,6 +68,33 @@ fn bad_kafka_options_and_specs_fail_with_one_line() {
 }
 
 #[test]
+fn missing_sink_topic_fails_the_run_with_one_line() {
+    let Some(broker) = Broker::start_or_skip("kafka_errors::missing_sink_topic") else {
+        return;
+    };
+    let output = run_tributary(&[
+        "run",
+        "op-counts",
+        "--source",
+        "generator:2000",
+        "--until-idle",
+        "--kafka-sink",
+        &format!("kafka://{}/nowhere", broker.addr),
+        "--kafka-connect-timeout-ms",
+        "1500",
+    ]);
+    assert!(!output.status.success(), "the run should fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line: {stderr}");
+    assert!(
+        errors[0].contains("nowhere.op_counts") && errors[0].contains("--create"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
 fn missing_topic_is_named_with_how_to_create_it() {
     let Some(broker) = Broker::start_or_skip("kafka_errors::missing_topic") else {
         return;

@@ -34,3 +34,35 @@ fn fill_broker_with_orders() {
         workload.messages.len() as f64 / seconds
     );
 }
+
+/// Prints the consumer group's lag (messages in the topics not yet covered by its committed
+/// offsets) every 500 ms: `TRIBUTARY_BENCH_GROUP`, `TRIBUTARY_BENCH_TOTAL` (messages produced),
+/// `TRIBUTARY_BENCH_SECONDS`.
+#[test]
+#[ignore = "watches an external broker for measurements; see the file header"]
+fn watch_group_lag() {
+    let addr = std::env::var("TRIBUTARY_BENCH_BROKER").expect("TRIBUTARY_BENCH_BROKER=HOST:PORT");
+    let group = std::env::var("TRIBUTARY_BENCH_GROUP").expect("TRIBUTARY_BENCH_GROUP");
+    let total: i64 = std::env::var("TRIBUTARY_BENCH_TOTAL")
+        .expect("TRIBUTARY_BENCH_TOTAL")
+        .parse()
+        .unwrap();
+    let seconds: u64 = std::env::var("TRIBUTARY_BENCH_SECONDS").map_or(30, |n| n.parse().unwrap());
+    let partitions: i32 =
+        std::env::var("TRIBUTARY_BENCH_PARTITIONS").map_or(4, |n| n.parse().unwrap());
+    let broker = Broker::external(&addr);
+    let started = Instant::now();
+    while started.elapsed().as_secs() < seconds {
+        let committed: i64 = [(ORDERS, partitions), (CUSTOMERS, 2)]
+            .iter()
+            .flat_map(|(topic, n)| broker.committed(&group, topic, *n))
+            .map(|o| o.unwrap_or(0))
+            .sum();
+        eprintln!(
+            "t={:5.1}s committed={committed} lag={}",
+            started.elapsed().as_secs_f64(),
+            total - committed
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -152,6 +152,14 @@ mod tests {
             SourceSpec::File("a.jsonl".into())
         );
         assert!(SourceSpec::parse("generator:x").is_err());
+        match SourceSpec::parse("kafka://localhost:9092/a.b.c,a.b.d").unwrap() {
+            SourceSpec::Kafka(kafka) => assert_eq!(kafka.topics, ["a.b.c", "a.b.d"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(SourceSpec::parse("kafka://localhost:9092")
+            .unwrap_err()
+            .to_string()
+            .contains("HOST:PORT/TOPIC"));
         assert!(SourceSpec::parse("ftp://x")
             .unwrap_err()
             .to_string()
