@@ -129,6 +129,10 @@ impl KafkaOutput {
                 ("acks", "all"),
                 ("linger.ms", "5"),
                 ("compression.type", "lz4"),
+                // Output topics are created on purpose (partitions, retention); a typo in the
+                // prefix should fail, not create topics. `--kafka-option
+                // allow.auto.create.topics=true` lets the broker's policy decide instead.
+                ("allow.auto.create.topics", "false"),
             ],
         );
         tracing::info!(
@@ -163,7 +167,8 @@ impl KafkaOutput {
 
     /// Produces one epoch's consolidated changes and waits until the broker has them all.
     pub fn write_batch(&mut self, batch: Time, changes: Vec<(Row, i64)>) {
-        if self.failed {
+        // After any failure of the run, stop writing (the run is ending with that error).
+        if self.failed || self.failure.lock().map_or(true, |f| f.is_some()) {
             return;
         }
         if self.producer.is_none() {
