@@ -1,13 +1,16 @@
 //! Kafka misconfigurations fail with one clear `error:` line after bounded retries: an
-//! unreachable broker, a missing topic (named, with how to create it), a bad option.
+//! unreachable broker, a missing source or sink topic (named, with how to create it), a bad
+//! option. A broker that goes away mid-run is waited for, and shutdown stays prompt.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tributary_tests::kafka::Broker;
-use tributary_tests::run_tributary;
+use tributary_tests::kafka_workload::{orders_workload, ORDERS};
+use tributary_tests::{parse_console, run_tributary, table_at, tributary_bin};
 
 fn error_line(output: &std::process::Output) -> String {
     assert!(!output.status.success(), "the run should fail");
@@ -118,4 +121,76 @@ fn missing_topic_is_named_with_how_to_create_it() {
         "names only the missing topic: {line}"
     );
     assert!(line.contains("--create"), "says how to create it: {line}");
+}
+
+#[test]
+fn a_broker_that_goes_away_is_waited_for_and_shutdown_stays_prompt() {
+    let Some(broker) = Broker::start_or_skip("kafka_errors::broker_goes_away") else {
+        return;
+    };
+    broker.create_topic(ORDERS, 2);
+    let workload = orders_workload(2_000, 300, 3, 2, 1);
+    let orders: Vec<_> = workload
+        .messages
+        .iter()
+        .filter(|m| m.topic == ORDERS)
+        .cloned()
+        .collect();
+    broker.produce(&orders);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let mut child = Command::new(tributary_bin())
+        .args([
+            "run",
+            "op-counts",
+            "--source",
+            &format!("kafka://{}/{ORDERS}", broker.addr),
+            "--epoch-ms",
+            "100",
+            "--console-format",
+            "jsonl",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let counted = || {
+        let text = std::fs::read(&out).unwrap();
+        let end = text.iter().rposition(|b| *b == b'\n').map_or(0, |e| e + 1);
+        table_at(&parse_console(&text[..end]), "op_counts", u64::MAX)
+    };
+    let started = Instant::now();
+    while counted() != workload.op_counts {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(broker);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run keeps waiting for the broker instead of exiting"
+    );
+    let stopping = Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?} with the broker gone",
+        stopping.elapsed()
+    );
+    assert_eq!(counted(), workload.op_counts, "the results stand");
 }

@@ -66,3 +66,30 @@ fn watch_group_lag() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
 }
+
+/// How fast one plain consumer drains the orders and customers topics (no decoding): the
+/// ceiling for the source. `TRIBUTARY_BENCH_BROKER`, `TRIBUTARY_BENCH_TOTAL`.
+#[test]
+#[ignore = "reads an external broker for measurements; see the file header"]
+fn raw_consume_speed() {
+    let addr = std::env::var("TRIBUTARY_BENCH_BROKER").expect("TRIBUTARY_BENCH_BROKER=HOST:PORT");
+    let total: usize = std::env::var("TRIBUTARY_BENCH_TOTAL")
+        .expect("TRIBUTARY_BENCH_TOTAL")
+        .parse()
+        .unwrap();
+    let broker = Broker::external(&addr);
+    let started = Instant::now();
+    let read: usize = [ORDERS, CUSTOMERS]
+        .iter()
+        .map(|t| {
+            broker
+                .read_all(t, std::time::Duration::from_millis(500))
+                .len()
+        })
+        .sum();
+    let seconds = started.elapsed().as_secs_f64() - 1.0;
+    eprintln!(
+        "read {read} of {total} messages in {seconds:.1}s ({:.0}/s)",
+        read as f64 / seconds
+    );
+}

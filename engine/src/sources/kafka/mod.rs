@@ -126,7 +126,8 @@ struct Partition {
 /// Reads every partition of the given topics with one manually assigned consumer.
 pub struct KafkaSource {
     spec: KafkaSourceSpec,
-    consumer: BaseConsumer<QuietContext>,
+    /// Shared only so that closing can happen on a thread of its own (see `Drop`).
+    consumer: Arc<BaseConsumer<QuietContext>>,
     topics: Vec<Arc<str>>,
     partitions: Vec<Partition>,
     /// `stream_of[topic][partition]` → stream index.
@@ -139,8 +140,10 @@ pub struct KafkaSource {
     catch_up: Option<CatchUp>,
     errors: ErrorLog,
     errors_seen: u64,
-    /// The newest acknowledged positions, not yet committed synchronously.
+    /// The newest acknowledged positions, committed once more when closing.
     unsynced: Option<TopicPartitionList>,
+    /// Offset commits sent (each is answered through the client context).
+    commits_sent: u64,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -234,7 +237,7 @@ impl KafkaSource {
             spec: spec.clone(),
             next: partitions.iter().map(|p| p.low).collect(),
             resume: vec![None; partitions.len()],
-            consumer,
+            consumer: Arc::new(consumer),
             topics,
             partitions,
             stream_of,
@@ -243,6 +246,7 @@ impl KafkaSource {
             errors: ErrorLog::new(Duration::from_secs(10)),
             errors_seen: 0,
             unsynced: None,
+            commits_sent: 0,
         })
     }
 
@@ -426,22 +430,64 @@ impl Source for KafkaSource {
         if list.count() == 0 {
             return Ok(());
         }
-        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+        match self.consumer.commit(&list, CommitMode::Async) {
+            Ok(()) => self.commits_sent += 1,
             // Committed offsets are for monitoring only; the sinks' positions are the truth.
-            self.errors.note("offset commit", &error.to_string());
+            Err(error) => self.errors.note("offset commit", &error.to_string()),
         }
         self.unsynced = Some(list);
         Ok(())
     }
 }
 
+/// How long closing waits for the final offset commit (a broker that is down must not hold up
+/// shutdown; the offsets are for monitoring only).
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(5);
+
 impl Drop for KafkaSource {
-    /// Makes the last acknowledged offsets visible before the process exits.
+    /// Makes the last acknowledged offsets visible before the process exits, waiting at most
+    /// [`FINAL_COMMIT_WAIT`] for the broker's answer. The client itself is closed on a thread
+    /// of its own: rdkafka's close waits for the group coordinator without a limit, which would
+    /// hang shutdown while the broker is down.
     fn drop(&mut self) {
-        if let Some(list) = self.unsynced.take() {
-            if let Err(error) = self.consumer.commit(&list, CommitMode::Sync) {
-                tracing::warn!(error = %error, "could not commit the final kafka offsets");
+        self.commit_final();
+        let consumer = Arc::clone(&self.consumer);
+        let closing = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || {
+                // Wait until this is the last handle, so the close never runs on the caller.
+                while Arc::strong_count(&consumer) > 1 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                drop(consumer);
+            });
+        if let Err(error) = closing {
+            tracing::warn!(error = %error, "cannot close the kafka consumer on its own thread");
+        }
+    }
+}
+
+impl KafkaSource {
+    fn commit_final(&mut self) {
+        let Some(list) = self.unsynced.take() else {
+            return;
+        };
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::warn!(error = %error, "could not commit the final kafka offsets");
+            return;
+        }
+        self.commits_sent += 1;
+        let started = Instant::now();
+        while self.consumer.context().commits_answered() < self.commits_sent {
+            if started.elapsed() >= FINAL_COMMIT_WAIT {
+                tracing::warn!(
+                    waited_s = FINAL_COMMIT_WAIT.as_secs(),
+                    "the broker did not confirm the final kafka offsets; the group may lag"
+                );
+                return;
             }
+            // Serves the commit callback; messages that arrive now are not read.
+            let _ = self.consumer.poll(Duration::from_millis(50));
         }
     }
 }
