@@ -446,7 +446,7 @@ const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 impl Drop for KafkaSource {
     /// Makes the last acknowledged offsets visible before the process exits, waiting at most
-    /// [`FINAL_COMMIT_WAIT`] for the broker's answer. The client itself is closed on a thread
+    /// 5 s (`FINAL_COMMIT_WAIT`) for the broker's answer. The client itself is closed on a thread
     /// of its own: rdkafka's close waits for the group coordinator without a limit, which would
     /// hang shutdown while the broker is down.
     fn drop(&mut self) {
