@@ -4,7 +4,6 @@
 
 pub mod client;
 pub mod idle;
-pub mod read;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +17,6 @@ use tributary_operators::{Position, RawRecord};
 
 use self::client::{fetch_with_retries, ErrorLog, KafkaClientOptions, QuietContext};
 use self::idle::CatchUp;
-use self::read::FairReader;
 use super::{Poll, Source, StreamPositions};
 use crate::error::SourceError;
 
@@ -139,8 +137,6 @@ pub struct KafkaSource {
     /// Per stream: where an earlier run's durable sinks left off (next offset).
     resume: Vec<Option<i64>>,
     assigned: bool,
-    /// Per-partition queues read round-robin (`None`: everything comes on the consumer queue).
-    reader: Option<FairReader>,
     catch_up: Option<CatchUp>,
     errors: ErrorLog,
     errors_seen: u64,
@@ -246,7 +242,6 @@ impl KafkaSource {
             partitions,
             stream_of,
             assigned: false,
-            reader: None,
             catch_up,
             errors: ErrorLog::new(Duration::from_secs(10)),
             errors_seen: 0,
@@ -316,61 +311,7 @@ impl KafkaSource {
             "kafka partitions assigned"
         );
         self.assigned = true;
-        let streams: Vec<(Arc<str>, i32)> = self
-            .partitions
-            .iter()
-            .map(|p| (Arc::clone(&self.topics[p.topic]), p.partition))
-            .collect();
-        self.reader = FairReader::split(&self.consumer, &streams);
-        if self.reader.is_none() {
-            tracing::warn!("cannot split kafka partition queues; reading them as they come");
-        }
         Ok(())
-    }
-
-    /// Reads the consumer's own queue (callbacks, errors, and messages fetched before the
-    /// partition queues were split off, which are older than theirs), waiting up to `wait`.
-    fn drain_consumer_queue(
-        &mut self,
-        out: &mut Vec<RawRecord>,
-        max: usize,
-        mut wait: Duration,
-        now: Instant,
-    ) -> usize {
-        let mut got = 0;
-        while got < max {
-            let message = match self.consumer.poll(wait) {
-                None => break,
-                Some(Err(error)) => {
-                    self.errors.note("fetch", &error.to_string());
-                    if let Some(c) = &mut self.catch_up {
-                        c.activity(now);
-                    }
-                    break;
-                }
-                Some(Ok(message)) => message,
-            };
-            wait = Duration::ZERO;
-            let Some(topic) = self.topics.iter().position(|t| &**t == message.topic()) else {
-                continue;
-            };
-            let stream = usize::try_from(message.partition())
-                .ok()
-                .and_then(|p| self.stream_of[topic].get(p).copied().flatten());
-            let (Some(stream), Ok(offset)) = (stream, u64::try_from(message.offset())) else {
-                continue;
-            };
-            self.next[stream as usize] = message.offset() + 1;
-            out.push(RawRecord {
-                key: message.key().map(Arc::from),
-                value: message.payload().map(Arc::from),
-                topic: Some(Arc::clone(&self.topics[topic])),
-                position: Position { stream, offset },
-                line: false,
-            });
-            got += 1;
-        }
-        got
     }
 
     fn stream(&self, topic: &str, partition: i32) -> Option<u32> {
@@ -409,20 +350,39 @@ impl Source for KafkaSource {
                 c.activity(now);
             }
         }
-        let mut got = self.drain_consumer_queue(out, max, Duration::ZERO, now);
-        if let Some(reader) = &mut self.reader {
-            let (read, errors) = reader.read(&mut self.next, out, max - got);
-            got += read;
-            for error in errors {
-                self.errors.note("fetch", &error);
-                if let Some(c) = &mut self.catch_up {
-                    c.activity(now);
+        let mut got = 0;
+        let mut wait = Duration::from_millis(10);
+        while got < max {
+            let message = match self.consumer.poll(wait) {
+                None => break,
+                Some(Err(error)) => {
+                    self.errors.note("fetch", &error.to_string());
+                    if let Some(c) = &mut self.catch_up {
+                        c.activity(now);
+                    }
+                    break;
                 }
-            }
-        }
-        if got == 0 {
-            // Nothing anywhere: wait a little on the consumer queue, serving callbacks.
-            got = self.drain_consumer_queue(out, max, Duration::from_millis(10), now);
+                Some(Ok(message)) => message,
+            };
+            wait = Duration::ZERO;
+            let Some(topic) = self.topics.iter().position(|t| &**t == message.topic()) else {
+                continue;
+            };
+            let stream = usize::try_from(message.partition())
+                .ok()
+                .and_then(|p| self.stream_of[topic].get(p).copied().flatten());
+            let (Some(stream), Ok(offset)) = (stream, u64::try_from(message.offset())) else {
+                continue;
+            };
+            self.next[stream as usize] = message.offset() + 1;
+            out.push(RawRecord {
+                key: message.key().map(Arc::from),
+                value: message.payload().map(Arc::from),
+                topic: Some(Arc::clone(&self.topics[topic])),
+                position: Position { stream, offset },
+                line: false,
+            });
+            got += 1;
         }
         if got > 0 {
             if let Some(c) = &mut self.catch_up {
