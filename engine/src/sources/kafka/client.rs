@@ -145,7 +145,6 @@ pub struct QuietContext {
     last_error: Mutex<Option<String>>,
     failed_deliveries: AtomicU64,
     last_delivery_error: Mutex<Option<String>>,
-    commits_answered: AtomicU64,
 }
 
 impl QuietContext {
@@ -157,11 +156,6 @@ impl QuietContext {
     /// The latest error, if any.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().ok().and_then(|e| e.clone())
-    }
-
-    /// Offset commits answered so far (successful or not).
-    pub fn commits_answered(&self) -> u64 {
-        self.commits_answered.load(Ordering::Relaxed)
     }
 
     /// Messages the producer gave up on so far, and the latest reason.
@@ -190,7 +184,6 @@ impl ClientContext for QuietContext {
 
 impl ConsumerContext for QuietContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        self.commits_answered.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 tracing::debug!(partitions = offsets.count(), "kafka offsets committed");

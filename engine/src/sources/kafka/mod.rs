@@ -142,8 +142,6 @@ pub struct KafkaSource {
     errors_seen: u64,
     /// The newest acknowledged positions, committed once more when closing.
     unsynced: Option<TopicPartitionList>,
-    /// Offset commits sent (each is answered through the client context).
-    commits_sent: u64,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -246,7 +244,6 @@ impl KafkaSource {
             errors: ErrorLog::new(Duration::from_secs(10)),
             errors_seen: 0,
             unsynced: None,
-            commits_sent: 0,
         })
     }
 
@@ -431,7 +428,7 @@ impl Source for KafkaSource {
             return Ok(());
         }
         match self.consumer.commit(&list, CommitMode::Async) {
-            Ok(()) => self.commits_sent += 1,
+            Ok(()) => {}
             // Committed offsets are for monitoring only; the sinks' positions are the truth.
             Err(error) => self.errors.note("offset commit", &error.to_string()),
         }
@@ -476,18 +473,40 @@ impl KafkaSource {
             tracing::warn!(error = %error, "could not commit the final kafka offsets");
             return;
         }
-        self.commits_sent += 1;
+        // Not a synchronous commit: librdkafka waits for that without a limit. Instead, read the
+        // group's offsets back (each request bounded) until they show the final ones.
+        let wanted: Vec<(String, i32, Offset)> = list
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition(), e.offset()))
+            .collect();
         let started = Instant::now();
-        while self.consumer.context().commits_answered() < self.commits_sent {
-            if started.elapsed() >= FINAL_COMMIT_WAIT {
+        loop {
+            // Serves commit callbacks; messages that arrive now are not read.
+            let _ = self.consumer.poll(Duration::ZERO);
+            let left = FINAL_COMMIT_WAIT.saturating_sub(started.elapsed());
+            if left.is_zero() {
                 tracing::warn!(
                     waited_s = FINAL_COMMIT_WAIT.as_secs(),
                     "the broker did not confirm the final kafka offsets; the group may lag"
                 );
                 return;
             }
-            // Serves the commit callback; messages that arrive now are not read.
-            let _ = self.consumer.poll(Duration::from_millis(50));
+            let query = self.list(|_| Some(Offset::Invalid));
+            if let Ok(found) = self
+                .consumer
+                .committed_offsets(query, left.min(Duration::from_secs(1)))
+            {
+                let done = wanted.iter().all(|(topic, partition, offset)| {
+                    found
+                        .find_partition(topic, *partition)
+                        .is_some_and(|e| e.offset() == *offset)
+                });
+                if done {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
