@@ -25,6 +25,7 @@ use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::iceberg::{
     self, CommitterContext, EpochLedger, IcebergSinks, Partition, TableIdent, WriteMode,
 };
+use crate::sinks::kafka::{KafkaOutput, KafkaSinkSpec};
 use crate::sinks::{on_closed_epochs, Durability, FailureSlot};
 
 /// A named pipeline: a function that declares tables, relations and sinks.
@@ -42,6 +43,7 @@ pub struct Pipeline {
 #[derive(Clone, Debug)]
 pub(crate) struct SinkContext {
     pub console: ConsoleOptions,
+    pub kafka: Option<Arc<KafkaSinkSpec>>,
     pub dead_letters: DeadLetterSink,
     pub metrics: Arc<Metrics>,
     pub failure: FailureSlot,
@@ -244,7 +246,8 @@ impl<'s> PipelineBuilder<'s> {
         }
     }
 
-    /// Prints `relation` to the console under `name`, one batch per closed epoch.
+    /// Prints `relation` to the console under `name`, one batch per closed epoch (and, with
+    /// `--kafka-sink`, also writes it to the topic `PREFIX.name`).
     pub fn console(&mut self, name: &str, relation: &Relation<'s>) -> Result<(), BuildError> {
         self.claim_output(name)?;
         let s = &self.sinks;
@@ -262,6 +265,21 @@ impl<'s> PipelineBuilder<'s> {
             &self.probe,
             move |epoch, rows: Vec<(Row, i64)>| output.write_batch(epoch, rows),
         );
+        if let Some(spec) = &s.kafka {
+            let mut topic = KafkaOutput::new(
+                Arc::clone(spec),
+                name,
+                (**relation.schema()).clone(),
+                relation.key().map(<[usize]>::to_vec),
+                Arc::clone(&s.failure),
+            );
+            on_closed_epochs(
+                relation.rows(),
+                &format!("kafka/{name}"),
+                &self.probe,
+                move |epoch, rows: Vec<(Row, i64)>| topic.write_batch(epoch, rows),
+            );
+        }
         Ok(())
     }
 

@@ -48,6 +48,41 @@ pub enum SourceError {
         /// The OS error.
         cause: std::io::Error,
     },
+    /// No Kafka broker answered within the connect timeout.
+    #[error(
+        "cannot reach Kafka at {brokers} ({attempts} attempts over {seconds}s: {cause}); is the \
+         broker running, and are HOST:PORT and the security options (--kafka-option) right?"
+    )]
+    KafkaUnreachable {
+        /// The bootstrap servers.
+        brokers: String,
+        /// Metadata requests tried.
+        attempts: u32,
+        /// How long it tried.
+        seconds: u64,
+        /// The client's last error.
+        cause: String,
+    },
+    /// Topics that the source reads or the sink writes do not exist.
+    #[error(
+        "Kafka topic(s) {topics} do not exist on {brokers}; create them (e.g. `kafka-topics.sh \
+         --bootstrap-server {brokers} --create --topic NAME --partitions N`) or check the \
+         names (Debezium's topics are `server.schema.table`)"
+    )]
+    KafkaTopicMissing {
+        /// The bootstrap servers.
+        brokers: String,
+        /// The missing topics, comma-separated.
+        topics: String,
+    },
+    /// A Kafka client call failed.
+    #[error("kafka {what} failed: {cause}; check the --kafka-option settings")]
+    Kafka {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        cause: String,
+    },
     /// The source cannot resume where the sinks last committed.
     #[error("cannot resume {source_name}: {reason}")]
     Resume {

@@ -22,6 +22,7 @@ use crate::progress::Progress;
 use crate::sinks::console::ConsoleOptions;
 use crate::sinks::dead_letter::DeadLetterSink;
 use crate::sinks::iceberg::{EpochLedger, IcebergOptions, IcebergSinks};
+use crate::sinks::kafka::KafkaSinkSpec;
 use crate::sinks::{Durability, FailureSlot, SharedWriter};
 use crate::sources::{Poll, Source, SourceSpec};
 
@@ -43,6 +44,8 @@ pub struct RunOptions {
     pub until_idle: bool,
     /// Console output settings.
     pub console: ConsoleOptions,
+    /// Also write every named output to Kafka.
+    pub kafka_sink: Option<KafkaSinkSpec>,
     /// JSONL file for dead letters.
     pub dead_letter: Option<SharedWriter>,
     /// Where Iceberg tables live and how often they commit.
@@ -97,6 +100,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     let failure: FailureSlot = Arc::default();
     let sinks = SinkContext {
         console: options.console.clone(),
+        kafka: options.kafka_sink.clone().map(Arc::new),
         dead_letters: DeadLetterSink {
             file: options.dead_letter.clone(),
             stream_names: Arc::new(streams.clone()),
@@ -326,6 +330,7 @@ fn drive(
             &ingestor,
             probe,
             durability,
+            failure,
             &mut acknowledged,
         )?;
         progress.tick(&metrics, ingestor.epoch());
@@ -345,6 +350,7 @@ fn drive(
         &ingestor,
         probe,
         durability,
+        failure,
         &mut acknowledged,
     )?;
     Ok((ingestor.epochs().to_vec(), latency.done))
@@ -357,8 +363,13 @@ fn acknowledge(
     ingestor: &Ingestor,
     probe: &ProbeHandle<Time>,
     durability: &Durability,
+    failure: &FailureSlot,
     acknowledged: &mut usize,
 ) -> Result<(), RunError> {
+    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+        // A sink failed: what it "handled" may not have reached it.
+        return Ok(());
+    }
     let mut newest = None;
     for closed in &ingestor.epochs()[*acknowledged..] {
         if probe.less_equal(&closed.epoch) || !durability.holds(closed.epoch) {

@@ -162,6 +162,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
                 max_rows: 20,
                 writer: shared_writer(std::io::sink()),
             },
+            kafka_sink: None,
             dead_letter: None,
             metrics_addr: None,
             shutdown: None,

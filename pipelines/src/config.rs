@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub struct RunConfig {
     /// Pipeline name.
     pub pipeline: Option<String>,
-    /// `file:PATH` or `generator[:EVENTS]`.
+    /// `file:PATH`, `generator[:EVENTS]` or `kafka://HOST:PORT/TOPIC[,TOPIC]`.
     pub source: Option<String>,
     /// Timely worker threads.
     pub workers: Option<usize>,
@@ -36,6 +36,21 @@ pub struct RunConfig {
     pub catalog: Option<String>,
     /// Iceberg commit interval in milliseconds.
     pub commit_ms: Option<u64>,
+    /// Kafka consumer group for committed offsets (default `tributary-<pipeline>`).
+    pub kafka_group: Option<String>,
+    /// Where Kafka partitions start without a resume position: `earliest`, `latest`,
+    /// `committed`.
+    pub kafka_start: Option<String>,
+    /// librdkafka options as `KEY=VALUE` (`security.protocol=SASL_SSL`, …); secrets belong in
+    /// `TRIBUTARY_KAFKA_*` environment variables instead.
+    #[serde(default)]
+    pub kafka_option: Vec<String>,
+    /// How long to retry an unreachable broker or a missing topic at start, in milliseconds.
+    pub kafka_connect_timeout_ms: Option<u64>,
+    /// Also write every output to Kafka: `kafka://HOST:PORT[/PREFIX]`.
+    pub kafka_sink: Option<String>,
+    /// `debezium` or `upsert`.
+    pub kafka_sink_format: Option<String>,
 }
 
 /// A config file that cannot be used.
@@ -93,6 +108,18 @@ impl RunConfig {
             warehouse: self.warehouse.or(fallback.warehouse),
             catalog: self.catalog.or(fallback.catalog),
             commit_ms: self.commit_ms.or(fallback.commit_ms),
+            kafka_group: self.kafka_group.or(fallback.kafka_group),
+            kafka_start: self.kafka_start.or(fallback.kafka_start),
+            kafka_option: fallback
+                .kafka_option
+                .into_iter()
+                .chain(self.kafka_option)
+                .collect(),
+            kafka_connect_timeout_ms: self
+                .kafka_connect_timeout_ms
+                .or(fallback.kafka_connect_timeout_ms),
+            kafka_sink: self.kafka_sink.or(fallback.kafka_sink),
+            kafka_sink_format: self.kafka_sink_format.or(fallback.kafka_sink_format),
         }
     }
 }
@@ -112,6 +139,30 @@ mod tests {
             error.contains("workers"),
             "the message lists the known keys: {error}"
         );
+    }
+
+    #[test]
+    fn reads_kafka_keys_and_appends_flag_options_after_the_file_ones() {
+        let file = RunConfig::from_toml(
+            "source = \"kafka://k:9092/db.public.orders\"\nkafka-group = \"g\"\nkafka-start = \"committed\"\nkafka-option = [\"security.protocol=SASL_PLAINTEXT\"]\nkafka-sink = \"kafka://k:9092/out\"\nkafka-sink-format = \"upsert\"\nkafka-connect-timeout-ms = 500\n",
+        )
+        .unwrap();
+        assert_eq!(file.kafka_group.as_deref(), Some("g"));
+        assert_eq!(file.kafka_connect_timeout_ms, Some(500));
+        let flags = RunConfig {
+            kafka_option: vec!["security.protocol=PLAINTEXT".into()],
+            ..RunConfig::default()
+        };
+        let merged = flags.or(file);
+        assert_eq!(
+            merged.kafka_option,
+            [
+                "security.protocol=SASL_PLAINTEXT",
+                "security.protocol=PLAINTEXT"
+            ],
+            "later options win, so flags go last"
+        );
+        assert_eq!(merged.kafka_sink_format.as_deref(), Some("upsert"));
     }
 
     #[test]

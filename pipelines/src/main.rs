@@ -12,7 +12,11 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use tributary::config::RunConfig;
+use tributary_engine::sinks::kafka::encode::KafkaSinkFormat;
+use tributary_engine::sinks::kafka::KafkaSinkSpec;
 use tributary_engine::sources::generator::{DecimalMode, GeneratorConfig, OrdersWorkload};
+use tributary_engine::sources::kafka::client::{KafkaClientOptions, DEFAULT_CONNECT_TIMEOUT};
+use tributary_engine::sources::kafka::StartFrom;
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
     run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions, RunOptions,
@@ -148,7 +152,8 @@ struct RunArgs {
     /// flags given here win.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// file:PATH | generator[:EVENTS]  [default: generator]
+    /// file:PATH | generator[:EVENTS] | kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]
+    /// [default: generator]
     #[arg(long)]
     source: Option<String>,
     /// Timely worker threads.  [default: 1]
@@ -186,6 +191,30 @@ struct RunArgs {
     /// epochs).  [default: 10000]
     #[arg(long)]
     commit_ms: Option<u64>,
+    /// Kafka consumer group whose offsets are committed once every sink has handled an epoch
+    /// (for monitoring, and for --kafka-start committed).  [default: tributary-PIPELINE]
+    #[arg(long)]
+    kafka_group: Option<String>,
+    /// Where Kafka partitions start: earliest, latest or committed (the group's offsets).
+    /// [default: earliest]
+    #[arg(long, value_enum)]
+    kafka_start: Option<StartArg>,
+    /// A librdkafka option for the Kafka source and sink, KEY=VALUE (repeatable), e.g.
+    /// security.protocol=SASL_SSL. Secrets go in environment variables instead:
+    /// TRIBUTARY_KAFKA_SASL_PASSWORD sets sasl.password.
+    #[arg(long, value_name = "KEY=VALUE")]
+    kafka_option: Vec<String>,
+    /// How long to retry an unreachable broker or a missing topic at start.  [default: 30000]
+    #[arg(long)]
+    kafka_connect_timeout_ms: Option<u64>,
+    /// Also write every output to Kafka topic PREFIX.OUTPUT: kafka://HOST:PORT[/PREFIX]
+    /// (PREFIX defaults to the pipeline name).
+    #[arg(long)]
+    kafka_sink: Option<String>,
+    /// Kafka sink messages: debezium ({"op","before","after"} per changed row) or upsert
+    /// (key → row, tombstone on delete).  [default: debezium]
+    #[arg(long, value_enum)]
+    kafka_sink_format: Option<SinkFormatArg>,
 }
 
 impl RunArgs {
@@ -204,6 +233,14 @@ impl RunArgs {
             warehouse: self.warehouse.clone(),
             catalog: self.catalog.clone(),
             commit_ms: self.commit_ms,
+            kafka_group: self.kafka_group.clone(),
+            kafka_start: self.kafka_start.map(|s| format!("{s:?}").to_lowercase()),
+            kafka_option: self.kafka_option.clone(),
+            kafka_connect_timeout_ms: self.kafka_connect_timeout_ms,
+            kafka_sink: self.kafka_sink.clone(),
+            kafka_sink_format: self
+                .kafka_sink_format
+                .map(|f| format!("{f:?}").to_lowercase()),
         }
     }
 }
@@ -218,6 +255,19 @@ enum FormatArg {
 enum ModeArg {
     Update,
     Complete,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum StartArg {
+    Earliest,
+    Latest,
+    Committed,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum SinkFormatArg {
+    Debezium,
+    Upsert,
 }
 
 #[derive(clap::Args, Debug)]
@@ -347,8 +397,10 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     if let Some(ms) = config.commit_ms {
         iceberg.commit_interval = Duration::from_millis(ms);
     }
+    let (source, kafka_sink) = kafka_settings(&config, name)?;
     let options = RunOptions {
-        source: SourceSpec::parse(config.source.as_deref().unwrap_or("generator"))?,
+        source,
+        kafka_sink,
         iceberg,
         workers,
         epoch: Duration::from_millis(config.epoch_ms.unwrap_or(1000)),
@@ -365,6 +417,45 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     };
     run(pipeline, options)?;
     Ok(())
+}
+
+/// The source (with its Kafka client settings filled in) and the Kafka sink, if any.
+fn kafka_settings(
+    config: &RunConfig,
+    pipeline: &str,
+) -> anyhow::Result<(SourceSpec, Option<KafkaSinkSpec>)> {
+    let client = KafkaClientOptions::from_env_and_flags(
+        &config.kafka_option,
+        config
+            .kafka_connect_timeout_ms
+            .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis),
+    )?;
+    let mut source = SourceSpec::parse(config.source.as_deref().unwrap_or("generator"))?;
+    if let SourceSpec::Kafka(kafka) = &mut source {
+        kafka.group = config
+            .kafka_group
+            .clone()
+            .unwrap_or_else(|| format!("tributary-{pipeline}"));
+        let start = config.kafka_start.as_deref().unwrap_or("earliest");
+        kafka.start = StartFrom::parse(start).with_context(|| {
+            format!("kafka-start must be earliest, latest or committed, not `{start}`")
+        })?;
+        kafka.client = client.clone();
+    }
+    let sink = match &config.kafka_sink {
+        Some(spec) => {
+            let mut sink = KafkaSinkSpec::parse(spec)?;
+            sink.prefix.get_or_insert_with(|| pipeline.to_owned());
+            let format = config.kafka_sink_format.as_deref().unwrap_or("debezium");
+            sink.format = KafkaSinkFormat::parse(format).with_context(|| {
+                format!("kafka-sink-format must be debezium or upsert, not `{format}`")
+            })?;
+            sink.client = client;
+            Some(sink)
+        }
+        None => None,
+    };
+    Ok((source, sink))
 }
 
 /// SIGINT/SIGTERM set the returned flag: the run finishes its open epoch, every sink writes it,

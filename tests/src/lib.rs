@@ -11,6 +11,8 @@ use base64::Engine;
 use serde_json::Value as Json;
 
 pub mod iceberg;
+pub mod kafka;
+pub mod kafka_workload;
 
 /// Path of the `tributary` binary built by `cargo test --workspace` (the `tributary` package's
 /// own integration tests make cargo build it next to this test executable).

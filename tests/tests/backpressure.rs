@@ -66,6 +66,7 @@ fn slow_sink_keeps_memory_bounded() {
                 max_rows: 20,
                 writer: shared_writer(SlowSink),
             },
+            kafka_sink: None,
             dead_letter: None,
             metrics_addr: None,
             shutdown: None,

@@ -43,6 +43,7 @@ fn an_unknown_column_fails_the_run_with_the_known_columns() {
                     max_rows: 20,
                     writer: shared_writer(std::io::sink()),
                 },
+                kafka_sink: None,
                 dead_letter: None,
                 metrics_addr: None,
                 shutdown: None,

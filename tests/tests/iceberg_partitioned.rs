@@ -58,6 +58,7 @@ fn run_on(path: &Path, warehouse: &Path, workers: usize) {
             metrics_addr: None,
             shutdown: None,
             iceberg,
+            kafka_sink: None,
         },
     )
     .unwrap();

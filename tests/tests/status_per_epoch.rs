@@ -60,6 +60,7 @@ fn status_matches_recomputation_after_every_epoch() {
                     max_rows: 20,
                     writer: shared_writer(capture.clone()),
                 },
+                kafka_sink: None,
                 dead_letter: None,
                 metrics_addr: None,
                 shutdown: None,

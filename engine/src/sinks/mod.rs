@@ -4,6 +4,7 @@
 pub mod console;
 pub mod dead_letter;
 pub mod iceberg;
+pub mod kafka;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod generator;
+pub mod kafka;
 pub mod memory;
 
 use std::collections::BTreeMap;
@@ -73,12 +74,15 @@ pub enum SourceSpec {
     File(PathBuf),
     /// `generator[:EVENTS]`: the built-in orders workload; unbounded without a count.
     Generator(Option<u64>),
+    /// `kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]`: every partition of the topics.
+    Kafka(kafka::KafkaSourceSpec),
     /// Records already in memory (benchmarks); not reachable from `--source`.
     Memory(Arc<[RawRecord]>),
 }
 
 impl SourceSpec {
-    /// Parses `file:PATH` or `generator[:EVENTS]`.
+    /// Parses `file:PATH`, `generator[:EVENTS]` or `kafka://HOST:PORT/TOPIC[,TOPIC]` (the Kafka
+    /// client settings are defaults; the caller fills them in).
     pub fn parse(spec: &str) -> Result<SourceSpec, SourceError> {
         let bad = |reason: &str| SourceError::BadSpec {
             spec: spec.to_owned(),
@@ -100,10 +104,17 @@ impl SourceSpec {
                 .map_err(|_| bad("generator:EVENTS needs a whole number of events"))?;
             return Ok(SourceSpec::Generator(Some(count)));
         }
-        if spec.starts_with("kafka://") || spec.starts_with("postgres://") {
+        if let Some(rest) = spec.strip_prefix("kafka://") {
+            return kafka::KafkaSourceSpec::parse(rest)
+                .map(SourceSpec::Kafka)
+                .map_err(|reason| bad(&reason));
+        }
+        if spec.starts_with("postgres://") {
             return Err(bad("this build does not include that connector yet"));
         }
-        Err(bad("expected file:PATH or generator[:EVENTS]"))
+        Err(bad(
+            "expected file:PATH, generator[:EVENTS] or kafka://HOST:PORT/TOPIC[,TOPIC]",
+        ))
     }
 
     /// Opens the source. `follow` keeps a file open for appended lines after its end.
@@ -116,6 +127,7 @@ impl SourceSpec {
                     ..Default::default()
                 },
             )),
+            SourceSpec::Kafka(spec) => Box::new(kafka::KafkaSource::open(spec, follow)?),
             SourceSpec::Memory(records) => Box::new(memory::MemorySource::new(Arc::clone(records))),
         })
     }
@@ -140,6 +152,14 @@ mod tests {
             SourceSpec::File("a.jsonl".into())
         );
         assert!(SourceSpec::parse("generator:x").is_err());
+        match SourceSpec::parse("kafka://localhost:9092/a.b.c,a.b.d").unwrap() {
+            SourceSpec::Kafka(kafka) => assert_eq!(kafka.topics, ["a.b.c", "a.b.d"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(SourceSpec::parse("kafka://localhost:9092")
+            .unwrap_err()
+            .to_string()
+            .contains("HOST:PORT/TOPIC"));
         assert!(SourceSpec::parse("ftp://x")
             .unwrap_err()
             .to_string()

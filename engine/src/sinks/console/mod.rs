@@ -13,7 +13,7 @@ use tributary_operators::{Row, Schema};
 use super::{record_failure, FailureSlot, SharedWriter};
 use crate::metrics::Metrics;
 
-pub use format::{render_jsonl, render_table};
+pub use format::{render_jsonl, render_table, write_row_json};
 
 /// How rows are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
