@@ -38,7 +38,7 @@ enum Command {
     /// List the pipelines, one per line.
     Pipelines,
     /// Run a pipeline.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Write the deterministic orders workload as Debezium JSONL.
     Generate(GenerateArgs),
     /// Measure a pipeline on the orders workload pre-encoded in memory.
@@ -323,7 +323,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run(args) => run_pipeline(args),
+        Command::Run(args) => run_pipeline(*args),
         Command::Generate(args) => generate(args),
         Command::Bench(args) => bench(args),
         Command::Maintain(args) => maintain(args),
