@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::Value as Json;
 use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
 
+use crate::iceberg::ReplicaOracle;
 use crate::kafka::Outgoing;
 use crate::{table_of, OrdersOracle};
 
@@ -24,6 +25,8 @@ pub struct KafkaWorkload {
     pub counted: Vec<bool>,
     /// Final state of `orders`.
     pub orders: OrdersOracle,
+    /// Final rows of `orders-replica`'s Iceberg replica.
+    pub replica: ReplicaOracle,
     /// `op, event_count, total_quantity` as a table.
     pub op_counts: BTreeMap<String, i64>,
     /// Malformed messages included (each must become one dead letter).
@@ -52,6 +55,7 @@ pub fn orders_workload(
         messages: Vec::new(),
         counted: Vec::new(),
         orders: OrdersOracle::default(),
+        replica: ReplicaOracle::default(),
         op_counts: BTreeMap::new(),
         malformed: 0,
         tombstones: 0,
@@ -62,6 +66,7 @@ pub fn orders_workload(
     while workload.next_line(&mut line) {
         let json: Json = serde_json::from_str(&line).unwrap();
         out.orders.apply(&line);
+        out.replica.apply(&line);
         if json.get("op").is_none() {
             // {"key":{"order_id":K},"value":null,"topic":…}: a tombstone.
             let id = json["key"]["order_id"].as_i64().unwrap();

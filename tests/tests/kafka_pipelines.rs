@@ -86,9 +86,12 @@ fn pipelines_over_kafka_match_the_oracle_and_the_sink_reads_back() {
         let prefix = format!("replica-{format}");
         broker.create_topic(&format!("{prefix}.status"), 3);
         let started = Instant::now();
+        let warehouse = dir.path().join(format!("warehouse-{format}"));
         let output = run_tributary(&[
             "run",
             "orders-replica",
+            "--warehouse",
+            warehouse.to_str().unwrap(),
             "--source",
             &source,
             "--until-idle",

@@ -108,7 +108,10 @@ pub fn on_closed_epochs<'s, D, S>(
         .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Exchange::new(move |_: &(D, Time, Diff)| sink_worker),
             name,
-            |_, _| {
+            |capability, _| {
+                // Held at the input frontier until the sink has seen the input finish, so the
+                // probe is done only after the sink's last `progress` (e.g. a final commit).
+                let mut held = Some(capability);
                 let mut pending: PendingEpochs<(D, Diff)> = BTreeMap::new();
                 let mut reported = Some(Time::MIN);
                 move |(input, frontier), _output| {
@@ -135,6 +138,13 @@ pub fn on_closed_epochs<'s, D, S>(
                     if hosts_sink && lower != reported {
                         reported = lower;
                         sink.progress(lower);
+                    }
+                    match (lower, held.as_mut()) {
+                        (Some(lower), Some(capability)) if *capability.time() < lower => {
+                            capability.downgrade(&lower)
+                        }
+                        (None, _) => held = None,
+                        _ => {}
                     }
                 }
             },
