@@ -85,6 +85,10 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Per closed epoch: time from its close until every sink had handled it.
     pub epoch_latencies: Vec<Duration>,
+    /// Iceberg snapshots committed.
+    pub iceberg_commits: u64,
+    /// Rows appended to Iceberg tables.
+    pub iceberg_rows_written: u64,
 }
 
 /// Builds `pipeline` on `options.workers` timely workers and runs it.
@@ -175,6 +179,8 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         streams,
         elapsed: started.elapsed(),
         epoch_latencies,
+        iceberg_commits: Metrics::get(&metrics.iceberg_commits),
+        iceberg_rows_written: Metrics::get(&metrics.iceberg_rows_written),
     };
     let skipped = metrics
         .decode

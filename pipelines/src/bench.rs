@@ -51,6 +51,10 @@ pub struct BenchReport {
     pub rss_peak: u64,
     /// Live keys at the end of the workload.
     pub live_keys: u64,
+    /// Rows appended to Iceberg tables.
+    pub iceberg_rows: u64,
+    /// Iceberg snapshots committed.
+    pub iceberg_commits: u64,
 }
 
 impl BenchReport {
@@ -77,7 +81,8 @@ impl BenchReport {
              throughput      {:.0} events/s, {:.1} MB/s ({:.2} s)\n\
              epoch latency   p50 {:.1} ms, p99 {:.1} ms over {} epochs\n\
              memory          peak RSS {:.1} MB; dataflow {:.1} MB above the {:.1} MB input\n\
-             state           {} live keys, {:.0} bytes per live key (dataflow memory / keys)\n",
+             state           {} live keys, {:.0} bytes per live key (dataflow memory / keys)\n\
+             iceberg         {} rows written in {} commits\n",
             self.pipeline,
             self.config.workers,
             self.config.events,
@@ -95,6 +100,8 @@ impl BenchReport {
             self.rss_before as f64 / 1e6,
             self.live_keys,
             dataflow_memory as f64 / self.live_keys.max(1) as f64,
+            self.iceberg_rows,
+            self.iceberg_commits,
         )
     }
 
@@ -119,6 +126,8 @@ impl BenchReport {
             "rss_before_bytes": self.rss_before,
             "rss_peak_bytes": self.rss_peak,
             "live_keys": self.live_keys,
+            "iceberg_rows_written": self.iceberg_rows,
+            "iceberg_commits": self.iceberg_commits,
         })
         .to_string()
     }
@@ -190,6 +199,8 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
         rss_before,
         rss_peak: sampler.stop().max(rss_before),
         live_keys,
+        iceberg_rows: summary.iceberg_rows_written,
+        iceberg_commits: summary.iceberg_commits,
         config,
     })
 }

@@ -22,7 +22,7 @@ use iceberg::io::FileIO;
 use tributary_operators::{Row, Schema, Time};
 
 pub use catalog::{Catalog, SqliteCatalog, TableIdent, CATALOG_NAME};
-pub use columns::iceberg_type;
+pub use columns::{iceberg_schema, iceberg_type, ColumnMap};
 pub use commit::encode_parquet;
 pub use committer::{attach, CommitterContext, EpochLedger};
 pub use maintain::{compact, expire, Compacted};
