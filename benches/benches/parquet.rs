@@ -3,27 +3,18 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tributary_engine::sinks::iceberg::{encode_parquet, iceberg_schema, ColumnMap};
-use tributary_operators::{Column, ColumnType, Decimal, Row, Schema, Value};
+use tributary_operators::{Column, ColumnType, Decimal, Row, Value};
 
 const ROWS: i64 = 100_000;
 
 fn bench_parquet(c: &mut Criterion) {
-    let schema = Schema::new(vec![
-        Column::new("order_id", ColumnType::Int64).not_null(),
-        Column::new("customer_id", ColumnType::Int64),
-        Column::new("status", ColumnType::String),
-        Column::new("quantity", ColumnType::Int32),
-        Column::new(
-            "price",
-            ColumnType::Decimal {
-                precision: 10,
-                scale: 2,
-            },
-        ),
-        Column::new("created_at", ColumnType::Timestamp),
-        Column::new("cdc_operation", ColumnType::String).not_null(),
-        Column::new("cdc_timestamp", ColumnType::Timestamp).not_null(),
-    ]);
+    let mut schema = tributary::tables::orders_schema();
+    schema
+        .columns
+        .push(Column::new("cdc_operation", ColumnType::String).not_null());
+    schema
+        .columns
+        .push(Column::new("cdc_timestamp", ColumnType::Timestamp).not_null());
     let statuses = ["pending", "paid", "shipped", "delivered", "cancelled"].map(Value::str);
     let rows: Vec<Row> = (0..ROWS)
         .map(|i| {

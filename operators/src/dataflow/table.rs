@@ -15,6 +15,29 @@ use crate::value::Value;
 /// Columns the change relation puts before the table's own (`after`) columns.
 pub const CHANGE_COLUMNS: [&str; 2] = ["op", "event_time"];
 
+/// Debezium's op codes as shared string values, made once per operator.
+struct OpNames([Value; 5]);
+
+impl Default for OpNames {
+    fn default() -> Self {
+        OpNames(["c", "u", "d", "r", "t"].map(Value::str))
+    }
+}
+
+impl OpNames {
+    /// The op's code; `None` for a tombstone, which is not a change.
+    fn of(&self, op: Op) -> Option<&Value> {
+        Some(match op {
+            Op::Create => &self.0[0],
+            Op::Update => &self.0[1],
+            Op::Delete => &self.0[2],
+            Op::Read => &self.0[3],
+            Op::Truncate => &self.0[4],
+            Op::Tombstone => return None,
+        })
+    }
+}
+
 /// Every Debezium event of the table as a row: `op` (c/u/d/r/t), `event_time` (source commit
 /// time), then the `after` columns (NULL for deletes). Append-only; tombstones are not events.
 pub fn changes<'s>(
@@ -31,16 +54,9 @@ pub fn changes<'s>(
         ..c.clone()
     }));
     let width = spec.schema.len();
-    let op_names: [Value; 5] = ["c", "u", "d", "r", "t"].map(Value::str);
+    let op_names = OpNames::default();
     let rows = events.flat_map(move |event| {
-        let op = match event.op {
-            Op::Create => &op_names[0],
-            Op::Update => &op_names[1],
-            Op::Delete => &op_names[2],
-            Op::Read => &op_names[3],
-            Op::Truncate => &op_names[4],
-            Op::Tombstone => return None,
-        };
+        let op = op_names.of(event.op)?;
         let mut values: smallvec::SmallVec<[Value; 16]> =
             smallvec::SmallVec::with_capacity(width + 2);
         values.push(op.clone());
@@ -166,16 +182,9 @@ pub fn changelog<'s>(
         );
     }
     let width = spec.schema.len();
-    let op_names: [Value; 5] = ["c", "u", "d", "r", "t"].map(Value::str);
+    let op_names = OpNames::default();
     let rows = events.flat_map(move |event| {
-        let op = match event.op {
-            Op::Create => &op_names[0],
-            Op::Update => &op_names[1],
-            Op::Delete => &op_names[2],
-            Op::Read => &op_names[3],
-            Op::Truncate => &op_names[4],
-            Op::Tombstone => return None,
-        };
+        let op = op_names.of(event.op)?;
         let mut values = Vec::with_capacity(2 + 2 * width);
         values.push(op.clone());
         values.push(Value::Timestamp(event.event_time_ms.saturating_mul(1000)));
