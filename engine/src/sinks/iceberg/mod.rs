@@ -269,10 +269,17 @@ impl IcebergSinks {
             .lock()
             .map_err(|_| IcebergError::Inconsistent("a worker failed while opening".into()))?;
         let mut point: Option<(&TableIdent, &Committed)> = None;
+        let fresh = tables.iter().find(|(_, t)| t.committed.epoch.is_none());
         for (ident, opened) in tables.iter() {
             let Some(_) = opened.committed.epoch else {
                 continue;
             };
+            if let Some((new, _)) = fresh {
+                return Err(IcebergError::Config(format!(
+                    "table {ident} resumes from its last snapshot but {new} has none, so it \
+                     would miss what came before; write {new} from a separate pipeline run"
+                )));
+            }
             match point {
                 Some((first, committed)) if committed.positions != opened.committed.positions => {
                     return Err(IcebergError::Config(format!(
