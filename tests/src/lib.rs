@@ -40,6 +40,18 @@ pub fn run_tributary(args: &[&str]) -> Output {
         .expect("spawn tributary")
 }
 
+/// Runs `tributary ARGS…`, asserts it succeeded (showing its stderr if not), returns stdout.
+pub fn run_tributary_ok(args: &[&str]) -> String {
+    let output = run_tributary(args);
+    assert!(
+        output.status.success(),
+        "tributary {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// One parsed console JSONL line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsoleLine {

@@ -5,11 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde_json::{json, Value as Json};
 use tributary_tests::iceberg::{pyiceberg_available, read_table};
-use tributary_tests::tributary_bin;
+use tributary_tests::run_tributary_ok;
 
 const FIELDS: [&str; 4] = ["id", "first_name", "last_name", "email"];
 
@@ -81,25 +80,19 @@ fn every_change_is_appended_once_across_runs() {
     let lines = workload(3_000);
     for part in [&lines[..1_000], &lines[..]] {
         std::fs::write(&path, part.join("\n") + "\n").unwrap();
-        let output = Command::new(tributary_bin())
-            .args([
-                "run",
-                "customers-changelog",
-                "--source",
-                &source,
-                "--until-idle",
-            ])
-            .args(["--epoch-ms", "5", "--commit-ms", "40"])
-            .arg("--warehouse")
-            .arg(&warehouse)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        run_tributary_ok(&[
+            "run",
+            "customers-changelog",
+            "--source",
+            &source,
+            "--until-idle",
+            "--epoch-ms",
+            "5",
+            "--commit-ms",
+            "40",
+            "--warehouse",
+            warehouse.to_str().unwrap(),
+        ]);
     }
     let (snapshots, _) = read_table(&warehouse, "analytics.customers_changelog", false);
     assert!(snapshots.len() >= 2);

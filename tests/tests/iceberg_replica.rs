@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
 use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table, ReplicaOracle};
-use tributary_tests::tributary_bin;
+use tributary_tests::{run_tributary_ok, tributary_bin};
 
 const TABLE: &str = "demo.orders_realtime_replica";
 
@@ -69,18 +69,8 @@ fn every_snapshot_equals_the_oracle_at_its_position() {
         let warehouse = dir.path().join(format!("warehouse-{workers}"));
         let warehouse = warehouse.to_str().unwrap();
         let started = Instant::now();
-        let output = Command::new(tributary_bin())
-            .args(run_args(&source, warehouse, workers))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
+        run_tributary_ok(&run_args(&source, warehouse, workers));
         let took = started.elapsed();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
         let (snapshots, read_seconds) = read_table(Path::new(warehouse), TABLE, false);
         assert!(
             snapshots.len() >= 3,
@@ -138,17 +128,7 @@ fn killing_and_restarting_loses_and_duplicates_nothing() {
         child.wait().unwrap();
         kills += 1;
     }
-    let output = Command::new(tributary_bin())
-        .args(run_args(&source, warehouse, "2"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_tributary_ok(&run_args(&source, warehouse, "2"));
     assert!(kills >= 3, "the run finished before enough kills ({kills})");
 
     let (snapshots, _) = read_table(Path::new(warehouse), TABLE, false);
@@ -185,23 +165,10 @@ fn compaction_and_expiry_keep_the_table_and_its_resume_point() {
     let source = format!("file:{}", path.display());
     let warehouse = dir.path().join("warehouse");
     let warehouse = warehouse.to_str().unwrap();
-    let tributary = |args: &[&str]| {
-        let output = Command::new(tributary_bin())
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    tributary(&run_args(&source, warehouse, "1"));
-    let compacted = tributary(&["maintain", "--warehouse", warehouse, "compact", TABLE]);
+    run_tributary_ok(&run_args(&source, warehouse, "1"));
+    let compacted = run_tributary_ok(&["maintain", "--warehouse", warehouse, "compact", TABLE]);
     assert!(compacted.contains("in 1 data file"), "{compacted}");
-    let expired = tributary(&[
+    let expired = run_tributary_ok(&[
         "maintain",
         "--warehouse",
         warehouse,
@@ -219,7 +186,7 @@ fn compaction_and_expiry_keep_the_table_and_its_resume_point() {
 
     // The rest of the file arrives; the pipeline resumes from the compacted table.
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    tributary(&run_args(&source, warehouse, "2"));
+    run_tributary_ok(&run_args(&source, warehouse, "2"));
     let (snapshots, _) = read_table(Path::new(warehouse), TABLE, false);
     assert_eq!(
         check_snapshots(&snapshots, &source, &lines),

@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{json, Value as Json};
 use tributary_tests::iceberg::{pyiceberg_available, read_table};
-use tributary_tests::tributary_bin;
+use tributary_tests::run_tributary_ok;
 
 const MONTH_US: i64 = 30 * 24 * 3600 * 1_000_000;
 
@@ -103,19 +102,21 @@ fn products_lake_equals_the_oracle_at_every_snapshot() {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let source = format!("file:{}", path.display());
     let warehouse = dir.path().join("warehouse");
-    let output = Command::new(tributary_bin())
-        .args(["run", "products-lake", "--source", &source, "--until-idle"])
-        .args(["--epoch-ms", "5", "--commit-ms", "50", "--workers", "2"])
-        .arg("--warehouse")
-        .arg(&warehouse)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_tributary_ok(&[
+        "run",
+        "products-lake",
+        "--source",
+        &source,
+        "--until-idle",
+        "--epoch-ms",
+        "5",
+        "--commit-ms",
+        "50",
+        "--workers",
+        "2",
+        "--warehouse",
+        warehouse.to_str().unwrap(),
+    ]);
 
     let (snapshots, _) = read_table(Path::new(&warehouse), "lake.products", false);
     assert!(!snapshots.is_empty());
