@@ -307,6 +307,15 @@ impl<'s> PipelineBuilder<'s> {
     }
 }
 
+/// `table::state` or `table::replica`.
+type UpsertBuilder<'s> = fn(
+    Collection<'s, ChangeEvent>,
+    &TableSpec,
+    SideOutputs<'s>,
+    &str,
+    Arc<std::sync::atomic::AtomicI64>,
+) -> Relation<'s>;
+
 /// A declared source table.
 pub struct Table<'s> {
     id: TableId,
@@ -342,18 +351,7 @@ impl<'s> Table<'s> {
 
     /// The current state with each row's last `cdc_operation` (c/u/r) and `cdc_timestamp`.
     pub fn replica(&self) -> Relation<'s> {
-        self.replica
-            .get_or_init(|| {
-                let name = format!("{}/replica", self.spec.name);
-                table::replica(
-                    self.events.borrow().clone(),
-                    &self.spec,
-                    Rc::clone(&self.side),
-                    &name,
-                    Arc::clone(&self.live_rows),
-                )
-            })
-            .clone()
+        self.upserted(&self.replica, "replica", table::replica)
     }
 
     /// Adds events that rebuild recovered state; only before the state is first used.
@@ -371,17 +369,25 @@ impl<'s> Table<'s> {
 
     /// The current state: one row per primary key (upsert; deletes retract).
     pub fn state(&self) -> Relation<'s> {
-        self.state
-            .get_or_init(|| {
-                let name = format!("{}/state", self.spec.name);
-                table::state(
-                    self.events.borrow().clone(),
-                    &self.spec,
-                    Rc::clone(&self.side),
-                    &name,
-                    Arc::clone(&self.live_rows),
-                )
-            })
-            .clone()
+        self.upserted(&self.state, "state", table::state)
+    }
+
+    /// An upserted relation built once (by `build`, named `<table>/<what>`) and kept in `cell`.
+    fn upserted(
+        &self,
+        cell: &OnceCell<Relation<'s>>,
+        what: &str,
+        build: UpsertBuilder<'s>,
+    ) -> Relation<'s> {
+        cell.get_or_init(|| {
+            build(
+                self.events.borrow().clone(),
+                &self.spec,
+                Rc::clone(&self.side),
+                &format!("{}/{what}", self.spec.name),
+                Arc::clone(&self.live_rows),
+            )
+        })
+        .clone()
     }
 }
