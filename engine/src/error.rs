@@ -83,6 +83,14 @@ pub enum SourceError {
         /// The client's error.
         cause: String,
     },
+    /// PostgreSQL refused or is not set up for logical replication.
+    #[error("postgres {what}: {reason}")]
+    Postgres {
+        /// What was being done.
+        what: String,
+        /// The server's or Tributary's explanation, with the fix where there is one.
+        reason: String,
+    },
     /// The source cannot resume where the sinks last committed.
     #[error("cannot resume {source_name}: {reason}")]
     Resume {

@@ -310,6 +310,11 @@ fn drive(
                 latency.closed(epoch);
             }
         });
+        if source.take_epoch_boundary() {
+            let epoch = ingestor.close_epoch();
+            input.advance_to(epoch);
+            latency.closed(epoch);
+        }
         match poll {
             Poll::Ready => {}
             // Quiet source: the last transaction is taken as complete once an interval passes.

@@ -13,6 +13,7 @@ use serde_json::Value as Json;
 pub mod iceberg;
 pub mod kafka;
 pub mod kafka_workload;
+pub mod postgres;
 
 /// Path of the `tributary` binary built by `cargo test --workspace` (the `tributary` package's
 /// own integration tests make cargo build it next to this test executable).

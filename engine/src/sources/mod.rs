@@ -5,6 +5,7 @@ pub mod file;
 pub mod generator;
 pub mod kafka;
 pub mod memory;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,12 @@ pub trait Source: Send {
     fn acknowledge(&mut self, _positions: &BTreeMap<u32, u64>) -> Result<(), SourceError> {
         Ok(())
     }
+
+    /// True (once) when the records polled so far complete a unit that must form an epoch of
+    /// its own, whatever the epoch clock says (a database snapshot before its change stream).
+    fn take_epoch_boundary(&mut self) -> bool {
+        false
+    }
 }
 
 /// Source positions by stream name (as [`Source::stream_names`] gives them): the last offset
@@ -76,13 +83,15 @@ pub enum SourceSpec {
     Generator(Option<u64>),
     /// `kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]`: every partition of the topics.
     Kafka(kafka::KafkaSourceSpec),
+    /// `postgres://USER@HOST[:PORT]/DB?publication=P&slot=S`: logical replication.
+    Postgres(postgres::PostgresSourceSpec),
     /// Records already in memory (benchmarks); not reachable from `--source`.
     Memory(Arc<[RawRecord]>),
 }
 
 impl SourceSpec {
-    /// Parses `file:PATH`, `generator[:EVENTS]` or `kafka://HOST:PORT/TOPIC[,TOPIC]` (the Kafka
-    /// client settings are defaults; the caller fills them in).
+    /// Parses `file:PATH`, `generator[:EVENTS]`, `kafka://HOST:PORT/TOPIC[,TOPIC]` (the Kafka
+    /// client settings are defaults; the caller fills them in) or `postgres://…`.
     pub fn parse(spec: &str) -> Result<SourceSpec, SourceError> {
         let bad = |reason: &str| SourceError::BadSpec {
             spec: spec.to_owned(),
@@ -109,11 +118,17 @@ impl SourceSpec {
                 .map(SourceSpec::Kafka)
                 .map_err(|reason| bad(&reason));
         }
-        if spec.starts_with("postgres://") {
-            return Err(bad("this build does not include that connector yet"));
+        if let Some(rest) = spec
+            .strip_prefix("postgres://")
+            .or_else(|| spec.strip_prefix("postgresql://"))
+        {
+            return postgres::PostgresSourceSpec::parse(rest)
+                .map(SourceSpec::Postgres)
+                .map_err(|reason| bad(&reason));
         }
         Err(bad(
-            "expected file:PATH, generator[:EVENTS] or kafka://HOST:PORT/TOPIC[,TOPIC]",
+            "expected file:PATH, generator[:EVENTS], kafka://HOST:PORT/TOPIC[,TOPIC] or \
+             postgres://USER@HOST[:PORT]/DB?publication=P&slot=S",
         ))
     }
 
@@ -128,6 +143,7 @@ impl SourceSpec {
                 },
             )),
             SourceSpec::Kafka(spec) => Box::new(kafka::KafkaSource::open(spec, follow)?),
+            SourceSpec::Postgres(spec) => Box::new(postgres::PostgresSource::new(spec, follow)),
             SourceSpec::Memory(records) => Box::new(memory::MemorySource::new(Arc::clone(records))),
         })
     }
