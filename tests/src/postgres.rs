@@ -55,6 +55,12 @@ impl Postgres {
     /// Starts a server, or returns `None` after saying loudly why the test is skipped (no
     /// PostgreSQL binaries and `CI` unset). Under `CI=true` missing binaries fail the test.
     pub fn start_or_skip(test: &str) -> Option<Postgres> {
+        Postgres::start_with_or_skip(test, &[])
+    }
+
+    /// Like [`Postgres::start_or_skip`], with extra `-c NAME=VALUE` server settings (they
+    /// override the defaults, e.g. `("wal_level", "replica")`).
+    pub fn start_with_or_skip(test: &str, settings: &[(&str, &str)]) -> Option<Postgres> {
         let Some(bindir) = postgres_bindir() else {
             let why = "no PostgreSQL server binaries: `apt-get install postgresql` (Debian) or \
                        set TRIBUTARY_PG_BIN=/path/to/bin";
@@ -65,10 +71,10 @@ impl Postgres {
             eprintln!("SKIPPED {test}: {why}");
             return None;
         };
-        Some(Postgres::start(bindir))
+        Some(Postgres::start(bindir, settings))
     }
 
-    fn start(bindir: PathBuf) -> Postgres {
+    fn start(bindir: PathBuf, settings: &[(&str, &str)]) -> Postgres {
         let data = tempfile::Builder::new()
             .prefix("tributary-pg-")
             .tempdir()
@@ -112,6 +118,11 @@ impl Postgres {
             .args(["-c", "wal_level=logical", "-c", "max_wal_senders=10"])
             .args(["-c", "max_replication_slots=10", "-c", "fsync=off"])
             .args(["-c", "unix_socket_directories="])
+            .args(
+                settings
+                    .iter()
+                    .flat_map(|(name, value)| ["-c".to_owned(), format!("{name}={value}")]),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
