@@ -12,7 +12,7 @@ use serde::Deserialize;
 pub struct RunConfig {
     /// Pipeline name.
     pub pipeline: Option<String>,
-    /// `file:PATH`, `generator[:EVENTS]` or `kafka://HOST:PORT/TOPIC[,TOPIC]`.
+    /// `file:PATH`, `generator[:EVENTS]`, `kafka://HOST:PORT/TOPIC[,TOPIC]` or `postgres://…`.
     pub source: Option<String>,
     /// Timely worker threads.
     pub workers: Option<usize>,

@@ -152,7 +152,8 @@ struct RunArgs {
     /// flags given here win.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// file:PATH | generator[:EVENTS] | kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]
+    /// file:PATH | generator[:EVENTS] | kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC] |
+    /// postgres://USER@HOST[:PORT]/DB?publication=P&slot=S
     /// [default: generator]
     #[arg(long)]
     source: Option<String>,
