@@ -3,9 +3,14 @@
 with pyiceberg and prints one table as JSON: every snapshot (oldest first) with its summary, and
 the rows of each snapshot (or of the current one only, with --current), sorted.
 
-usage: read_iceberg.py WAREHOUSE NAMESPACE.TABLE [--current]
+usage: read_iceberg.py WAREHOUSE NAMESPACE.TABLE [--current] [--catalog PATH]
+
+WAREHOUSE is a directory (catalog at WAREHOUSE/catalog.db unless --catalog says otherwise) or
+s3://BUCKET/PREFIX (then --catalog is required; the S3 endpoint and credentials come from
+TRIBUTARY_S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION).
 """
 import json
+import os
 import sys
 import time
 
@@ -30,9 +35,23 @@ def plain(table: pa.Table) -> list:
 
 def main() -> None:
     warehouse, name = sys.argv[1], sys.argv[2]
-    current_only = "--current" in sys.argv[3:]
+    options = sys.argv[3:]
+    current_only = "--current" in options
+    catalog_path = options[options.index("--catalog") + 1] if "--catalog" in options else None
+    properties = {}
+    if warehouse.startswith("s3://"):
+        properties = {
+            "s3.endpoint": os.environ["TRIBUTARY_S3_ENDPOINT"],
+            "s3.access-key-id": os.environ["AWS_ACCESS_KEY_ID"],
+            "s3.secret-access-key": os.environ["AWS_SECRET_ACCESS_KEY"],
+            "s3.region": os.environ.get("AWS_REGION", "us-east-1"),
+            "s3.force-virtual-addressing": "false",
+        }
+    else:
+        catalog_path = catalog_path or f"{warehouse}/catalog.db"
+        warehouse = f"file://{warehouse}"
     catalog = SqlCatalog(
-        "tributary", uri=f"sqlite:///{warehouse}/catalog.db", warehouse=f"file://{warehouse}"
+        "tributary", uri=f"sqlite:///{catalog_path}", warehouse=warehouse, **properties
     )
     table = catalog.load_table(name)
     snapshots = sorted(table.snapshots(), key=lambda s: s.sequence_number)

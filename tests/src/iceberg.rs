@@ -54,12 +54,34 @@ pub fn pyiceberg_available() -> bool {
 /// Reads every snapshot of `table` (or only the current one) with pyiceberg; also returns the
 /// reader's time in seconds.
 pub fn read_table(warehouse: &Path, table: &str, current_only: bool) -> (Vec<SnapshotRead>, f64) {
+    read_table_with(
+        warehouse.to_str().expect("UTF-8 path"),
+        None,
+        &[],
+        table,
+        current_only,
+    )
+}
+
+/// [`read_table`] for any warehouse (a directory or `s3://…`), an explicit catalog file, and
+/// extra environment (S3 endpoint and credentials) for the reader.
+pub fn read_table_with(
+    warehouse: &str,
+    catalog: Option<&Path>,
+    env: &[(&str, String)],
+    table: &str,
+    current_only: bool,
+) -> (Vec<SnapshotRead>, f64) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("py/read_iceberg.py");
     let mut command = Command::new("python3");
     command.arg(script).arg(warehouse).arg(table);
     if current_only {
         command.arg("--current");
     }
+    if let Some(catalog) = catalog {
+        command.arg("--catalog").arg(catalog);
+    }
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     let output = command.output().expect("run python3");
     assert!(
         output.status.success(),

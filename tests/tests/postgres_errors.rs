@@ -50,8 +50,7 @@ fn assert_fails_with(source: &str, warehouse: &std::path::Path, needles: &[&str]
 
 #[test]
 fn wal_level_other_than_logical_is_explained() {
-    let Some(pg) =
-        Postgres::start_with_or_skip("postgres_errors", &[("wal_level", "replica")])
+    let Some(pg) = Postgres::start_with_or_skip("postgres_errors", &[("wal_level", "replica")])
     else {
         return;
     };
@@ -60,7 +59,10 @@ fn wal_level_other_than_logical_is_explained() {
     assert_fails_with(
         &pg.url("postgres", "postgres"),
         dir.path(),
-        &["wal_level is `replica`", "ALTER SYSTEM SET wal_level = logical"],
+        &[
+            "wal_level is `replica`",
+            "ALTER SYSTEM SET wal_level = logical",
+        ],
     );
 }
 
@@ -86,7 +88,14 @@ fn setup_mistakes_are_explained_and_a_schema_change_is_reported() {
         &["connect to 127.0.0.1:1", "is the server running"],
     );
     // No publication yet.
-    assert_fails_with(&url, &warehouse, &["publication `tributary` does not exist", "CREATE PUBLICATION"]);
+    assert_fails_with(
+        &url,
+        &warehouse,
+        &[
+            "publication `tributary` does not exist",
+            "CREATE PUBLICATION",
+        ],
+    );
     // A published table without a primary key.
     pg.psql(
         "postgres",
@@ -106,7 +115,10 @@ fn setup_mistakes_are_explained_and_a_schema_change_is_reported() {
     assert_fails_with(
         &format!("{}?create_publication=true", pg.url("reader", "postgres")),
         &warehouse,
-        &["may not replicate", "ALTER ROLE \"reader\" WITH REPLICATION"],
+        &[
+            "may not replicate",
+            "ALTER ROLE \"reader\" WITH REPLICATION",
+        ],
     );
 
     // create_publication=true makes it work (FOR ALL TABLES would include `events`, so give

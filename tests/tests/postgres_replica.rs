@@ -254,7 +254,14 @@ impl Run {
         command
             .args(["run", "orders-replica", "--source", source, "--warehouse"])
             .arg(warehouse)
-            .args(["--workers", workers, "--commit-ms", "150", "--epoch-ms", "50"])
+            .args([
+                "--workers",
+                workers,
+                "--commit-ms",
+                "150",
+                "--epoch-ms",
+                "50",
+            ])
             .args(["--console-format", "jsonl"])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -360,13 +367,7 @@ fn replica_equals_the_source_at_every_snapshot_across_kills() {
         }
     }
     run.take().unwrap().kill_after_commits(1);
-    let last = Run::start(
-        &source,
-        &warehouse,
-        "2",
-        dir.path().join("final.log"),
-        true,
-    );
+    let last = Run::start(&source, &warehouse, "2", dir.path().join("final.log"), true);
     let status = {
         let mut child = last.child;
         child.wait().unwrap()
@@ -375,14 +376,21 @@ fn replica_equals_the_source_at_every_snapshot_across_kills() {
     assert!(status.success(), "final run failed: {final_log}");
 
     let expected = rows_of(&state);
-    assert_eq!(select_orders(&pg), expected, "the model drifted from PostgreSQL");
+    assert_eq!(
+        select_orders(&pg),
+        expected,
+        "the model drifted from PostgreSQL"
+    );
 
     let (snapshots, _) = read_table(&warehouse, TABLE, false);
     assert!(snapshots.len() >= 6, "only {} snapshots", snapshots.len());
     let mut previous = 0;
     for (index, snapshot) in snapshots.iter().enumerate() {
         let lsn = snapshot.position(STREAM);
-        assert!(lsn >= previous, "positions went back: {previous} then {lsn}");
+        assert!(
+            lsn >= previous,
+            "positions went back: {previous} then {lsn}"
+        );
         previous = lsn;
         // The source's state at `lsn`: after the first transaction whose after-commit WAL
         // position reaches it (a snapshot's consistent point may also fall just before).

@@ -139,7 +139,10 @@ pub fn value(out: &mut String, type_oid: u32, text: &Bytes) {
                 .strip_prefix("\\x")
                 .and_then(hex)
                 .unwrap_or_else(|| text.as_bytes().to_vec());
-            quoted(out, &base64::engine::general_purpose::STANDARD.encode(bytes));
+            quoted(
+                out,
+                &base64::engine::general_purpose::STANDARD.encode(bytes),
+            );
         }
         // numeric, dates, times, json(b), text, uuid…: the text itself, as Debezium's string
         // modes write it (json/jsonb as io.debezium.data.Json, a string holding the document).
@@ -149,7 +152,7 @@ pub fn value(out: &mut String, type_oid: u32, text: &Bytes) {
 
 fn hex(text: &str) -> Option<Vec<u8>> {
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -212,7 +215,13 @@ mod tests {
                 type_oid: oid::FLOAT8,
             },
         ];
-        let old = [text("1"), text("f"), text("long \"text\""), Datum::Null, text("1")];
+        let old = [
+            text("1"),
+            text("f"),
+            text("long \"text\""),
+            Datum::Null,
+            text("1"),
+        ];
         let new = [
             text("1"),
             text("t"),

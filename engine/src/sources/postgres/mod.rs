@@ -19,8 +19,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pgwire_replication::ReplicationConfig;
-use tokio::sync::{mpsc, watch};
 use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, watch};
 
 use tributary_operators::RawRecord;
 

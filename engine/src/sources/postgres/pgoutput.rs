@@ -138,9 +138,7 @@ pub fn parse(data: &Bytes) -> Result<RowMessage, ParseError> {
         b'T' => {
             let count = reader.u32()?;
             let _options = reader.u8()?;
-            let oids = (0..count)
-                .map(|_| reader.u32())
-                .collect::<Result<_, _>>()?;
+            let oids = (0..count).map(|_| reader.u32()).collect::<Result<_, _>>()?;
             RowMessage::Truncate { oids }
         }
         _ => RowMessage::Ignored,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use pgwire_replication::{Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use pgwire_replication::{
+    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -63,7 +65,8 @@ const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
 const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(15);
 
 /// Session settings that make text values unambiguous (ISO dates, UTC timestamps).
-pub(super) const SESSION_OPTIONS: &str = "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3";
+pub(super) const SESSION_OPTIONS: &str =
+    "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3";
 
 impl Session {
     /// Runs until the stream ends, the source is dropped, or an error; errors go to the feed.
@@ -104,7 +107,10 @@ impl Session {
         } else {
             None
         };
-        client.start().await.map_err(|e| replication_error(&self.spec, e))?;
+        client
+            .start()
+            .await
+            .map_err(|e| replication_error(&self.spec, e))?;
         client
             .wait_started()
             .await
@@ -124,10 +130,13 @@ impl Session {
 
     async fn send(&self, feed: Feed) -> Result<(), SourceError> {
         // A closed feed means the source was dropped: the run is over, nothing to report.
-        self.feed.send(feed).await.map_err(|_| SourceError::Postgres {
-            what: "stream".into(),
-            reason: "the source was closed".into(),
-        })
+        self.feed
+            .send(feed)
+            .await
+            .map_err(|_| SourceError::Postgres {
+                what: "stream".into(),
+                reason: "the source was closed".into(),
+            })
     }
 
     /// Reads every published table under the exported snapshot, as `r` events at the slot's
@@ -281,9 +290,9 @@ impl Session {
                 ReplicationEvent::Message {
                     prefix, content, ..
                 } => {
-                    let ours = marker
-                        .as_deref()
-                        .is_some_and(|m| prefix == MARKER_PREFIX && content.as_ref() == m.as_bytes());
+                    let ours = marker.as_deref().is_some_and(|m| {
+                        prefix == MARKER_PREFIX && content.as_ref() == m.as_bytes()
+                    });
                     if ours {
                         self.send(Feed::CaughtUp).await?;
                     }
@@ -400,7 +409,12 @@ impl OpenTransaction {
         match message {
             RowMessage::Insert { oid, new } => {
                 let shape = shape_of(oid)?;
-                events.push(change_event('c', None, Some(shape.image(&new, None)), &source(shape)));
+                events.push(change_event(
+                    'c',
+                    None,
+                    Some(shape.image(&new, None)),
+                    &source(shape),
+                ));
             }
             RowMessage::Update { oid, old, new } => {
                 let shape = shape_of(oid)?;
@@ -436,7 +450,12 @@ impl OpenTransaction {
             }
             RowMessage::Delete { oid, old } => {
                 let shape = shape_of(oid)?;
-                events.push(change_event('d', Some(shape.image(&old, None)), None, &source(shape)));
+                events.push(change_event(
+                    'd',
+                    Some(shape.image(&old, None)),
+                    None,
+                    &source(shape),
+                ));
             }
             RowMessage::Truncate { oids } => {
                 for oid in oids {
@@ -493,13 +512,14 @@ async fn connect_control(spec: &PostgresSourceSpec) -> Result<Client, SourceErro
     if let Some(password) = &spec.password {
         config.password(password);
     }
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| SourceError::Postgres {
-            what: format!("connect to {}:{}", spec.host, spec.port),
-            reason: format!("{}; is the server running and the URL right?", describe(&e)),
-        })?;
+    let (client, connection) =
+        config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| SourceError::Postgres {
+                what: format!("connect to {}:{}", spec.host, spec.port),
+                reason: format!("{}; is the server running and the URL right?", describe(&e)),
+            })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "PostgreSQL control connection ended");
