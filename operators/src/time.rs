@@ -92,7 +92,11 @@ pub fn parse_timestamp_micros(text: &str) -> Option<i64> {
                 b'-' => -1,
                 _ => return None,
             };
-            let body = rest[1..].replace(':', "");
+            let mut body = rest[1..].replace(':', "");
+            // PostgreSQL writes whole-hour offsets as `+HH`.
+            if body.len() == 2 {
+                body.push_str("00");
+            }
             if body.len() != 4 {
                 return None;
             }
@@ -126,6 +130,11 @@ mod tests {
             Some(1_000_000)
         );
         assert_eq!(parse_timestamp_micros("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(
+            parse_timestamp_micros("1970-01-01 02:00:00+02"),
+            Some(0),
+            "PostgreSQL style"
+        );
         assert_eq!(
             parse_timestamp_micros("1970-01-01 00:00:00.5"),
             Some(500_000)

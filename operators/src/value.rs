@@ -59,7 +59,10 @@ impl Value {
             Value::Float(f) if f.0.is_finite() => {
                 let _ = write!(out, "{}", f.0);
             }
-            Value::Float(_) => out.push_str("null"),
+            // Not JSON numbers: written as Debezium writes them (and the decoder reads them).
+            Value::Float(f) if f.0.is_nan() => out.push_str("\"NaN\""),
+            Value::Float(f) if f.0 > 0.0 => out.push_str("\"Infinity\""),
+            Value::Float(_) => out.push_str("\"-Infinity\""),
             Value::Decimal(d) => {
                 let _ = write!(out, "{d}");
             }
