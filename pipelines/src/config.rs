@@ -32,7 +32,7 @@ pub struct RunConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Directory of the Iceberg tables.
     pub warehouse: Option<PathBuf>,
-    /// Iceberg catalog, `sqlite:PATH`.
+    /// Iceberg catalog, `sqlite:PATH` or `postgres://USER@HOST[:PORT]/DB`.
     pub catalog: Option<String>,
     /// Iceberg commit interval in milliseconds.
     pub commit_ms: Option<u64>,

@@ -63,11 +63,11 @@ pub fn read_table(warehouse: &Path, table: &str, current_only: bool) -> (Vec<Sna
     )
 }
 
-/// [`read_table`] for any warehouse (a directory or `s3://…`), an explicit catalog file, and
-/// extra environment (S3 endpoint and credentials) for the reader.
+/// [`read_table`] for any warehouse (a directory or `s3://…`), an explicit catalog (a SQLite
+/// file or a `postgres://` URL), and extra environment (S3 endpoint and credentials) for the reader.
 pub fn read_table_with(
     warehouse: &str,
-    catalog: Option<&Path>,
+    catalog: Option<&str>,
     env: &[(&str, String)],
     table: &str,
     current_only: bool,

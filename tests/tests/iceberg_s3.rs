@@ -85,8 +85,13 @@ fn s3_warehouse_survives_kills_and_reads_back_equal_to_the_oracle() {
         String::from_utf8_lossy(&output.stderr)
     );
 
-    let (snapshots, read_seconds) =
-        read_table_with(warehouse, Some(&catalog), &s3.env(), TABLE, false);
+    let (snapshots, read_seconds) = read_table_with(
+        warehouse,
+        Some(catalog.to_str().unwrap()),
+        &s3.env(),
+        TABLE,
+        false,
+    );
     assert!(snapshots.len() >= 2, "only {} snapshots", snapshots.len());
     let last = check_snapshots(&snapshots, &source, &lines);
     assert_eq!(

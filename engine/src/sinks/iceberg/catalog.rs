@@ -1,7 +1,8 @@
 //! Catalogs: where a table's current metadata file is recorded, and the atomic
-//! compare-and-swap that makes a commit. The embedded default is a SQL catalog on SQLite in the
-//! JDBC-catalog layout (`iceberg_tables`), which pyiceberg's `SqlCatalog` and Spark's
-//! `JdbcCatalog` open.
+//! compare-and-swap that makes a commit. Both are SQL catalogs in the JDBC-catalog layout
+//! (`iceberg_tables`, `iceberg_namespace_properties`), which pyiceberg's `SqlCatalog` and
+//! Spark's `JdbcCatalog` open: on SQLite (the embedded default) or on PostgreSQL (shared by
+//! several hosts and readers).
 
 use std::fmt;
 use std::path::Path;
@@ -61,6 +62,22 @@ pub trait Catalog: Send + fmt::Debug {
         -> Result<bool, IcebergError>;
 }
 
+/// The JDBC-catalog tables, as pyiceberg and Spark create them.
+const CATALOG_TABLES: &str = "CREATE TABLE IF NOT EXISTS iceberg_tables (
+        catalog_name VARCHAR(255) NOT NULL,
+        table_namespace VARCHAR(255) NOT NULL,
+        table_name VARCHAR(255) NOT NULL,
+        metadata_location VARCHAR(1000),
+        previous_metadata_location VARCHAR(1000),
+        iceberg_type VARCHAR(5),
+        PRIMARY KEY (catalog_name, table_namespace, table_name));
+     CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
+        catalog_name VARCHAR(255) NOT NULL,
+        namespace VARCHAR(255) NOT NULL,
+        property_key VARCHAR(255) NOT NULL,
+        property_value VARCHAR(1000) NOT NULL,
+        PRIMARY KEY (catalog_name, namespace, property_key));";
+
 /// The SQL catalog on SQLite.
 #[derive(Debug)]
 pub struct SqliteCatalog {
@@ -75,22 +92,7 @@ impl SqliteCatalog {
             .busy_timeout(Duration::from_secs(30))
             .map_err(|e| catalog_error(path, e))?;
         connection
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS iceberg_tables (
-                    catalog_name VARCHAR(255) NOT NULL,
-                    table_namespace VARCHAR(255) NOT NULL,
-                    table_name VARCHAR(255) NOT NULL,
-                    metadata_location VARCHAR(1000),
-                    previous_metadata_location VARCHAR(1000),
-                    iceberg_type VARCHAR(5),
-                    PRIMARY KEY (catalog_name, table_namespace, table_name));
-                 CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
-                    catalog_name VARCHAR(255) NOT NULL,
-                    namespace VARCHAR(255) NOT NULL,
-                    property_key VARCHAR(255) NOT NULL,
-                    property_value VARCHAR(1000) NOT NULL,
-                    PRIMARY KEY (catalog_name, namespace, property_key));",
-            )
+            .execute_batch(CATALOG_TABLES)
             .map_err(|e| catalog_error(path, e))?;
         Ok(SqliteCatalog { connection })
     }
@@ -152,6 +154,163 @@ impl Catalog for SqliteCatalog {
                 params![new, expected, CATALOG_NAME, table.namespace, table.name],
             )
             .map_err(sql_error)?;
+        Ok(changed == 1)
+    }
+}
+
+/// The SQL catalog on PostgreSQL (`--catalog postgres://USER[:PASSWORD]@HOST[:PORT]/DB`; the
+/// password may also come from `TRIBUTARY_CATALOG_PASSWORD` or `PGPASSWORD`).
+pub struct PostgresCatalog {
+    client: postgres::Client,
+    /// `postgres://USER@HOST:PORT/DB`, for messages (no password).
+    describe: String,
+}
+
+impl fmt::Debug for PostgresCatalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresCatalog")
+            .field("database", &self.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresCatalog {
+    /// Connects and creates the catalog tables if they are missing.
+    pub fn open(url: &str) -> Result<Self, IcebergError> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| IcebergError::Config(format!("--catalog: not a PostgreSQL URL: {e}")))?;
+        if config.get_password().is_none() {
+            let password = std::env::var("TRIBUTARY_CATALOG_PASSWORD")
+                .or_else(|_| std::env::var("PGPASSWORD"));
+            if let Ok(password) = password {
+                config.password(password);
+            }
+        }
+        config
+            .application_name("tributary-catalog")
+            .connect_timeout(Duration::from_secs(10));
+        let describe = describe_config(&config);
+        let mut client = config.connect(postgres::NoTls).map_err(|e| {
+            IcebergError::Catalog(format!(
+                "cannot connect to the PostgreSQL catalog {describe}: {}",
+                postgres_reason(&e)
+            ))
+        })?;
+        client.batch_execute(CATALOG_TABLES).map_err(|e| {
+            IcebergError::Catalog(format!(
+                "PostgreSQL catalog {describe}: {}",
+                postgres_reason(&e)
+            ))
+        })?;
+        Ok(PostgresCatalog { client, describe })
+    }
+
+    fn error(&self, cause: &postgres::Error) -> IcebergError {
+        IcebergError::Catalog(format!(
+            "PostgreSQL catalog {}: {}",
+            self.describe,
+            postgres_reason(cause)
+        ))
+    }
+}
+
+fn describe_config(config: &postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    format!(
+        "postgres://{}@{host}:{}/{}",
+        config.get_user().unwrap_or("?"),
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_dbname().unwrap_or("?")
+    )
+}
+
+/// The server's message when there is one, else the client's chain of causes.
+fn postgres_reason(error: &postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
+}
+
+impl Catalog for PostgresCatalog {
+    fn load(&mut self, table: &TableIdent) -> Result<Option<String>, IcebergError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT metadata_location FROM iceberg_tables
+                 WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3",
+                &[&CATALOG_NAME, &table.namespace, &table.name],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(row.and_then(|row| row.get::<_, Option<String>>(0)))
+    }
+
+    fn create(&mut self, table: &TableIdent, metadata_location: &str) -> Result<(), IcebergError> {
+        let mut tx = self.client.transaction().map_err(|e| {
+            IcebergError::Catalog(format!("PostgreSQL catalog: {}", postgres_reason(&e)))
+        })?;
+        let created = tx
+            .execute(
+                "INSERT INTO iceberg_namespace_properties
+                 (catalog_name, namespace, property_key, property_value)
+                 VALUES ($1, $2, 'exists', 'true') ON CONFLICT DO NOTHING",
+                &[&CATALOG_NAME, &table.namespace],
+            )
+            .and_then(|_| {
+                tx.execute(
+                    "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name,
+                     metadata_location, previous_metadata_location, iceberg_type)
+                     VALUES ($1, $2, $3, $4, NULL, 'TABLE')",
+                    &[
+                        &CATALOG_NAME,
+                        &table.namespace,
+                        &table.name,
+                        &metadata_location,
+                    ],
+                )
+            })
+            .and_then(|_| tx.commit());
+        created.map_err(|e| {
+            IcebergError::Catalog(format!(
+                "cannot create table {table} in {}: {}",
+                self.describe,
+                postgres_reason(&e)
+            ))
+        })
+    }
+
+    fn swap(
+        &mut self,
+        table: &TableIdent,
+        expected: &str,
+        new: &str,
+    ) -> Result<bool, IcebergError> {
+        let changed = self
+            .client
+            .execute(
+                "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2
+                 WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5
+                 AND metadata_location = $2",
+                &[
+                    &new,
+                    &expected,
+                    &CATALOG_NAME,
+                    &table.namespace,
+                    &table.name,
+                ],
+            )
+            .map_err(|e| self.error(&e))?;
         Ok(changed == 1)
     }
 }

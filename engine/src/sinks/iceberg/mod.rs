@@ -22,7 +22,7 @@ use iceberg_storage_opendal::OpenDalStorageFactory;
 
 use tributary_operators::{Row, Schema, Time};
 
-pub use catalog::{Catalog, SqliteCatalog, TableIdent, CATALOG_NAME};
+pub use catalog::{Catalog, PostgresCatalog, SqliteCatalog, TableIdent, CATALOG_NAME};
 pub use columns::{iceberg_schema, iceberg_type, ColumnMap};
 pub use commit::encode_parquet;
 pub use committer::{attach, CommitterContext, EpochLedger};
@@ -98,10 +98,35 @@ pub struct IcebergOptions {
     pub warehouse: PathBuf,
     /// An S3-compatible warehouse (`s3://bucket/prefix`) instead of the local directory.
     pub object_store: Option<ObjectStore>,
-    /// The SQLite catalog file (default `<warehouse>/catalog.db`).
-    pub catalog: PathBuf,
+    /// The catalog (default: SQLite at `<warehouse>/catalog.db`).
+    pub catalog: CatalogLocation,
     /// Commit at most this often (each commit covers whole epochs).
     pub commit_interval: Duration,
+}
+
+/// Where the SQL catalog lives.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CatalogLocation {
+    /// A SQLite file (`sqlite:PATH`).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for CatalogLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogLocation::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            // user:password@ → user@
+            CatalogLocation::Postgres(url) => match (url.split_once("://"), url.rsplit_once('@')) {
+                (Some((scheme, rest)), Some((_, host))) => {
+                    let user = rest.split(['@', ':']).next().unwrap_or_default();
+                    write!(f, "{scheme}://{user}@{host}")
+                }
+                _ => f.write_str(url),
+            },
+        }
+    }
 }
 
 /// An S3-compatible warehouse location with its client settings (Iceberg `s3.*` properties).
@@ -178,7 +203,7 @@ impl IcebergOptions {
     pub fn new(warehouse: impl Into<PathBuf>) -> Self {
         let warehouse = warehouse.into();
         IcebergOptions {
-            catalog: warehouse.join("catalog.db"),
+            catalog: CatalogLocation::Sqlite(warehouse.join("catalog.db")),
             warehouse,
             object_store: None,
             commit_interval: Duration::from_secs(10),
@@ -202,16 +227,21 @@ impl IcebergOptions {
             None if options.object_store.is_some() => {
                 return Err(IcebergError::Config(format!(
                     "--warehouse {warehouse} needs a catalog: add --catalog sqlite:PATH (a local \
-                     file, e.g. on a persistent volume)"
+                     file, e.g. on a persistent volume) or --catalog postgres://USER@HOST/DB"
                 )))
             }
             None => {}
+            Some(spec) if spec.starts_with("postgres://") || spec.starts_with("postgresql://") => {
+                options.catalog = CatalogLocation::Postgres(spec.to_owned());
+            }
             Some(spec) => match spec.strip_prefix("sqlite:") {
-                Some(path) if !path.is_empty() => options.catalog = PathBuf::from(path),
+                Some(path) if !path.is_empty() => {
+                    options.catalog = CatalogLocation::Sqlite(PathBuf::from(path));
+                }
                 _ => {
                     return Err(IcebergError::Config(format!(
-                        "--catalog {spec}: expected sqlite:PATH (PostgreSQL and REST catalogs \
-                         are not in this build yet)"
+                        "--catalog {spec}: expected sqlite:PATH or postgres://USER@HOST[:PORT]/DB \
+                         (the REST catalog is not in this build yet)"
                     )))
                 }
             },
@@ -228,12 +258,17 @@ impl IcebergOptions {
     }
 
     fn open(&self) -> Result<(Box<dyn Catalog>, FileIO, String), IcebergError> {
-        if let Some(parent) = self.catalog.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                IcebergError::Io(format!("cannot create {}: {e}", parent.display()))
-            })?;
-        }
-        let catalog = Box::new(SqliteCatalog::open(&self.catalog)?);
+        let catalog: Box<dyn Catalog> = match &self.catalog {
+            CatalogLocation::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        IcebergError::Io(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+                Box::new(SqliteCatalog::open(path)?)
+            }
+            CatalogLocation::Postgres(url) => Box::new(PostgresCatalog::open(url)?),
+        };
         if let Some(store) = &self.object_store {
             let io = FileIOBuilder::new(Arc::new(OpenDalStorageFactory::S3 {
                 customized_credential_load: None,

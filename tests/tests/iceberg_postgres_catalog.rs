@@ -1,0 +1,153 @@
+//! The SQL catalog on PostgreSQL (`--catalog postgres://…`) against a real server: created on
+//! first use in the JDBC layout, `orders-replica` killed (`kill -9`) twice mid-run and resumed
+//! from the catalog's table, then pyiceberg opens the same PostgreSQL catalog (SQLAlchemy +
+//! psycopg2) and every snapshot equals the oracle at its recorded line; the catalog row names
+//! the current metadata file, and a second pipeline adds its own table to the same catalog.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
+use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table_with};
+use tributary_tests::postgres::Postgres;
+use tributary_tests::{run_tributary, tributary_bin};
+
+const TABLE: &str = "demo.orders_realtime_replica";
+
+fn workload(path: &Path, events: u64) -> Vec<String> {
+    let mut workload = OrdersWorkload::new(GeneratorConfig {
+        events: Some(events),
+        keys: 5_000,
+        seed: 29,
+        ..Default::default()
+    });
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while workload.next_line(&mut line) {
+        lines.push(line.clone());
+    }
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    lines
+}
+
+#[test]
+fn postgres_catalog_resumes_after_kills_and_pyiceberg_reads_it() {
+    let Some(pg) = Postgres::start_or_skip("iceberg_postgres_catalog") else {
+        return;
+    };
+    if !pyiceberg_available() {
+        return;
+    }
+    pg.psql("postgres", "CREATE DATABASE lake");
+    let catalog = pg.url("postgres", "lake");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orders.jsonl");
+    let lines = workload(&path, 60_000);
+    let source = format!("file:{}", path.display());
+    let warehouse = dir.path().join("warehouse");
+    let command = || {
+        let mut command = Command::new(tributary_bin());
+        command
+            .args(["run", "orders-replica", "--source", &source, "--warehouse"])
+            .arg(&warehouse)
+            .args(["--catalog", &catalog])
+            .args(["--until-idle", "--epoch-ms", "20", "--commit-ms", "100"])
+            .args(["--console-format", "jsonl"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        command
+    };
+    let mut killed_mid_run = 0;
+    for delay in [700, 1500] {
+        let mut child = command().stderr(Stdio::null()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(delay);
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    assert!(
+        killed_mid_run > 0,
+        "the runs finished before they could be killed"
+    );
+    let output = command().output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !warehouse.join("catalog.db").exists(),
+        "no SQLite catalog is made when the catalog is PostgreSQL"
+    );
+
+    let (snapshots, _) = read_table_with(
+        warehouse.to_str().unwrap(),
+        Some(&catalog),
+        &[],
+        TABLE,
+        false,
+    );
+    assert!(snapshots.len() >= 2, "only {} snapshots", snapshots.len());
+    let last = check_snapshots(&snapshots, &source, &lines);
+    assert_eq!(
+        last,
+        lines.len() as u64,
+        "the last snapshot covers the file"
+    );
+
+    let row = pg.psql(
+        "lake",
+        "SELECT catalog_name, table_namespace, table_name, iceberg_type, \
+         metadata_location LIKE 'file://%.metadata.json' FROM iceberg_tables",
+    );
+    assert_eq!(row.trim(), "tributary|demo|orders_realtime_replica|TABLE|t");
+
+    // Another pipeline keeps its own table in the same catalog.
+    let output = run_tributary(&[
+        "run",
+        "products-lake",
+        "--source",
+        "generator:100",
+        "--until-idle",
+        "--warehouse",
+        warehouse.to_str().unwrap(),
+        "--catalog",
+        &catalog,
+    ]);
+    assert!(output.status.success(), "a different table is fine");
+    let tables = pg.psql("lake", "SELECT count(*) FROM iceberg_tables");
+    assert_eq!(tables.trim(), "2");
+}
+
+#[test]
+fn unreachable_postgres_catalog_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_tributary(&[
+        "run",
+        "orders-replica",
+        "--source",
+        "generator:10",
+        "--until-idle",
+        "--warehouse",
+        dir.path().to_str().unwrap(),
+        "--catalog",
+        "postgres://nobody:hunter2@127.0.0.1:1/lake",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "cannot connect to the PostgreSQL catalog postgres://nobody@127.0.0.1:1/lake"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+}
