@@ -189,20 +189,52 @@ impl IcebergTable {
             })
             .with_schema_id(self.metadata.current_schema_id())
             .build();
-        let metadata = self
-            .metadata
-            .clone()
-            .into_builder(Some(self.metadata_location.clone()))
-            .set_branch_snapshot(snapshot, MAIN_BRANCH)
-            .and_then(|b| b.build())
-            .map_err(|e| IcebergError::iceberg("new table metadata", e))?
-            .metadata;
-        self.swap_metadata(metadata)?;
+        self.swap_in_snapshot(snapshot, parent_id)?;
         Ok(CommitOutcome {
             data_files: written,
             row_locations,
             snapshot_id,
         })
+    }
+
+    /// Makes `snapshot` (built on `parent_id`) current. When another writer changed only the
+    /// table's metadata meanwhile (`tributary maintain expire`, properties), the snapshot is
+    /// re-applied on top of the reloaded metadata and swapped again; when it committed a new
+    /// snapshot (data this writer's row positions may not know), the commit fails, nothing
+    /// visible.
+    fn swap_in_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        parent_id: Option<i64>,
+    ) -> Result<(), IcebergError> {
+        let mut attempts = 0;
+        loop {
+            let metadata = self
+                .metadata
+                .clone()
+                .into_builder(Some(self.metadata_location.clone()))
+                .set_branch_snapshot(snapshot.clone(), MAIN_BRANCH)
+                .and_then(|b| b.build())
+                .map_err(|e| IcebergError::iceberg("new table metadata", e))?
+                .metadata;
+            match self.swap_metadata(metadata) {
+                Err(IcebergError::Conflict(table)) if attempts < MAX_COMMIT_ATTEMPTS => {
+                    attempts += 1;
+                    self.reload()?;
+                    let current = self.metadata.current_snapshot_id();
+                    if current != parent_id
+                        || self.metadata.next_sequence_number() != snapshot.sequence_number()
+                    {
+                        return Err(IcebergError::ConcurrentSnapshot {
+                            table,
+                            snapshot: current.unwrap_or_default(),
+                        });
+                    }
+                    tracing::info!(table = %self.ident, attempt = attempts, "another writer changed the table's metadata during a commit; re-applying the snapshot on top of it");
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     fn write_parquet(
@@ -325,6 +357,9 @@ fn totals(
     put("total-equality-deletes", 0);
     summary
 }
+
+/// Compare-and-swap attempts per commit when other writers only change metadata.
+const MAX_COMMIT_ATTEMPTS: u32 = 10;
 
 fn new_snapshot_id() -> i64 {
     (uuid::Uuid::new_v4().as_u64_pair().0 & (i64::MAX as u64)) as i64

@@ -1,6 +1,8 @@
-//! Table maintenance, run while the writing pipeline is stopped: compaction (rewrite the live
-//! rows into one file, folding position deletes) and snapshot expiry. Both keep the current
-//! snapshot's `tributary.*` summary, so a restarted pipeline still resumes exactly.
+//! Table maintenance: compaction (rewrite the live rows into one file, folding position
+//! deletes; stop the writing pipeline first, or it fails at its next commit and must be
+//! restarted) and snapshot expiry (safe while the pipeline runs: a commit that races it is
+//! re-applied on top). Both keep the current snapshot's `tributary.*` summary, so the pipeline
+//! still resumes exactly; both retry when a concurrent commit wins the race.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +30,10 @@ fn open(options: &IcebergOptions, table: &str) -> Result<IcebergTable, IcebergEr
 
 /// Rewrites `table`'s live rows into one data file as a `replace` snapshot without deletes.
 pub fn compact(options: &IcebergOptions, table: &str) -> Result<Compacted, IcebergError> {
+    retrying_conflicts(|| compact_once(options, table))
+}
+
+fn compact_once(options: &IcebergOptions, table: &str) -> Result<Compacted, IcebergError> {
     let mut table = open(options, table)?;
     let Some(current) = table.metadata().current_snapshot() else {
         return Ok(Compacted::default());
@@ -62,6 +68,36 @@ pub fn compact(options: &IcebergOptions, table: &str) -> Result<Compacted, Icebe
 /// which carries the resume positions); returns how many were removed. Their files stay on
 /// disk until an orphan-file cleanup.
 pub fn expire(
+    options: &IcebergOptions,
+    table: &str,
+    older_than: Duration,
+) -> Result<usize, IcebergError> {
+    retrying_conflicts(|| expire_once(options, table, older_than))
+}
+
+/// Runs `attempt` again (from a fresh read of the table) when a concurrent commit won the
+/// catalog swap.
+fn retrying_conflicts<T>(
+    mut attempt: impl FnMut() -> Result<T, IcebergError>,
+) -> Result<T, IcebergError> {
+    let mut tries = 1;
+    loop {
+        match attempt() {
+            Err(IcebergError::Conflict(table) | IcebergError::ConcurrentSnapshot { table, .. })
+                if tries < MAINTENANCE_ATTEMPTS =>
+            {
+                tries += 1;
+                tracing::info!(%table, "a concurrent commit won; maintaining the table as it is now");
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Attempts per maintenance command when concurrent commits keep winning.
+const MAINTENANCE_ATTEMPTS: u32 = 20;
+
+fn expire_once(
     options: &IcebergOptions,
     table: &str,
     older_than: Duration,

@@ -59,6 +59,18 @@ pub enum IcebergError {
          pipeline may write a table"
     )]
     Conflict(String),
+    /// Another writer committed a snapshot while this one was committing.
+    #[error(
+        "table {table} got snapshot {snapshot} from another writer during a commit (e.g. \
+         `tributary maintain compact` while the pipeline runs); this commit was dropped, nothing \
+         of it is visible. Restart the pipeline: it resumes from the table as it is now"
+    )]
+    ConcurrentSnapshot {
+        /// The table.
+        table: String,
+        /// The other writer's snapshot.
+        snapshot: i64,
+    },
     /// The iceberg library reported an error.
     #[error("{context}: {cause}")]
     Iceberg {

@@ -193,6 +193,19 @@ impl IcebergTable {
         )
     }
 
+    /// Reads the table's current metadata again from the catalog (after a lost swap).
+    pub(super) fn reload(&mut self) -> Result<(), IcebergError> {
+        let location = self.catalog.load(&self.ident)?.ok_or_else(|| {
+            IcebergError::Inconsistent(format!("table {} left the catalog", self.ident))
+        })?;
+        let metadata = self
+            .block_on(TableMetadata::read_from(&self.io, &location))
+            .map_err(|e| IcebergError::iceberg(format!("reading {location}"), e))?;
+        self.metadata = metadata;
+        self.metadata_location = location;
+        Ok(())
+    }
+
     /// The table's metadata.
     pub fn metadata(&self) -> &TableMetadata {
         &self.metadata
