@@ -443,6 +443,10 @@ fn kafka_settings(
         })?;
         kafka.client = client.clone();
     }
+    if let SourceSpec::Postgres(postgres) = &mut source {
+        // One slot per pipeline unless the URL names one: slots must not be shared.
+        postgres.default_slot_for(pipeline);
+    }
     let sink = match &config.kafka_sink {
         Some(spec) => {
             let mut sink = KafkaSinkSpec::parse(spec)?;

@@ -49,6 +49,8 @@ pub struct Postgres {
     pub port: u16,
     /// Whether commands run as the `postgres` user (the tests run as root).
     as_postgres: bool,
+    /// Extra `-c` settings the server was started with.
+    settings: Vec<(String, String)>,
 }
 
 impl Postgres {
@@ -96,6 +98,10 @@ impl Postgres {
             data,
             port: free_port(),
             as_postgres,
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let output = pg
             .command("initdb")
@@ -117,18 +123,27 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let log = std::fs::File::create(pg.data.path().join("server.log")).expect("log file");
-        let child = pg
+        pg.spawn_server();
+        pg
+    }
+
+    fn spawn_server(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("server.log"))
+            .expect("log file");
+        let child = self
             .command("postgres")
             .arg("-D")
-            .arg(&cluster)
+            .arg(self.data.path().join("cluster"))
             .args(["-c", "listen_addresses=127.0.0.1", "-p"])
-            .arg(pg.port.to_string())
+            .arg(self.port.to_string())
             .args(["-c", "wal_level=logical", "-c", "max_wal_senders=10"])
             .args(["-c", "max_replication_slots=10", "-c", "fsync=off"])
             .args(["-c", "unix_socket_directories="])
             .args(
-                settings
+                self.settings
                     .iter()
                     .flat_map(|(name, value)| ["-c".to_owned(), format!("{name}={value}")]),
             )
@@ -136,9 +151,38 @@ impl Postgres {
             .stderr(log)
             .spawn()
             .expect("spawn postgres");
-        pg.child = Some(child);
-        pg.wait_ready();
-        pg
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected) and starts it again on the
+    /// same port and data, after `down` has passed.
+    pub fn restart(&mut self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.spawn_server();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGINT to the postmaster = fast shutdown (the child may be `runuser`, which does
+            // not pass signals on).
+            let pid = std::fs::read_to_string(self.data.path().join("cluster/postmaster.pid"))
+                .ok()
+                .and_then(|text| text.lines().next().map(str::to_owned))
+                .unwrap_or_else(|| child.id().to_string());
+            let _ = Command::new("kill").args(["-INT", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn command(&self, program: &str) -> Command {
@@ -246,21 +290,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGINT = fast shutdown; the server exits within a moment.
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }
 

@@ -46,8 +46,11 @@ pub struct PostgresSourceSpec {
     pub database: String,
     /// Publication naming the tables to capture (`publication=`, default `tributary`).
     pub publication: String,
-    /// Replication slot (`slot=`, default `tributary`).
+    /// Replication slot (`slot=`; default `tributary_<pipeline>` through
+    /// [`PostgresSourceSpec::default_slot_for`], else `tributary`). One consumer per slot.
     pub slot: String,
+    /// Whether the URL named the slot.
+    pub slot_given: bool,
     /// Debezium's `topic.prefix`: the first part of table names (`server=`, default
     /// `dbserver1`, as in Debezium's tutorial).
     pub server: String,
@@ -98,6 +101,7 @@ impl PostgresSourceSpec {
             database: percent_decode(database)?,
             publication: "tributary".to_owned(),
             slot: "tributary".to_owned(),
+            slot_given: false,
             server: "dbserver1".to_owned(),
             create_publication: false,
         };
@@ -117,6 +121,7 @@ impl PostgresSourceSpec {
                         ));
                     }
                     spec.slot = value;
+                    spec.slot_given = true;
                 }
                 "server" => spec.server = value,
                 "create_publication" => spec.create_publication = value == "true",
@@ -129,6 +134,24 @@ impl PostgresSourceSpec {
             }
         }
         Ok(spec)
+    }
+
+    /// Names the slot after `pipeline` (`tributary_orders_replica`) unless the URL named one,
+    /// so that two pipelines never share (and silently advance) one slot.
+    pub fn default_slot_for(&mut self, pipeline: &str) {
+        if !self.slot_given {
+            let name: String = pipeline
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_lowercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            self.slot = format!("tributary_{name}");
+        }
     }
 
     /// `postgres://USER@HOST:PORT/DB (publication P, slot S)`, without the password.
@@ -236,6 +259,10 @@ impl PostgresSource {
                 acknowledged: Arc::clone(&acknowledged),
                 feed: feed_tx,
                 stop: stop_rx,
+                delivered: self.resume_from.unwrap_or(0),
+                relations: Default::default(),
+                server_position: 0,
+                in_transaction: false,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -381,9 +408,14 @@ mod tests {
         assert!(!spec.describe().contains("s@cret"));
         assert!(!format!("{spec:?}").contains("s@cret"));
 
-        let defaults = PostgresSourceSpec::parse("postgres@localhost/postgres").unwrap();
+        let mut defaults = PostgresSourceSpec::parse("postgres@localhost/postgres").unwrap();
         assert_eq!(defaults.port, 5432);
         assert_eq!(defaults.slot, "tributary");
+        defaults.default_slot_for("orders-replica");
+        assert_eq!(defaults.slot, "tributary_orders_replica");
+        let mut named = PostgresSourceSpec::parse("u@h/db?slot=mine").unwrap();
+        named.default_slot_for("orders-replica");
+        assert_eq!(named.slot, "mine");
         assert_eq!(defaults.server, "dbserver1");
 
         assert!(PostgresSourceSpec::parse("localhost/db").is_err());

@@ -48,6 +48,23 @@ pub(super) struct Session {
     pub acknowledged: Arc<AtomicU64>,
     pub feed: mpsc::Sender<Feed>,
     pub stop: watch::Receiver<bool>,
+    /// End LSN of the last transaction handed to the source (or the resume point).
+    pub delivered: u64,
+    /// The relations the server described, by OID (kept across reconnects).
+    pub relations: HashMap<u32, TableShape>,
+    /// The server's WAL position from its last keepalive.
+    pub server_position: u64,
+    /// Between a transaction's Begin and Commit (its changes are not handed on yet).
+    pub in_transaction: bool,
+}
+
+/// Why streaming stopped early.
+#[derive(Debug)]
+enum Interrupted {
+    /// The connection broke: reconnect and go on.
+    Lost(String),
+    /// Anything else: the run fails.
+    Fatal(SourceError),
 }
 
 /// The transaction id given to snapshot rows: above every PostgreSQL xid, so the epoch clock
@@ -63,6 +80,8 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a slot still held by a server process (e.g. of a killed run) is waited for.
 const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(15);
+/// The longest wait between reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 
 /// Session settings that make text values unambiguous (ISO dates, UTC timestamps).
 pub(super) const SESSION_OPTIONS: &str =
@@ -78,7 +97,7 @@ impl Session {
     }
 
     async fn stream(mut self) -> Result<(), SourceError> {
-        let control = connect_control(&self.spec).await?;
+        let mut control = connect_control(&self.spec).await?;
         let tables = preflight(&control, &self.spec).await?;
         let mut config = self.spec.replication_config();
         let mut client = match self.resume_from {
@@ -87,6 +106,7 @@ impl Session {
                 config.start_lsn = Lsn(lsn);
                 config.ack_lsn = Some(Lsn(lsn));
                 self.acknowledged.fetch_max(lsn, Ordering::Relaxed);
+                self.delivered = lsn;
                 connect_replication(&self.spec, config).await?
             }
             None => {
@@ -107,25 +127,94 @@ impl Session {
         } else {
             None
         };
-        client
-            .start()
-            .await
-            .map_err(|e| replication_error(&self.spec, e))?;
-        client
-            .wait_started()
-            .await
-            .map_err(|e| replication_error(&self.spec, e))?;
+        start(&mut client, &self.spec).await?;
         tracing::info!(slot = %self.spec.slot, publication = %self.spec.publication, "streaming changes");
-        let outcome = self.follow(&mut client, marker).await;
-        client.stop();
-        let _ = client.shutdown().await;
-        // The client's stop does not send a last status update: move the slot to what the
-        // sinks committed ourselves, now that no session holds it.
-        let committed = self.acknowledged.load(Ordering::Relaxed);
-        if committed > self.resume_from.unwrap_or(0) {
-            advance_slot(&control, &self.spec, committed).await;
+        loop {
+            let outcome = self.follow(&mut client, marker.as_deref()).await;
+            client.stop();
+            let _ = client.shutdown().await;
+            match outcome {
+                Err(Interrupted::Lost(reason)) => {
+                    tracing::warn!(%reason, resume_after = %Lsn(self.delivered).to_pg_string(), "lost the replication connection; reconnecting");
+                    let Some((new_control, new_client)) = self.reconnect().await? else {
+                        return Ok(());
+                    };
+                    (control, client) = (new_control, new_client);
+                    self.in_transaction = false;
+                    tracing::info!(slot = %self.spec.slot, resume_after = %Lsn(self.delivered).to_pg_string(), "reconnected; streaming changes");
+                }
+                outcome => {
+                    // The client's stop does not send a last status update: move the slot to
+                    // what the sinks committed ourselves, now that no session holds it.
+                    let confirmed = self.confirmable();
+                    if confirmed > self.resume_from.unwrap_or(0) {
+                        advance_slot(&control, &self.spec, confirmed).await;
+                    }
+                    return outcome.map_err(|interrupted| match interrupted {
+                        Interrupted::Fatal(error) => error,
+                        Interrupted::Lost(reason) => SourceError::Postgres {
+                            what: "replication".into(),
+                            reason,
+                        },
+                    });
+                }
+            }
         }
-        outcome
+    }
+
+    /// The flush position to report: what every durable sink committed; and once they have
+    /// committed every transaction handed on and none is open, the server's WAL position (what
+    /// lies in between changed no published table), so the slot keeps no WAL it does not need
+    /// and a server shutdown, which waits for the client to confirm, is not held up.
+    fn confirmable(&self) -> u64 {
+        let acknowledged = self.acknowledged.load(Ordering::Relaxed);
+        if !self.in_transaction && acknowledged >= self.delivered {
+            acknowledged.max(self.server_position)
+        } else {
+            acknowledged
+        }
+    }
+
+    /// Connects again after a lost connection (a server restart, a network cut), with
+    /// backoff, until it works, the source is closed (`None`), or the slot is gone. Streaming
+    /// resumes after the last transaction handed to the pipeline.
+    async fn reconnect(&mut self) -> Result<Option<(Client, ReplicationClient)>, SourceError> {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            let wait = tokio::time::sleep(delay);
+            tokio::select! {
+                _ = wait => {}
+                _ = self.stop.changed() => return Ok(None),
+            }
+            match self.connect_again().await {
+                Ok(pair) => return Ok(Some(pair)),
+                Err(error @ SourceError::Resume { .. }) => return Err(error),
+                Err(error) => {
+                    delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL is not back yet");
+                }
+            }
+        }
+    }
+
+    async fn connect_again(&self) -> Result<(Client, ReplicationClient), SourceError> {
+        let control = connect_control(&self.spec).await?;
+        let from = self.delivered;
+        if free_slot(&control, &self.spec).await?.is_none() {
+            return Err(SourceError::Resume {
+                source_name: self.spec.describe(),
+                reason: format!(
+                    "replication slot `{}` disappeared while streaming",
+                    self.spec.slot
+                ),
+            });
+        }
+        let mut config = self.spec.replication_config();
+        config.start_lsn = Lsn(from);
+        config.ack_lsn = Some(Lsn(self.acknowledged.load(Ordering::Relaxed)));
+        let mut client = connect_replication(&self.spec, config).await?;
+        start(&mut client, &self.spec).await?;
+        Ok((control, client))
     }
 
     async fn send(&self, feed: Feed) -> Result<(), SourceError> {
@@ -232,17 +321,15 @@ impl Session {
     async fn follow(
         &mut self,
         client: &mut ReplicationClient,
-        marker: Option<String>,
-    ) -> Result<(), SourceError> {
-        let mut relations: HashMap<u32, TableShape> = HashMap::new();
+        marker: Option<&str>,
+    ) -> Result<(), Interrupted> {
         let mut open: Option<OpenTransaction> = None;
         let mut feedback = tokio::time::interval(FEEDBACK_INTERVAL);
-        let skip_through = self.resume_from.unwrap_or(0);
         loop {
             let event = tokio::select! {
-                event = client.recv() => event.map_err(|e| replication_error(&self.spec, e))?,
+                event = client.recv() => event.map_err(|e| Interrupted::Lost(e.to_string()))?,
                 _ = feedback.tick() => {
-                    client.update_applied_lsn(Lsn(self.acknowledged.load(Ordering::Relaxed)));
+                    client.update_applied_lsn(Lsn(self.confirmable()));
                     continue;
                 }
                 _ = self.stop.changed() => return Ok(()),
@@ -256,6 +343,7 @@ impl Session {
                     commit_time_micros,
                     ..
                 } => {
+                    self.in_transaction = true;
                     open = Some(OpenTransaction {
                         xid: u64::from(xid),
                         ts_ms: (commit_time_micros + PG_EPOCH_MICROS).div_euclid(1000),
@@ -265,36 +353,58 @@ impl Session {
                 ReplicationEvent::XLogData {
                     wal_start, data, ..
                 } => {
-                    let message = pgoutput::parse(&data).map_err(|e| SourceError::Postgres {
-                        what: "stream".into(),
-                        reason: e.to_string(),
+                    let message = pgoutput::parse(&data).map_err(|e| {
+                        Interrupted::Fatal(SourceError::Postgres {
+                            what: "stream".into(),
+                            reason: e.to_string(),
+                        })
                     })?;
                     if let RowMessage::Relation(relation) = message {
                         let shape = TableShape::new(relation);
-                        if let Some(previous) = relations.get(&shape.relation.oid) {
+                        if let Some(previous) = self.relations.get(&shape.relation.oid) {
                             report_schema_change(previous, &shape);
                         }
-                        relations.insert(shape.relation.oid, shape);
+                        self.relations.insert(shape.relation.oid, shape);
                     } else if let Some(tx) = open.as_mut() {
-                        tx.add(&self.spec, &relations, message, wal_start.as_u64())?;
+                        tx.add(&self.spec, &self.relations, message, wal_start.as_u64())
+                            .map_err(Interrupted::Fatal)?;
                     }
                 }
                 ReplicationEvent::Commit { end_lsn, .. } => {
+                    self.in_transaction = false;
                     let Some(tx) = open.take() else { continue };
                     let end = end_lsn.as_u64();
-                    if end <= skip_through || tx.changes.is_empty() {
+                    if end <= self.delivered {
                         continue;
                     }
-                    self.send(Feed::Records(tx.into_records(end))).await?;
+                    self.delivered = end;
+                    if !tx.changes.is_empty() {
+                        let records = tx.into_records(end);
+                        self.send(Feed::Records(records))
+                            .await
+                            .map_err(Interrupted::Fatal)?;
+                    }
+                }
+                ReplicationEvent::KeepAlive {
+                    wal_end,
+                    reply_requested,
+                    ..
+                } => {
+                    self.server_position = self.server_position.max(wal_end.as_u64());
+                    if reply_requested {
+                        client.update_applied_lsn(Lsn(self.confirmable()));
+                    }
                 }
                 ReplicationEvent::Message {
                     prefix, content, ..
                 } => {
-                    let ours = marker.as_deref().is_some_and(|m| {
+                    let ours = marker.is_some_and(|m| {
                         prefix == MARKER_PREFIX && content.as_ref() == m.as_bytes()
                     });
                     if ours {
-                        self.send(Feed::CaughtUp).await?;
+                        self.send(Feed::CaughtUp)
+                            .await
+                            .map_err(Interrupted::Fatal)?;
                     }
                 }
                 _ => {}
@@ -305,7 +415,7 @@ impl Session {
 
 /// A relation with its columns as the encoder wants them.
 #[derive(Debug)]
-struct TableShape {
+pub(super) struct TableShape {
     relation: Relation,
     columns: Vec<ColumnInfo>,
 }
@@ -660,13 +770,9 @@ async fn check_slot_for_resume(
         .and_then(|text| Lsn::parse(&text).ok())
         .map_or(0, Lsn::as_u64);
     if confirmed > committed {
-        return Err(resume(format!(
-            "replication slot `{}` was advanced to {} beyond what the sinks committed ({}): \
-             the changes between are gone; write to new sink tables to start over",
-            spec.slot,
-            Lsn(confirmed).to_pg_string(),
-            Lsn(committed).to_pg_string()
-        )));
+        // Tributary confirms only positions every durable sink has handled: what lies between
+        // changed nothing in them (their tables record the last position that did).
+        tracing::info!(slot = %spec.slot, committed = %Lsn(committed).to_pg_string(), confirmed = %Lsn(confirmed).to_pg_string(), "the slot is past the sinks' last commit; the WAL between changed none of their tables");
     }
     Ok(())
 }
@@ -750,6 +856,21 @@ async fn drop_stale_slot(control: &Client, spec: &PostgresSourceSpec) -> Result<
         .await
         .map_err(|e| db_error("setup", e))?;
     Ok(())
+}
+
+/// Sends START_REPLICATION on a gated session and waits until the server accepted it.
+async fn start(
+    client: &mut ReplicationClient,
+    spec: &PostgresSourceSpec,
+) -> Result<(), SourceError> {
+    client
+        .start()
+        .await
+        .map_err(|e| replication_error(spec, e))?;
+    client
+        .wait_started()
+        .await
+        .map_err(|e| replication_error(spec, e))
 }
 
 async fn connect_replication(
