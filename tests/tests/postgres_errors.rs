@@ -2,7 +2,8 @@
 //! missing publication, a published table without primary key or REPLICA IDENTITY, a role
 //! without REPLICATION, an unreachable server); `create_publication=true` creates the missing
 //! publication; a schema change mid-stream (ADD and DROP COLUMN) is reported and the rows that
-//! follow arrive with the new shape, checked with pyiceberg.
+//! follow arrive with the new shape, checked with pyiceberg; `sslmode=` gives TLS on both
+//! connections against a TLS-only server.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -169,4 +170,107 @@ fn setup_mistakes_are_explained_and_a_schema_change_is_reported() {
     assert_eq!(by_id(4)["quantity"], Json::Null);
     assert_eq!(by_id(4)["status"], "shipped");
     assert_eq!(by_id(4)["cdc_operation"], "c");
+}
+
+/// `sslmode=` in the source URL: against a server that accepts only TLS (`hostssl`), `require`
+/// and `verify-full` (with the server's certificate as `sslrootcert`) stream over TLS — the
+/// server logs both the control and the replication connection as SSL — and `disable` is
+/// refused with the server's reason.
+#[test]
+fn tls_is_used_when_asked_and_verified_in_verify_full() {
+    if tributary_tests::postgres::postgres_bindir().is_none() {
+        let _ = Postgres::start_or_skip("postgres_errors"); // says why (or fails under CI)
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let (crt, key, hba) = (
+        certs.path().join("server.crt"),
+        certs.path().join("server.key"),
+        certs.path().join("pg_hba.conf"),
+    );
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl req");
+    std::fs::write(
+        &hba,
+        "hostssl all all 127.0.0.1/32 trust\nhostssl replication all 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    for (path, mode) in [(&key, "600"), (&crt, "644"), (&hba, "644")] {
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(path)
+            .status();
+        let _ = std::process::Command::new("chmod")
+            .arg(mode)
+            .arg(path)
+            .status();
+    }
+    let _ = std::process::Command::new("chmod")
+        .args(["755"])
+        .arg(certs.path())
+        .status();
+    let settings = [
+        ("ssl", "on".to_owned()),
+        ("ssl_cert_file", crt.display().to_string()),
+        ("ssl_key_file", key.display().to_string()),
+        ("hba_file", hba.display().to_string()),
+        ("log_connections", "on".to_owned()),
+    ];
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let Some(pg) = Postgres::start_with_or_skip("postgres_errors", &settings) else {
+        return;
+    };
+    pg.psql("postgres", ORDERS_DDL);
+    pg.psql(
+        "postgres",
+        "INSERT INTO orders VALUES (1, 10, 'paid', 2, 9.99, '2024-01-02 03:04:05'); \
+         CREATE PUBLICATION tributary FOR TABLE orders",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url("postgres", "postgres");
+
+    let (ok, stderr) = replica(&format!("{url}?sslmode=require"), &dir.path().join("a"));
+    assert!(ok, "{stderr}");
+    let log = pg.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("replication connection authorized") && l.contains("SSL enabled")),
+        "the replication connection used TLS: {log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("connection authorized")
+            && l.contains("application_name=tributary")
+            && l.contains("SSL enabled")),
+        "the control connection used TLS: {log}"
+    );
+
+    let verified = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        pg.port,
+        crt.display()
+    );
+    let (ok, stderr) = replica(&verified, &dir.path().join("b"));
+    assert!(
+        ok,
+        "verify-full against the server's own certificate: {stderr}"
+    );
+
+    assert_fails_with(
+        &format!("{url}?sslmode=disable"),
+        &dir.path().join("c"),
+        &["no encryption"],
+    );
 }

@@ -11,6 +11,7 @@
 pub mod encode;
 pub mod pgoutput;
 mod session;
+pub mod tls;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +57,11 @@ pub struct PostgresSourceSpec {
     pub server: String,
     /// Create a missing publication FOR ALL TABLES (`create_publication=true`).
     pub create_publication: bool,
+    /// TLS for both connections (`sslmode=`, default `prefer`).
+    pub ssl_mode: tls::SslMode,
+    /// CA certificates (PEM) for `sslmode=verify-full` (`sslrootcert=`; default: the Mozilla
+    /// roots).
+    pub ssl_root_cert: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PostgresSourceSpec {
@@ -104,6 +110,8 @@ impl PostgresSourceSpec {
             slot_given: false,
             server: "dbserver1".to_owned(),
             create_publication: false,
+            ssl_mode: tls::SslMode::default(),
+            ssl_root_cert: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -125,10 +133,12 @@ impl PostgresSourceSpec {
                 }
                 "server" => spec.server = value,
                 "create_publication" => spec.create_publication = value == "true",
+                "sslmode" => spec.ssl_mode = tls::SslMode::parse(&value)?,
+                "sslrootcert" => spec.ssl_root_cert = Some(value.into()),
                 other => {
                     return Err(format!(
-                        "unknown option `{other}`; expected publication, slot, server or \
-                         create_publication"
+                        "unknown option `{other}`; expected publication, slot, server, \
+                         create_publication, sslmode or sslrootcert"
                     ))
                 }
             }
@@ -179,6 +189,7 @@ impl PostgresSourceSpec {
         .with_status_interval(Duration::from_secs(1))
         .with_wakeup_interval(Duration::from_secs(1));
         config.options = Some(SESSION_OPTIONS.to_owned());
+        config.tls = self.ssl_mode.replication(self.ssl_root_cert.as_ref());
         config.application_name = Some(format!("tributary/{}", self.slot));
         config
     }
@@ -419,6 +430,10 @@ mod tests {
         assert_eq!(defaults.server, "dbserver1");
 
         assert!(PostgresSourceSpec::parse("localhost/db").is_err());
+        let tls =
+            PostgresSourceSpec::parse("u@h/db?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
+        assert_eq!(tls.ssl_mode, tls::SslMode::VerifyFull);
+        assert!(PostgresSourceSpec::parse("u@h/db?sslmode=verify-ca").is_err());
         assert!(PostgresSourceSpec::parse("u@h/db?slot=Bad-Name").is_err());
         assert!(PostgresSourceSpec::parse("u@h/db?colour=blue")
             .unwrap_err()

@@ -19,6 +19,7 @@ use tributary_operators::{Position, RawRecord};
 
 use super::encode::{change_event, ChangeSource, ColumnInfo, RowImage};
 use super::pgoutput::{self, Datum, Relation, RowMessage};
+use super::tls::{self, SslMode};
 use super::PostgresSourceSpec;
 use crate::error::SourceError;
 
@@ -622,20 +623,45 @@ async fn connect_control(spec: &PostgresSourceSpec) -> Result<Client, SourceErro
     if let Some(password) = &spec.password {
         config.password(password);
     }
-    let (client, connection) =
-        config
+    let failed = |e: tokio_postgres::Error| SourceError::Postgres {
+        what: format!("connect to {}:{}", spec.host, spec.port),
+        reason: format!("{}; is the server running and the URL right?", describe(&e)),
+    };
+    if spec.ssl_mode == SslMode::Disable {
+        let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| SourceError::Postgres {
-                what: format!("connect to {}:{}", spec.host, spec.port),
-                reason: format!("{}; is the server running and the URL right?", describe(&e)),
-            })?;
+            .map_err(failed)?;
+        spawn_connection(connection);
+        return Ok(client);
+    }
+    let tls = tls::client_config(spec.ssl_mode, spec.ssl_root_cert.as_ref()).map_err(|reason| {
+        SourceError::Postgres {
+            what: "tls".into(),
+            reason,
+        }
+    })?;
+    config.ssl_mode(if spec.ssl_mode == SslMode::Prefer {
+        tokio_postgres::config::SslMode::Prefer
+    } else {
+        tokio_postgres::config::SslMode::Require
+    });
+    let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+    let (client, connection) = config.connect(connector).await.map_err(failed)?;
+    spawn_connection(connection);
+    Ok(client)
+}
+
+fn spawn_connection<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "PostgreSQL control connection ended");
         }
     });
-    Ok(client)
 }
 
 /// Checks what logical replication needs and returns the published tables.
@@ -877,6 +903,7 @@ async fn connect_replication(
     spec: &PostgresSourceSpec,
     config: ReplicationConfig,
 ) -> Result<ReplicationClient, SourceError> {
+    tls::install_crypto_provider();
     ReplicationClient::connect_gated(config)
         .await
         .map_err(|e| replication_error(spec, e))
