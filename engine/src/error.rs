@@ -143,3 +143,14 @@ pub enum RunError {
     #[error("dataflow workers failed: {0}")]
     Workers(String),
 }
+
+/// An error and its causes, `outer: inner: innermost`, for one-line messages.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
+}

@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use base64::Engine;
 use serde_json::Value as Json;
+use tributary_engine::sources::generator::GeneratorConfig;
 
 pub mod iceberg;
 pub mod kafka;
@@ -31,6 +32,49 @@ pub fn tributary_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The first `events` lines of the orders workload (`keys` orders, `seed`), as JSONL lines.
+pub fn orders_lines(events: u64, keys: u64, seed: u64) -> Vec<String> {
+    let mut workload = tributary_engine::sources::generator::OrdersWorkload::new(GeneratorConfig {
+        events: Some(events),
+        keys,
+        seed,
+        ..GeneratorConfig::default()
+    });
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    while workload.next_line(&mut line) {
+        lines.push(line.clone());
+    }
+    lines
+}
+
+/// Writes `lines` to `path`, one per line.
+pub fn write_lines(path: &std::path::Path, lines: &[String]) {
+    std::fs::write(path, lines.join("\n") + "\n").expect("write the workload file");
+}
+
+/// Starts `command()` once per delay and kills it (`kill -9`) after that many milliseconds;
+/// returns how many runs were still going when killed.
+pub fn kill_after(command: impl Fn() -> Command, delays_ms: &[u64]) -> usize {
+    let mut killed_mid_run = 0;
+    for delay in delays_ms {
+        let mut child = command()
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn tributary");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(*delay);
+        while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+    killed_mid_run
 }
 
 /// Runs `tributary ARGS…`, quiet logs, and returns its output.

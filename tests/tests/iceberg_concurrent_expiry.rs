@@ -9,9 +9,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
 use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table};
-use tributary_tests::{run_tributary_ok, tributary_bin};
+use tributary_tests::{orders_lines, run_tributary_ok, tributary_bin};
 
 const TABLE: &str = "demo.orders_realtime_replica";
 
@@ -20,17 +19,7 @@ fn expiry_races_with_commits_and_both_go_on() {
     if !pyiceberg_available() {
         return;
     }
-    let mut workload = OrdersWorkload::new(GeneratorConfig {
-        events: Some(40_000),
-        keys: 2_000,
-        seed: 5,
-        ..Default::default()
-    });
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    while workload.next_line(&mut line) {
-        lines.push(line.clone());
-    }
+    let lines = orders_lines(40_000, 2_000, 5);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orders.jsonl");
     let warehouse = dir.path().join("warehouse");

@@ -8,30 +8,12 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
 use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table_with};
 use tributary_tests::s3::S3Server;
-use tributary_tests::tributary_bin;
+use tributary_tests::{kill_after, orders_lines, tributary_bin, write_lines};
 
 const TABLE: &str = "demo.orders_realtime_replica";
-
-fn workload(path: &Path, events: u64) -> Vec<String> {
-    let mut workload = OrdersWorkload::new(GeneratorConfig {
-        events: Some(events),
-        keys: 5_000,
-        seed: 23,
-        ..Default::default()
-    });
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    while workload.next_line(&mut line) {
-        lines.push(line.clone());
-    }
-    std::fs::write(path, lines.join("\n") + "\n").unwrap();
-    lines
-}
 
 #[test]
 fn s3_warehouse_survives_kills_and_reads_back_equal_to_the_oracle() {
@@ -44,7 +26,8 @@ fn s3_warehouse_survives_kills_and_reads_back_equal_to_the_oracle() {
     s3.create_bucket("lake");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orders.jsonl");
-    let lines = workload(&path, 60_000);
+    let lines = orders_lines(60_000, 5_000, 23);
+    write_lines(&path, &lines);
     let source = format!("file:{}", path.display());
     let catalog = dir.path().join("state/catalog.db");
     let warehouse = "s3://lake/tables";
@@ -61,19 +44,7 @@ fn s3_warehouse_survives_kills_and_reads_back_equal_to_the_oracle() {
             .stdout(Stdio::null());
         command
     };
-    let mut killed_mid_run = 0;
-    for delay in [700, 1500] {
-        let mut child = command().stderr(Stdio::null()).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_millis(delay);
-        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if child.try_wait().unwrap().is_none() {
-            killed_mid_run += 1;
-        }
-        let _ = child.kill();
-        child.wait().unwrap();
-    }
+    let killed_mid_run = kill_after(command, &[700, 1500]);
     assert!(
         killed_mid_run > 0,
         "the runs finished before they could be killed"

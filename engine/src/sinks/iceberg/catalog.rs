@@ -231,16 +231,10 @@ fn describe_config(config: &postgres::Config) -> String {
 
 /// The server's message when there is one, else the client's chain of causes.
 fn postgres_reason(error: &postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return db.message().to_owned();
+    match error.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => crate::error::with_causes(error),
     }
-    let mut text = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(inner) = cause {
-        text = format!("{text}: {inner}");
-        cause = inner.source();
-    }
-    text
 }
 
 impl Catalog for PostgresCatalog {

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use base64::Engine;
 use bytes::Bytes;
 
+use tributary_operators::value::write_json_string;
+
 use super::pgoutput::Datum;
 
 /// Debezium's placeholder for a TOASTed value that an update did not change and the server
@@ -166,21 +168,7 @@ fn hex(text: &str) -> Option<Vec<u8>> {
 }
 
 fn quoted(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    write_json_string(text, out);
 }
 
 #[cfg(test)]

@@ -991,15 +991,7 @@ fn describe(error: &tokio_postgres::Error) -> String {
             (Some(hint), message) => format!("{message} ({hint})"),
             (None, message) => message.to_owned(),
         },
-        None => {
-            let mut text = error.to_string();
-            let mut cause = std::error::Error::source(error);
-            while let Some(inner) = cause {
-                text = format!("{text}: {inner}");
-                cause = inner.source();
-            }
-            text
-        }
+        None => crate::error::with_causes(error),
     }
 }
 
