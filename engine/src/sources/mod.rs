@@ -124,7 +124,10 @@ impl SourceSpec {
         {
             return postgres::PostgresSourceSpec::parse(rest)
                 .map(SourceSpec::Postgres)
-                .map_err(|reason| bad(&reason));
+                .map_err(|reason| SourceError::BadSpec {
+                    spec: postgres::without_password(spec),
+                    reason,
+                });
         }
         Err(bad(
             "expected file:PATH, generator[:EVENTS], kafka://HOST:PORT/TOPIC[,TOPIC] or \
@@ -176,6 +179,8 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("HOST:PORT/TOPIC"));
+        let error = SourceSpec::parse("postgres://u:hunter2@h/db?colour=x").unwrap_err();
+        assert!(!error.to_string().contains("hunter2"), "{error}");
         assert!(SourceSpec::parse("ftp://x")
             .unwrap_err()
             .to_string()

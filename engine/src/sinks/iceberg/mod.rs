@@ -129,14 +129,9 @@ impl std::fmt::Debug for CatalogLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CatalogLocation::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            // user:password@ → user@
-            CatalogLocation::Postgres(url) => match (url.split_once("://"), url.rsplit_once('@')) {
-                (Some((scheme, rest)), Some((_, host))) => {
-                    let user = rest.split(['@', ':']).next().unwrap_or_default();
-                    write!(f, "{scheme}://{user}@{host}")
-                }
-                _ => f.write_str(url),
-            },
+            CatalogLocation::Postgres(url) => {
+                f.write_str(&crate::sources::postgres::without_password(url))
+            }
         }
     }
 }
