@@ -10,8 +10,10 @@
 
 pub mod encode;
 pub mod pgoutput;
+mod server;
 mod session;
 pub mod tls;
+mod transaction;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 
 use tributary_operators::RawRecord;
 
-use self::session::{Feed, Session, SESSION_OPTIONS};
+use self::server::SESSION_OPTIONS;
+use self::session::{Feed, Session};
 use super::{single_stream_resume, Poll, Source, StreamPositions};
 use crate::error::SourceError;
 
