@@ -227,6 +227,18 @@ fn data_rows(rows: &[Json]) -> Vec<Json> {
     out
 }
 
+/// Database `shop` with `orders`, then `more` (publications, other tables).
+fn create_shop(pg: &Postgres, more: &str) {
+    pg.psql("postgres", "CREATE DATABASE shop");
+    pg.psql(
+        "shop",
+        &format!(
+            "CREATE TABLE orders (order_id bigint PRIMARY KEY, customer_id bigint, \
+             status text, quantity int, price numeric(10,2), created_at timestamp); {more}"
+        ),
+    );
+}
+
 /// The table as PostgreSQL has it now.
 fn select_orders(pg: &Postgres) -> Vec<Json> {
     let text = pg.psql(
@@ -307,12 +319,9 @@ fn replica_equals_the_source_at_every_snapshot_across_kills() {
     if !pyiceberg_available() {
         return;
     }
-    pg.psql("postgres", "CREATE DATABASE shop");
-    pg.psql(
-        "shop",
-        "CREATE TABLE orders (order_id bigint PRIMARY KEY, customer_id bigint, status text, \
-         quantity int, price numeric(10,2), created_at timestamp); \
-         CREATE TABLE audit (id bigserial PRIMARY KEY, note text); \
+    create_shop(
+        &pg,
+        "CREATE TABLE audit (id bigserial PRIMARY KEY, note text); \
          CREATE PUBLICATION tributary FOR TABLE orders, audit;",
     );
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -452,13 +461,7 @@ fn a_server_restart_mid_stream_is_ridden_out() {
     if !pyiceberg_available() {
         return;
     }
-    pg.psql("postgres", "CREATE DATABASE shop");
-    pg.psql(
-        "shop",
-        "CREATE TABLE orders (order_id bigint PRIMARY KEY, customer_id bigint, status text, \
-         quantity int, price numeric(10,2), created_at timestamp); \
-         CREATE PUBLICATION tributary FOR TABLE orders;",
-    );
+    create_shop(&pg, "CREATE PUBLICATION tributary FOR TABLE orders;");
     let mut rng = Rng(0x51f1_5eed);
     let mut state = State::new();
     let mut next_id = 1;
