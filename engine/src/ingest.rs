@@ -1,8 +1,11 @@
-//! Ingest: the reading worker assigns raw records to epochs. An epoch closes every `--epoch-ms`
+//! Ingest: each reading worker assigns raw records to epochs. An epoch closes every `--epoch-ms`
 //! but only between source transactions; transaction ids are peeked only when a close is due,
-//! so decoding itself happens in parallel on all workers.
+//! so decoding itself happens in parallel on all workers. Readers of one source share an
+//! [`EpochClock`]: when one closes an epoch, the others close theirs at their next transaction
+//! boundary (or at once when they have nothing open), so no reader holds the others' epochs back.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,21 @@ pub struct EpochRecord {
     pub epoch: Time,
     /// Stream index → last offset read (cumulative over all epochs up to this one).
     pub positions: BTreeMap<u32, u64>,
+}
+
+/// The newest epoch any reader of a source has opened.
+#[derive(Debug, Clone, Default)]
+pub struct EpochClock(Arc<AtomicU64>);
+
+impl EpochClock {
+    fn newest(&self) -> Time {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// `epoch` is open; true if no reader had opened it before.
+    fn opened(&self, epoch: Time) -> bool {
+        self.0.fetch_max(epoch, Ordering::AcqRel) < epoch
+    }
 }
 
 /// What ingesting produces, in order.
@@ -49,6 +67,7 @@ pub struct Ingestor {
     positions: BTreeMap<u32, u64>,
     epochs: Vec<EpochRecord>,
     ledger: Option<(EpochLedger, Vec<String>)>,
+    clock: EpochClock,
 }
 
 impl Ingestor {
@@ -65,12 +84,21 @@ impl Ingestor {
             positions: BTreeMap::new(),
             epochs: Vec::new(),
             ledger: None,
+            clock: EpochClock::default(),
         }
     }
 
     /// Numbers epochs from `epoch` on (a resumed run continues the committed numbering).
     pub fn starting_at(mut self, epoch: Time) -> Self {
         self.epoch = epoch;
+        self.clock.opened(epoch);
+        self
+    }
+
+    /// Keeps in step with the other readers of the source on `clock`.
+    pub fn with_clock(mut self, clock: EpochClock) -> Self {
+        clock.opened(self.epoch);
+        self.clock = clock;
         self
     }
 
@@ -96,11 +124,13 @@ impl Ingestor {
         &self.epochs
     }
 
-    /// The open epoch has records and either the interval has passed or it is full.
+    /// Another reader opened a later epoch, or the open epoch has records and either the
+    /// interval has passed or it is full.
     pub fn due(&self) -> bool {
-        self.records_in_epoch > 0
-            && (self.records_in_epoch >= MAX_RECORDS_PER_EPOCH
-                || self.opened.elapsed() >= self.interval)
+        self.clock.newest() > self.epoch
+            || (self.records_in_epoch > 0
+                && (self.records_in_epoch >= MAX_RECORDS_PER_EPOCH
+                    || self.opened.elapsed() >= self.interval))
     }
 
     /// Assigns `records` to epochs, closing the open one before a record that starts a new
@@ -117,7 +147,11 @@ impl Ingestor {
                     None => self.last_record.as_ref().and_then(transaction_of),
                 };
                 let next = transaction_of(&raw);
-                if previous.is_none() || next.is_none() || previous != next {
+                if self.records_in_epoch == 0
+                    || previous.is_none()
+                    || next.is_none()
+                    || previous != next
+                {
                     emit(Emit::Advance(self.close_epoch()));
                 }
                 self.last_tx = Some(next);
@@ -133,7 +167,8 @@ impl Ingestor {
         }
     }
 
-    /// Closes the open epoch (if it has records) and returns the epoch now open.
+    /// Closes the open epoch (if it has records), catches up with the other readers' newest
+    /// epoch, and returns the epoch now open.
     pub fn close_epoch(&mut self) -> Time {
         if self.records_in_epoch > 0 {
             if let Some((ledger, names)) = &self.ledger {
@@ -150,10 +185,13 @@ impl Ingestor {
                 epoch: self.epoch,
                 positions: self.positions.clone(),
             });
-            Metrics::add(&self.metrics.epochs_closed, 1);
             self.epoch += 1;
             self.records_in_epoch = 0;
+            if self.clock.opened(self.epoch) {
+                Metrics::add(&self.metrics.epochs_closed, 1);
+            }
         }
+        self.epoch = self.epoch.max(self.clock.newest());
         self.opened = Instant::now();
         self.epoch
     }
@@ -167,6 +205,7 @@ fn transaction_of(raw: &RawRecord) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::StreamPositions;
     use tributary_operators::Position;
 
     fn record(offset: u64, tx: Option<u64>) -> RawRecord {
@@ -225,6 +264,52 @@ mod tests {
                 epoch: 0,
                 positions: BTreeMap::from([(0, 2)])
             }]
+        );
+    }
+
+    #[test]
+    fn readers_on_one_clock_close_epochs_in_step() {
+        let clock = EpochClock::default();
+        let ledger = EpochLedger::default();
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let reader = || {
+            Ingestor::new(Arc::default(), Duration::from_secs(3600))
+                .with_ledger(ledger.clone(), names.clone())
+                .with_clock(clock.clone())
+        };
+        let (mut first, mut second) = (reader(), reader());
+        let stream_b = |offset| {
+            let mut r = record(offset, None);
+            r.position.stream = 1;
+            r
+        };
+        first.ingest(vec![record(1, None)], |_| {});
+        second.ingest(vec![stream_b(5)], |_| {});
+        assert!(!second.due());
+        assert_eq!(first.close_epoch(), 1);
+        assert!(second.due(), "the other reader opened epoch 1");
+        assert_eq!(first.close_epoch(), 1, "nothing new: no further epoch");
+        let mut advanced = Vec::new();
+        second.ingest(vec![stream_b(6)], |emit| {
+            if let Emit::Advance(epoch) = emit {
+                advanced.push(epoch);
+            }
+        });
+        assert_eq!(advanced, [1], "closes before its next record");
+        assert_eq!(second.close_epoch(), 2);
+        assert!(first.due());
+        assert_eq!(
+            first.close_epoch(),
+            2,
+            "an empty reader jumps to the newest epoch"
+        );
+        assert_eq!(
+            ledger.positions_through(0),
+            Some(StreamPositions::from([("a".into(), 1), ("b".into(), 5)]))
+        );
+        assert_eq!(
+            ledger.positions_through(1),
+            Some(StreamPositions::from([("a".into(), 1), ("b".into(), 6)]))
         );
     }
 }

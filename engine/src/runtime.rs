@@ -1,5 +1,7 @@
-//! Runs a pipeline on timely workers: worker 0 reads the source and drives epochs; every worker
-//! steps the dataflow until all sinks have handled every closed epoch.
+//! Runs a pipeline on timely workers: the source's parts (one for most sources, partitions
+//! spread over the workers for Kafka) are read by workers 0, 1, …, which drive epochs in step
+//! through a shared [`EpochClock`]; every worker steps the dataflow until all sinks have handled
+//! every closed epoch.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use tributary_operators::{DeadLetterKind, RawRecord};
 
 use crate::builder::{Pipeline, PipelineBuilder, SinkContext};
 use crate::error::RunError;
-use crate::ingest::{Emit, EpochRecord, Ingestor};
+use crate::ingest::{Emit, EpochClock, EpochRecord, Ingestor};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::sinks::console::ConsoleOptions;
@@ -94,7 +96,7 @@ pub struct RunSummary {
 /// Builds `pipeline` on `options.workers` timely workers and runs it.
 pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let source = options.source.open(!options.until_idle)?;
+    let mut source = options.source.open(!options.until_idle)?;
     let streams = source.stream_names();
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = options.metrics_addr {
@@ -117,11 +119,16 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         iceberg: IcebergSinks::new(options.iceberg.clone(), pipeline.name),
         ledger: EpochLedger::default(),
     };
-    tracing::info!(pipeline = pipeline.name, source = %source.describe(), workers = options.workers, "starting");
-    let source = Arc::new(Mutex::new(Some(source)));
+    let workers = options.workers.max(1);
+    let described = source.describe();
+    let others = source.split_off(workers)?;
+    let readers: Vec<Option<Box<dyn Source>>> =
+        std::iter::once(source).chain(others).map(Some).collect();
+    tracing::info!(pipeline = pipeline.name, source = %described, workers, readers = readers.len(), "starting");
+    let readers = Arc::new(Mutex::new(readers));
     let pipeline = *pipeline;
     let epoch = options.epoch;
-    let workers = options.workers.max(1);
+    let clock = EpochClock::default();
     let worker_metrics = Arc::clone(&metrics);
     let controls = Controls {
         failure: Arc::clone(&failure),
@@ -132,23 +139,20 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let sinks = sinks.clone();
         let (input, probe, built) = build(worker, &pipeline, sinks.clone());
-        if worker.index() != 0 {
-            drop(input);
-            drain(worker, &probe);
-            return built.map(|()| Default::default());
-        }
-        let reader = source.lock().ok().and_then(|mut s| s.take());
+        let reader = readers
+            .lock()
+            .ok()
+            .and_then(|mut r| r.get_mut(worker.index()).and_then(Option::take));
         let outcome = match (built, reader) {
             (Ok(()), Some(reader)) => {
                 resume(reader, &sinks, &worker_metrics, epoch).and_then(|(reader, ingestor)| {
+                    let ingestor = ingestor.with_clock(clock.clone());
                     drive(worker, input, &probe, reader, ingestor, &controls)
                 })
             }
             (built, _) => {
                 drop(input);
-                Err(built
-                    .err()
-                    .unwrap_or_else(|| RunError::Workers("the source was already taken".into())))
+                built.map(|()| Default::default())
             }
         };
         drain(worker, &probe);
@@ -175,7 +179,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         events: Metrics::get(&metrics.decode.events),
         records: Metrics::get(&metrics.records_in),
         dead_letters: metrics.dead_letters(),
-        epochs,
+        epochs: merge_epochs(epochs),
         streams,
         elapsed: started.elapsed(),
         epoch_latencies,
@@ -206,6 +210,28 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         "finished"
     );
     Ok(summary)
+}
+
+/// One record per closed epoch from the readers' own (each covers only its streams): the
+/// positions every stream had reached by then.
+fn merge_epochs(mut closed: Vec<EpochRecord>) -> Vec<EpochRecord> {
+    closed.sort_by_key(|record| record.epoch);
+    let mut merged: Vec<EpochRecord> = Vec::new();
+    let mut reached = BTreeMap::new();
+    for record in closed {
+        for (stream, offset) in record.positions {
+            let last = reached.entry(stream).or_insert(offset);
+            *last = (*last).max(offset);
+        }
+        match merged.last_mut() {
+            Some(last) if last.epoch == record.epoch => last.positions = reached.clone(),
+            _ => merged.push(EpochRecord {
+                epoch: record.epoch,
+                positions: reached.clone(),
+            }),
+        }
+    }
+    merged
 }
 
 /// Positions the source after what durable sinks already committed, and numbers epochs on
@@ -259,7 +285,7 @@ fn build(
     })
 }
 
-/// Worker 0's loop: poll, assign epochs, send, respect backpressure, report progress.
+/// A reading worker's loop: poll, assign epochs, send, respect backpressure, report progress.
 fn drive(
     worker: &mut Worker,
     mut input: RawInput,
@@ -281,14 +307,15 @@ fn drive(
         metrics: Arc::clone(&metrics),
         ..EpochLatency::default()
     };
-    let mut progress = Progress::new();
+    // The counters are shared, so one reader reports for all.
+    let mut progress = (worker.index() == 0).then(Progress::new);
     let mut acknowledged = 0;
     loop {
         if failed(failure) {
             break;
         }
         if shutdown.load(Ordering::Relaxed) {
-            progress.finish();
+            progress.as_mut().map(Progress::finish);
             tracing::info!(
                 epoch = ingestor.epoch(),
                 "shutdown requested: finishing the open epoch"
@@ -344,9 +371,11 @@ fn drive(
             failure,
             &mut acknowledged,
         )?;
-        progress.tick(&metrics, ingestor.epoch());
+        if let Some(progress) = &mut progress {
+            progress.tick(&metrics, ingestor.epoch());
+        }
     }
-    progress.finish();
+    progress.as_mut().map(Progress::finish);
     let last = ingestor.close_epoch();
     input.advance_to(last);
     latency.closed(last);

@@ -79,9 +79,14 @@ pub fn kill_after(command: impl Fn() -> Command, delays_ms: &[u64]) -> usize {
 
 /// Runs `tributary ARGS…`, quiet logs, and returns its output.
 pub fn run_tributary(args: &[&str]) -> Output {
+    run_tributary_logging(args, "warn")
+}
+
+/// Runs `tributary ARGS…` with `RUST_LOG=filter` and returns its output.
+pub fn run_tributary_logging(args: &[&str], filter: &str) -> Output {
     Command::new(tributary_bin())
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", filter)
         .output()
         .expect("spawn tributary")
 }

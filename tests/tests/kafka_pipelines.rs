@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use tributary_tests::kafka::{Broker, Received};
 use tributary_tests::kafka_workload::{orders_workload, CUSTOMERS, ORDERS};
-use tributary_tests::{parse_console, run_tributary, table_at, table_of};
+use tributary_tests::{parse_console, run_tributary, run_tributary_logging, table_at, table_of};
 
 /// Orders change events produced (tombstones, customers events and malformed messages come on
 /// top). Debug builds on 2 cores read about 40k events/s, so this keeps the test near a minute.
@@ -40,26 +40,45 @@ fn pipelines_over_kafka_match_the_oracle_and_the_sink_reads_back() {
     for workers in ["1", "2"] {
         let started = Instant::now();
         let dead = dir.path().join(format!("dead-{workers}.jsonl"));
-        let output = run_tributary(&[
-            "run",
-            "op-counts",
-            "--source",
-            &source,
-            "--until-idle",
-            "--workers",
-            workers,
-            "--epoch-ms",
-            "200",
-            "--console-format",
-            "jsonl",
-            "--dead-letter",
-            dead.to_str().unwrap(),
-        ]);
+        let output = run_tributary_logging(
+            &[
+                "run",
+                "op-counts",
+                "--source",
+                &source,
+                "--until-idle",
+                "--workers",
+                workers,
+                "--epoch-ms",
+                "200",
+                "--console-format",
+                "jsonl",
+                "--dead-letter",
+                dead.to_str().unwrap(),
+            ],
+            "warn,tributary_engine::sources::kafka=info",
+        );
         assert!(
             output.status.success(),
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
+        // The partitions are spread over the workers: each reads 3 of the 6.
+        let assigned: Vec<&str> = std::str::from_utf8(&output.stderr)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("kafka partitions assigned"))
+            .collect();
+        for part in 0..workers.parse::<usize>().unwrap() {
+            let expected = format!(
+                "part={part} parts={workers} partitions={}",
+                6 / workers.parse::<usize>().unwrap()
+            );
+            assert!(
+                assigned.iter().any(|l| l.contains(&expected)),
+                "{expected} in {assigned:#?}"
+            );
+        }
         let lines = parse_console(&output.stdout);
         assert_eq!(
             table_at(&lines, "op_counts", u64::MAX),

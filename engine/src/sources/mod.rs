@@ -37,6 +37,13 @@ pub trait Source: Send {
     /// Appends up to `max` records to `out`.
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Result<Poll, SourceError>;
 
+    /// Narrows this source to the first of at most `parts` parts that different workers read
+    /// side by side, and returns the others. Parts read disjoint streams but name all of them
+    /// alike. Sources that cannot be split return none and stay whole.
+    fn split_off(&mut self, _parts: usize) -> Result<Vec<Box<dyn Source>>, SourceError> {
+        Ok(Vec::new())
+    }
+
     /// Skips what an earlier run already delivered to every durable sink: for each stream named
     /// in `after`, the records at or before that offset. Called once, before the first poll.
     fn resume_after(&mut self, after: &StreamPositions) -> Result<(), SourceError>;

@@ -19,24 +19,38 @@ use crate::sinks::{on_closed_epochs, record_failure, Durability, EpochSink, Fail
 use crate::sources::StreamPositions;
 
 /// Closed epochs and the source positions each covers, by stream name; written by the reading
-/// worker before an epoch's close reaches any sink.
+/// workers before an epoch's close reaches any sink.
 #[derive(Debug, Clone, Default)]
 pub struct EpochLedger {
     epochs: Arc<Mutex<BTreeMap<Time, StreamPositions>>>,
 }
 
 impl EpochLedger {
-    /// Records that `epoch` closed at `positions`.
+    /// Records that a reader closed `epoch` at `positions` (its streams only; readers of
+    /// disjoint streams record the same epoch side by side).
     pub fn record(&self, epoch: Time, positions: StreamPositions) {
         if let Ok(mut epochs) = self.epochs.lock() {
-            epochs.insert(epoch, positions);
+            let recorded = epochs.entry(epoch).or_default();
+            for (stream, offset) in positions {
+                let last = recorded.entry(stream).or_insert(offset);
+                *last = (*last).max(offset);
+            }
         }
     }
 
-    /// The positions of the latest closed epoch at or before `epoch`.
-    fn positions_through(&self, epoch: Time) -> Option<StreamPositions> {
+    /// Every stream's last offset in the closed epochs at or before `epoch` (a reader that
+    /// had nothing in an epoch records nothing for it).
+    pub(crate) fn positions_through(&self, epoch: Time) -> Option<StreamPositions> {
         let epochs = self.epochs.lock().ok()?;
-        epochs.range(..=epoch).next_back().map(|(_, p)| p.clone())
+        let mut through: Option<StreamPositions> = None;
+        for positions in epochs.range(..=epoch).map(|(_, p)| p) {
+            let through = through.get_or_insert_with(StreamPositions::new);
+            for (stream, offset) in positions {
+                let last = through.entry(stream.clone()).or_insert(*offset);
+                *last = (*last).max(*offset);
+            }
+        }
+        through
     }
 
     /// The latest closed epoch.

@@ -1,6 +1,7 @@
-//! Kafka source: one consumer on the reading worker, every partition of every topic assigned
-//! manually; each topic-partition is one position stream (`TOPIC/PARTITION`, offset = Kafka
-//! offset). Group offsets are committed only for acknowledged (durably handled) epochs.
+//! Kafka source: the partitions of every topic are spread over the timely workers (stream `i` to
+//! part `i % parts`), each part with its own manually assigned consumer; each topic-partition is
+//! one position stream (`TOPIC/PARTITION`, offset = Kafka offset). Group offsets are committed
+//! only for acknowledged (durably handled) epochs.
 
 pub mod client;
 pub mod idle;
@@ -106,6 +107,26 @@ pub fn parse_brokers(brokers: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A consumer with the spec's client settings; offsets are only ever committed explicitly.
+fn new_consumer(spec: &KafkaSourceSpec) -> Result<BaseConsumer<QuietContext>, SourceError> {
+    let config = spec.client.config(
+        &spec.brokers,
+        &[
+            ("group.id", spec.group.as_str()),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+        ],
+    );
+    config
+        .create_with_context(QuietContext::default())
+        .map_err(|e| SourceError::Kafka {
+            what: "consumer configuration".into(),
+            cause: e.to_string(),
+        })
+}
+
 fn valid_topic(topic: &str) -> bool {
     topic.len() <= 249
         && topic
@@ -123,13 +144,19 @@ struct Partition {
     high: i64,
 }
 
-/// Reads every partition of the given topics with one manually assigned consumer.
+/// Reads its share of the partitions of the given topics with one manually assigned consumer.
 pub struct KafkaSource {
     spec: KafkaSourceSpec,
     /// Shared only so that closing can happen on a thread of its own (see `Drop`).
     consumer: Arc<BaseConsumer<QuietContext>>,
     topics: Vec<Arc<str>>,
     partitions: Vec<Partition>,
+    /// Per stream: whether this part reads it (every part knows every stream, so positions
+    /// and dead letters name streams alike on all workers).
+    owned: Vec<bool>,
+    /// This part's index and the number of parts.
+    part: (usize, usize),
+    follow: bool,
     /// `stream_of[topic][partition]` → stream index.
     stream_of: Vec<Vec<Option<u32>>>,
     /// Per stream: the next offset to read.
@@ -164,16 +191,6 @@ impl KafkaSource {
                 cause: e.to_string(),
             }
         };
-        let config = spec.client.config(
-            &spec.brokers,
-            &[
-                ("group.id", spec.group.as_str()),
-                ("enable.auto.commit", "false"),
-                ("enable.auto.offset.store", "false"),
-                ("auto.offset.reset", "earliest"),
-                ("enable.partition.eof", "false"),
-            ],
-        );
         tracing::info!(
             brokers = %spec.brokers,
             topics = ?spec.topics,
@@ -182,9 +199,7 @@ impl KafkaSource {
             options = ?spec.client.redacted(),
             "opening kafka source"
         );
-        let consumer: BaseConsumer<QuietContext> = config
-            .create_with_context(QuietContext::default())
-            .map_err(kafka("consumer configuration"))?;
+        let consumer = new_consumer(spec)?;
         let metadata = fetch_with_retries(
             &spec.brokers,
             &spec.topics,
@@ -224,27 +239,71 @@ impl KafkaSource {
             }
             stream_of.push(lookup);
         }
-        let high: Vec<i64> = partitions.iter().map(|p| p.high).collect();
         tracing::info!(
             partitions = partitions.len(),
             messages_at_start = partitions.iter().map(|p| p.high - p.low).sum::<i64>(),
             "kafka source ready"
         );
-        let catch_up = (!follow).then(|| CatchUp::new(high, spec.idle_quiet, Instant::now()));
-        Ok(KafkaSource {
+        let mut source = KafkaSource {
             spec: spec.clone(),
             next: partitions.iter().map(|p| p.low).collect(),
             resume: vec![None; partitions.len()],
             consumer: Arc::new(consumer),
             topics,
+            owned: vec![true; partitions.len()],
+            part: (0, 1),
+            follow,
             partitions,
             stream_of,
             assigned: false,
-            catch_up,
+            catch_up: None,
             errors: ErrorLog::new(Duration::from_secs(10)),
             errors_seen: 0,
             unsynced: None,
-        })
+        };
+        source.own_part(0, 1);
+        Ok(source)
+    }
+
+    /// Keeps only the streams of part `index` of `parts` (stream `i` belongs to part
+    /// `i % parts`).
+    fn own_part(&mut self, index: usize, parts: usize) {
+        self.part = (index, parts);
+        self.owned = (0..self.partitions.len())
+            .map(|stream| stream % parts == index)
+            .collect();
+        // Streams of other parts count as caught up.
+        let targets = self
+            .partitions
+            .iter()
+            .zip(&self.owned)
+            .map(|(p, owned)| if *owned { p.high } else { i64::MIN })
+            .collect();
+        self.catch_up =
+            (!self.follow).then(|| CatchUp::new(targets, self.spec.idle_quiet, Instant::now()));
+    }
+
+    /// Part `index` of `parts`: the same topics and streams, a consumer of its own.
+    fn part(&self, index: usize, parts: usize) -> Result<KafkaSource, SourceError> {
+        let mut part = KafkaSource {
+            spec: self.spec.clone(),
+            consumer: Arc::new(new_consumer(&self.spec)?),
+            topics: self.topics.clone(),
+            partitions: self.partitions.clone(),
+            owned: Vec::new(),
+            part: (index, parts),
+            follow: self.follow,
+            stream_of: self.stream_of.clone(),
+            next: self.next.clone(),
+            resume: self.resume.clone(),
+            assigned: false,
+            catch_up: None,
+            errors: ErrorLog::new(Duration::from_secs(10)),
+            errors_seen: 0,
+            unsynced: None,
+        };
+        part.own_part(index, parts);
+        Ok(part)
     }
 
     fn stream_name(&self, p: &Partition) -> String {
@@ -254,6 +313,9 @@ impl KafkaSource {
     fn list(&self, offsets: impl Fn(usize) -> Option<Offset>) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
         for (i, p) in self.partitions.iter().enumerate() {
+            if !self.owned[i] {
+                continue;
+            }
             if let Some(offset) = offsets(i) {
                 // Only fails for an invalid offset value, which these are not.
                 let _ = list.add_partition_offset(&self.topics[p.topic], p.partition, offset);
@@ -303,8 +365,15 @@ impl KafkaSource {
                 cause: e.to_string(),
             })?;
         tracing::info!(
-            partitions = self.partitions.len(),
-            resumed = self.resume.iter().flatten().count(),
+            part = self.part.0,
+            parts = self.part.1,
+            partitions = assignment.count(),
+            resumed = self
+                .resume
+                .iter()
+                .zip(&self.owned)
+                .filter(|(resume, owned)| **owned && resume.is_some())
+                .count(),
             "kafka partitions assigned"
         );
         self.assigned = true;
@@ -390,13 +459,23 @@ impl Source for KafkaSource {
         match &self.catch_up {
             Some(c) if c.finished(&self.next, Instant::now()) => {
                 tracing::info!(
-                    partitions = self.partitions.len(),
+                    part = self.part.0,
+                    partitions = self.owned.iter().filter(|o| **o).count(),
                     "kafka source caught up with the watermarks seen at start"
                 );
                 Ok(Poll::Finished)
             }
             _ => Ok(Poll::Idle),
         }
+    }
+
+    fn split_off(&mut self, parts: usize) -> Result<Vec<Box<dyn Source>>, SourceError> {
+        let parts = parts.clamp(1, self.partitions.len().max(1));
+        let others = (1..parts)
+            .map(|index| Ok(Box::new(self.part(index, parts)?) as Box<dyn Source>))
+            .collect::<Result<_, SourceError>>()?;
+        self.own_part(0, parts);
+        Ok(others)
     }
 
     fn resume_after(&mut self, after: &StreamPositions) -> Result<(), SourceError> {
