@@ -41,8 +41,9 @@ while true; do
     customers=""
     if [ $((RANDOM % 10)) -eq 0 ]; then
         # ~10 %: a new customer, and an existing one changes their email.
-        customers="INSERT INTO customers (first_name, last_name, email)
-                       VALUES ('New', 'Customer', 'new' || $tick || '-' || $RANDOM || '@example.com');
+        customers="INSERT INTO customers (first_name, last_name, email, city, country)
+                       VALUES ('New', 'Customer', 'new' || $tick || '-' || $RANDOM || '@example.com',
+                               'Lisbon', 'PT');
                    UPDATE customers SET email = 'changed' || $tick || '@example.com'
                        WHERE id = 1 + floor(random() * 200)::bigint;"
     fi

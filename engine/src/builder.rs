@@ -349,6 +349,16 @@ impl<'s> Table<'s> {
         )
     }
 
+    /// Every change as the row it leaves (for deletes, the row it removed): `op`,
+    /// `event_time`, `source_lsn`, then the table's columns.
+    pub fn changed_rows(&self) -> Relation<'s> {
+        table::changed_rows(
+            self.events.borrow().clone(),
+            &self.spec,
+            Rc::clone(&self.side),
+        )
+    }
+
     /// The current state with each row's last `cdc_operation` (c/u/r) and `cdc_timestamp`.
     pub fn replica(&self) -> Relation<'s> {
         self.upserted(&self.replica, "replica", table::replica)

@@ -17,5 +17,6 @@ pub use sinks::console::{ConsoleFormat, ConsoleMode, ConsoleOptions};
 pub use sinks::iceberg::{IcebergOptions, Partition};
 pub use sinks::{shared_writer, SharedWriter};
 pub use tributary_operators::{
-    avg, col, count, lit, sum, Column, ColumnType, Relation, Schema, Window,
+    avg, case, col, concat_ws, count, epoch_millis, lit, sum, Column, ColumnType, Relation, Schema,
+    Window,
 };

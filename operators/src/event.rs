@@ -111,6 +111,8 @@ pub struct ChangeEvent {
     /// Source transaction: the numeric `source.txId`, or a hash of a string `transaction.id`;
     /// only compared for equality (epochs close between transactions).
     pub tx: Option<u64>,
+    /// The PostgreSQL log position of the change (`source.lsn`), where the connector sends one.
+    pub source_lsn: Option<u64>,
 }
 
 /// A record that could not become an event, kept with the reason and where it came from.

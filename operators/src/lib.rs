@@ -11,7 +11,7 @@ pub mod time;
 pub mod value;
 
 pub use dataflow::aggregate::{avg, count, sum, Agg};
-pub use dataflow::expr::{col, lit, Expr};
+pub use dataflow::expr::{case, col, concat_ws, epoch_millis, lit, Expr};
 pub use dataflow::relation::{PlanError, Relation};
 pub use dataflow::window::Window;
 pub use dataflow::{Diff, Time};

@@ -67,6 +67,7 @@ fn to_event((_, op, id, status, quantity, cents, ts): Change, offset: u64) -> Ch
         position: Position { stream: 0, offset },
         event_time_ms: ts * 1000,
         tx: None,
+        source_lsn: None,
     }
 }
 

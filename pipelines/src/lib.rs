@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod customers_analytics;
 pub mod customers_changelog;
 pub mod op_counts;
 pub mod orders_replica;
@@ -16,6 +17,7 @@ pub const PIPELINES: &[Pipeline] = &[
     orders_replica::PIPELINE,
     products_lake::PIPELINE,
     customers_changelog::PIPELINE,
+    customers_analytics::PIPELINE,
 ];
 
 /// Finds a pipeline by name.

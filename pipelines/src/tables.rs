@@ -46,12 +46,15 @@ pub fn products_schema() -> Schema {
 /// Debezium name (and Kafka topic) of the customers table.
 pub const CUSTOMERS: &str = "dbserver1.public.customers";
 
-/// `public.customers` as the seed tutorials define it.
+/// `public.customers` as the seed tutorials define it, with the `city` and `country` that
+/// `customers-analytics` makes its `location` of.
 pub fn customers_schema() -> Schema {
     Schema::new(vec![
         Column::new("id", ColumnType::Int64).not_null(),
         Column::new("first_name", ColumnType::String),
         Column::new("last_name", ColumnType::String),
         Column::new("email", ColumnType::String),
+        Column::new("city", ColumnType::String),
+        Column::new("country", ColumnType::String),
     ])
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value as Json};
 use tributary_tests::iceberg::{pyiceberg_available, read_table};
 use tributary_tests::run_tributary_ok;
 
-const FIELDS: [&str; 4] = ["id", "first_name", "last_name", "email"];
+const FIELDS: [&str; 6] = ["id", "first_name", "last_name", "email", "city", "country"];
 
 fn workload(events: u64) -> Vec<String> {
     let mut live: BTreeMap<u64, Json> = BTreeMap::new();
@@ -29,7 +29,7 @@ fn workload(events: u64) -> Vec<String> {
                 "c",
                 Json::Null,
                 json!({"id": id, "first_name": format!("F{id}"), "last_name": format!("L{id}"),
-                       "email": format!("c{id}@example.com")}),
+                       "email": format!("c{id}@example.com"), "city": "Lisbon", "country": "PT"}),
             ),
         };
         if op == "d" {

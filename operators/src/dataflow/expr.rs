@@ -1,7 +1,9 @@
-//! Scalar expressions over a row: columns, literals, arithmetic; resolved against a schema
-//! once, then evaluated per row without lookups.
+//! Scalar expressions over a row: columns, literals, arithmetic, `concat_ws`, value mapping and
+//! timestamp → epoch milliseconds; resolved against a schema once, then evaluated per row
+//! without lookups.
 
 use std::ops::{Add, Mul, Sub};
+use std::sync::Arc;
 
 use crate::schema::{Column, ColumnType, Schema};
 use crate::value::{Decimal, Float, Value};
@@ -17,6 +19,12 @@ pub enum Expr {
     Binary(BinaryOp, Box<Expr>, Box<Expr>),
     /// An expression with an output name.
     Alias(Box<Expr>, String),
+    /// Strings joined with a separator, NULLs skipped (Spark's `concat_ws`).
+    ConcatWs(String, Vec<Expr>),
+    /// The value paired with the input's value; NULL when none is (`CASE x WHEN … THEN …`).
+    Case(Box<Expr>, Vec<(Value, Value)>),
+    /// A timestamp as milliseconds since the epoch.
+    EpochMillis(Box<Expr>),
 }
 
 /// Arithmetic operators.
@@ -38,6 +46,28 @@ pub fn col(name: &str) -> Expr {
 /// A constant.
 pub fn lit(value: impl Into<Value>) -> Expr {
     Expr::Literal(value.into())
+}
+
+/// `concat_ws(separator, parts)`: the non-NULL string parts joined by `separator`.
+pub fn concat_ws(separator: &str, parts: impl IntoIterator<Item = Expr>) -> Expr {
+    Expr::ConcatWs(separator.to_owned(), parts.into_iter().collect())
+}
+
+/// `CASE input WHEN from THEN to … END`: the `to` of the first pair whose `from` equals the
+/// input, else NULL. Every `to` has one type.
+pub fn case<V: Into<Value>>(input: Expr, pairs: impl IntoIterator<Item = (V, V)>) -> Expr {
+    Expr::Case(
+        Box::new(input),
+        pairs
+            .into_iter()
+            .map(|(from, to)| (from.into(), to.into()))
+            .collect(),
+    )
+}
+
+/// A timestamp column as milliseconds since the Unix epoch (`Int64`).
+pub fn epoch_millis(timestamp: Expr) -> Expr {
+    Expr::EpochMillis(Box::new(timestamp))
 }
 
 impl From<i64> for Value {
@@ -75,6 +105,16 @@ impl Expr {
                 };
                 format!("{} {symbol} {}", left.output_name(), right.output_name())
             }
+            Expr::ConcatWs(separator, parts) => format!(
+                "concat_ws({separator:?}, {})",
+                parts
+                    .iter()
+                    .map(Expr::output_name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Expr::Case(input, _) => format!("case({})", input.output_name()),
+            Expr::EpochMillis(inner) => format!("epoch_millis({})", inner.output_name()),
         }
     }
 
@@ -94,6 +134,44 @@ impl Expr {
                 BoundExpr::Binary(*op, Box::new(left), Box::new(right), ty)
             }
             Expr::Alias(inner, _) => inner.bind(schema)?,
+            Expr::ConcatWs(separator, parts) => {
+                let parts = parts
+                    .iter()
+                    .map(|part| {
+                        let bound = part.bind(schema)?;
+                        match bound.ty() {
+                            ColumnType::String => Ok(bound),
+                            other => Err(format!(
+                                "concat_ws joins strings; `{}` is {other}",
+                                part.output_name()
+                            )),
+                        }
+                    })
+                    .collect::<Result<_, String>>()?;
+                BoundExpr::ConcatWs(separator.as_str().into(), parts)
+            }
+            Expr::Case(input, pairs) => {
+                let ty = pairs
+                    .first()
+                    .map_or(ColumnType::String, |(_, to)| literal_type(to));
+                if let Some((_, odd)) = pairs.iter().find(|(_, to)| literal_type(to) != ty) {
+                    return Err(format!(
+                        "case results must have one type: {odd} is not {ty}"
+                    ));
+                }
+                BoundExpr::Case(Box::new(input.bind(schema)?), pairs.clone(), ty)
+            }
+            Expr::EpochMillis(inner) => {
+                let bound = inner.bind(schema)?;
+                if bound.ty() != ColumnType::Timestamp {
+                    return Err(format!(
+                        "epoch_millis needs a timestamp; `{}` is {}",
+                        inner.output_name(),
+                        bound.ty()
+                    ));
+                }
+                BoundExpr::EpochMillis(Box::new(bound))
+            }
         })
     }
 }
@@ -126,13 +204,24 @@ pub enum BoundExpr {
     Literal(Value, ColumnType),
     /// Arithmetic.
     Binary(BinaryOp, Box<BoundExpr>, Box<BoundExpr>, ColumnType),
+    /// Strings joined with a separator, NULLs skipped.
+    ConcatWs(Arc<str>, Vec<BoundExpr>),
+    /// Value mapping, with the result type.
+    Case(Box<BoundExpr>, Vec<(Value, Value)>, ColumnType),
+    /// Timestamp → milliseconds.
+    EpochMillis(Box<BoundExpr>),
 }
 
 impl BoundExpr {
     /// The result type.
     pub fn ty(&self) -> ColumnType {
         match self {
-            BoundExpr::Column(_, ty) | BoundExpr::Literal(_, ty) | BoundExpr::Binary(.., ty) => *ty,
+            BoundExpr::Column(_, ty)
+            | BoundExpr::Literal(_, ty)
+            | BoundExpr::Binary(.., ty)
+            | BoundExpr::Case(.., ty) => *ty,
+            BoundExpr::ConcatWs(..) => ColumnType::String,
+            BoundExpr::EpochMillis(_) => ColumnType::Int64,
         }
     }
 
@@ -149,6 +238,32 @@ impl BoundExpr {
             BoundExpr::Binary(op, left, right, ty) => {
                 arithmetic(*op, &left.eval(row), &right.eval(row), *ty).unwrap_or_default()
             }
+            BoundExpr::ConcatWs(separator, parts) => {
+                let mut joined = String::new();
+                let mut first = true;
+                for part in parts {
+                    if let Value::Str(text) = part.eval(row) {
+                        if !first {
+                            joined.push_str(separator);
+                        }
+                        joined.push_str(&text);
+                        first = false;
+                    }
+                }
+                Value::str(&joined)
+            }
+            BoundExpr::Case(input, pairs, _) => {
+                let value = input.eval(row);
+                pairs
+                    .iter()
+                    .find(|(from, _)| *from == value)
+                    .map(|(_, to)| to.clone())
+                    .unwrap_or_default()
+            }
+            BoundExpr::EpochMillis(inner) => match inner.eval(row) {
+                Value::Timestamp(micros) => Value::Int(micros.div_euclid(1000)),
+                _ => Value::Null,
+            },
         }
     }
 }
@@ -303,5 +418,44 @@ mod tests {
             .bind(&schema)
             .unwrap_err()
             .contains("quantity, price"));
+    }
+
+    #[test]
+    fn strings_case_and_millis() {
+        let schema = Schema::new(vec![
+            Column::new("first", ColumnType::String),
+            Column::new("last", ColumnType::String),
+            Column::new("op", ColumnType::String),
+            Column::new("at", ColumnType::Timestamp),
+        ]);
+        let name = concat_ws(" ", [col("first"), col("last")])
+            .bind(&schema)
+            .unwrap();
+        let row = |first: Value, last: Value| [first, last, Value::str("u"), Value::Timestamp(-1)];
+        assert_eq!(
+            name.eval(&row(Value::str("Ada"), Value::str("L"))),
+            Value::str("Ada L")
+        );
+        assert_eq!(
+            name.eval(&row(Value::Null, Value::str("L"))),
+            Value::str("L")
+        );
+        assert_eq!(
+            name.eval(&row(Value::str(""), Value::str("L"))),
+            Value::str(" L")
+        );
+        assert_eq!(name.eval(&row(Value::Null, Value::Null)), Value::str(""));
+        let op = case(col("op"), [("c", "INSERT"), ("u", "UPDATE")])
+            .bind(&schema)
+            .unwrap();
+        assert_eq!(op.ty(), ColumnType::String);
+        assert_eq!(
+            op.eval(&row(Value::Null, Value::Null)),
+            Value::str("UPDATE")
+        );
+        let millis = epoch_millis(col("at")).bind(&schema).unwrap();
+        assert_eq!(millis.eval(&row(Value::Null, Value::Null)), Value::Int(-1));
+        assert!(concat_ws(",", [col("at")]).bind(&schema).is_err());
+        assert!(epoch_millis(col("op")).bind(&schema).is_err());
     }
 }

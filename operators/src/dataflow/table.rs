@@ -159,7 +159,51 @@ pub fn replica_seed_event(table: TableId, spec: &TableSpec, row: &Row, index: u6
         },
         event_time_ms,
         tx: None,
+        source_lsn: None,
     }
+}
+
+/// Columns the changed-rows relation puts before the table's own.
+pub const CHANGED_ROW_COLUMNS: [&str; 3] = ["op", "event_time", "source_lsn"];
+
+/// Every change as the row it leaves: `op` (c/u/d/r), `event_time`, `source_lsn` (NULL where
+/// the connector sends none), then the `after` columns — or, for a delete, the `before`
+/// columns (the row removed; without `REPLICA IDENTITY FULL` only its key). Append-only;
+/// truncates and tombstones carry no row and are left out.
+pub fn changed_rows<'s>(
+    events: Collection<'s, ChangeEvent>,
+    spec: &TableSpec,
+    side: SideOutputs<'s>,
+) -> Relation<'s> {
+    let mut columns = vec![
+        Column::new(CHANGED_ROW_COLUMNS[0], ColumnType::String).not_null(),
+        Column::new(CHANGED_ROW_COLUMNS[1], ColumnType::Timestamp).not_null(),
+        Column::new(CHANGED_ROW_COLUMNS[2], ColumnType::Int64),
+    ];
+    columns.extend(spec.schema.columns.iter().map(|c| Column {
+        nullable: true,
+        ..c.clone()
+    }));
+    let op_names = OpNames::default();
+    let rows = events.flat_map(move |event| {
+        let image = match event.op {
+            Op::Delete => event.before.as_ref(),
+            _ => event.after.as_ref(),
+        }?;
+        let mut values: smallvec::SmallVec<[Value; 16]> =
+            smallvec::SmallVec::with_capacity(image.len() + 3);
+        values.push(op_names.of(event.op)?.clone());
+        values.push(Value::Timestamp(event.event_time_ms.saturating_mul(1000)));
+        values.push(
+            event
+                .source_lsn
+                .and_then(|lsn| i64::try_from(lsn).ok())
+                .map_or(Value::Null, Value::Int),
+        );
+        values.extend(image.iter().cloned());
+        Some(Row::from_slice(&values))
+    });
+    Relation::new(Arc::new(Schema::new(columns)), None, rows, side)
 }
 
 /// Every change as one flat row: `op`, `event_time`, then `before_<column>` and

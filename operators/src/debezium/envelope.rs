@@ -69,6 +69,16 @@ pub(super) struct Source<'a> {
     pub ts_ms: Option<i64>,
     #[serde(borrow, default, rename = "txId")]
     pub tx_id: Option<&'a RawValue>,
+    /// Raw, so that a connector sending something else than a number is not an error.
+    #[serde(borrow, default)]
+    pub lsn: Option<&'a RawValue>,
+}
+
+impl Source<'_> {
+    /// `lsn` when it is a whole number (the PostgreSQL connector's log position).
+    pub fn lsn(&self) -> Option<u64> {
+        self.lsn?.get().parse().ok()
+    }
 }
 
 /// The `transaction` block of Debezium's transaction metadata.

@@ -227,6 +227,7 @@ fn decode_tombstone(
         position,
         event_time_ms: 0,
         tx: None,
+        source_lsn: None,
     }))
 }
 
@@ -342,6 +343,7 @@ fn decode_envelope(
         position,
         event_time_ms,
         tx,
+        source_lsn: source.and_then(envelope::Source::lsn),
     }))
 }
 

@@ -200,6 +200,30 @@ fn transaction_block_id_is_used_without_tx_id() {
 }
 
 #[test]
+fn source_lsn_is_kept_when_it_is_a_number() {
+    let with = |lsn: &str| {
+        event(&format!(
+            r#"{{"after":{{"order_id":1}},"source":{{"name":"dbserver1","schema":"public","table":"orders","lsn":{lsn}}},"op":"c"}}"#
+        ))
+        .source_lsn
+    };
+    assert_eq!(with("24023128"), Some(24_023_128));
+    assert_eq!(with("null"), None);
+    assert_eq!(
+        with(r#""0/16B3748""#),
+        None,
+        "not a number: no LSN, not an error"
+    );
+    assert_eq!(
+        event(&format!(
+            r#"{{"after":{{"order_id":1}},{SOURCE},"op":"c"}}"#
+        ))
+        .source_lsn,
+        None
+    );
+}
+
+#[test]
 fn transactions_are_peeked_through_wrappers() {
     let plain = format!(r#"{{"after":{{"order_id":1}},{SOURCE},"op":"c"}}"#);
     assert_eq!(peek_transaction(&plain), Some(42));
