@@ -54,7 +54,7 @@ struct MaintainArgs {
     /// Directory of the Iceberg tables.
     #[arg(long, global = true, default_value = "warehouse")]
     warehouse: PathBuf,
-    /// Iceberg catalog: sqlite:PATH | postgres://USER@HOST[:PORT]/DB.  [default: sqlite:<warehouse>/catalog.db]
+    /// Iceberg catalog: sqlite:PATH | postgres://USER@HOST[:PORT]/DB | http[s]://HOST[:PORT][/PATH] (REST).  [default: sqlite:<warehouse>/catalog.db]
     #[arg(long, global = true)]
     catalog: Option<String>,
 }
@@ -185,7 +185,7 @@ struct RunArgs {
     /// Directory of the Iceberg tables.  [default: ./warehouse]
     #[arg(long)]
     warehouse: Option<PathBuf>,
-    /// Iceberg catalog: sqlite:PATH | postgres://USER@HOST[:PORT]/DB.  [default: sqlite:<warehouse>/catalog.db]
+    /// Iceberg catalog: sqlite:PATH | postgres://USER@HOST[:PORT]/DB | http[s]://HOST[:PORT][/PATH] (REST).  [default: sqlite:<warehouse>/catalog.db]
     #[arg(long)]
     catalog: Option<String>,
     /// Commit Iceberg snapshots at most this often, in milliseconds (each covers whole

@@ -3,7 +3,7 @@
 with pyiceberg and prints one table as JSON: every snapshot (oldest first) with its summary, and
 the rows of each snapshot (or of the current one only, with --current), sorted.
 
-usage: read_iceberg.py WAREHOUSE NAMESPACE.TABLE [--current] [--catalog PATH|postgresql://…]
+usage: read_iceberg.py WAREHOUSE NAMESPACE.TABLE [--current] [--catalog PATH|postgresql://…|http://…]
 
 WAREHOUSE is a directory (catalog at WAREHOUSE/catalog.db unless --catalog says otherwise) or
 s3://BUCKET/PREFIX (then --catalog is required; the S3 endpoint and credentials come from
@@ -15,6 +15,7 @@ import sys
 import time
 
 import pyarrow as pa
+from pyiceberg.catalog.rest import RestCatalog
 from pyiceberg.catalog.sql import SqlCatalog
 
 
@@ -50,11 +51,16 @@ def main() -> None:
     else:
         catalog_path = catalog_path or f"{warehouse}/catalog.db"
         warehouse = f"file://{warehouse}"
-    if catalog_path.startswith("postgres"):
-        uri = "postgresql+psycopg2://" + catalog_path.split("://", 1)[1]
+    if catalog_path.startswith("http"):
+        if os.environ.get("TRIBUTARY_REST_TOKEN"):
+            properties["token"] = os.environ["TRIBUTARY_REST_TOKEN"]
+        catalog = RestCatalog("tributary", uri=catalog_path, **properties)
     else:
-        uri = f"sqlite:///{catalog_path}"
-    catalog = SqlCatalog("tributary", uri=uri, warehouse=warehouse, **properties)
+        if catalog_path.startswith("postgres"):
+            uri = "postgresql+psycopg2://" + catalog_path.split("://", 1)[1]
+        else:
+            uri = f"sqlite:///{catalog_path}"
+        catalog = SqlCatalog("tributary", uri=uri, warehouse=warehouse, **properties)
     table = catalog.load_table(name)
     snapshots = sorted(table.snapshots(), key=lambda s: s.sequence_number)
     current = table.current_snapshot()

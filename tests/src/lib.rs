@@ -15,6 +15,7 @@ pub mod iceberg;
 pub mod kafka;
 pub mod kafka_workload;
 pub mod postgres;
+pub mod rest;
 pub mod s3;
 
 /// Path of the `tributary` binary built by `cargo test --workspace` (the `tributary` package's

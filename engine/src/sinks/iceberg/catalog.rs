@@ -1,13 +1,15 @@
-//! Catalogs: where a table's current metadata file is recorded, and the atomic
-//! compare-and-swap that makes a commit. Both are SQL catalogs in the JDBC-catalog layout
-//! (`iceberg_tables`, `iceberg_namespace_properties`), which pyiceberg's `SqlCatalog` and
-//! Spark's `JdbcCatalog` open: on SQLite (the embedded default) or on PostgreSQL (shared by
-//! several hosts and readers).
+//! Catalogs: where a table's current metadata file is recorded, and the atomic commit. The SQL
+//! catalogs here keep the JDBC-catalog layout (`iceberg_tables`,
+//! `iceberg_namespace_properties`), which pyiceberg's `SqlCatalog` and Spark's `JdbcCatalog`
+//! open: on SQLite (the embedded default) or on PostgreSQL (shared by several hosts and
+//! readers); a commit is a compare-and-swap of the metadata pointer. The REST catalog is in
+//! `rest.rs`.
 
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use iceberg::spec::TableMetadata;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::IcebergError;
@@ -56,10 +58,28 @@ pub trait Catalog: Send + fmt::Debug {
     /// Registers a new table (and its namespace); an error if it already exists.
     fn create(&mut self, table: &TableIdent, metadata_location: &str) -> Result<(), IcebergError>;
 
-    /// Points the table at `new` if it still points at `expected`; false if another writer
-    /// committed first.
-    fn swap(&mut self, table: &TableIdent, expected: &str, new: &str)
-        -> Result<bool, IcebergError>;
+    /// Makes `new` the table's metadata if the table still has `base` (at `base_location`),
+    /// and returns the location of the metadata now current; `None` if another writer
+    /// committed first. `write` writes `new` as the table's next metadata file and returns its
+    /// location, for catalogs that record a pointer to it; catalogs that write metadata
+    /// themselves (REST) send the change instead.
+    fn commit(
+        &mut self,
+        table: &TableIdent,
+        base_location: &str,
+        base: &TableMetadata,
+        new: &TableMetadata,
+        write: &mut dyn FnMut() -> Result<String, IcebergError>,
+    ) -> Result<Option<String>, IcebergError>;
+}
+
+/// A SQL catalog's commit: write the metadata file, then swap the pointer to it.
+fn write_then_swap(
+    write: &mut dyn FnMut() -> Result<String, IcebergError>,
+    swap: impl FnOnce(&str) -> Result<bool, IcebergError>,
+) -> Result<Option<String>, IcebergError> {
+    let location = write()?;
+    Ok(swap(&location)?.then_some(location))
 }
 
 /// The JDBC-catalog tables, as pyiceberg and Spark create them.
@@ -139,7 +159,22 @@ impl Catalog for SqliteCatalog {
         tx.commit().map_err(sql_error)
     }
 
-    fn swap(
+    fn commit(
+        &mut self,
+        table: &TableIdent,
+        base_location: &str,
+        _base: &TableMetadata,
+        _new: &TableMetadata,
+        write: &mut dyn FnMut() -> Result<String, IcebergError>,
+    ) -> Result<Option<String>, IcebergError> {
+        write_then_swap(write, |new| self.swap(table, base_location, new))
+    }
+}
+
+impl SqliteCatalog {
+    /// Points the table at `new` if it still points at `expected`; false if another writer
+    /// committed first.
+    pub fn swap(
         &mut self,
         table: &TableIdent,
         expected: &str,
@@ -284,7 +319,22 @@ impl Catalog for PostgresCatalog {
         })
     }
 
-    fn swap(
+    fn commit(
+        &mut self,
+        table: &TableIdent,
+        base_location: &str,
+        _base: &TableMetadata,
+        _new: &TableMetadata,
+        write: &mut dyn FnMut() -> Result<String, IcebergError>,
+    ) -> Result<Option<String>, IcebergError> {
+        write_then_swap(write, |new| self.swap(table, base_location, new))
+    }
+}
+
+impl PostgresCatalog {
+    /// Points the table at `new` if it still points at `expected`; false if another writer
+    /// committed first.
+    pub fn swap(
         &mut self,
         table: &TableIdent,
         expected: &str,

@@ -8,6 +8,7 @@ mod commit;
 mod committer;
 mod maintain;
 mod partition;
+mod rest;
 mod table;
 mod writer;
 
@@ -28,6 +29,7 @@ pub use commit::encode_parquet;
 pub use committer::{attach, CommitterContext, EpochLedger};
 pub use maintain::{compact, expire, Compacted};
 pub use partition::Partition;
+pub use rest::RestCatalog;
 pub use table::{
     Committed, IcebergTable, StoredRow, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS,
 };
@@ -123,6 +125,8 @@ pub enum CatalogLocation {
     Sqlite(PathBuf),
     /// A PostgreSQL database (`postgres://USER[:PASSWORD]@HOST[:PORT]/DB`).
     Postgres(String),
+    /// An Iceberg REST catalog (`http[s]://HOST[:PORT][/PATH]`).
+    Rest(String),
 }
 
 impl std::fmt::Debug for CatalogLocation {
@@ -132,6 +136,7 @@ impl std::fmt::Debug for CatalogLocation {
             CatalogLocation::Postgres(url) => {
                 f.write_str(&crate::sources::postgres::without_password(url))
             }
+            CatalogLocation::Rest(uri) => f.write_str(uri),
         }
     }
 }
@@ -234,12 +239,16 @@ impl IcebergOptions {
             None if options.object_store.is_some() => {
                 return Err(IcebergError::Config(format!(
                     "--warehouse {warehouse} needs a catalog: add --catalog sqlite:PATH (a local \
-                     file, e.g. on a persistent volume) or --catalog postgres://USER@HOST/DB"
+                     file, e.g. on a persistent volume), --catalog postgres://USER@HOST/DB or \
+                     --catalog http[s]://HOST:PORT (REST)"
                 )))
             }
             None => {}
             Some(spec) if spec.starts_with("postgres://") || spec.starts_with("postgresql://") => {
                 options.catalog = CatalogLocation::Postgres(spec.to_owned());
+            }
+            Some(spec) if spec.starts_with("http://") || spec.starts_with("https://") => {
+                options.catalog = CatalogLocation::Rest(spec.to_owned());
             }
             Some(spec) => match spec.strip_prefix("sqlite:") {
                 Some(path) if !path.is_empty() => {
@@ -247,8 +256,8 @@ impl IcebergOptions {
                 }
                 _ => {
                     return Err(IcebergError::Config(format!(
-                        "--catalog {spec}: expected sqlite:PATH or postgres://USER@HOST[:PORT]/DB \
-                         (the REST catalog is not in this build yet)"
+                        "--catalog {spec}: expected sqlite:PATH, postgres://USER@HOST[:PORT]/DB \
+                         or http[s]://HOST[:PORT][/PATH] (REST)"
                     )))
                 }
             },
@@ -275,6 +284,7 @@ impl IcebergOptions {
                 Box::new(SqliteCatalog::open(path)?)
             }
             CatalogLocation::Postgres(url) => Box::new(PostgresCatalog::open(url)?),
+            CatalogLocation::Rest(uri) => Box::new(RestCatalog::open(uri)?),
         };
         if let Some(store) = &self.object_store {
             let io = FileIOBuilder::new(Arc::new(OpenDalStorageFactory::S3 {

@@ -211,23 +211,34 @@ impl IcebergTable {
         &self.metadata
     }
 
-    /// Writes `metadata` as the table's next metadata file and swaps the catalog to it.
+    /// Commits `metadata` as the table's next metadata through the catalog (a SQL catalog
+    /// swaps its pointer to a metadata file written here; a REST catalog applies the change
+    /// and writes the file itself).
     pub(super) fn swap_metadata(&mut self, metadata: TableMetadata) -> Result<(), IcebergError> {
-        let new_location = MetadataLocation::from_str(&self.metadata_location)
-            .map_err(|e| IcebergError::iceberg(&self.metadata_location, e))?
-            .with_next_version()
-            .with_new_metadata(&metadata);
-        let new_location_text = new_location.to_string();
-        self.block_on(metadata.write_to(&self.io, &new_location))
-            .map_err(|e| IcebergError::iceberg(&new_location_text, e))?;
-        if !self
-            .catalog
-            .swap(&self.ident, &self.metadata_location, &new_location_text)?
-        {
+        let (io, runtime, current) = (&self.io, &self.runtime, &self.metadata_location);
+        let mut write = || {
+            let next = MetadataLocation::from_str(current)
+                .map_err(|e| IcebergError::iceberg(current, e))?
+                .with_next_version()
+                .with_new_metadata(&metadata);
+            let location = next.to_string();
+            runtime
+                .block_on(metadata.write_to(io, &next))
+                .map_err(|e| IcebergError::iceberg(&location, e))?;
+            Ok(location)
+        };
+        let committed = self.catalog.commit(
+            &self.ident,
+            &self.metadata_location,
+            &self.metadata,
+            &metadata,
+            &mut write,
+        )?;
+        let Some(location) = committed else {
             return Err(IcebergError::Conflict(self.ident.to_string()));
-        }
+        };
         self.metadata = metadata;
-        self.metadata_location = new_location_text;
+        self.metadata_location = location;
         Ok(())
     }
 
