@@ -14,7 +14,7 @@ pub use builder::{Pipeline, PipelineBuilder, Table};
 pub use error::{BuildError, RunError, SourceError};
 pub use runtime::{run, RunOptions, RunSummary};
 pub use sinks::console::{ConsoleFormat, ConsoleMode, ConsoleOptions};
-pub use sinks::iceberg::{IcebergOptions, Partition};
+pub use sinks::iceberg::{DeleteMode, IcebergOptions, Partition};
 pub use sinks::{shared_writer, SharedWriter};
 pub use tributary_operators::{
     avg, case, col, concat_ws, count, epoch_millis, lit, sum, Column, ColumnType, Relation, Schema,

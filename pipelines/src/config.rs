@@ -32,10 +32,13 @@ pub struct RunConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Directory of the Iceberg tables.
     pub warehouse: Option<PathBuf>,
-    /// Iceberg catalog, `sqlite:PATH` or `postgres://USER@HOST[:PORT]/DB`.
+    /// Iceberg catalog, `sqlite:PATH`, `postgres://USER@HOST[:PORT]/DB` or
+    /// `http[s]://HOST[:PORT][/PATH]` (REST).
     pub catalog: Option<String>,
     /// Iceberg commit interval in milliseconds.
     pub commit_ms: Option<u64>,
+    /// How upserting Iceberg tables delete replaced rows: `position` or `equality`.
+    pub iceberg_deletes: Option<String>,
     /// Kafka consumer group for committed offsets (default `tributary-<pipeline>`).
     pub kafka_group: Option<String>,
     /// Where Kafka partitions start without a resume position: `earliest`, `latest`,
@@ -108,6 +111,7 @@ impl RunConfig {
             warehouse: self.warehouse.or(fallback.warehouse),
             catalog: self.catalog.or(fallback.catalog),
             commit_ms: self.commit_ms.or(fallback.commit_ms),
+            iceberg_deletes: self.iceberg_deletes.or(fallback.iceberg_deletes),
             kafka_group: self.kafka_group.or(fallback.kafka_group),
             kafka_start: self.kafka_start.or(fallback.kafka_start),
             kafka_option: fallback

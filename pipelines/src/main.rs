@@ -19,7 +19,8 @@ use tributary_engine::sources::kafka::client::{KafkaClientOptions, DEFAULT_CONNE
 use tributary_engine::sources::kafka::StartFrom;
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
-    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions, RunOptions,
+    run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, DeleteMode, IcebergOptions,
+    RunOptions,
 };
 
 #[derive(Parser, Debug)]
@@ -192,6 +193,11 @@ struct RunArgs {
     /// epochs).  [default: 10000]
     #[arg(long)]
     commit_ms: Option<u64>,
+    /// How upserting Iceberg tables delete replaced rows: position (read by every reader,
+    /// pyiceberg included) or equality (by key; no per-key index in memory; readers must support
+    /// equality deletes).  [default: position]
+    #[arg(long)]
+    iceberg_deletes: Option<String>,
     /// Kafka consumer group whose offsets are committed once every sink has handled an epoch
     /// (for monitoring, and for --kafka-start committed).  [default: tributary-PIPELINE]
     #[arg(long)]
@@ -234,6 +240,7 @@ impl RunArgs {
             warehouse: self.warehouse.clone(),
             catalog: self.catalog.clone(),
             commit_ms: self.commit_ms,
+            iceberg_deletes: self.iceberg_deletes.clone(),
             kafka_group: self.kafka_group.clone(),
             kafka_start: self.kafka_start.map(|s| format!("{s:?}").to_lowercase()),
             kafka_option: self.kafka_option.clone(),
@@ -397,6 +404,9 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
         IcebergOptions::parse(&warehouse.to_string_lossy(), config.catalog.as_deref())?;
     if let Some(ms) = config.commit_ms {
         iceberg.commit_interval = Duration::from_millis(ms);
+    }
+    if let Some(deletes) = &config.iceberg_deletes {
+        iceberg.deletes = DeleteMode::parse(deletes)?;
     }
     let (source, kafka_sink) = kafka_settings(&config, name)?;
     let options = RunOptions {

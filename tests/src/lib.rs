@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 use tributary_engine::sources::generator::GeneratorConfig;
 
 pub mod iceberg;
+pub mod iceberg_rust;
 pub mod kafka;
 pub mod kafka_workload;
 pub mod postgres;

@@ -1,6 +1,7 @@
-//! The snapshot producer: writes a commit's Parquet data file and position-delete file, their
-//! manifests, the manifest list and the new table metadata, then swaps the catalog pointer
-//! atomically. Files written before a failed or interrupted swap are orphans, never visible.
+//! The snapshot producer: writes a commit's Parquet data files and delete files (position or
+//! equality), their manifests, the manifest list and the new table metadata, then commits
+//! through the catalog atomically. Files written before a failed or interrupted commit are
+//! orphans, never visible.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub struct Changes {
     pub rows: Vec<Row>,
     /// Rows to delete: (data file, its partition, position).
     pub deletes: Vec<(Arc<str>, Struct, u64)>,
+    /// Rows of earlier commits to delete by key (equality deletes on the table's identifier
+    /// fields; written whole, matched on the key).
+    pub equality_deletes: Vec<Row>,
     /// Extra snapshot-summary properties (`tributary.*`).
     pub summary: HashMap<String, String>,
     /// The rows are the whole table (compaction): earlier files drop out of the snapshot.
@@ -58,6 +62,7 @@ impl IcebergTable {
 
         let added_rows = changes.rows.len() as u64;
         let deleted_rows = changes.deletes.len() as u64;
+        let equality_deleted = changes.equality_deletes.len() as u64;
         let mut groups: Vec<(Struct, Vec<Row>)> = Vec::new();
         let mut group_of: HashMap<Struct, usize> = HashMap::new();
         let mut row_locations = Vec::with_capacity(changes.rows.len());
@@ -80,6 +85,7 @@ impl IcebergTable {
                 DataContentType::Data,
                 &batch,
                 &partition,
+                None,
             )?);
             written.push((Arc::from(path.as_str()), partition));
         }
@@ -105,7 +111,45 @@ impl IcebergTable {
                 DataContentType::PositionDeletes,
                 &batch,
                 &partition,
+                None,
             )?);
+        }
+
+        let mut equality_groups: Vec<(Struct, Vec<Row>)> = Vec::new();
+        let mut equality_group_of: HashMap<Struct, usize> = HashMap::new();
+        for row in changes.equality_deletes {
+            let partition = self.partitioner.partition_of(&row)?;
+            let group = *equality_group_of
+                .entry(partition.clone())
+                .or_insert_with(|| {
+                    equality_groups.push((partition, Vec::new()));
+                    equality_groups.len() - 1
+                });
+            equality_groups[group].1.push(row);
+        }
+        if !equality_groups.is_empty() {
+            let equality_ids: Vec<i32> = self
+                .metadata
+                .current_schema()
+                .identifier_field_ids()
+                .collect();
+            if equality_ids.is_empty() {
+                return Err(IcebergError::Config(format!(
+                    "table {} has no identifier fields to delete by; use position deletes",
+                    self.ident
+                )));
+            }
+            for (i, (partition, rows)) in equality_groups.into_iter().enumerate() {
+                let path = format!("{location}/data/{file_stem}-{i}-eq-deletes.parquet");
+                let batch = self.columns.to_batch(rows.iter())?;
+                delete_files.push(self.write_parquet(
+                    &path,
+                    DataContentType::EqualityDeletes,
+                    &batch,
+                    &partition,
+                    Some(equality_ids.clone()),
+                )?);
+            }
         }
 
         let parent = self.metadata.current_snapshot();
@@ -115,7 +159,7 @@ impl IcebergTable {
                 .filter(|_| !changes.replace_all)
                 .map(|s| &s.summary().additional_properties),
             added_rows,
-            deleted_rows,
+            (deleted_rows, equality_deleted),
             data_files.len() as u64,
             delete_files.len() as u64,
         );
@@ -243,6 +287,7 @@ impl IcebergTable {
         content: DataContentType,
         batch: &RecordBatch,
         partition: &Struct,
+        equality_ids: Option<Vec<i32>>,
     ) -> Result<DataFile, IcebergError> {
         let bytes = encode_parquet(batch.schema(), batch)?;
         let size = bytes.len() as u64;
@@ -262,6 +307,7 @@ impl IcebergTable {
             .record_count(batch.num_rows() as u64)
             .file_size_in_bytes(size)
             .partition_spec_id(self.metadata.default_partition_spec_id())
+            .equality_ids(equality_ids)
             .build()
             .map_err(|e| IcebergError::Io(format!("{path}: {e}")))
     }
@@ -323,7 +369,7 @@ pub fn encode_parquet(
 fn totals(
     parent: Option<&HashMap<String, String>>,
     added_records: u64,
-    deleted_positions: u64,
+    (deleted_positions, equality_deletes): (u64, u64),
     data_files: u64,
     delete_files: u64,
 ) -> HashMap<String, String> {
@@ -341,6 +387,7 @@ fn totals(
     put("added-records", added_records);
     put("added-delete-files", delete_files);
     put("added-position-deletes", deleted_positions);
+    put("added-equality-deletes", equality_deletes);
     put(
         "total-data-files",
         previous("total-data-files") + data_files,
@@ -354,7 +401,10 @@ fn totals(
         "total-position-deletes",
         previous("total-position-deletes") + deleted_positions,
     );
-    put("total-equality-deletes", 0);
+    put(
+        "total-equality-deletes",
+        previous("total-equality-deletes") + equality_deletes,
+    );
     summary
 }
 

@@ -55,6 +55,7 @@ fn compact_once(options: &IcebergOptions, table: &str) -> Result<Compacted, Iceb
         Changes {
             rows,
             deletes: Vec::new(),
+            equality_deletes: Vec::new(),
             summary: carried,
             replace_all: true,
         },

@@ -116,6 +116,34 @@ pub struct IcebergOptions {
     pub catalog: CatalogLocation,
     /// Commit at most this often (each commit covers whole epochs).
     pub commit_interval: Duration,
+    /// How upserts delete replaced rows.
+    pub deletes: DeleteMode,
+}
+
+/// How an upserting table deletes the rows it replaces or removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeleteMode {
+    /// Position deletes (file, row position): read by every Iceberg reader, pyiceberg
+    /// included; the sink keeps `key → (file, position)` for the rows it holds.
+    #[default]
+    Position,
+    /// Equality deletes on the key columns (the table's identifier fields): no per-key index
+    /// in the sink; readers must support equality deletes (Spark, Trino, Flink, iceberg-rust;
+    /// not pyiceberg 0.12).
+    Equality,
+}
+
+impl DeleteMode {
+    /// Parses `position` or `equality`.
+    pub fn parse(text: &str) -> Result<Self, IcebergError> {
+        match text {
+            "position" => Ok(DeleteMode::Position),
+            "equality" => Ok(DeleteMode::Equality),
+            other => Err(IcebergError::Config(format!(
+                "--iceberg-deletes {other}: expected position or equality"
+            ))),
+        }
+    }
 }
 
 /// Where the SQL catalog lives.
@@ -219,6 +247,7 @@ impl IcebergOptions {
             warehouse,
             object_store: None,
             commit_interval: Duration::from_secs(10),
+            deletes: DeleteMode::default(),
         }
     }
 
@@ -398,7 +427,8 @@ impl IcebergSinks {
             ident.clone(),
             (schema, &key, partitions),
         )?;
-        let (writer, rows) = TableWriter::recover(table, mode, &self.pipeline)?;
+        let (writer, rows) =
+            TableWriter::recover(table, mode, self.options.deletes, &self.pipeline)?;
         let committed = writer.committed().clone();
         if committed.epoch.is_some() {
             tracing::info!(

@@ -16,7 +16,7 @@ use iceberg::spec::{
 use iceberg::MetadataLocation;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use tributary_operators::{Row, Schema, Time};
+use tributary_operators::{Key, Row, Schema, Time};
 
 use super::catalog::{Catalog, TableIdent};
 use super::columns::{iceberg_schema, schema_of, ColumnMap};
@@ -45,6 +45,18 @@ pub struct IcebergTable {
     pub columns: ColumnMap,
     /// Rows' partition values.
     pub partitioner: Partitioner,
+    /// Positions in the pipeline's rows of the table's identifier fields (what equality
+    /// deletes match on).
+    identifier_columns: Vec<usize>,
+}
+
+/// A snapshot's live files: data and equality-delete files with their partitions and data
+/// sequence numbers, and position-delete files.
+#[derive(Debug, Default)]
+struct LiveFiles {
+    data: Vec<(String, Struct, i64)>,
+    position_deletes: Vec<String>,
+    equality_deletes: Vec<(String, Struct, i64)>,
 }
 
 /// What the table's current snapshot says about an earlier run.
@@ -156,7 +168,21 @@ impl IcebergTable {
             schema,
         )
         .map_err(in_table)?;
+        let table_schema = metadata.current_schema();
+        let identifier_columns = table_schema
+            .identifier_field_ids()
+            .filter_map(|id| table_schema.field_by_id(id))
+            .map(|field| {
+                schema.index_of(&field.name).ok_or_else(|| {
+                    IcebergError::Config(format!(
+                        "table {ident}: no column for identifier field `{}`",
+                        field.name
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
         Ok(IcebergTable {
+            identifier_columns,
             ident,
             catalog,
             io,
@@ -279,17 +305,16 @@ impl IcebergTable {
         Ok(Committed { epoch, positions })
     }
 
-    /// Every live row of the current snapshot with its file and position (position deletes
-    /// applied).
+    /// Every live row of the current snapshot with its file and position (position and
+    /// equality deletes applied).
     pub fn scan(&self) -> Result<Vec<StoredRow>, IcebergError> {
         let Some(snapshot) = self.metadata.current_snapshot() else {
             return Ok(Vec::new());
         };
-        let (data_files, delete_files) =
-            self.block_on(self.live_files(snapshot.manifest_list()))?;
+        let files = self.block_on(self.live_files(snapshot.manifest_list()))?;
         let mut deleted: HashMap<String, HashSet<u64>> = HashMap::new();
-        for path in delete_files {
-            for batch in self.read_parquet(&path)? {
+        for path in &files.position_deletes {
+            for batch in self.read_parquet(path)? {
                 let files = batch.column(0).as_string::<i32>();
                 let positions = batch.column(1).as_primitive::<Int64Type>();
                 for i in 0..batch.num_rows() {
@@ -300,14 +325,29 @@ impl IcebergTable {
                 }
             }
         }
+        // (partition, key) → the newest equality delete's sequence number.
+        let mut deleted_keys: HashMap<(Struct, Key), i64> = HashMap::new();
+        for (path, partition, sequence) in &files.equality_deletes {
+            for batch in self.read_parquet(path)? {
+                for row in self.columns.rows_of_batch(&batch)? {
+                    let key = Key::of(&row, &self.identifier_columns);
+                    let newest = deleted_keys.entry((partition.clone(), key)).or_default();
+                    *newest = (*newest).max(*sequence);
+                }
+            }
+        }
         let mut rows = Vec::new();
-        for (path, partition) in data_files {
+        for (path, partition, sequence) in files.data {
             let gone = deleted.get(&path);
             let file: Arc<str> = Arc::from(path.as_str());
             let mut position = 0u64;
             for batch in self.read_parquet(&path)? {
                 for row in self.columns.rows_of_batch(&batch)? {
-                    if !gone.is_some_and(|g| g.contains(&position)) {
+                    let deleted_by_key = !deleted_keys.is_empty()
+                        && deleted_keys
+                            .get(&(partition.clone(), Key::of(&row, &self.identifier_columns)))
+                            .is_some_and(|delete| *delete > sequence);
+                    if !deleted_by_key && !gone.is_some_and(|g| g.contains(&position)) {
                         rows.push(StoredRow {
                             file: Arc::clone(&file),
                             position,
@@ -342,12 +382,9 @@ impl IcebergTable {
             .map_err(|e| IcebergError::iceberg(manifest_list, e))
     }
 
-    /// The live data files (with their partitions) and position-delete files of a snapshot.
-    async fn live_files(
-        &self,
-        manifest_list: &str,
-    ) -> Result<(Vec<(String, Struct)>, Vec<String>), IcebergError> {
-        let (mut data, mut deletes) = (Vec::new(), Vec::new());
+    /// The live files of a snapshot.
+    async fn live_files(&self, manifest_list: &str) -> Result<LiveFiles, IcebergError> {
+        let mut files = LiveFiles::default();
         for manifest_file in self.manifests(manifest_list).await?.entries() {
             let manifest = manifest_file
                 .load_manifest(&self.io)
@@ -358,22 +395,20 @@ impl IcebergTable {
                     continue;
                 }
                 let path = entry.file_path().to_owned();
+                let partition = entry.data_file().partition().clone();
+                let sequence = entry
+                    .sequence_number()
+                    .unwrap_or(manifest_file.sequence_number);
                 match entry.content_type() {
-                    DataContentType::Data => {
-                        data.push((path, entry.data_file().partition().clone()))
-                    }
-                    DataContentType::PositionDeletes => deletes.push(path),
+                    DataContentType::Data => files.data.push((path, partition, sequence)),
+                    DataContentType::PositionDeletes => files.position_deletes.push(path),
                     DataContentType::EqualityDeletes => {
-                        return Err(IcebergError::Config(format!(
-                            "table {} has equality deletes ({path}); Tributary resumes only \
-                             from tables with position deletes",
-                            self.ident
-                        )))
+                        files.equality_deletes.push((path, partition, sequence))
                     }
                 }
             }
         }
-        Ok((data, deletes))
+        Ok(files)
     }
 
     fn read_parquet(&self, path: &str) -> Result<Vec<arrow_array::RecordBatch>, IcebergError> {

@@ -1,6 +1,7 @@
-//! The table writer: turns consolidated per-epoch changes into the rows to append and the
-//! positions to delete, keeps `key → (data file, position)` for the rows it holds, and commits
-//! them with the epoch and source positions in the snapshot summary.
+//! The table writer: turns consolidated per-epoch changes into the rows to append and the rows
+//! to delete — by position (keeping `key → (data file, position)` for the rows it holds) or by
+//! key (equality deletes, no index) — and commits them with the epoch and source positions in
+//! the snapshot summary.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tributary_operators::{Diff, Key, Row, Time};
 
 use super::commit::Changes;
 use super::table::{Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
-use super::IcebergError;
+use super::{DeleteMode, IcebergError};
 use crate::sources::StreamPositions;
 
 /// How a table takes changes.
@@ -32,7 +33,7 @@ pub enum WriteMode {
 pub struct CommitStats {
     /// Rows appended.
     pub rows: u64,
-    /// Rows deleted by position.
+    /// Rows deleted (by position, or by key with equality deletes).
     pub deletes: u64,
 }
 
@@ -49,6 +50,9 @@ pub struct TableWriter {
     pending: Vec<Option<Row>>,
     pending_by_key: FxHashMap<Key, usize>,
     deletes: Vec<(u32, u64)>,
+    /// With equality deletes: the stored rows retracted since the last commit.
+    deleted_rows: Vec<Row>,
+    delete_mode: DeleteMode,
     committed: Committed,
 }
 
@@ -58,6 +62,7 @@ impl TableWriter {
     pub fn recover(
         table: IcebergTable,
         mode: WriteMode,
+        delete_mode: DeleteMode,
         pipeline: &str,
     ) -> Result<(Self, Vec<Row>), IcebergError> {
         let committed = table.committed(pipeline)?;
@@ -70,6 +75,8 @@ impl TableWriter {
             pending: Vec::new(),
             pending_by_key: FxHashMap::default(),
             deletes: Vec::new(),
+            deleted_rows: Vec::new(),
+            delete_mode,
             committed,
         };
         let WriteMode::Upsert { key } = &writer.mode else {
@@ -77,6 +84,7 @@ impl TableWriter {
         };
         let key = key.clone();
         let mut file_ids: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut seen = rustc_hash::FxHashSet::default();
         let mut rows = Vec::new();
         for stored in writer.table.scan()? {
             let file = *file_ids.entry(Arc::clone(&stored.file)).or_insert_with(|| {
@@ -85,10 +93,15 @@ impl TableWriter {
                     .push((Arc::clone(&stored.file), stored.partition.clone()));
                 writer.files.len() as u32 - 1
             });
-            let previous = writer
-                .stored
-                .insert(Key::of(&stored.row, &key), (file, stored.position));
-            if previous.is_some() {
+            let row_key = Key::of(&stored.row, &key);
+            let duplicate = match delete_mode {
+                DeleteMode::Position => writer
+                    .stored
+                    .insert(row_key, (file, stored.position))
+                    .is_some(),
+                DeleteMode::Equality => !seen.insert(row_key),
+            };
+            if duplicate {
                 return Err(IcebergError::Inconsistent(format!(
                     "table {} holds two live rows with the key of {:?}",
                     writer.table.ident, stored.row
@@ -129,6 +142,9 @@ impl TableWriter {
             if diff < 0 {
                 if let Some(slot) = self.pending_by_key.remove(&row_key) {
                     self.pending[slot] = None;
+                } else if self.delete_mode == DeleteMode::Equality {
+                    // Deleted by key: rows of earlier commits only (the sequence-number rule).
+                    self.deleted_rows.push(row);
                 } else if let Some(stored) = self.stored.remove(&row_key) {
                     self.deletes.push(stored);
                 } else {
@@ -154,7 +170,9 @@ impl TableWriter {
 
     /// Whether there is anything to commit.
     pub fn has_changes(&self) -> bool {
-        !self.deletes.is_empty() || self.pending.iter().any(Option::is_some)
+        !self.deletes.is_empty()
+            || !self.deleted_rows.is_empty()
+            || self.pending.iter().any(Option::is_some)
     }
 
     /// Commits the applied changes as one snapshot covering epochs up to `epoch` and the
@@ -183,9 +201,10 @@ impl TableWriter {
                 (Arc::clone(path), partition.clone(), position)
             })
             .collect();
+        let equality_deletes = std::mem::take(&mut self.deleted_rows);
         let stats = CommitStats {
             rows: rows.len() as u64,
-            deletes: deletes.len() as u64,
+            deletes: (deletes.len() + equality_deletes.len()) as u64,
         };
         let positions_json = serde_json::to_string(&merged)
             .map_err(|e| IcebergError::Io(format!("source positions: {e}")))?;
@@ -199,13 +218,16 @@ impl TableWriter {
             WriteMode::Append => None,
         };
         let keys: Vec<Key> = match &key_columns {
-            Some(key) => rows.iter().map(|row| Key::of(row, key)).collect(),
-            None => Vec::new(),
+            Some(key) if self.delete_mode == DeleteMode::Position => {
+                rows.iter().map(|row| Key::of(row, key)).collect()
+            }
+            _ => Vec::new(),
         };
         let outcome = self.table.commit(
             Changes {
                 rows,
                 deletes,
+                equality_deletes,
                 summary,
                 replace_all: false,
             },
