@@ -1,7 +1,8 @@
 //! A replica partitioned by `identity(status)`, `bucket(order_id, 4)` and `hour(created_at)`:
-//! status updates move rows across partitions (a position delete in the old partition, a row in
-//! the new one). pyiceberg reads every snapshot equal to the oracle at its position, also after
-//! a restart that rebuilds the position index from the partitioned files.
+//! status updates move rows across partitions (a delete in the old partition, a row in the new
+//! one). pyiceberg reads every snapshot equal to the oracle at its position, also after a
+//! restart that rebuilds the position index from the partitioned files; the same with equality
+//! deletes, read by iceberg-rust's table scan.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,10 +13,11 @@ use tributary::tables::{orders_schema, ORDERS};
 use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
-    run, shared_writer, BuildError, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions,
-    Partition, Pipeline, PipelineBuilder, RunOptions,
+    run, shared_writer, BuildError, ConsoleFormat, ConsoleMode, ConsoleOptions, DeleteMode,
+    IcebergOptions, Partition, Pipeline, PipelineBuilder, RunOptions,
 };
-use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table};
+use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table, SnapshotRead};
+use tributary_tests::iceberg_rust::read_table_iceberg_rust;
 
 const TABLE: &str = "demo.orders_partitioned";
 
@@ -33,7 +35,7 @@ fn partitioned(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     Ok(())
 }
 
-fn run_on(path: &Path, warehouse: &Path, workers: usize) {
+fn run_on(path: &Path, warehouse: &Path, workers: usize, deletes: DeleteMode) {
     let pipeline = Pipeline {
         name: "orders-partitioned",
         about: "orders replica partitioned three ways",
@@ -41,6 +43,7 @@ fn run_on(path: &Path, warehouse: &Path, workers: usize) {
     };
     let mut iceberg = IcebergOptions::new(warehouse);
     iceberg.commit_interval = Duration::from_millis(100);
+    iceberg.deletes = deletes;
     run(
         &pipeline,
         RunOptions {
@@ -64,11 +67,12 @@ fn run_on(path: &Path, warehouse: &Path, workers: usize) {
     .unwrap();
 }
 
-#[test]
-fn partitioned_snapshots_equal_the_oracle_across_a_restart() {
-    if !pyiceberg_available() {
-        return;
-    }
+/// Runs the first half of the workload with 1 worker, then all of it with 2 (resuming), and
+/// checks every snapshot `read` gives against the oracle.
+fn across_a_restart(
+    deletes: DeleteMode,
+    read: fn(&Path) -> Vec<SnapshotRead>,
+) -> Vec<SnapshotRead> {
     let dir = tempfile::tempdir().unwrap();
     let mut workload = OrdersWorkload::new(GeneratorConfig {
         events: Some(40_000),
@@ -86,11 +90,11 @@ fn partitioned_snapshots_equal_the_oracle_across_a_restart() {
     let warehouse = dir.path().join("warehouse");
     let half = lines.len() / 2;
     std::fs::write(&path, lines[..half].join("\n") + "\n").unwrap();
-    run_on(&path, &warehouse, 1);
+    run_on(&path, &warehouse, 1, deletes);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    run_on(&path, &warehouse, 2);
+    run_on(&path, &warehouse, 2, deletes);
 
-    let (snapshots, _) = read_table(&warehouse, TABLE, false);
+    let snapshots = read(&warehouse);
     assert_eq!(
         check_snapshots(&snapshots, &source, &lines),
         lines.len() as u64
@@ -102,4 +106,25 @@ fn partitioned_snapshots_equal_the_oracle_across_a_restart() {
         "rows are spread over partitions: {files} data files in {} snapshots",
         snapshots.len()
     );
+    snapshots
+}
+
+#[test]
+fn partitioned_snapshots_equal_the_oracle_across_a_restart() {
+    if !pyiceberg_available() {
+        return;
+    }
+    across_a_restart(DeleteMode::Position, |warehouse| {
+        read_table(warehouse, TABLE, false).0
+    });
+}
+
+#[test]
+fn partitioned_equality_deletes_equal_the_oracle_across_a_restart() {
+    let snapshots = across_a_restart(DeleteMode::Equality, |warehouse| {
+        read_table_iceberg_rust(warehouse, TABLE)
+    });
+    let summary = &snapshots.last().unwrap().summary;
+    assert!(summary["total-equality-deletes"].parse::<u64>().unwrap() > 0);
+    assert_eq!(summary["total-position-deletes"], "0");
 }
