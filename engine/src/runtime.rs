@@ -155,6 +155,10 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
                 built.map(|()| Default::default())
             }
         };
+        if outcome.is_err() {
+            // The other readers finish their open epoch and stop, so that the run ends.
+            controls.shutdown.store(true, Ordering::Relaxed);
+        }
         drain(worker, &probe);
         outcome
     })
