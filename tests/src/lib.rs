@@ -57,6 +57,22 @@ pub fn write_lines(path: &std::path::Path, lines: &[String]) {
     std::fs::write(path, lines.join("\n") + "\n").expect("write the workload file");
 }
 
+/// Kills `command()` twice mid-run (after 0.7 s and 1.5 s; at least one kill must land while
+/// it runs), then runs it to the end and asserts that final run succeeded.
+pub fn kill_twice_then_finish(command: impl Fn() -> Command) {
+    let killed_mid_run = kill_after(&command, &[700, 1500]);
+    assert!(
+        killed_mid_run > 0,
+        "the runs finished before they could be killed"
+    );
+    let output = command().output().expect("run tributary");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Starts `command()` once per delay and kills it (`kill -9`) after that many milliseconds;
 /// returns how many runs were still going when killed.
 pub fn kill_after(command: impl Fn() -> Command, delays_ms: &[u64]) -> usize {

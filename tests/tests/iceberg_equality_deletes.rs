@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use tributary_tests::iceberg::check_snapshots;
 use tributary_tests::iceberg_rust::read_table_iceberg_rust;
-use tributary_tests::{kill_after, orders_lines, tributary_bin, write_lines};
+use tributary_tests::{kill_twice_then_finish, orders_lines, tributary_bin, write_lines};
 
 const TABLE: &str = "demo.orders_realtime_replica";
 
@@ -35,17 +35,7 @@ fn equality_deletes_resume_after_kills_and_read_back_equal_to_the_oracle() {
             .stdout(Stdio::null());
         command
     };
-    let killed_mid_run = kill_after(command, &[700, 1500]);
-    assert!(
-        killed_mid_run > 0,
-        "the runs finished before they could be killed"
-    );
-    let output = command().output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    kill_twice_then_finish(command);
 
     let snapshots = read_table_iceberg_rust(&warehouse, TABLE);
     assert!(snapshots.len() >= 2, "only {} snapshots", snapshots.len());

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 
 use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table_with};
 use tributary_tests::postgres::Postgres;
-use tributary_tests::{kill_after, orders_lines, run_tributary, tributary_bin, write_lines};
+use tributary_tests::{
+    kill_twice_then_finish, orders_lines, run_tributary, tributary_bin, write_lines,
+};
 
 const TABLE: &str = "demo.orders_realtime_replica";
 
@@ -42,17 +44,7 @@ fn postgres_catalog_resumes_after_kills_and_pyiceberg_reads_it() {
             .stdout(Stdio::null());
         command
     };
-    let killed_mid_run = kill_after(command, &[700, 1500]);
-    assert!(
-        killed_mid_run > 0,
-        "the runs finished before they could be killed"
-    );
-    let output = command().output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    kill_twice_then_finish(command);
     assert!(
         !warehouse.join("catalog.db").exists(),
         "no SQLite catalog is made when the catalog is PostgreSQL"

@@ -1,0 +1,129 @@
+//! The Kafka source's settings: `kafka://HOST:PORT[,HOST:PORT…]/TOPIC[,TOPIC…]` parsed, and
+//! where partitions without a resume position start.
+
+use std::time::Duration;
+
+use super::client::KafkaClientOptions;
+use super::idle;
+
+/// Where partitions without a resume position start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// The oldest retained message.
+    #[default]
+    Earliest,
+    /// Only messages produced after the start.
+    Latest,
+    /// The consumer group's committed offset (earliest where there is none).
+    Committed,
+}
+
+impl StartFrom {
+    /// Parses `earliest`, `latest` or `committed`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "earliest" => StartFrom::Earliest,
+            "latest" => StartFrom::Latest,
+            "committed" => StartFrom::Committed,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed `kafka://HOST:PORT[,HOST:PORT…]/TOPIC[,TOPIC…]` source with its client settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSourceSpec {
+    /// Bootstrap servers, comma-separated.
+    pub brokers: String,
+    /// Topics, one per source table (`server.schema.table`).
+    pub topics: Vec<String>,
+    /// Consumer group for committed offsets (monitoring and `--kafka-start committed`).
+    pub group: String,
+    /// Where partitions without a resume position start.
+    pub start: StartFrom,
+    /// Pass-through client options.
+    pub client: KafkaClientOptions,
+    /// Quiet time that, after the start watermarks are reached, means caught up.
+    pub idle_quiet: Duration,
+}
+
+impl KafkaSourceSpec {
+    /// Parses the part after `kafka://`: `HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]`.
+    pub fn parse(rest: &str) -> Result<Self, String> {
+        let (brokers, topics) = rest.split_once('/').ok_or(
+            "kafka:// needs HOST:PORT/TOPIC, e.g. kafka://localhost:9092/dbserver1.public.orders",
+        )?;
+        parse_brokers(brokers)?;
+        let topics: Vec<String> = topics
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if topics.is_empty() {
+            return Err("kafka:// needs at least one topic after the `/`".into());
+        }
+        if let Some(bad) = topics.iter().find(|t| !valid_topic(t)) {
+            return Err(format!(
+                "`{bad}` is not a Kafka topic name (letters, digits, `.`, `_`, `-`)"
+            ));
+        }
+        Ok(KafkaSourceSpec {
+            brokers: brokers.to_owned(),
+            topics,
+            group: "tributary".to_owned(),
+            start: StartFrom::default(),
+            client: KafkaClientOptions::default(),
+            idle_quiet: idle::DEFAULT_QUIET,
+        })
+    }
+}
+
+/// Checks `HOST:PORT[,HOST:PORT]`.
+pub fn parse_brokers(brokers: &str) -> Result<(), String> {
+    for broker in brokers.split(',') {
+        let ok = broker
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(format!("`{broker}` is not HOST:PORT"));
+        }
+    }
+    Ok(())
+}
+
+fn valid_topic(topic: &str) -> bool {
+    topic.len() <= 249
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_brokers_and_topics() {
+        let spec = KafkaSourceSpec::parse("a:9092,b:9093/x.public.orders, x.public.items").unwrap();
+        assert_eq!(spec.brokers, "a:9092,b:9093");
+        assert_eq!(spec.topics, ["x.public.orders", "x.public.items"]);
+        for bad in [
+            "a:9092",
+            "a:9092/",
+            "a/t",
+            "a:x/t",
+            ":9092/t",
+            "a:1/bad topic",
+        ] {
+            assert!(KafkaSourceSpec::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn start_modes() {
+        assert_eq!(StartFrom::parse("committed"), Some(StartFrom::Committed));
+        assert_eq!(StartFrom::parse("latest"), Some(StartFrom::Latest));
+        assert_eq!(StartFrom::parse("nope"), None);
+    }
+}
