@@ -150,6 +150,9 @@ impl<'s> PipelineBuilder<'s> {
         };
         self.claim_output(name)?;
         let ident = TableIdent::parse(name).map_err(iceberg_error)?;
+        if !self.sinks.iceberg.writes() {
+            return Ok(table.replica());
+        }
         let spec = table.spec();
         let opened = self
             .sinks
@@ -211,6 +214,9 @@ impl<'s> PipelineBuilder<'s> {
         };
         self.claim_output(name)?;
         let ident = TableIdent::parse(name).map_err(iceberg_error)?;
+        if !self.sinks.iceberg.writes() {
+            return Ok(());
+        }
         let opened = self
             .sinks
             .iceberg

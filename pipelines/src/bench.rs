@@ -24,6 +24,8 @@ pub struct BenchConfig {
     pub epoch: Duration,
     /// Schema-wrapped envelopes instead of plain ones.
     pub schema: bool,
+    /// Write the pipeline's Iceberg tables (false: compute them only).
+    pub iceberg: bool,
 }
 
 /// What was measured.
@@ -82,7 +84,7 @@ impl BenchReport {
              epoch latency   p50 {:.1} ms, p99 {:.1} ms over {} epochs\n\
              memory          peak RSS {:.1} MB; dataflow {:.1} MB above the {:.1} MB input\n\
              state           {} live keys, {:.0} bytes per live key (dataflow memory / keys)\n\
-             iceberg         {} rows written in {} commits\n",
+             iceberg         {}\n",
             self.pipeline,
             self.config.workers,
             self.config.events,
@@ -100,8 +102,14 @@ impl BenchReport {
             self.rss_before as f64 / 1e6,
             self.live_keys,
             dataflow_memory as f64 / self.live_keys.max(1) as f64,
-            self.iceberg_rows,
-            self.iceberg_commits,
+            if self.config.iceberg {
+                format!(
+                    "{} rows written in {} commits",
+                    self.iceberg_rows, self.iceberg_commits
+                )
+            } else {
+                "not written (--no-iceberg)".to_owned()
+            },
         )
     }
 
@@ -113,6 +121,7 @@ impl BenchReport {
             "events": self.config.events,
             "keys": self.config.keys,
             "schema_wrapped": self.config.schema,
+            "iceberg_written": self.config.iceberg,
             "records": self.records,
             "bytes": self.bytes,
             "elapsed_s": self.elapsed.as_secs_f64(),
@@ -175,7 +184,10 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
             dead_letter: None,
             metrics_addr: None,
             shutdown: None,
-            iceberg: IcebergOptions::new(&warehouse),
+            iceberg: IcebergOptions {
+                write: config.iceberg,
+                ..IcebergOptions::new(&warehouse)
+            },
         },
     );
     let _ = std::fs::remove_dir_all(&warehouse);

@@ -134,6 +134,9 @@ struct BenchArgs {
     /// Schema-wrapped envelopes instead of plain ones.
     #[arg(long)]
     schema: bool,
+    /// Compute the pipeline's Iceberg tables without writing them (measures the dataflow).
+    #[arg(long)]
+    no_iceberg: bool,
     /// Report format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
@@ -358,6 +361,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             workers: args.workers,
             epoch: Duration::from_millis(args.epoch_ms),
             schema: args.schema,
+            iceberg: !args.no_iceberg,
         },
     )?;
     match args.format {

@@ -2,11 +2,18 @@
 //! difference in an accumulator semigroup, so an update costs O(1) regardless of group size.
 
 use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
+use std::hash::{Hash, Hasher};
+
 use differential_dataflow::operators::CountTotal;
+use differential_dataflow::AsCollection;
+use hashbrown::hash_table::HashTable;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
 use serde::{Deserialize, Serialize};
 
 use super::expr::{BoundExpr, Expr};
 use super::relation::{PlanError, Relation};
+use super::{Collection, Time};
 use crate::row::{Key, Row};
 use crate::schema::{Column, ColumnType, Schema};
 use crate::value::{Decimal, Float, Value};
@@ -154,16 +161,11 @@ impl<'s> Grouped<'s> {
         let group_count = groups.len();
         let contribute = bound.clone();
         let finish = bound;
-        let rows = self
-            .relation
-            .rows()
-            .clone()
-            .explode(move |row: Row| {
-                let group = Key::of(&row, &groups);
-                let cells = contribute.iter().map(|b| Cell::of(b, &row)).collect();
-                Some((group, Accumulators { rows: 1, cells }))
-            })
-            .count_total_core::<i64>()
+        let rows = combine_by_group(self.relation.rows(), groups, move |row| Accumulators {
+            rows: 1,
+            cells: contribute.iter().map(|b| Cell::of(b, row)).collect(),
+        })
+        .count_total_core::<i64>()
             .flat_map(move |(group, acc): (Key, Accumulators)| {
                 (acc.rows != 0).then(|| {
                     let finished = finish
@@ -176,6 +178,56 @@ impl<'s> Grouped<'s> {
         let key = Some((0..group_count).collect());
         Ok(self.relation.derive(Schema::new(columns), key, rows))
     }
+}
+
+/// Each row's contribution to its group (the values at `groups`), summed per group and time
+/// within every batch before it reaches differential's arrangement: a batch of N rows over G
+/// groups sends G updates instead of N.
+fn combine_by_group<'s>(
+    rows: &Collection<'s, Row>,
+    groups: Vec<usize>,
+    contribution: impl Fn(&[Value]) -> Accumulators + 'static,
+) -> Collection<'s, Key, Accumulators> {
+    fn group_hash<'a>(time: Time, values: impl Iterator<Item = &'a Value>) -> u64 {
+        let mut hasher = rustc_hash::FxHasher::default();
+        time.hash(&mut hasher);
+        values.for_each(|value| value.hash(&mut hasher));
+        hasher.finish()
+    }
+    rows.inner.clone()
+        .unary(Pipeline, "combine-by-group", move |_, _| {
+            let mut totals: HashTable<(Time, Key, Accumulators)> = HashTable::new();
+            move |input, output| {
+                input.for_each(|capability, data| {
+                    for (row, time, diff) in data.drain(..) {
+                        let hash = group_hash(time, groups.iter().map(|&g| &row[g]));
+                        let same_group = |(t, key, _): &(Time, Key, Accumulators)| {
+                            *t == time && groups.iter().zip(key.iter()).all(|(&g, v)| row[g] == *v)
+                        };
+                        let mut contribution = contribution(&row);
+                        if diff != 1 {
+                            contribution = contribution.multiply(&diff);
+                        }
+                        match totals.find_mut(hash, same_group) {
+                            Some((_, _, total)) => total.plus_equals(&contribution),
+                            None => {
+                                let entry = (time, Key::of(&row, &groups), contribution);
+                                totals.insert_unique(hash, entry, |(t, key, _)| {
+                                    group_hash(*t, key.iter())
+                                });
+                            }
+                        }
+                    }
+                    let mut session = output.session(&capability);
+                    for (time, key, total) in totals.drain() {
+                        if !total.is_zero() {
+                            session.give((key, time, total));
+                        }
+                    }
+                });
+            }
+        })
+        .as_collection()
 }
 
 /// Per-group running totals; a difference type, so retractions subtract.

@@ -16,8 +16,8 @@ pub type Diff = i64;
 pub type Scope<'s> = timely::dataflow::Scope<'s, Time>;
 /// A timely stream of `D` records.
 pub type Stream<'s, D> = timely::dataflow::StreamVec<'s, Time, D>;
-/// A differential collection of `D` with `i64` diffs.
-pub type Collection<'s, D> = differential_dataflow::VecCollection<'s, Time, D, Diff>;
+/// A differential collection of `D`, with `i64` diffs unless told otherwise.
+pub type Collection<'s, D, R = Diff> = differential_dataflow::VecCollection<'s, Time, D, R>;
 
 /// Per-epoch buffers of an operator that acts once the frontier passes an epoch: the
 /// capability to emit at that epoch, and the records received for it.

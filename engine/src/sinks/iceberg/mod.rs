@@ -118,6 +118,8 @@ pub struct IcebergOptions {
     pub commit_interval: Duration,
     /// How upserts delete replaced rows.
     pub deletes: DeleteMode,
+    /// False computes the pipeline's Iceberg outputs without writing them (for `bench`).
+    pub write: bool,
 }
 
 /// How an upserting table deletes the rows it replaces or removes.
@@ -248,6 +250,7 @@ impl IcebergOptions {
             object_store: None,
             commit_interval: Duration::from_secs(10),
             deletes: DeleteMode::default(),
+            write: true,
         }
     }
 
@@ -393,6 +396,11 @@ impl IcebergSinks {
             pipeline: pipeline.to_owned(),
             tables: Arc::default(),
         }
+    }
+
+    /// False when Iceberg outputs are computed but not written.
+    pub fn writes(&self) -> bool {
+        self.options.write
     }
 
     /// The commit interval.
