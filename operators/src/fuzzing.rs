@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::debezium::{decode_with, peek_transaction, Decoded, SchemaCache};
+use crate::debezium::{
+    decode_with, peek_transaction, scanner_agrees_with_serde, Decoded, SchemaCache,
+};
 use crate::event::{Position, RawRecord};
 use crate::schema::{Column, ColumnType, Schema, TableCatalog, TableSpec};
 
@@ -53,7 +55,8 @@ pub fn catalog() -> TableCatalog {
 }
 
 /// Decodes `data` as a JSONL line, as a Kafka value with a topic, and split at its first
-/// newline into a Kafka key and value; also peeks its transaction. Returns how many decoded
+/// newline into a Kafka key and value; also peeks its transaction, and panics if the decoder's
+/// fast scanner reads `data` differently from `serde_json`. Returns how many decoded
 /// to events (so the work is not optimized away).
 pub fn decode_all_ways(data: &[u8]) -> usize {
     let catalog = catalog();
@@ -85,6 +88,9 @@ pub fn decode_all_ways(data: &[u8]) -> usize {
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = peek_transaction(text);
+        if let Err(disagreement) = scanner_agrees_with_serde(text, &catalog) {
+            panic!("the fast scanner disagrees with serde_json: {disagreement}");
+        }
     }
     records
         .iter()

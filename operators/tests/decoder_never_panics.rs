@@ -1,4 +1,4 @@
-//! The decoder never panics: on random bytes, on random JSON shaped like Debezium records, and
+//! The decoder never panics, and its fast scanner reads what `serde_json` reads: on random bytes, on random JSON shaped like Debezium records, and
 //! on every input in the fuzzers' regression corpus (`fuzz/corpus/decode`).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -18,7 +18,11 @@ fn json_value() -> impl Strategy<Value = String> {
             Just("-0"),
             Just("\"\\u0000\""),
             Just("\"\\ud800\""),
-            Just("99999999999999999999999")
+            Just("99999999999999999999999"),
+            Just("\"a\\\"b\""),
+            Just("\"\\u00e9\\n\""),
+            Just(" 1.5e-3 "),
+            Just("\"2024-01-01T00:00:00Z\"")
         ]
         .prop_map(str::to_owned),
     ];
@@ -46,6 +50,13 @@ fn json_value() -> impl Strategy<Value = String> {
         Just("meta"),
         Just("blob"),
         Just("line"),
+        Just("db"),
+        Just("lsn"),
+        Just("transaction"),
+        Just("id"),
+        Just("status"),
+        Just("quantity"),
+        Just("we\\\"ird"),
     ];
     leaf.prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![

@@ -8,27 +8,27 @@ use serde_json::value::RawValue;
 
 /// Any top-level record: a JSONL `{"key","value","topic"}` wrapper, a `{"schema","payload"}`
 /// wrapper, or a bare envelope. Unknown fields are skipped without being parsed.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug)]
 pub(super) struct Record<'a> {
-    #[serde(borrow, default)]
-    pub key: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    pub key: Option<&'a str>,
     /// Present (even when `null`) only in a `{"key","value"}` message wrapper.
     #[serde(borrow, default, deserialize_with = "present")]
-    pub value: Option<&'a RawValue>,
+    pub value: Option<&'a str>,
     #[serde(borrow, default)]
     pub topic: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub schema: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub payload: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub before: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    pub after: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    pub schema: Option<&'a str>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    pub payload: Option<&'a str>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    pub before: Option<&'a str>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    pub after: Option<&'a str>,
     #[serde(borrow, default)]
     pub source: Option<Source<'a>>,
-    #[serde(borrow, default)]
-    pub op: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    pub op: Option<&'a str>,
     #[serde(default)]
     pub ts_ms: Option<i64>,
     #[serde(borrow, default)]
@@ -50,12 +50,17 @@ impl Record<'_> {
 /// Keeps a field that is present but `null` (as the raw text `null`).
 fn present<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
-) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(deserializer).map(Some)
+) -> Result<Option<&'de str>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(|raw| Some(raw.get()))
+}
+
+/// A field's raw JSON text; `None` when it is `null`.
+fn raw<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<&'de str>, D::Error> {
+    Option::<&'de RawValue>::deserialize(deserializer).map(|raw| raw.map(RawValue::get))
 }
 
 /// The `source` block, as far as Tributary reads it.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug)]
 pub(super) struct Source<'a> {
     #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
@@ -67,25 +72,25 @@ pub(super) struct Source<'a> {
     pub table: Option<Cow<'a, str>>,
     #[serde(default)]
     pub ts_ms: Option<i64>,
-    #[serde(borrow, default, rename = "txId")]
-    pub tx_id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "txId", deserialize_with = "raw")]
+    pub tx_id: Option<&'a str>,
     /// Raw, so that a connector sending something else than a number is not an error.
-    #[serde(borrow, default)]
-    pub lsn: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    pub lsn: Option<&'a str>,
 }
 
 impl Source<'_> {
     /// `lsn` when it is a whole number (the PostgreSQL connector's log position).
     pub fn lsn(&self) -> Option<u64> {
-        self.lsn?.get().parse().ok()
+        self.lsn?.parse().ok()
     }
 }
 
 /// The `transaction` block of Debezium's transaction metadata.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug)]
 pub(super) struct Transaction<'a> {
-    #[serde(borrow, default)]
-    pub id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    pub id: Option<&'a str>,
 }
 
 /// A transaction id as a number: numeric ids as they are, string ids hashed (FNV-1a), so
@@ -97,7 +102,7 @@ pub(super) fn transaction_id(
     let raw = source
         .and_then(|s| s.tx_id)
         .or_else(|| block.and_then(|t| t.id))?;
-    let text = raw.get();
+    let text = raw;
     if let Ok(n) = text.parse::<u64>() {
         return Some(n);
     }
@@ -112,10 +117,10 @@ pub(super) fn transaction_id(
 /// Only what the epoch clock needs: the transaction of a record, found without decoding rows.
 #[derive(Deserialize)]
 struct TxPeek<'a> {
-    #[serde(borrow, default)]
-    value: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    value: Option<&'a str>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    payload: Option<&'a str>,
     #[serde(borrow, default)]
     source: Option<TxSource<'a>>,
     #[serde(borrow, default)]
@@ -124,8 +129,8 @@ struct TxPeek<'a> {
 
 #[derive(Deserialize)]
 struct TxSource<'a> {
-    #[serde(borrow, default, rename = "txId")]
-    tx_id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "txId", deserialize_with = "raw")]
+    tx_id: Option<&'a str>,
 }
 
 /// The transaction id of a JSON record, looking through wrappers; `None` when it has none or
@@ -134,7 +139,7 @@ pub fn peek_transaction(text: &str) -> Option<u64> {
     let peek: TxPeek<'_> = serde_json::from_str(text).ok()?;
     if peek.source.is_none() && peek.transaction.is_none() {
         let inner = peek.payload.or(peek.value)?;
-        return peek_transaction(inner.get());
+        return peek_transaction(inner);
     }
     let source = peek.source.map(|s| Source {
         tx_id: s.tx_id,

@@ -6,11 +6,11 @@ mod connect;
 mod convert;
 mod envelope;
 mod row;
+mod scan;
 
 use std::sync::Arc;
 
 use serde::de::DeserializeSeed;
-use serde_json::value::RawValue;
 
 use crate::event::{ChangeEvent, DeadLetterKind, Op, Position, RawRecord};
 use crate::row::{Key, Row};
@@ -72,20 +72,20 @@ pub struct SchemaCache {
 const SCHEMA_CACHE_LIMIT: usize = 256;
 
 impl SchemaCache {
-    fn get(&mut self, schema: &RawValue) -> Arc<FieldSchemas> {
-        if let Some(found) = self.parsed.get(schema.get()) {
+    fn get(&mut self, schema: &str) -> Arc<FieldSchemas> {
+        if let Some(found) = self.parsed.get(schema) {
             return Arc::clone(found);
         }
         if self.parsed.len() >= SCHEMA_CACHE_LIMIT {
             self.parsed.clear();
         }
         let parsed = Arc::new(
-            serde_json::from_str::<serde_json::Value>(schema.get())
+            serde_json::from_str::<serde_json::Value>(schema)
                 .map(|s| FieldSchemas::from_envelope_schema(&s))
                 .unwrap_or_default(),
         );
-        self.parsed.insert(schema.get().into(), Arc::clone(&parsed));
-        self.last = Some((Arc::from(schema.get()), Arc::clone(&parsed)));
+        self.parsed.insert(schema.into(), Arc::clone(&parsed));
+        self.last = Some((Arc::from(schema), Arc::clone(&parsed)));
         parsed
     }
 
@@ -99,7 +99,7 @@ impl SchemaCache {
             .strip_prefix(",\"payload\":")?
             .trim_end()
             .strip_suffix('}')?;
-        let record: Record<'a> = serde_json::from_str(payload).ok()?;
+        let record = scan::record(payload).or_else(|| serde_json::from_str(payload).ok())?;
         Some((Arc::clone(parsed), record))
     }
 }
@@ -120,6 +120,14 @@ pub fn decode_with(raw: &RawRecord, catalog: &TableCatalog, cache: &mut SchemaCa
 fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
     std::str::from_utf8(bytes)
         .map_err(|e| DecodeError::new(DeadLetterKind::BadJson, format!("{what} is not UTF-8: {e}")))
+}
+
+/// A record, by the scanner when it can, else by `serde_json` (which words the errors).
+fn parse_record<'a>(text: &'a str, what: &str) -> Result<Record<'a>> {
+    match scan::record(text) {
+        Some(record) => Ok(record),
+        None => parse(text, what),
+    }
 }
 
 fn parse<'a, T: serde::Deserialize<'a>>(text: &'a str, what: &str) -> Result<T> {
@@ -171,24 +179,24 @@ fn decode_inner(
         );
     }
     let what = if raw.line { "the line" } else { "the value" };
-    let mut record: Record<'_> = parse(text, what)?;
+    let mut record = parse_record(text, what)?;
     let mut key_text = key_text;
     let mut topic = raw.topic.as_deref().map(std::borrow::Cow::Borrowed);
     if raw.line && record.is_message_wrapper() {
         // {"key":…,"value":…[,"topic":…]} carries a Kafka message in one line.
-        key_text = record.key.map(RawValue::get).filter(|k| *k != "null");
+        key_text = record.key.filter(|k| *k != "null");
         topic = record.topic.take().or(topic);
-        match record.value.map(RawValue::get) {
+        match record.value {
             None | Some("null") => {
                 return decode_tombstone(key_text, topic.as_deref(), raw.position, catalog)
             }
-            Some(inner) => record = parse(inner, "the `value`")?,
+            Some(inner) => record = parse_record(inner, "the `value`")?,
         }
     }
     let schemas = match (record.is_schema_wrapper(), record.schema, record.payload) {
         (true, schema, Some(payload)) => {
             let schemas = schema.map(|s| cache.get(s)).unwrap_or_default();
-            record = parse(payload.get(), "the `payload`")?;
+            record = parse_record(payload, "the `payload`")?;
             schemas
         }
         _ => Arc::default(),
@@ -246,7 +254,7 @@ fn decode_envelope(
     catalog: &TableCatalog,
     schemas: &FieldSchemas,
 ) -> Result<Decoded> {
-    let op = match record.op.map(RawValue::get) {
+    let op = match record.op {
         Some(code) => code
             .strip_prefix('"')
             .and_then(|c| c.strip_suffix('"'))
@@ -348,12 +356,12 @@ fn decode_envelope(
 }
 
 fn read_row(
-    raw: Option<&RawValue>,
+    raw: Option<&str>,
     spec: &TableSpec,
     logical: Option<&connect::StructSchema>,
     field: &str,
 ) -> Result<Option<Row>> {
-    let Some(raw) = raw.filter(|r| r.get() != "null") else {
+    let Some(raw) = raw.filter(|r| *r != "null") else {
         return Ok(None);
     };
     let seed = row::RowSeed {
@@ -361,7 +369,7 @@ fn read_row(
         only: None,
         logical,
     };
-    let values = read_fields(raw.get(), seed, field)?.map_err(|(index, why)| {
+    let values = read_fields(raw, seed, field)?.map_err(|(index, why)| {
         let column = &spec.schema.columns[index];
         DecodeError::new(
             DeadLetterKind::TypeMismatch,
@@ -383,6 +391,9 @@ fn read_row(
 }
 
 fn read_fields(text: &str, seed: row::RowSeed<'_>, field: &str) -> Result<row::FieldResult> {
+    if let Some(result) = seed.scan(text) {
+        return Ok(result);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     seed.deserialize(&mut deserializer).map_err(|e| {
         DecodeError::new(
@@ -408,11 +419,11 @@ fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
 
 /// The Kafka key is `{"col":…}` or `{"schema":…,"payload":{"col":…}}`.
 fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
-    let wrapped: Record<'_> = parse(text, "the key")?;
+    let wrapped = parse_record(text, "the key")?;
     let (object, logical) = match (wrapped.schema, wrapped.payload) {
         (Some(schema), Some(payload)) => (
-            payload.get(),
-            serde_json::from_str(schema.get())
+            payload,
+            serde_json::from_str(schema)
                 .ok()
                 .map(|s| connect::StructSchema::from_schema(&s)),
         ),
@@ -440,6 +451,41 @@ fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
         ));
     }
     Ok(key)
+}
+
+/// For tests and fuzzers: whatever the scanner reads from `text` — as a record, and as a row
+/// of each declared table — `serde_json` reads the same. `Err` shows both readings.
+pub(crate) fn scanner_agrees_with_serde(
+    text: &str,
+    catalog: &TableCatalog,
+) -> std::result::Result<(), String> {
+    if let Some(scanned) = scan::record(text) {
+        let parsed = serde_json::from_str::<Record<'_>>(text);
+        if parsed.as_ref().map(|p| format!("{p:?}")).ok() != Some(format!("{scanned:?}")) {
+            return Err(format!(
+                "record {text}: scanner {scanned:?}, serde_json {parsed:?}"
+            ));
+        }
+    }
+    for spec in (0..catalog.len()).filter_map(|id| catalog.get(id as TableId)) {
+        let seed = row::RowSeed {
+            schema: &spec.schema,
+            only: None,
+            logical: None,
+        };
+        if let Some(scanned) = seed.scan(text) {
+            let mut deserializer = serde_json::Deserializer::from_str(text);
+            let parsed = seed
+                .deserialize(&mut deserializer)
+                .and_then(|row| deserializer.end().map(|()| row));
+            if parsed.as_ref().ok() != Some(&scanned) {
+                return Err(format!(
+                    "row {text}: scanner {scanned:?}, serde_json {parsed:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Reading a JSON object straight into a row of declared columns: one pass, no intermediate
-//! map; undeclared fields are skipped unparsed.
+//! map; undeclared fields are skipped unparsed. The scanner reads it when it can, `serde_json`
+//! otherwise, both through [`RowFields`].
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,12 +10,14 @@ use serde_json::value::RawValue;
 
 use super::connect::StructSchema;
 use super::convert;
+use super::scan;
 use crate::row::Row;
 use crate::schema::Schema;
 use crate::value::Value;
 
 /// Reads the object's fields into `schema`'s column order. The outer `Result` is malformed
 /// JSON; the inner one a value that does not fit its column (`(column, why)`).
+#[derive(Clone, Copy)]
 pub(super) struct RowSeed<'s> {
     pub schema: &'s Schema,
     /// Only these columns (indices into `schema`) are read; `None` reads all.
@@ -47,36 +50,83 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FieldResult, A::Error> {
-        let columns = &self.schema.columns;
-        let mut values: Values = smallvec::smallvec![Value::Null; columns.len()];
-        let mut failure = None;
-        let mut guess = 0;
+        let mut fields = RowFields::new(self);
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            // Fields usually arrive in schema order: try the next column first.
-            let index = if columns.get(guess).is_some_and(|c| *c.name == *name) {
-                Some(guess)
-            } else {
-                self.schema.index_of(&name)
-            }
-            .filter(|i| self.only.is_none_or(|only| only.contains(i)));
-            let Some(index) = index else {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            };
-            guess = index + 1;
-            let raw: &RawValue = map.next_value()?;
-            if failure.is_some() {
-                continue;
-            }
-            let logical = self.logical.and_then(|s| s.field(&name));
-            match convert::to_value(raw.get(), columns[index].ty, logical) {
-                Ok(value) => values[index] = value,
-                Err(why) => failure = Some((index, why)),
+            match fields.column(&name) {
+                Some(index) => {
+                    let raw: &RawValue = map.next_value()?;
+                    fields.set(index, &name, raw.get());
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(match failure {
+        Ok(fields.finish())
+    }
+}
+
+impl RowSeed<'_> {
+    /// The fast path: reads the object with the scanner; `None` sends it to `serde_json`.
+    pub fn scan(self, text: &str) -> Option<FieldResult> {
+        let mut fields = RowFields::new(self);
+        scan::fields(text, |name, raw| {
+            if let Some(index) = fields.column(name) {
+                fields.set(index, name, raw);
+            }
+        })?;
+        Some(fields.finish())
+    }
+}
+
+/// A row being filled field by field, whichever parser walks the object. A field named twice
+/// keeps its last value; the first value that does not fit is the one reported.
+struct RowFields<'s> {
+    seed: RowSeed<'s>,
+    values: Values,
+    failure: Option<(usize, String)>,
+    /// Fields usually arrive in schema order: the column tried first for the next name.
+    guess: usize,
+}
+
+impl<'s> RowFields<'s> {
+    fn new(seed: RowSeed<'s>) -> Self {
+        RowFields {
+            values: smallvec::smallvec![Value::Null; seed.schema.columns.len()],
+            seed,
+            failure: None,
+            guess: 0,
+        }
+    }
+
+    /// The column a field fills, if it is read.
+    fn column(&mut self, name: &str) -> Option<usize> {
+        let columns = &self.seed.schema.columns;
+        let index = if columns.get(self.guess).is_some_and(|c| *c.name == *name) {
+            Some(self.guess)
+        } else {
+            self.seed.schema.index_of(name)
+        }
+        .filter(|i| self.seed.only.is_none_or(|only| only.contains(i)))?;
+        self.guess = index + 1;
+        Some(index)
+    }
+
+    fn set(&mut self, index: usize, name: &str, raw: &str) {
+        if self.failure.is_some() {
+            return;
+        }
+        let logical = self.seed.logical.and_then(|s| s.field(name));
+        match convert::to_value(raw, self.seed.schema.columns[index].ty, logical) {
+            Ok(value) => self.values[index] = value,
+            Err(why) => self.failure = Some((index, why)),
+        }
+    }
+
+    fn finish(self) -> FieldResult {
+        match self.failure {
             Some(failure) => Err(failure),
-            None => Ok(Row::from_slice(&values)),
-        })
+            None => Ok(Row::from_slice(&self.values)),
+        }
     }
 }
