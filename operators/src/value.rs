@@ -144,8 +144,10 @@ impl Hash for Float {
 }
 
 /// An exact decimal: `unscaled × 10^-scale`. Values of one column share the column's scale,
-/// so equality and order are those of `(unscaled, scale)`.
+/// so equality and order are those of `(unscaled, scale)`. Packed to 8-byte alignment so a
+/// [`Value`] takes 32 bytes instead of 48.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(C, packed(8))]
 pub struct Decimal {
     /// The unscaled integer.
     pub unscaled: i128,
@@ -161,11 +163,11 @@ impl PartialOrd for Decimal {
 impl Ord for Decimal {
     fn cmp(&self, other: &Self) -> Ordering {
         if self.scale == other.scale {
-            return self.unscaled.cmp(&other.unscaled);
+            return { self.unscaled }.cmp(&{ other.unscaled });
         }
         let scale = self.scale.max(other.scale);
         match (self.rescale(scale), other.rescale(scale)) {
-            (Some(a), Some(b)) => a.unscaled.cmp(&b.unscaled),
+            (Some(a), Some(b)) => { a.unscaled }.cmp(&{ b.unscaled }),
             _ => self.to_f64().total_cmp(&other.to_f64()),
         }
     }

@@ -191,13 +191,10 @@ impl<'a> Scanner<'a> {
     fn plain_string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.at;
-        let bytes = self.text.as_bytes();
-        let length = bytes[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        self.at = start + length;
+        let stop = string_stop(self.text.as_bytes(), start)?;
+        self.at = stop;
         self.eat(b'"')?;
-        Some(&self.text[start..start + length])
+        Some(&self.text[start..stop])
     }
 
     /// Skips a string, checking its escapes (surrogate escapes are left to `serde_json`).
@@ -205,10 +202,7 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let bytes = self.text.as_bytes();
         loop {
-            let length = bytes[self.at..]
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-            self.at += length;
+            self.at = string_stop(bytes, self.at)?;
             match bytes[self.at] {
                 b'"' => {
                     self.at += 1;
@@ -234,6 +228,32 @@ impl<'a> Scanner<'a> {
             }
         }
     }
+}
+
+/// The first byte at or after `from` that ends a run of plain string characters: a quote, a
+/// backslash or a control character. Eight bytes at a time: a byte's flag is exact for the
+/// lowest flagged byte of a word, which is the one taken.
+fn string_stop(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut at = from;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let flags = zero_byte(v ^ (ONES * u64::from(b'"')))
+            | zero_byte(v ^ (ONES * u64::from(b'\\')))
+            | (v.wrapping_sub(ONES * 0x20) & !v & HIGH);
+        if flags != 0 {
+            return Some(at + (flags.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = bytes.get(at..)?;
+    rest.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
 }
 
 /// Marks field `bit` seen; `None` when it was seen before (`serde` rejects duplicate fields).
@@ -414,6 +434,20 @@ mod tests {
         }
         let deep = "[".repeat(MAX_DEPTH + 1) + &"]".repeat(MAX_DEPTH + 1);
         assert!(!valid(&deep));
+    }
+
+    #[test]
+    fn string_stops_are_found_in_every_lane() {
+        for stop in ['"', '\\', '\u{1}', '\u{1f}', '\n'] {
+            for at in 0..20 {
+                let text: String = (0..24)
+                    .map(|i| if i == at { stop } else { ['a', '~', 'é', ' '][i % 4] })
+                    .collect();
+                let expected = text.find(stop);
+                assert_eq!(string_stop(text.as_bytes(), 0), expected, "{text:?}");
+            }
+        }
+        assert_eq!(string_stop("abc".as_bytes(), 0), None);
     }
 
     #[test]
