@@ -108,11 +108,11 @@ pub fn replica<'s>(
                 Op::Read => &op_names[2],
                 _ => &op_names[0],
             };
-            let mut values = Vec::with_capacity(after.len() + 2);
-            values.extend(after.iter().cloned());
-            values.push(op.clone());
-            values.push(Value::Timestamp(event.event_time_ms.saturating_mul(1000)));
-            event.after = Some(Row::new(values));
+            let stamp = [
+                op.clone(),
+                Value::Timestamp(event.event_time_ms.saturating_mul(1000)),
+            ];
+            event.after = Some(after.iter().cloned().chain(stamp).collect());
         }
         event
     });

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::hash::{Hash, Hasher};
 
 use hashbrown::hash_table::{Entry, HashTable};
-use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -44,15 +44,13 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
         let peers = self.inner.scope().peers() as u64;
         // Keyed events go to the key's worker; a truncate goes to every worker.
         let routed = self.inner.flat_map(move |(event, _time, diff)| {
-            let targets = if diff <= 0 {
-                0..0
-            } else if event.op == Op::Truncate {
-                0..peers
-            } else {
-                let worker = route_hash(&event.key) % peers;
-                worker..worker + 1
-            };
-            targets.map(move |worker| (worker, event.clone()))
+            let mut targets: SmallVec<[(u64, ChangeEvent); 1]> = SmallVec::new();
+            if diff > 0 && event.op == Op::Truncate {
+                targets.extend((0..peers).map(|worker| (worker, event.clone())));
+            } else if diff > 0 {
+                targets.push((route_hash(&event.key) % peers, event));
+            }
+            targets
         });
         routed
             .unary_frontier(
@@ -126,18 +124,14 @@ impl UpsertState {
         }
     }
 
-    fn get(&self, key: &Key) -> Option<&Row> {
-        self.rows
-            .find(hash_key(key.iter()), Self::matches(&self.key_columns, key))
+    fn get(&self, hash: u64, key: &Key) -> Option<&Row> {
+        self.rows.find(hash, Self::matches(&self.key_columns, key))
     }
 
-    fn insert(&mut self, key: &Key, row: Row) -> Option<Row> {
+    fn insert(&mut self, hash: u64, key: &Key, row: Row) -> Option<Row> {
         let columns = &self.key_columns;
         let rehash = |row: &Row| hash_key(columns.iter().map(|&i| &row[i]));
-        match self
-            .rows
-            .entry(hash_key(key.iter()), Self::matches(columns, key), rehash)
-        {
+        match self.rows.entry(hash, Self::matches(columns, key), rehash) {
             Entry::Occupied(mut occupied) => Some(std::mem::replace(occupied.get_mut(), row)),
             Entry::Vacant(vacant) => {
                 vacant.insert(row);
@@ -146,39 +140,47 @@ impl UpsertState {
         }
     }
 
-    fn remove(&mut self, key: &Key) -> Option<Row> {
+    fn remove(&mut self, hash: u64, key: &Key) -> Option<Row> {
         let found = self
             .rows
-            .find_entry(hash_key(key.iter()), Self::matches(&self.key_columns, key));
+            .find_entry(hash, Self::matches(&self.key_columns, key));
         found.ok().map(|entry| entry.remove().0)
     }
 
     /// Applies one epoch's events in source order and reports the net row changes.
     pub fn apply_epoch(&mut self, mut events: Vec<ChangeEvent>, mut emit: impl FnMut(Row, i64)) {
         events.sort_by_key(|event| event.position);
-        let mut originals: FxHashMap<Key, Option<Row>> = FxHashMap::default();
+        // Per key touched this epoch: its hash, and its row before the epoch.
+        let mut originals: HashTable<(u64, Key, Option<Row>)> = HashTable::new();
+        let mut remember = |hash: u64, key: Key, original: Option<Row>| {
+            let same_key = |(h, k, _): &(u64, Key, Option<Row>)| *h == hash && *k == key;
+            if originals.find(hash, same_key).is_none() {
+                originals.insert_unique(hash, (hash, key, original), |(h, _, _)| *h);
+            }
+        };
         for event in events {
             match event.op {
                 Op::Truncate => {
                     for row in self.rows.drain() {
-                        originals
-                            .entry(Key::of(&row, &self.key_columns))
-                            .or_insert(Some(row));
+                        let key = Key::of(&row, &self.key_columns);
+                        remember(hash_key(key.iter()), key, Some(row));
                     }
                 }
                 Op::Create | Op::Update | Op::Read => {
                     let Some(after) = event.after else { continue };
-                    let previous = self.insert(&event.key, after);
-                    originals.entry(event.key).or_insert(previous);
+                    let hash = hash_key(event.key.iter());
+                    let previous = self.insert(hash, &event.key, after);
+                    remember(hash, event.key, previous);
                 }
                 Op::Delete | Op::Tombstone => {
-                    let previous = self.remove(&event.key);
-                    originals.entry(event.key).or_insert(previous);
+                    let hash = hash_key(event.key.iter());
+                    let previous = self.remove(hash, &event.key);
+                    remember(hash, event.key, previous);
                 }
             }
         }
-        for (key, original) in originals {
-            let current = self.get(&key);
+        for (hash, key, original) in originals {
+            let current = self.get(hash, &key);
             if original.as_ref() == current {
                 continue;
             }
