@@ -91,6 +91,8 @@ pub struct RunSummary {
     pub iceberg_commits: u64,
     /// Rows appended to Iceberg tables.
     pub iceberg_rows_written: u64,
+    /// Time Iceberg sinks spent encoding rows and committing (all sinks).
+    pub iceberg_busy: Duration,
 }
 
 /// Builds `pipeline` on `options.workers` timely workers and runs it.
@@ -189,6 +191,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         epoch_latencies,
         iceberg_commits: Metrics::get(&metrics.iceberg_commits),
         iceberg_rows_written: Metrics::get(&metrics.iceberg_rows_written),
+        iceberg_busy: Duration::from_micros(Metrics::get(&metrics.iceberg_busy_us)),
     };
     let skipped = metrics
         .decode

@@ -157,6 +157,11 @@ pub fn render(metrics: &Metrics, pipeline: &str) -> String {
             "Rows deleted by position from Iceberg tables.",
             &metrics.iceberg_rows_deleted,
         ),
+        (
+            "tributary_iceberg_busy_microseconds_total",
+            "Time Iceberg sinks spent encoding rows and committing.",
+            &metrics.iceberg_busy_us,
+        ),
     ] {
         counter(&mut out, name, help, &[(String::new(), get(value))]);
     }

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub iceberg_rows_written: AtomicU64,
     /// Rows deleted (by position) from Iceberg tables.
     pub iceberg_rows_deleted: AtomicU64,
+    /// Microseconds Iceberg sinks spent encoding rows and committing (all sinks).
+    pub iceberg_busy_us: AtomicU64,
     /// Unix time (ms) at which the last epoch was handled by every sink.
     pub last_epoch_done_ms: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],

@@ -266,6 +266,7 @@ fn build_array<'r>(
     ty: &ColumnType,
     values: impl Iterator<Item = &'r Value>,
 ) -> Result<ArrayRef, IcebergError> {
+    let n = values.size_hint().0;
     macro_rules! build {
         ($builder:expr, $($pattern:pat => $value:expr),+) => {{
             let mut builder = $builder;
@@ -280,27 +281,27 @@ fn build_array<'r>(
         }};
     }
     Ok(match ty {
-        ColumnType::Bool => build!(BooleanBuilder::new(), Value::Bool(b) => *b),
-        ColumnType::Int32 => build!(Int32Builder::new(),
+        ColumnType::Bool => build!(BooleanBuilder::with_capacity(n), Value::Bool(b) => *b),
+        ColumnType::Int32 => build!(Int32Builder::with_capacity(n),
             Value::Int(i) => i32::try_from(*i).map_err(|_| mismatch(ty, &Value::Int(*i)))?),
-        ColumnType::Int64 => build!(Int64Builder::new(), Value::Int(i) => *i),
-        ColumnType::Float64 => build!(Float64Builder::new(),
+        ColumnType::Int64 => build!(Int64Builder::with_capacity(n), Value::Int(i) => *i),
+        ColumnType::Float64 => build!(Float64Builder::with_capacity(n),
             Value::Float(f) => f.0, Value::Int(i) => *i as f64),
         ColumnType::Decimal { precision, scale } => build!(
-            Decimal128Builder::new()
+            Decimal128Builder::with_capacity(n)
                 .with_precision_and_scale(*precision, *scale as i8)
                 .map_err(IcebergError::from)?,
             Value::Decimal(d) => rescale(d, *scale).ok_or_else(|| mismatch(ty, &Value::Decimal(*d)))?,
             Value::Int(i) => rescale(&Decimal { unscaled: i128::from(*i), scale: 0 }, *scale)
                 .ok_or_else(|| mismatch(ty, &Value::Int(*i)))?),
-        ColumnType::String | ColumnType::Json => build!(StringBuilder::new(),
+        ColumnType::String | ColumnType::Json => build!(StringBuilder::with_capacity(n, n * 8),
             Value::Str(s) => s.as_ref(), Value::Json(s) => s.as_ref()),
-        ColumnType::Bytes => build!(BinaryBuilder::new(), Value::Bytes(b) => b.as_ref()),
-        ColumnType::Date => build!(Date32Builder::new(), Value::Date(d) => *d),
-        ColumnType::Timestamp => build!(TimestampMicrosecondBuilder::new(),
+        ColumnType::Bytes => build!(BinaryBuilder::with_capacity(n, n * 8), Value::Bytes(b) => b.as_ref()),
+        ColumnType::Date => build!(Date32Builder::with_capacity(n), Value::Date(d) => *d),
+        ColumnType::Timestamp => build!(TimestampMicrosecondBuilder::with_capacity(n),
             Value::Timestamp(t) => *t),
         ColumnType::TimestampTz => build!(
-            TimestampMicrosecondBuilder::new().with_timezone("+00:00"),
+            TimestampMicrosecondBuilder::with_capacity(n).with_timezone("+00:00"),
             Value::Timestamp(t) => *t),
     })
 }

@@ -200,7 +200,9 @@ fn run(
         match messages.recv_timeout(wait) {
             Ok(Message::Epoch(0, _)) if context.skip_epoch_zero => {}
             Ok(Message::Epoch(epoch, updates)) => {
+                let started = Instant::now();
                 writer.apply(updates)?;
+                add_busy(context, started);
                 through = through.max(Some(epoch));
             }
             Ok(Message::Frontier(frontier)) => {
@@ -223,6 +225,11 @@ fn run(
     }
 }
 
+fn add_busy(context: &CommitterContext, since: Instant) {
+    let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    Metrics::add(&context.metrics.iceberg_busy_us, micros);
+}
+
 fn commit(
     writer: &mut TableWriter,
     through: Time,
@@ -232,7 +239,9 @@ fn commit(
         return Ok(());
     };
     let started = Instant::now();
-    if let Some(stats) = writer.commit(through, &positions)? {
+    let committed = writer.commit(through, &positions)?;
+    add_busy(context, started);
+    if let Some(stats) = committed {
         let latency = started.elapsed();
         Metrics::add(&context.metrics.iceberg_commits, 1);
         Metrics::add(&context.metrics.iceberg_rows_written, stats.rows);

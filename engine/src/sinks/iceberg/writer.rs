@@ -3,6 +3,7 @@
 //! key (equality deletes, no index) — and commits them with the epoch and source positions in
 //! the snapshot summary.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -154,15 +155,19 @@ impl TableWriter {
                     )));
                 }
             } else if diff > 0 {
-                if self.pending_by_key.contains_key(&row_key) || self.stored.contains_key(&row_key)
-                {
-                    return Err(IcebergError::Inconsistent(format!(
-                        "table {}: {row:?} arrives while its key is still stored",
-                        self.table.ident
-                    )));
+                let still_stored = self.stored.contains_key(&row_key);
+                match self.pending_by_key.entry(row_key) {
+                    Entry::Vacant(slot) if !still_stored => {
+                        slot.insert(self.pending.len());
+                        self.pending.push(Some(row));
+                    }
+                    _ => {
+                        return Err(IcebergError::Inconsistent(format!(
+                            "table {}: {row:?} arrives while its key is still stored",
+                            self.table.ident
+                        )))
+                    }
                 }
-                self.pending_by_key.insert(row_key, self.pending.len());
-                self.pending.push(Some(row));
             }
         }
         Ok(())
@@ -235,6 +240,7 @@ impl TableWriter {
         )?;
         let first_file = self.files.len() as u32;
         self.files.extend(outcome.data_files);
+        self.stored.reserve(keys.len());
         for (key, (file, position)) in keys.into_iter().zip(outcome.row_locations) {
             self.stored
                 .insert(key, (first_file + file as u32, position));
