@@ -56,16 +56,18 @@ pub fn changes<'s>(
     let width = spec.schema.len();
     let op_names = OpNames::default();
     let rows = events.flat_map(move |event| {
-        let op = op_names.of(event.op)?;
-        let mut values: smallvec::SmallVec<[Value; 16]> =
-            smallvec::SmallVec::with_capacity(width + 2);
-        values.push(op.clone());
-        values.push(Value::Timestamp(event.event_time_ms.saturating_mul(1000)));
-        match &event.after {
-            Some(after) => values.extend(after.iter().cloned()),
-            None => values.resize(width + 2, Value::Null),
-        }
-        Some(Row::from_slice(&values))
+        let prefix = [
+            op_names.of(event.op)?.clone(),
+            Value::Timestamp(event.event_time_ms.saturating_mul(1000)),
+        ];
+        // One allocation: both iterators know their exact length.
+        Some(match &event.after {
+            Some(after) => prefix.into_iter().chain(after.iter().cloned()).collect(),
+            None => prefix
+                .into_iter()
+                .chain(std::iter::repeat_n(Value::Null, width))
+                .collect(),
+        })
     });
     Relation::new(Arc::new(Schema::new(columns)), None, rows, side)
 }
