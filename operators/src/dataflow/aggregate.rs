@@ -7,9 +7,9 @@ use std::hash::{Hash, Hasher};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
 use hashbrown::hash_table::HashTable;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use serde::{Deserialize, Serialize};
 
 use super::expr::{BoundExpr, Expr};
 use super::relation::{PlanError, Relation};
@@ -166,15 +166,15 @@ impl<'s> Grouped<'s> {
             cells: contribute.iter().map(|b| Cell::of(b, row)).collect(),
         })
         .count_total_core::<i64>()
-            .flat_map(move |(group, acc): (Key, Accumulators)| {
-                (acc.rows != 0).then(|| {
-                    let finished = finish
-                        .iter()
-                        .zip(&acc.cells)
-                        .map(|(b, c)| c.finish(b, acc.rows));
-                    group.iter().cloned().chain(finished).collect::<Row>()
-                })
-            });
+        .flat_map(move |(group, acc): (Key, Accumulators)| {
+            (acc.rows != 0).then(|| {
+                let finished = finish
+                    .iter()
+                    .zip(&acc.cells)
+                    .map(|(b, c)| c.finish(b, acc.rows));
+                group.iter().cloned().chain(finished).collect::<Row>()
+            })
+        });
         let key = Some((0..group_count).collect());
         Ok(self.relation.derive(Schema::new(columns), key, rows))
     }
@@ -194,7 +194,8 @@ fn combine_by_group<'s>(
         values.for_each(|value| value.hash(&mut hasher));
         hasher.finish()
     }
-    rows.inner.clone()
+    rows.inner
+        .clone()
         .unary(Pipeline, "combine-by-group", move |_, _| {
             let mut totals: HashTable<(Time, Key, Accumulators)> = HashTable::new();
             move |input, output| {

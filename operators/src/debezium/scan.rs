@@ -208,22 +208,20 @@ impl<'a> Scanner<'a> {
                     self.at += 1;
                     return Some(());
                 }
-                b'\\' => {
-                    match bytes.get(self.at + 1)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
-                        b'u' => {
-                            let hex = self.text.get(self.at + 2..self.at + 6)?;
-                            let unit = u16::from_str_radix(hex, 16).ok()?;
-                            if !hex.bytes().all(|b| b.is_ascii_hexdigit())
-                                || (0xD800..0xE000).contains(&unit)
-                            {
-                                return None;
-                            }
-                            self.at += 6;
+                b'\\' => match bytes.get(self.at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+                    b'u' => {
+                        let hex = self.text.get(self.at + 2..self.at + 6)?;
+                        let unit = u16::from_str_radix(hex, 16).ok()?;
+                        if !hex.bytes().all(|b| b.is_ascii_hexdigit())
+                            || (0xD800..0xE000).contains(&unit)
+                        {
+                            return None;
                         }
-                        _ => return None,
+                        self.at += 6;
                     }
-                }
+                    _ => return None,
+                },
                 _ => return None,
             }
         }
@@ -427,8 +425,21 @@ mod tests {
     #[test]
     fn leaves_the_rest_to_serde_json() {
         for text in [
-            "01", "1.", "-", "1e", "+1", "tru", r#""\x""#, r#""\ud800""#, "\"\u{1}\"", "[1,]",
-            r#"{"a":1,}"#, r#"{"a" 1}"#, "{} x", "", "[",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            "+1",
+            "tru",
+            r#""\x""#,
+            r#""\ud800""#,
+            "\"\u{1}\"",
+            "[1,]",
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            "{} x",
+            "",
+            "[",
         ] {
             assert!(!valid(text), "{text}");
         }
@@ -441,7 +452,13 @@ mod tests {
         for stop in ['"', '\\', '\u{1}', '\u{1f}', '\n'] {
             for at in 0..20 {
                 let text: String = (0..24)
-                    .map(|i| if i == at { stop } else { ['a', '~', 'é', ' '][i % 4] })
+                    .map(|i| {
+                        if i == at {
+                            stop
+                        } else {
+                            ['a', '~', 'é', ' '][i % 4]
+                        }
+                    })
                     .collect();
                 let expected = text.find(stop);
                 assert_eq!(string_stop(text.as_bytes(), 0), expected, "{text:?}");
@@ -458,8 +475,14 @@ mod tests {
         let scanned = record(text).expect("scanned");
         let parsed: Record<'_> = serde_json::from_str(text).expect("parsed");
         assert_eq!(format!("{scanned:?}"), format!("{parsed:?}"));
-        assert!(record(r#"{"op":"c","op":"u"}"#).is_none(), "duplicate field");
+        assert!(
+            record(r#"{"op":"c","op":"u"}"#).is_none(),
+            "duplicate field"
+        );
         assert!(record(r#"{"ts_ms":1.5}"#).is_none(), "not an integer");
-        assert!(record(r#"{"source":{"table":"a\"b"}}"#).is_none(), "escaped name");
+        assert!(
+            record(r#"{"source":{"table":"a\"b"}}"#).is_none(),
+            "escaped name"
+        );
     }
 }

@@ -296,7 +296,9 @@ fn build_array<'r>(
                 .ok_or_else(|| mismatch(ty, &Value::Int(*i)))?),
         ColumnType::String | ColumnType::Json => build!(StringBuilder::with_capacity(n, n * 8),
             Value::Str(s) => s.as_ref(), Value::Json(s) => s.as_ref()),
-        ColumnType::Bytes => build!(BinaryBuilder::with_capacity(n, n * 8), Value::Bytes(b) => b.as_ref()),
+        ColumnType::Bytes => {
+            build!(BinaryBuilder::with_capacity(n, n * 8), Value::Bytes(b) => b.as_ref())
+        }
         ColumnType::Date => build!(Date32Builder::with_capacity(n), Value::Date(d) => *d),
         ColumnType::Timestamp => build!(TimestampMicrosecondBuilder::with_capacity(n),
             Value::Timestamp(t) => *t),
