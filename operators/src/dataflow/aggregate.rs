@@ -1,9 +1,9 @@
 //! Group-by aggregates (`count`, `sum`, `avg`) maintained incrementally: each row becomes a
 //! difference in an accumulator semigroup, so an update costs O(1) regardless of group size.
 
-use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use std::hash::{Hash, Hasher};
 
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
 use hashbrown::hash_table::HashTable;
