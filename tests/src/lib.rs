@@ -57,6 +57,21 @@ pub fn write_lines(path: &std::path::Path, lines: &[String]) {
     std::fs::write(path, lines.join("\n") + "\n").expect("write the workload file");
 }
 
+/// `tributary run orders-replica --source SOURCE --warehouse WAREHOUSE` with small epochs and
+/// commit intervals (so kills land between commits), `--until-idle`, JSONL console output
+/// discarded and only warnings logged; tests add their own options.
+pub fn replica_run(source: &str, warehouse: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(tributary_bin());
+    command
+        .args(["run", "orders-replica", "--source", source, "--warehouse"])
+        .arg(warehouse)
+        .args(["--until-idle", "--epoch-ms", "20", "--commit-ms", "100"])
+        .args(["--console-format", "jsonl"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    command
+}
+
 /// Kills `command()` twice mid-run (after 0.7 s and 1.5 s; at least one kill must land while
 /// it runs), then runs it to the end and asserts that final run succeeded.
 pub fn kill_twice_then_finish(command: impl Fn() -> Command) {

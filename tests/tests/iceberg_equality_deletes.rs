@@ -7,11 +7,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::process::{Command, Stdio};
-
 use tributary_tests::iceberg::check_snapshots;
 use tributary_tests::iceberg_rust::read_table_iceberg_rust;
-use tributary_tests::{kill_twice_then_finish, orders_lines, tributary_bin, write_lines};
+use tributary_tests::{kill_twice_then_finish, orders_lines, replica_run, write_lines};
 
 const TABLE: &str = "demo.orders_realtime_replica";
 
@@ -24,15 +22,8 @@ fn equality_deletes_resume_after_kills_and_read_back_equal_to_the_oracle() {
     let source = format!("file:{}", path.display());
     let warehouse = dir.path().join("warehouse");
     let command = || {
-        let mut command = Command::new(tributary_bin());
-        command
-            .args(["run", "orders-replica", "--source", &source, "--warehouse"])
-            .arg(&warehouse)
-            .args(["--iceberg-deletes", "equality", "--workers", "2"])
-            .args(["--until-idle", "--epoch-ms", "20", "--commit-ms", "100"])
-            .args(["--console-format", "jsonl"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
+        let mut command = replica_run(&source, &warehouse);
+        command.args(["--iceberg-deletes", "equality", "--workers", "2"]);
         command
     };
     kill_twice_then_finish(command);

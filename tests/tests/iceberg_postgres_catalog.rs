@@ -6,12 +6,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::process::{Command, Stdio};
-
 use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table_with};
 use tributary_tests::postgres::Postgres;
 use tributary_tests::{
-    kill_twice_then_finish, orders_lines, run_tributary, tributary_bin, write_lines,
+    kill_twice_then_finish, orders_lines, replica_run, run_tributary, write_lines,
 };
 
 const TABLE: &str = "demo.orders_realtime_replica";
@@ -33,15 +31,8 @@ fn postgres_catalog_resumes_after_kills_and_pyiceberg_reads_it() {
     let source = format!("file:{}", path.display());
     let warehouse = dir.path().join("warehouse");
     let command = || {
-        let mut command = Command::new(tributary_bin());
-        command
-            .args(["run", "orders-replica", "--source", &source, "--warehouse"])
-            .arg(&warehouse)
-            .args(["--catalog", &catalog])
-            .args(["--until-idle", "--epoch-ms", "20", "--commit-ms", "100"])
-            .args(["--console-format", "jsonl"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
+        let mut command = replica_run(&source, &warehouse);
+        command.args(["--catalog", &catalog]);
         command
     };
     kill_twice_then_finish(command);

@@ -7,11 +7,13 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table_with};
 use tributary_tests::rest::RestServer;
-use tributary_tests::{kill_twice_then_finish, orders_lines, tributary_bin, write_lines};
+use tributary_tests::{
+    kill_twice_then_finish, orders_lines, replica_run, tributary_bin, write_lines,
+};
 
 const TABLE: &str = "demo.orders_realtime_replica";
 const TOKEN: &str = "tributary-test-token";
@@ -29,16 +31,10 @@ fn rest_catalog_resumes_after_kills_and_pyiceberg_reads_it() {
     let source = format!("file:{}", path.display());
     let warehouse = dir.path().join("warehouse");
     let command = || {
-        let mut command = Command::new(tributary_bin());
+        let mut command = replica_run(&source, &warehouse);
         command
-            .args(["run", "orders-replica", "--source", &source, "--warehouse"])
-            .arg(&warehouse)
-            .args(["--catalog", &server.uri])
-            .args(["--until-idle", "--epoch-ms", "20", "--commit-ms", "100"])
-            .args(["--console-format", "jsonl", "--workers", "2"])
-            .env("RUST_LOG", "warn")
-            .env("TRIBUTARY_REST_TOKEN", TOKEN)
-            .stdout(Stdio::null());
+            .args(["--catalog", &server.uri, "--workers", "2"])
+            .env("TRIBUTARY_REST_TOKEN", TOKEN);
         command
     };
     kill_twice_then_finish(command);

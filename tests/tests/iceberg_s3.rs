@@ -7,11 +7,13 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use tributary_tests::iceberg::{check_snapshots, pyiceberg_available, read_table_with};
 use tributary_tests::s3::S3Server;
-use tributary_tests::{kill_twice_then_finish, orders_lines, tributary_bin, write_lines};
+use tributary_tests::{
+    kill_twice_then_finish, orders_lines, replica_run, tributary_bin, write_lines,
+};
 
 const TABLE: &str = "demo.orders_realtime_replica";
 
@@ -32,16 +34,11 @@ fn s3_warehouse_survives_kills_and_reads_back_equal_to_the_oracle() {
     let catalog = dir.path().join("state/catalog.db");
     let warehouse = "s3://lake/tables";
     let command = || {
-        let mut command = Command::new(tributary_bin());
+        let mut command = replica_run(&source, warehouse);
         command
-            .args(["run", "orders-replica", "--source", &source])
-            .args(["--warehouse", warehouse, "--catalog"])
+            .arg("--catalog")
             .arg(format!("sqlite:{}", catalog.display()))
-            .args(["--until-idle", "--epoch-ms", "20", "--commit-ms", "100"])
-            .args(["--console-format", "jsonl"])
-            .envs(s3.env())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
+            .envs(s3.env());
         command
     };
     kill_twice_then_finish(command);
