@@ -63,16 +63,21 @@ fn expiry_races_with_commits_and_both_go_on() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    // Append the rest bit by bit while expiring in a tight loop.
-    let (mut expiries, mut expiry_retries) = (0, 0);
-    let mut written = 2000;
-    while written < lines.len() {
-        let until = (written + 1500).min(lines.len());
-        for line in &lines[written..until] {
-            writeln!(file, "{line}").unwrap();
+    // Append the rest in small pieces the whole time, so the pipeline is committing again and
+    // again (a burst would be committed at once and leave the expiries nothing to race), while
+    // expiring in a tight loop.
+    let rest: Vec<String> = lines[2000..].to_vec();
+    let appender = std::thread::spawn(move || {
+        for piece in rest.chunks(40) {
+            for line in piece {
+                writeln!(file, "{line}").unwrap();
+            }
+            file.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(4));
         }
-        file.flush().unwrap();
-        written = until;
+    });
+    let (mut expiries, mut expiry_retries) = (0, 0);
+    while !appender.is_finished() {
         let output = Command::new(tributary_bin())
             .args([
                 "maintain",
@@ -96,6 +101,7 @@ fn expiry_races_with_commits_and_both_go_on() {
             std::fs::read_to_string(&pipeline_log).unwrap()
         );
     }
+    appender.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let _ = Command::new("kill")
         .args(["-TERM", &pipeline.id().to_string()])
