@@ -6,6 +6,9 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::row::FieldResult;
+use crate::schema::TableId;
+
 /// Any top-level record: a JSONL `{"key","value","topic"}` wrapper, a `{"schema","payload"}`
 /// wrapper, or a bare envelope. Unknown fields are skipped without being parsed.
 #[derive(Deserialize, Default, Debug)]
@@ -33,6 +36,9 @@ pub(super) struct Record<'a> {
     pub ts_ms: Option<i64>,
     #[serde(borrow, default)]
     pub transaction: Option<Transaction<'a>>,
+    /// `after` already read as a row of a guessed table, when the scanner was given a guess.
+    #[serde(skip)]
+    pub after_read: Option<(TableId, FieldResult)>,
 }
 
 impl Record<'_> {

@@ -66,6 +66,9 @@ pub struct SchemaCache {
     /// The schema text seen last, to recognise the next record's schema by comparing bytes
     /// instead of parsing it.
     last: Option<(Arc<str>, Arc<FieldSchemas>)>,
+    /// The table of the record decoded last: the next record's `after` is read as its row in
+    /// the same pass that scans the record (checked against the record's own table).
+    last_table: Option<TableId>,
 }
 
 /// Most distinct schemas kept; beyond that the cache starts over.
@@ -92,15 +95,38 @@ impl SchemaCache {
     /// Fast path for `{"schema":<the last schema>,"payload":{…}}` as Kafka's JsonConverter
     /// writes it: the schema is matched byte for byte and the payload parsed directly. `None`
     /// sends the record down the general path.
-    fn split_known<'a>(&self, text: &'a str) -> Option<(Arc<FieldSchemas>, Record<'a>)> {
+    fn split_known<'a>(
+        &self,
+        text: &'a str,
+        catalog: &TableCatalog,
+    ) -> Option<(Arc<FieldSchemas>, Record<'a>)> {
         let (schema, parsed) = self.last.as_ref()?;
         let rest = text.strip_prefix("{\"schema\":")?.strip_prefix(&**schema)?;
         let payload = rest
             .strip_prefix(",\"payload\":")?
             .trim_end()
             .strip_suffix('}')?;
-        let record = scan::record(payload).or_else(|| serde_json::from_str(payload).ok())?;
+        let record = scan::record(payload, self.guess(catalog, parsed))
+            .or_else(|| serde_json::from_str(payload).ok())?;
         Some((Arc::clone(parsed), record))
+    }
+
+    /// The table the next `after` probably belongs to, with its Connect schemas.
+    fn guess<'c>(
+        &self,
+        catalog: &'c TableCatalog,
+        schemas: &'c FieldSchemas,
+    ) -> Option<scan::AfterGuess<'c>> {
+        let table = self.last_table?;
+        let spec = catalog.get(table)?;
+        Some(scan::AfterGuess {
+            table,
+            seed: row::RowSeed {
+                schema: &spec.schema,
+                only: None,
+                logical: schemas.after(),
+            },
+        })
     }
 }
 
@@ -112,7 +138,12 @@ pub fn decode(raw: &RawRecord, catalog: &TableCatalog) -> Decoded {
 /// Decodes one raw record against the declared tables, reusing parsed Connect schemas.
 pub fn decode_with(raw: &RawRecord, catalog: &TableCatalog, cache: &mut SchemaCache) -> Decoded {
     match decode_inner(raw, catalog, cache) {
-        Ok(decoded) => decoded,
+        Ok(decoded) => {
+            if let Decoded::Event(event) = &decoded {
+                cache.last_table = Some(event.table);
+            }
+            decoded
+        }
         Err(error) => Decoded::Error(error),
     }
 }
@@ -123,8 +154,12 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
 }
 
 /// A record, by the scanner when it can, else by `serde_json` (which words the errors).
-fn parse_record<'a>(text: &'a str, what: &str) -> Result<Record<'a>> {
-    match scan::record(text) {
+fn parse_record<'a>(
+    text: &'a str,
+    what: &str,
+    guess: Option<scan::AfterGuess<'_>>,
+) -> Result<Record<'a>> {
+    match scan::record(text, guess) {
         Some(record) => Ok(record),
         None => parse(text, what),
     }
@@ -168,10 +203,10 @@ fn decode_inner(
     if text.trim() == "null" {
         return decode_tombstone(key_text, raw.topic.as_deref(), raw.position, catalog);
     }
-    if let Some((schemas, record)) = cache.split_known(text) {
+    if let Some((schemas, record)) = cache.split_known(text, catalog) {
         return decode_envelope(
             key_text,
-            &record,
+            record,
             raw.topic.as_deref(),
             raw.position,
             catalog,
@@ -179,7 +214,8 @@ fn decode_inner(
         );
     }
     let what = if raw.line { "the line" } else { "the value" };
-    let mut record = parse_record(text, what)?;
+    let plain = FieldSchemas::default();
+    let mut record = parse_record(text, what, cache.guess(catalog, &plain))?;
     let mut key_text = key_text;
     let mut topic = raw.topic.as_deref().map(std::borrow::Cow::Borrowed);
     if raw.line && record.is_message_wrapper() {
@@ -190,20 +226,22 @@ fn decode_inner(
             None | Some("null") => {
                 return decode_tombstone(key_text, topic.as_deref(), raw.position, catalog)
             }
-            Some(inner) => record = parse_record(inner, "the `value`")?,
+            Some(inner) => {
+                record = parse_record(inner, "the `value`", cache.guess(catalog, &plain))?
+            }
         }
     }
     let schemas = match (record.is_schema_wrapper(), record.schema, record.payload) {
         (true, schema, Some(payload)) => {
             let schemas = schema.map(|s| cache.get(s)).unwrap_or_default();
-            record = parse_record(payload, "the `payload`")?;
+            record = parse_record(payload, "the `payload`", cache.guess(catalog, &schemas))?;
             schemas
         }
         _ => Arc::default(),
     };
     decode_envelope(
         key_text,
-        &record,
+        record,
         topic.as_deref(),
         raw.position,
         catalog,
@@ -248,7 +286,7 @@ fn table_spec(catalog: &TableCatalog, id: TableId) -> Result<&TableSpec> {
 
 fn decode_envelope(
     kafka_key: Option<&str>,
-    record: &Record<'_>,
+    mut record: Record<'_>,
     topic: Option<&str>,
     position: Position,
     catalog: &TableCatalog,
@@ -295,7 +333,10 @@ fn decode_envelope(
     let event_time_ms = source.and_then(|s| s.ts_ms).or(record.ts_ms).unwrap_or(0);
     let tx = envelope::transaction_id(source, record.transaction.as_ref());
 
-    let after = read_row(record.after, spec, schemas.after(), "after")?;
+    let after = match record.after_read.take() {
+        Some((guessed, row)) if guessed == table => Some(checked_row(row, spec, "after")?),
+        _ => read_row(record.after, spec, schemas.after(), "after")?,
+    };
     if matches!(op, Op::Create | Op::Update | Op::Read) && after.is_none() {
         return Err(DecodeError::new(
             DeadLetterKind::MissingAfter,
@@ -369,7 +410,13 @@ fn read_row(
         only: None,
         logical,
     };
-    let values = read_fields(raw, seed, field)?.map_err(|(index, why)| {
+    checked_row(read_fields(raw, seed, field)?, spec, field).map(Some)
+}
+
+/// A row read from `field`, or why it does not fit the table: a value of the wrong type, or a
+/// NOT NULL column without one.
+fn checked_row(read: row::FieldResult, spec: &TableSpec, field: &str) -> Result<Row> {
+    let values = read.map_err(|(index, why)| {
         let column = &spec.schema.columns[index];
         DecodeError::new(
             DeadLetterKind::TypeMismatch,
@@ -387,7 +434,7 @@ fn read_row(
             ));
         }
     }
-    Ok(Some(values))
+    Ok(values)
 }
 
 fn read_fields(text: &str, seed: row::RowSeed<'_>, field: &str) -> Result<row::FieldResult> {
@@ -419,7 +466,7 @@ fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
 
 /// The Kafka key is `{"col":…}` or `{"schema":…,"payload":{"col":…}}`.
 fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
-    let wrapped = parse_record(text, "the key")?;
+    let wrapped = parse_record(text, "the key", None)?;
     let (object, logical) = match (wrapped.schema, wrapped.payload) {
         (Some(schema), Some(payload)) => (
             payload,
@@ -454,12 +501,14 @@ fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
 }
 
 /// For tests and fuzzers: whatever the scanner reads from `text` — as a record, and as a row
-/// of each declared table — `serde_json` reads the same. `Err` shows both readings.
+/// of each declared table — `serde_json` reads the same, and a record read with a guessed
+/// table reads the same as without, its `after` as that table's row. `Err` shows both readings.
 pub(crate) fn scanner_agrees_with_serde(
     text: &str,
     catalog: &TableCatalog,
 ) -> std::result::Result<(), String> {
-    if let Some(scanned) = scan::record(text) {
+    let unguessed = scan::record(text, None);
+    if let Some(scanned) = &unguessed {
         let parsed = serde_json::from_str::<Record<'_>>(text);
         if parsed.as_ref().map(|p| format!("{p:?}")).ok() != Some(format!("{scanned:?}")) {
             return Err(format!(
@@ -467,12 +516,30 @@ pub(crate) fn scanner_agrees_with_serde(
             ));
         }
     }
-    for spec in (0..catalog.len()).filter_map(|id| catalog.get(id as TableId)) {
+    for table in 0..catalog.len() as TableId {
+        let Some(spec) = catalog.get(table) else {
+            continue;
+        };
         let seed = row::RowSeed {
             schema: &spec.schema,
             only: None,
             logical: None,
         };
+        // (With a guess, `after`'s fields are walked from depth 0: deeper documents pass.)
+        let guess = Some(scan::AfterGuess { table, seed });
+        if let (Some(mut guessed), Some(unguessed)) = (scan::record(text, guess), &unguessed) {
+            let row = guessed.after_read.take();
+            let alone = guessed.after.map(|after| seed.scan(after));
+            if format!("{guessed:?}") != format!("{unguessed:?}")
+                || row
+                    .as_ref()
+                    .is_some_and(|(_, row)| alone != Some(Some(row.clone())))
+            {
+                return Err(format!(
+                    "record {text} with a guess: {guessed:?} {row:?}, without: {unguessed:?} {alone:?}"
+                ));
+            }
+        }
         if let Some(scanned) = seed.scan(text) {
             let mut deserializer = serde_json::Deserializer::from_str(text);
             let parsed = seed

@@ -69,11 +69,22 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
 impl RowSeed<'_> {
     /// The fast path: reads the object with the scanner; `None` sends it to `serde_json`.
     pub fn scan(self, text: &str) -> Option<FieldResult> {
+        let mut scanner = scan::Scanner::new(text);
+        let row = self.scan_object(&mut scanner)?;
+        scanner.end()?;
+        Some(row)
+    }
+
+    /// Reads the object at the scanner's position, consuming it; `None` when the scanner does
+    /// not handle it.
+    pub fn scan_object(self, scanner: &mut scan::Scanner<'_>) -> Option<FieldResult> {
         let mut fields = RowFields::new(self);
-        scan::fields(text, |name, raw| {
+        scanner.object(|name, s| {
+            let raw = s.value()?;
             if let Some(index) = fields.column(name) {
                 fields.set(index, name, raw);
             }
+            Some(())
         })?;
         Some(fields.finish())
     }

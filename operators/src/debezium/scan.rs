@@ -1,5 +1,6 @@
 //! The decoder's fast path: a validating single-pass JSON scanner that walks an object's fields
-//! and hands out their raw text, building nothing. It only takes the common road — keys and
+//! and hands out their raw text (building nothing but, given a guessed table, the `after` row,
+//! so that it is walked once). It only takes the common road — keys and
 //! needed strings without escapes, no duplicate fields, shallow nesting — and answers `None`
 //! for anything else (including malformed JSON), so the caller falls back to `serde_json`, which
 //! stays the reference for what is accepted and words every error. Whatever it accepts,
@@ -8,6 +9,8 @@
 use std::borrow::Cow;
 
 use super::envelope::{Record, Source, Transaction};
+use super::row::RowSeed;
+use crate::schema::TableId;
 
 /// Deepest nesting the scanner walks; deeper documents go to `serde_json` (limit 128).
 const MAX_DEPTH: usize = 64;
@@ -260,8 +263,17 @@ fn first_time(seen: &mut u32, bit: u32) -> Option<()> {
     (*seen & mask == 0).then(|| *seen |= mask)
 }
 
-/// A whole record (wrapper or envelope), as `serde_json` would read it into [`Record`].
-pub(super) fn record(text: &str) -> Option<Record<'_>> {
+/// The table a record's `after` probably belongs to (the one of the record before), so that it
+/// is read into a row in the same pass instead of being walked twice.
+#[derive(Clone, Copy)]
+pub(super) struct AfterGuess<'s> {
+    pub table: TableId,
+    pub seed: RowSeed<'s>,
+}
+
+/// A whole record (wrapper or envelope), as `serde_json` would read it into [`Record`]; with a
+/// guess, an `after` object is also read as a row of the guessed table (`Record::after_read`).
+pub(super) fn record<'a>(text: &'a str, guess: Option<AfterGuess<'_>>) -> Option<Record<'a>> {
     let mut scanner = Scanner::new(text);
     let mut record = Record::default();
     let mut seen = 0;
@@ -293,7 +305,15 @@ pub(super) fn record(text: &str) -> Option<Record<'_>> {
             }
             "after" => {
                 first_time(&mut seen, 6)?;
-                record.after = s.nullable()?;
+                match guess.filter(|_| s.peek() == Some(b'{')) {
+                    Some(guess) => {
+                        let start = s.at;
+                        let row = guess.seed.scan_object(s)?;
+                        record.after = Some(&s.text[start..s.at]);
+                        record.after_read = Some((guess.table, row));
+                    }
+                    None => record.after = s.nullable()?,
+                }
             }
             "source" => {
                 first_time(&mut seen, 7)?;
@@ -389,17 +409,6 @@ fn transaction<'a>(scanner: &mut Scanner<'a>) -> Option<Transaction<'a>> {
     Some(transaction)
 }
 
-/// Walks an object's fields as `(name, raw value)` pairs; `None` when it is not an object the
-/// scanner handles.
-pub(super) fn fields<'a>(text: &'a str, mut field: impl FnMut(&'a str, &'a str)) -> Option<()> {
-    let mut scanner = Scanner::new(text);
-    scanner.object(|name, s| {
-        field(name, s.value()?);
-        Some(())
-    })?;
-    scanner.end()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,16 +481,16 @@ mod tests {
         let text = r#"{"before":null,"after":{"id":1},"source":{"name":"db","schema":"public",
             "table":"t","ts_ms":5,"txId":7,"lsn":9,"other":[1]},"op":"c","ts_ms":6,
             "transaction":null,"extra":{"x":1}}"#;
-        let scanned = record(text).expect("scanned");
+        let scanned = record(text, None).expect("scanned");
         let parsed: Record<'_> = serde_json::from_str(text).expect("parsed");
         assert_eq!(format!("{scanned:?}"), format!("{parsed:?}"));
         assert!(
-            record(r#"{"op":"c","op":"u"}"#).is_none(),
+            record(r#"{"op":"c","op":"u"}"#, None).is_none(),
             "duplicate field"
         );
-        assert!(record(r#"{"ts_ms":1.5}"#).is_none(), "not an integer");
+        assert!(record(r#"{"ts_ms":1.5}"#, None).is_none(), "not an integer");
         assert!(
-            record(r#"{"source":{"table":"a\"b"}}"#).is_none(),
+            record(r#"{"source":{"table":"a\"b"}}"#, None).is_none(),
             "escaped name"
         );
     }

@@ -323,3 +323,39 @@ fn a_repeated_schema_is_recognised_and_anything_unusual_takes_the_general_path()
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn after_read_for_a_guessed_table_is_used_only_when_the_guess_was_right() {
+    let mut catalog = catalog();
+    catalog
+        .add(TableSpec {
+            name: "dbserver1.public.customers".into(),
+            schema: Schema::new(vec![
+                Column::new("id", ColumnType::Int64).not_null(),
+                Column::new("status", ColumnType::Int64),
+            ]),
+            key: vec![0],
+            keep_before: false,
+        })
+        .unwrap();
+    let customers = r#""source":{"name":"dbserver1","schema":"public","table":"customers"}"#;
+    let records = [
+        format!(r#"{{"after":{{"order_id":1,"status":"new"}},{SOURCE},"op":"c"}}"#),
+        format!(r#"{{"after":{{"id":7,"status":3}},{customers},"op":"c"}}"#),
+        format!(r#"{{"after":{{"id":8,"status":"x"}},{customers},"op":"c"}}"#),
+        format!(r#"{{"after":{{"order_id":2,"status":"paid"}},{SOURCE},"op":"u"}}"#),
+        format!(r#"{{"after":{{"order_id":3,"status":4}},{SOURCE},"op":"u"}}"#),
+        format!(r#"{{"after":{{"order_id":4}},{SOURCE},"op":"c"}}"#),
+    ];
+    // One cache across tables (each record's `after` is first read as the previous record's
+    // table) decodes exactly as a fresh cache per record does.
+    let mut cache = SchemaCache::default();
+    for text in &records {
+        let alone = decode(&line(text), &catalog);
+        assert_eq!(
+            decode_with(&line(text), &catalog, &mut cache),
+            alone,
+            "{text}"
+        );
+    }
+}
