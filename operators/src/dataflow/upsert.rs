@@ -98,6 +98,14 @@ pub struct UpsertState {
     rows: HashTable<Row>,
 }
 
+/// A key an epoch changed: its row before the epoch and its row now.
+struct Touched {
+    hash: u64,
+    key: Key,
+    original: Option<Row>,
+    current: Option<Row>,
+}
+
 fn hash_key<'a>(values: impl Iterator<Item = &'a Value>) -> u64 {
     let mut hasher = rustc_hash::FxHasher::default();
     for value in values {
@@ -124,10 +132,6 @@ impl UpsertState {
         }
     }
 
-    fn get(&self, hash: u64, key: &Key) -> Option<&Row> {
-        self.rows.find(hash, Self::matches(&self.key_columns, key))
-    }
-
     fn insert(&mut self, hash: u64, key: &Key, row: Row) -> Option<Row> {
         let columns = &self.key_columns;
         let rehash = |row: &Row| hash_key(columns.iter().map(|&i| &row[i]));
@@ -150,12 +154,22 @@ impl UpsertState {
     /// Applies one epoch's events in source order and reports the net row changes.
     pub fn apply_epoch(&mut self, mut events: Vec<ChangeEvent>, mut emit: impl FnMut(Row, i64)) {
         events.sort_by_key(|event| event.position);
-        // Per key touched this epoch: its hash, and its row before the epoch.
-        let mut originals: HashTable<(u64, Key, Option<Row>)> = HashTable::new();
-        let mut remember = |hash: u64, key: Key, original: Option<Row>| {
-            let same_key = |(h, k, _): &(u64, Key, Option<Row>)| *h == hash && *k == key;
-            if originals.find(hash, same_key).is_none() {
-                originals.insert_unique(hash, (hash, key, original), |(h, _, _)| *h);
+        // Per key touched this epoch: its row before the epoch and its row now (kept here, so
+        // the state is not searched again at the end).
+        let mut touched: HashTable<Touched> = HashTable::new();
+        let mut touch = |hash: u64, key: Key, previous: Option<Row>, current: Option<Row>| {
+            let same_key = |t: &Touched| t.hash == hash && t.key == key;
+            match touched.find_mut(hash, same_key) {
+                Some(entry) => entry.current = current,
+                None => {
+                    let entry = Touched {
+                        hash,
+                        key,
+                        original: previous,
+                        current,
+                    };
+                    touched.insert_unique(hash, entry, |t| t.hash);
+                }
             }
         };
         for event in events {
@@ -163,29 +177,31 @@ impl UpsertState {
                 Op::Truncate => {
                     for row in self.rows.drain() {
                         let key = Key::of(&row, &self.key_columns);
-                        remember(hash_key(key.iter()), key, Some(row));
+                        touch(hash_key(key.iter()), key, Some(row), None);
                     }
                 }
                 Op::Create | Op::Update | Op::Read => {
                     let Some(after) = event.after else { continue };
                     let hash = hash_key(event.key.iter());
-                    let previous = self.insert(hash, &event.key, after);
-                    remember(hash, event.key, previous);
+                    let previous = self.insert(hash, &event.key, after.clone());
+                    touch(hash, event.key, previous, Some(after));
                 }
                 Op::Delete | Op::Tombstone => {
                     let hash = hash_key(event.key.iter());
                     let previous = self.remove(hash, &event.key);
-                    remember(hash, event.key, previous);
+                    touch(hash, event.key, previous, None);
                 }
             }
         }
-        for (hash, key, original) in originals {
-            let current = self.get(hash, &key);
-            if original.as_ref() == current {
+        for Touched {
+            original, current, ..
+        } in touched
+        {
+            if original == current {
                 continue;
             }
             if let Some(current) = current {
-                emit(current.clone(), 1);
+                emit(current, 1);
             }
             if let Some(original) = original {
                 emit(original, -1);
