@@ -28,6 +28,7 @@ pub fn orders_catalog() -> TableCatalog {
         schema: orders_schema(),
         key: vec![0],
         keep_before: false,
+        decoded: None,
     };
     catalog.add(spec).map(|_| catalog).unwrap_or_default()
 }

@@ -11,6 +11,7 @@ use timely::dataflow::ProbeHandle;
 use differential_dataflow::AsCollection;
 use timely::dataflow::operators::ToStream;
 use tributary_operators::dataflow::decode::DecodeRouter;
+use tributary_operators::dataflow::lineage::{ColumnsRead, Origin};
 use tributary_operators::dataflow::relation::SideOutputs;
 
 use tributary_operators::dataflow::{table, Collection, Stream, Time};
@@ -56,6 +57,8 @@ pub(crate) struct SinkContext {
 pub struct PipelineBuilder<'s> {
     router: DecodeRouter<'s>,
     catalog: TableCatalog,
+    /// Per table (by id), the columns the pipeline reads.
+    columns_read: Vec<ColumnsRead>,
     side: SideOutputs<'s>,
     outputs: BTreeSet<String>,
     probe: ProbeHandle<Time>,
@@ -76,6 +79,7 @@ impl<'s> PipelineBuilder<'s> {
         PipelineBuilder {
             router: DecodeRouter::new(raw, "decode"),
             catalog: TableCatalog::default(),
+            columns_read: Vec::new(),
             side: Rc::default(),
             outputs: BTreeSet::new(),
             probe: ProbeHandle::new(),
@@ -111,10 +115,14 @@ impl<'s> PipelineBuilder<'s> {
             schema,
             key,
             keep_before: false,
+            decoded: None,
         };
         let id = self.catalog.add(spec.clone()).map_err(table_error)?;
+        let read = ColumnsRead::new(spec.schema.len(), &spec.key);
+        self.columns_read.push(read.clone());
         Ok(Table {
             id,
+            read,
             spec: Arc::new(spec),
             live_rows: Arc::clone(&self.sinks.metrics.state_rows),
             events: RefCell::new(self.router.table(id)),
@@ -197,6 +205,11 @@ impl<'s> PipelineBuilder<'s> {
             table.events.borrow().clone(),
             &table.spec,
             Rc::clone(&table.side),
+        )
+        .with_origins(
+            table
+                .carrying(table::CHANGE_COLUMNS.len(), 0)
+                .chain(table.read.origins()),
         )
     }
 
@@ -294,7 +307,8 @@ impl<'s> PipelineBuilder<'s> {
     pub(crate) fn finish(self) -> ProbeHandle<Time> {
         let PipelineBuilder {
             router,
-            catalog,
+            mut catalog,
+            columns_read,
             side,
             probe,
             sinks,
@@ -304,6 +318,11 @@ impl<'s> PipelineBuilder<'s> {
             .borrow()
             .iter()
             .fold(router.dead_letters(), |all, more| all.concat(more.clone()));
+        for (id, read) in columns_read.iter().enumerate() {
+            if let Some(columns) = read.projection() {
+                catalog.decode_only(id as TableId, columns);
+            }
+        }
         router.build(Arc::new(catalog), Arc::clone(&sinks.metrics.decode));
         let sink = sinks.dead_letters;
         on_closed_epochs(&dead, "dead-letters", &probe, move |_epoch, letters| {
@@ -326,6 +345,8 @@ type UpsertBuilder<'s> = fn(
 pub struct Table<'s> {
     id: TableId,
     spec: Arc<TableSpec>,
+    /// The columns the pipeline reads (the decoder converts only these).
+    read: ColumnsRead,
     live_rows: Arc<std::sync::atomic::AtomicI64>,
     /// Its change events (plus, after a restart, the events that rebuild its state).
     events: RefCell<Collection<'s, ChangeEvent>>,
@@ -353,6 +374,7 @@ impl<'s> Table<'s> {
             &self.spec,
             Rc::clone(&self.side),
         )
+        .with_origins(self.carrying(table::CHANGE_COLUMNS.len(), 0))
     }
 
     /// Every change as the row it leaves (for deletes, the row it removed): `op`,
@@ -363,11 +385,13 @@ impl<'s> Table<'s> {
             &self.spec,
             Rc::clone(&self.side),
         )
+        .with_origins(self.carrying(table::CHANGED_ROW_COLUMNS.len(), 0))
     }
 
     /// The current state with each row's last `cdc_operation` (c/u/r) and `cdc_timestamp`.
     pub fn replica(&self) -> Relation<'s> {
         self.upserted(&self.replica, "replica", table::replica)
+            .with_origins(self.carrying(0, table::REPLICA_COLUMNS.len()))
     }
 
     /// Adds events that rebuild recovered state; only before the state is first used.
@@ -386,6 +410,16 @@ impl<'s> Table<'s> {
     /// The current state: one row per primary key (upsert; deletes retract).
     pub fn state(&self) -> Relation<'s> {
         self.upserted(&self.state, "state", table::state)
+            .with_origins(self.carrying(0, 0))
+    }
+
+    /// Origins of a relation with `before` computed columns, then the table's columns, then
+    /// `after` computed columns.
+    fn carrying(&self, before: usize, after: usize) -> impl Iterator<Item = Option<Origin>> + '_ {
+        let computed = |n| std::iter::repeat_n(None, n);
+        computed(before)
+            .chain(self.read.origins())
+            .chain(computed(after))
     }
 
     /// An upserted relation built once (by `build`, named `<table>/<what>`) and kept in `cell`.

@@ -36,6 +36,7 @@ pub fn catalog() -> TableCatalog {
         ]),
         key: vec![0],
         keep_before: false,
+        decoded: None,
     };
     let lines = TableSpec {
         name: "dbserver1.public.order_lines".into(),
@@ -46,6 +47,7 @@ pub fn catalog() -> TableCatalog {
         ]),
         key: vec![0, 1],
         keep_before: false,
+        decoded: None,
     };
     for spec in [orders, lines] {
         // The two names differ, so adding cannot fail.

@@ -133,9 +133,20 @@ pub struct TableSpec {
     pub key: Vec<usize>,
     /// Decode `before` of updates too (for change logs); otherwise only deletes carry it.
     pub keep_before: bool,
+    /// The columns the decoder converts (indices into `schema`, the key among them); the
+    /// others, which nothing in the pipeline reads, are left NULL and unchecked. `None`: all.
+    #[serde(default)]
+    pub decoded: Option<Vec<usize>>,
 }
 
 impl TableSpec {
+    /// Whether the decoder converts column `index`.
+    pub fn decodes(&self, index: usize) -> bool {
+        self.decoded
+            .as_ref()
+            .is_none_or(|columns| columns.contains(&index))
+    }
+
     /// The primary-key column names.
     pub fn key_names(&self) -> Vec<&str> {
         self.key
@@ -201,6 +212,13 @@ impl TableCatalog {
     pub fn keep_before(&mut self, id: TableId) {
         if let Some(spec) = self.tables.get_mut(id as usize) {
             Arc::make_mut(spec).keep_before = true;
+        }
+    }
+
+    /// Makes the decoder convert only `columns` of this table (the ones the pipeline reads).
+    pub fn decode_only(&mut self, id: TableId, columns: Vec<usize>) {
+        if let Some(spec) = self.tables.get_mut(id as usize) {
+            Arc::make_mut(spec).decoded = Some(columns);
         }
     }
 

@@ -36,6 +36,7 @@ fn spec() -> TableSpec {
         ]),
         key: vec![0],
         keep_before: false,
+        decoded: None,
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value as Json;
-use tributary_tests::{parse_console, run_tributary, table_at, table_of};
+use tributary_tests::{parse_console, run_tributary, run_tributary_ok, table_at, table_of};
 
 fn golden_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/golden"))
@@ -234,5 +234,71 @@ fn config_file_runs_the_same_as_flags_and_rejects_unknown_keys() {
     assert!(
         stderr.contains("unknown field `epoch_millis`") && stderr.contains("epoch-ms"),
         "{stderr}"
+    );
+}
+
+/// The kinds of the dead letters in a `--dead-letter` file, with their offsets.
+fn dead_letter_kinds(path: &Path) -> Vec<(u64, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let letter: Json = serde_json::from_str(l).unwrap();
+            let kind = letter["kind"].as_str().unwrap().to_owned();
+            (letter["offset"].as_u64().unwrap(), kind)
+        })
+        .collect()
+}
+
+/// op-counts reads only `quantity` (and the key) of `orders`, so the decoder converts only
+/// those: a value of the wrong type in a column nothing reads does not dead-letter the event.
+/// orders-replica keeps every column, so it dead-letters the same line.
+#[test]
+fn columns_nothing_reads_are_not_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("odd.jsonl");
+    let source = r#""source":{"name":"dbserver1","schema":"public","table":"orders","ts_ms":1704067200000,"txId":1}"#;
+    let lines = [
+        r#"{"order_id":1,"customer_id":7,"status":"new","quantity":2,"price":"1.50","created_at":1704067200000000}"#,
+        r#"{"order_id":2,"customer_id":"seven","status":5,"quantity":3,"price":"cheap","created_at":"noon"}"#,
+    ]
+    .map(|after| format!(r#"{{"before":null,"after":{after},{source},"op":"c","ts_ms":1}}"#));
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let file = format!("file:{}", input.display());
+
+    let dead = dir.path().join("op-counts-dead.jsonl");
+    let stdout = run_tributary_ok(&[
+        "run",
+        "op-counts",
+        "--source",
+        &file,
+        "--until-idle",
+        "--console-format",
+        "jsonl",
+        "--dead-letter",
+        dead.to_str().unwrap(),
+    ]);
+    let counts = table_at(&parse_console(stdout.as_bytes()), "op_counts", u64::MAX);
+    let both = serde_json::json!({"op": "c", "event_count": 2, "total_quantity": 5});
+    assert_eq!(counts, table_of(&[both]));
+    assert_eq!(dead_letter_kinds(&dead), vec![]);
+
+    let dead = dir.path().join("replica-dead.jsonl");
+    run_tributary_ok(&[
+        "run",
+        "orders-replica",
+        "--source",
+        &file,
+        "--until-idle",
+        "--console-format",
+        "jsonl",
+        "--warehouse",
+        dir.path().join("warehouse").to_str().unwrap(),
+        "--dead-letter",
+        dead.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        dead_letter_kinds(&dead),
+        vec![(2, "type-mismatch".to_owned())]
     );
 }

@@ -159,9 +159,20 @@ impl<'s> Grouped<'s> {
         }
         let groups = self.groups.clone();
         let group_count = groups.len();
+        let read = groups
+            .iter()
+            .copied()
+            .chain(bound.iter().flat_map(|b| match b {
+                Bound::CountRows => Vec::new(),
+                Bound::Sum(e, _) | Bound::Avg(e, _) => e.columns(),
+            }));
+        let input_rows = self.relation.reading(read.collect::<Vec<_>>());
+        let origins: Vec<_> = (groups.iter().map(|&g| self.relation.origin(g).cloned()))
+            .chain(bound.iter().map(|_| None))
+            .collect();
         let contribute = bound.clone();
         let finish = bound;
-        let rows = combine_by_group(self.relation.rows(), groups, move |row| Accumulators {
+        let rows = combine_by_group(input_rows, groups, move |row| Accumulators {
             rows: 1,
             cells: contribute.iter().map(|b| Cell::of(b, row)).collect(),
         })
@@ -176,7 +187,10 @@ impl<'s> Grouped<'s> {
             })
         });
         let key = Some((0..group_count).collect());
-        Ok(self.relation.derive(Schema::new(columns), key, rows))
+        Ok(self
+            .relation
+            .derive(Schema::new(columns), key, rows)
+            .with_origins(origins))
     }
 }
 

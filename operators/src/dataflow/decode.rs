@@ -140,6 +140,7 @@ impl<'s> DecodeRouter<'s> {
                     };
                     let (mut events, mut tombstones, mut skipped) = (0, 0, 0);
                     for container in containers {
+                        let batch = container.len();
                         for raw in container.drain(..) {
                             match decode_with(&raw, &catalog, &mut cache) {
                                 Decoded::Event(event) => {
@@ -149,6 +150,10 @@ impl<'s> DecodeRouter<'s> {
                                         events += 1;
                                     }
                                     if let Some(buffer) = per_table.get_mut(event.table as usize) {
+                                        // (Each batch given away leaves an empty buffer.)
+                                        if buffer.capacity() == 0 {
+                                            buffer.reserve(batch);
+                                        }
                                         buffer.push((event, time, 1));
                                     }
                                 }

@@ -225,6 +225,30 @@ impl BoundExpr {
         }
     }
 
+    /// The indices of the columns it reads.
+    pub fn columns(&self) -> Vec<usize> {
+        let mut columns = Vec::new();
+        self.collect_columns(&mut columns);
+        columns
+    }
+
+    fn collect_columns(&self, columns: &mut Vec<usize>) {
+        match self {
+            BoundExpr::Column(index, _) => columns.push(*index),
+            BoundExpr::Literal(..) => {}
+            BoundExpr::Binary(_, left, right, _) => {
+                left.collect_columns(columns);
+                right.collect_columns(columns);
+            }
+            BoundExpr::ConcatWs(_, parts) => {
+                parts.iter().for_each(|part| part.collect_columns(columns));
+            }
+            BoundExpr::Case(input, ..) | BoundExpr::EpochMillis(input) => {
+                input.collect_columns(columns);
+            }
+        }
+    }
+
     /// The result column, named `name`.
     pub fn column(&self, name: &str) -> Column {
         Column::new(name, self.ty())

@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod decode;
 pub mod expr;
+pub mod lineage;
 pub mod relation;
 pub mod table;
 pub mod upsert;

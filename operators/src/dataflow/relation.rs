@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::expr::Expr;
+use super::lineage::Origin;
 use super::Collection;
 use crate::event::DeadLetter;
 use crate::row::Row;
@@ -26,6 +27,8 @@ pub struct Relation<'s> {
     key: Option<Vec<usize>>,
     rows: Collection<'s, Row>,
     side: SideOutputs<'s>,
+    /// Per column, the source-table column it carries unchanged (`None`: computed here).
+    origins: Rc<[Option<Origin>]>,
 }
 
 impl std::fmt::Debug for Relation<'_> {
@@ -51,7 +54,14 @@ impl<'s> Relation<'s> {
             key,
             rows,
             side,
+            origins: Rc::new([]),
         }
+    }
+
+    /// The same relation, its columns carrying these source-table columns (one per column).
+    pub fn with_origins(mut self, origins: impl IntoIterator<Item = Option<Origin>>) -> Self {
+        self.origins = origins.into_iter().collect();
+        self
     }
 
     /// The schema.
@@ -64,9 +74,25 @@ impl<'s> Relation<'s> {
         self.key.as_deref()
     }
 
-    /// The underlying collection (for sinks).
+    /// The rows, for a sink or any code that may look at every column: all columns count as
+    /// read, so the decoder converts every source column they carry.
     pub fn rows(&self) -> &Collection<'s, Row> {
+        self.reading(0..self.schema.len())
+    }
+
+    /// The rows, for an operator that looks only at `columns`: those count as read.
+    pub(crate) fn reading(&self, columns: impl IntoIterator<Item = usize>) -> &Collection<'s, Row> {
+        for column in columns {
+            if let Some(origin) = self.origin(column) {
+                origin.mark_read();
+            }
+        }
         &self.rows
+    }
+
+    /// The source-table column that column `index` carries, if any.
+    pub(crate) fn origin(&self, index: usize) -> Option<&Origin> {
+        self.origins.get(index)?.as_ref()
     }
 
     /// Where this relation's operators report dead letters.
@@ -74,19 +100,15 @@ impl<'s> Relation<'s> {
         &self.side
     }
 
-    /// A relation derived from this one, sharing its side outputs.
+    /// A relation derived from this one, sharing its side outputs; its columns are computed
+    /// (use [`Relation::with_origins`] for those copied from this one).
     pub fn derive(
         &self,
         schema: Schema,
         key: Option<Vec<usize>>,
         rows: Collection<'s, Row>,
     ) -> Self {
-        Relation {
-            schema: Arc::new(schema),
-            key,
-            rows,
-            side: Rc::clone(&self.side),
-        }
+        Relation::new(Arc::new(schema), key, rows, Rc::clone(&self.side))
     }
 
     /// Resolves column names to indices.
@@ -126,10 +148,20 @@ impl<'s> Relation<'s> {
                 })
                 .collect::<Option<Vec<_>>>()
         });
+        let origins: Vec<_> = bound
+            .iter()
+            .map(|b| match b {
+                super::expr::BoundExpr::Column(i, _) => self.origin(*i).cloned(),
+                _ => None,
+            })
+            .collect();
+        let read = bound.iter().flat_map(|b| b.columns()).collect::<Vec<_>>();
         let rows = self
-            .rows
+            .reading(read)
             .clone()
             .map(move |row| bound.iter().map(|b| b.eval(&row)).collect());
-        Ok(self.derive(Schema::new(columns), key, rows))
+        Ok(self
+            .derive(Schema::new(columns), key, rows)
+            .with_origins(origins))
     }
 }

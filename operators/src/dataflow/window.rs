@@ -14,6 +14,7 @@ use timely::dataflow::operators::{Capability, OkErr};
 
 use differential_dataflow::AsCollection;
 
+use super::lineage::Origin;
 use super::relation::{PlanError, Relation};
 use super::{Diff, PendingEpochs, Stream, Time};
 use crate::event::{DeadLetter, DeadLetterKind};
@@ -101,7 +102,7 @@ impl<'s> Relation<'s> {
 
         // Each worker's largest event time per epoch, sent to every worker.
         let maxima = self
-            .rows()
+            .reading([index])
             .inner
             .clone()
             .flat_map(move |(row, time, _diff)| event_time(&row).map(|ts| (time, ts)))
@@ -129,8 +130,12 @@ impl<'s> Relation<'s> {
 
         let stage: Arc<str> = Arc::from(name);
         let schema = self.schema().clone();
+        let origins: Vec<Option<Origin>> = (0..schema.len())
+            .map(|column| self.origin(column).cloned())
+            .collect();
+        let late_origins = origins.clone();
         let assigned: Stream<'s, (Result<Row, DeadLetter>, Time, Diff)> = self
-            .rows()
+            .reading([index])
             .inner
             .clone()
             .binary_frontier(maxima, Pipeline, Pipeline, name, move |_, _| {
@@ -172,7 +177,14 @@ impl<'s> Relation<'s> {
                                     .filter(|start| start + window.size_us > watermark)
                                     .peekable();
                                 if open.peek().is_none() {
-                                    let letter = late_letter(&stage, &schema, &row, ts, watermark);
+                                    let letter = late_letter(
+                                        &stage,
+                                        &schema,
+                                        &late_origins,
+                                        &row,
+                                        ts,
+                                        watermark,
+                                    );
                                     session.give((Err(letter), next, diff.abs()));
                                 }
                                 for start in open {
@@ -205,20 +217,34 @@ impl<'s> Relation<'s> {
             Column::new("window_end", ColumnType::Timestamp).not_null(),
         ];
         columns.extend(self.schema().columns.iter().cloned());
-        Ok(self.derive(Schema::new(columns), None, windowed.as_collection()))
+        Ok(self
+            .derive(Schema::new(columns), None, windowed.as_collection())
+            .with_origins([None, None].into_iter().chain(origins)))
     }
 }
 
+/// The late row as a JSON object of the columns the pipeline reads (the others were never
+/// decoded).
 fn late_letter(
     stage: &Arc<str>,
     schema: &Schema,
+    origins: &[Option<Origin>],
     row: &Row,
     ts: i64,
     watermark: i64,
 ) -> DeadLetter {
     let mut raw = String::from("{");
+    let read = |i: usize| {
+        origins
+            .get(i)
+            .and_then(Option::as_ref)
+            .is_none_or(Origin::is_read)
+    };
     for (i, (column, value)) in schema.columns.iter().zip(row.iter()).enumerate() {
-        if i > 0 {
+        if !read(i) {
+            continue;
+        }
+        if raw.len() > 1 {
             raw.push(',');
         }
         crate::value::write_json_string(&column.name, &mut raw);

@@ -123,7 +123,7 @@ impl SchemaCache {
             table,
             seed: row::RowSeed {
                 schema: &spec.schema,
-                only: None,
+                only: spec.decoded.as_deref(),
                 logical: schemas.after(),
             },
         })
@@ -407,14 +407,14 @@ fn read_row(
     };
     let seed = row::RowSeed {
         schema: &spec.schema,
-        only: None,
+        only: spec.decoded.as_deref(),
         logical,
     };
     checked_row(read_fields(raw, seed, field)?, spec, field).map(Some)
 }
 
 /// A row read from `field`, or why it does not fit the table: a value of the wrong type, or a
-/// NOT NULL column without one.
+/// NOT NULL column without one (among the columns decoded).
 fn checked_row(read: row::FieldResult, spec: &TableSpec, field: &str) -> Result<Row> {
     let values = read.map_err(|(index, why)| {
         let column = &spec.schema.columns[index];
@@ -423,8 +423,8 @@ fn checked_row(read: row::FieldResult, spec: &TableSpec, field: &str) -> Result<
             format!("`{field}.{}` ({}): {why}", column.name, column.ty),
         )
     })?;
-    for (column, value) in spec.schema.columns.iter().zip(values.iter()) {
-        if value.is_null() && !column.nullable {
+    for (index, (column, value)) in spec.schema.columns.iter().zip(values.iter()).enumerate() {
+        if value.is_null() && !column.nullable && spec.decodes(index) {
             return Err(DecodeError::new(
                 DeadLetterKind::TypeMismatch,
                 format!(

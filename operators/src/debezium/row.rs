@@ -114,13 +114,15 @@ impl<'s> RowFields<'s> {
     fn column(&mut self, name: &str) -> Option<usize> {
         let columns = &self.seed.schema.columns;
         let index = if columns.get(self.guess).is_some_and(|c| *c.name == *name) {
-            Some(self.guess)
+            self.guess
         } else {
-            self.seed.schema.index_of(name)
-        }
-        .filter(|i| self.seed.only.is_none_or(|only| only.contains(i)))?;
+            self.seed.schema.index_of(name)?
+        };
         self.guess = index + 1;
-        Some(index)
+        self.seed
+            .only
+            .is_none_or(|only| only.contains(&index))
+            .then_some(index)
     }
 
     fn set(&mut self, index: usize, name: &str, raw: &str) {

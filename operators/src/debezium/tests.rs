@@ -26,6 +26,7 @@ fn catalog() -> TableCatalog {
             ]),
             key: vec![0],
             keep_before: false,
+            decoded: None,
         })
         .unwrap();
     catalog
@@ -336,6 +337,7 @@ fn after_read_for_a_guessed_table_is_used_only_when_the_guess_was_right() {
             ]),
             key: vec![0],
             keep_before: false,
+            decoded: None,
         })
         .unwrap();
     let customers = r#""source":{"name":"dbserver1","schema":"public","table":"customers"}"#;
@@ -358,4 +360,44 @@ fn after_read_for_a_guessed_table_is_used_only_when_the_guess_was_right() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn only_the_decoded_columns_are_converted_and_checked() {
+    let mut catalog = catalog();
+    catalog.decode_only(0, vec![0, 2]);
+    let mut cache = SchemaCache::default();
+    let mut decode_text = |text: &str| decode_with(&line(text), &catalog, &mut cache);
+    let create = |after: &str| format!(r#"{{"before":null,"after":{after},{SOURCE},"op":"c"}}"#);
+
+    // `status` (a number) and `ship_date` (not a date) are not read: no dead letter, NULLs.
+    let odd_unread = create(r#"{"order_id":1,"status":5,"price":"1.50","ship_date":"soon"}"#);
+    for _ in 0..2 {
+        // (The second time the row is read in the same pass as the envelope.)
+        let Decoded::Event(e) = decode_text(&odd_unread) else {
+            panic!("an unread column's value must not dead-letter the event");
+        };
+        let expected = [
+            Value::Int(1),
+            Value::Null,
+            Value::Decimal(Decimal::new(150, 2)),
+        ];
+        assert_eq!(&e.after.unwrap()[..3], &expected);
+    }
+    // A read column is still checked, and so is the key.
+    let odd_read = create(r#"{"order_id":1,"status":"new","price":true}"#);
+    let Decoded::Error(e) = decode_text(&odd_read) else {
+        panic!("a read column's bad value is a dead letter");
+    };
+    assert_eq!(e.kind, DeadLetterKind::TypeMismatch);
+    assert!(e.message.contains("after.price"), "{}", e.message);
+    let Decoded::Error(e) = decode_text(&create(r#"{"status":"new"}"#)) else {
+        panic!("the key is always read");
+    };
+    assert_eq!(e.kind, DeadLetterKind::TypeMismatch);
+    // Malformed JSON anywhere in the record is still malformed.
+    let Decoded::Error(e) = decode_text(&create(r#"{"order_id":1,"status":nul}"#)) else {
+        panic!("malformed JSON is a dead letter");
+    };
+    assert_eq!(e.kind, DeadLetterKind::BadJson);
 }
