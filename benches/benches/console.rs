@@ -23,7 +23,7 @@ fn bench_console(c: &mut Criterion) {
                 Value::Timestamp(1_704_067_200_000_000 + i * 10_000_000),
                 Value::str(["pending", "paid", "shipped"][(i % 3) as usize]),
                 Value::Int(i * 7),
-                Value::Decimal(Decimal::new(i128::from(i) * 12_345, 2)),
+                Decimal::new(i128::from(i) * 12_345, 2).map_or(Value::Null, Value::Decimal),
             ]);
             (row, if i % 2 == 0 { 1 } else { -1 })
         })

@@ -23,7 +23,7 @@ fn bench_parquet(c: &mut Criterion) {
                 Value::Int(i % 5_000),
                 statuses[(i % 5) as usize].clone(),
                 Value::Int(1 + i % 10),
-                Value::Decimal(Decimal::new(i128::from(i % 50_000) + 100, 2)),
+                Decimal::new(i128::from(i % 50_000) + 100, 2).map_or(Value::Null, Value::Decimal),
                 Value::Timestamp(1_704_067_200_000_000 + i * 1_000),
                 Value::str("u"),
                 Value::Timestamp(1_704_067_200_000_000 + i * 1_000),

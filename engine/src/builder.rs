@@ -16,7 +16,7 @@ use tributary_operators::dataflow::relation::SideOutputs;
 
 use tributary_operators::dataflow::{table, Collection, Stream, Time};
 use tributary_operators::{
-    ChangeEvent, RawRecord, Relation, Row, Schema, TableCatalog, TableId, TableSpec,
+    ChangeEvent, ColumnType, RawRecord, Relation, Row, Schema, TableCatalog, TableId, TableSpec,
 };
 
 use crate::error::BuildError;
@@ -110,6 +110,17 @@ impl<'s> PipelineBuilder<'s> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for column in &schema.columns {
+            if let ColumnType::Decimal { precision, scale } = column.ty {
+                if precision > 38 || scale > precision {
+                    return Err(table_error(format!(
+                        "column `{}` is decimal({precision},{scale}): the precision must be at \
+                         most 38 and the scale at most the precision",
+                        column.name
+                    )));
+                }
+            }
+        }
         let spec = TableSpec {
             name: name.to_owned(),
             schema,

@@ -143,16 +143,52 @@ impl Hash for Float {
     }
 }
 
-/// An exact decimal: `unscaled × 10^-scale`. Values of one column share the column's scale,
-/// so equality and order are those of `(unscaled, scale)`. Packed to 8-byte alignment so a
-/// [`Value`] takes 32 bytes instead of 48.
+/// An exact decimal: `unscaled × 10^-scale`, at most [`Decimal::MAX_SCALE`] digits after the
+/// point (an `i128` holds 38 digits). Values of one column share the column's scale, so
+/// equality and order are those of `(unscaled, scale)`. Packed to 8-byte alignment, and its
+/// scale leaves most byte values unused, which [`Value`] keeps its variant in: a value takes 24
+/// bytes instead of 48.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(C, packed(8))]
 pub struct Decimal {
     /// The unscaled integer.
     pub unscaled: i128,
-    /// Digits after the decimal point.
-    pub scale: u8,
+    scale: Scale,
+}
+
+/// Digits after a decimal's point, 0 to 38: an enum so that the other byte values are free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
+#[repr(u8)]
+#[rustfmt::skip]
+enum Scale {
+    S0, S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14, S15, S16, S17, S18, S19,
+    S20, S21, S22, S23, S24, S25, S26, S27, S28, S29, S30, S31, S32, S33, S34, S35, S36, S37, S38,
+}
+
+#[rustfmt::skip]
+const SCALES: [Scale; Decimal::MAX_SCALE as usize + 1] = {
+    use Scale::*;
+    [
+        S0, S1, S2, S3, S4, S5, S6, S7, S8, S9, S10, S11, S12, S13, S14, S15, S16, S17, S18, S19,
+        S20, S21, S22, S23, S24, S25, S26, S27, S28, S29, S30, S31, S32, S33, S34, S35, S36, S37, S38,
+    ]
+};
+
+impl From<Scale> for u8 {
+    fn from(scale: Scale) -> u8 {
+        scale as u8
+    }
+}
+
+impl TryFrom<u8> for Scale {
+    type Error = String;
+    fn try_from(scale: u8) -> Result<Scale, String> {
+        SCALES
+            .get(usize::from(scale))
+            .copied()
+            .ok_or_else(|| format!("decimal scale {scale} is above {}", Decimal::MAX_SCALE))
+    }
 }
 
 impl PartialOrd for Decimal {
@@ -165,7 +201,7 @@ impl Ord for Decimal {
         if self.scale == other.scale {
             return { self.unscaled }.cmp(&{ other.unscaled });
         }
-        let scale = self.scale.max(other.scale);
+        let scale = self.scale().max(other.scale());
         match (self.rescale(scale), other.rescale(scale)) {
             (Some(a), Some(b)) => { a.unscaled }.cmp(&{ b.unscaled }),
             _ => self.to_f64().total_cmp(&other.to_f64()),
@@ -184,9 +220,34 @@ const POW10: [i128; 39] = {
 };
 
 impl Decimal {
-    /// Builds a decimal from its unscaled integer and scale.
-    pub fn new(unscaled: i128, scale: u8) -> Self {
-        Decimal { unscaled, scale }
+    /// The most digits after the point.
+    pub const MAX_SCALE: u8 = 38;
+
+    /// Builds a decimal from its unscaled integer and scale; `None` when the scale is above
+    /// [`Decimal::MAX_SCALE`].
+    pub fn new(unscaled: i128, scale: u8) -> Option<Self> {
+        Some(Decimal {
+            unscaled,
+            scale: Scale::try_from(scale).ok()?,
+        })
+    }
+
+    /// `unscaled × 10^-scale` at `to` digits after the point, for a scale that may be above
+    /// [`Decimal::MAX_SCALE`] (a product's); `None` on overflow or when digits would be lost.
+    pub fn from_scaled(unscaled: i128, scale: u32, to: u8) -> Option<Self> {
+        let to_wide = u32::from(to);
+        let unscaled = if to_wide >= scale {
+            unscaled.checked_mul(Self::pow10(to_wide - scale)?)?
+        } else {
+            let factor = Self::pow10(scale - to_wide)?;
+            (unscaled % factor == 0).then_some(unscaled / factor)?
+        };
+        Decimal::new(unscaled, to)
+    }
+
+    /// Digits after the point.
+    pub fn scale(self) -> u8 {
+        self.scale.into()
     }
 
     /// `10^exp` as an i128, if it fits.
@@ -196,21 +257,15 @@ impl Decimal {
 
     /// The same number at another scale; `None` on overflow or when digits would be lost.
     pub fn rescale(self, scale: u8) -> Option<Decimal> {
-        if scale >= self.scale {
-            let factor = Self::pow10(u32::from(scale - self.scale))?;
-            Some(Decimal::new(self.unscaled.checked_mul(factor)?, scale))
-        } else {
-            let factor = Self::pow10(u32::from(self.scale - scale))?;
-            (self.unscaled % factor == 0).then(|| Decimal::new(self.unscaled / factor, scale))
-        }
+        Self::from_scaled(self.unscaled, u32::from(self.scale()), scale)
     }
 
     /// The same number at a smaller scale, rounded half away from zero.
     pub fn round_to(self, scale: u8) -> Option<Decimal> {
-        if scale >= self.scale {
+        if scale >= self.scale() {
             return self.rescale(scale);
         }
-        let factor = Self::pow10(u32::from(self.scale - scale))?;
+        let factor = Self::pow10(u32::from(self.scale() - scale))?;
         let quotient = self.unscaled / factor;
         let remainder = self.unscaled % factor;
         let rounded = if remainder.abs() * 2 >= factor {
@@ -218,7 +273,7 @@ impl Decimal {
         } else {
             quotient
         };
-        Some(Decimal::new(rounded, scale))
+        Decimal::new(rounded, scale)
     }
 
     /// Parses a plain decimal literal such as `-12.50` or `3`, or an exponent form `1.5e2`.
@@ -251,23 +306,23 @@ impl Decimal {
         }
         let scale = frac_part.len() as i32 - exponent;
         if scale >= 0 {
-            Some(Decimal::new(unscaled, u8::try_from(scale).ok()?))
+            Decimal::new(unscaled, u8::try_from(scale).ok()?)
         } else {
             let factor = Self::pow10(u32::try_from(-scale).ok()?)?;
-            Some(Decimal::new(unscaled.checked_mul(factor)?, 0))
+            Decimal::new(unscaled.checked_mul(factor)?, 0)
         }
     }
 
     /// Lossy conversion to f64.
     pub fn to_f64(self) -> f64 {
-        self.unscaled as f64 / 10f64.powi(i32::from(self.scale))
+        self.unscaled as f64 / 10f64.powi(i32::from(self.scale()))
     }
 }
 
 impl fmt::Display for Decimal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let digits = self.unscaled.unsigned_abs().to_string();
-        let scale = usize::from(self.scale);
+        let scale = usize::from(self.scale());
         if self.unscaled < 0 {
             f.write_str("-")?;
         }
@@ -323,12 +378,31 @@ mod tests {
     }
 
     #[test]
+    fn a_value_takes_24_bytes_and_a_decimal_keeps_38_digits_after_the_point() {
+        assert_eq!(std::mem::size_of::<Value>(), 24);
+        assert_eq!(Decimal::new(1, 38).unwrap().scale(), 38);
+        assert!(Decimal::new(1, 39).is_none());
+        let tiny = Decimal::parse(&format!("0.{}1", "0".repeat(37))).unwrap();
+        assert_eq!(tiny.scale(), 38);
+        assert!(Decimal::parse(&format!("0.{}1", "0".repeat(38))).is_none());
+        // A product's scale may pass 38 on the way to the result's.
+        let product = Decimal::from_scaled(25 * 10i128.pow(36), 40, 4).unwrap();
+        assert_eq!(product.to_string(), "0.0025");
+        assert!(Decimal::from_scaled(1, 40, 2).is_none());
+        let d = Decimal::new(-1999, 2).unwrap();
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, r#"{"unscaled":-1999,"scale":2}"#);
+        assert_eq!(serde_json::from_str::<Decimal>(&json).unwrap(), d);
+        assert!(serde_json::from_str::<Decimal>(r#"{"unscaled":1,"scale":39}"#).is_err());
+    }
+
+    #[test]
     fn json_rendering_is_valid_json() {
         let mut out = String::new();
         for v in [
             Value::Null,
             Value::Int(-3),
-            Value::Decimal(Decimal::new(1050, 2)),
+            Value::Decimal(Decimal::new(1050, 2).unwrap()),
             Value::str("a\"b\n"),
             Value::Date(19_000),
             Value::Timestamp(1_700_000_000_123_456),

@@ -52,7 +52,7 @@ fn to_event((_, op, id, status, quantity, cents, ts): Change, offset: u64) -> Ch
         } else {
             Value::Int(quantity)
         },
-        Value::Decimal(Decimal::new(i128::from(cents), 2)),
+        Value::Decimal(Decimal::new(i128::from(cents), 2).unwrap()),
     ]);
     let keyed = op != Op::Truncate;
     ChangeEvent {
@@ -185,7 +185,8 @@ fn oracle_status(changes: &[Change], epoch: Time) -> BTreeMap<Row, i64> {
     groups
         .into_iter()
         .map(|(status, (n, revenue))| {
-            let revenue = revenue.map_or(Value::Null, |r| Value::Decimal(Decimal::new(r, 2)));
+            let revenue =
+                revenue.map_or(Value::Null, |r| Value::Decimal(Decimal::new(r, 2).unwrap()));
             (Row::new(vec![status, Value::Int(n), revenue]), 1)
         })
         .collect()

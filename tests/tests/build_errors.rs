@@ -22,39 +22,77 @@ fn typo(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     p.console("status", &totals)
 }
 
+/// Runs `build` on 1 and 3 workers and returns each run's error message.
+fn build_errors(
+    build: for<'s> fn(&mut PipelineBuilder<'s>) -> Result<(), BuildError>,
+) -> Vec<String> {
+    let pipeline = Pipeline {
+        name: "broken",
+        about: "a pipeline with a definition error",
+        build,
+    };
+    [1, 3]
+        .into_iter()
+        .map(|workers| {
+            let error = run(
+                &pipeline,
+                RunOptions {
+                    source: SourceSpec::Generator(Some(10)),
+                    workers,
+                    epoch: Duration::from_millis(10),
+                    until_idle: true,
+                    console: ConsoleOptions {
+                        format: ConsoleFormat::Jsonl,
+                        mode: ConsoleMode::Update,
+                        max_rows: 20,
+                        writer: shared_writer(std::io::sink()),
+                    },
+                    kafka_sink: None,
+                    dead_letter: None,
+                    metrics_addr: None,
+                    shutdown: None,
+                    iceberg: IcebergOptions::new(
+                        std::env::temp_dir().join("tributary-build-errors"),
+                    ),
+                },
+            )
+            .unwrap_err();
+            assert!(matches!(error, RunError::Build { .. }), "{error}");
+            error.to_string()
+        })
+        .collect()
+}
+
 #[test]
 fn an_unknown_column_fails_the_run_with_the_known_columns() {
-    let pipeline = Pipeline {
-        name: "typo",
-        about: "refers to a column it does not declare",
-        build: typo,
-    };
-    for workers in [1, 3] {
-        let error = run(
-            &pipeline,
-            RunOptions {
-                source: SourceSpec::Generator(Some(10)),
-                workers,
-                epoch: Duration::from_millis(10),
-                until_idle: true,
-                console: ConsoleOptions {
-                    format: ConsoleFormat::Jsonl,
-                    mode: ConsoleMode::Update,
-                    max_rows: 20,
-                    writer: shared_writer(std::io::sink()),
-                },
-                kafka_sink: None,
-                dead_letter: None,
-                metrics_addr: None,
-                shutdown: None,
-                iceberg: IcebergOptions::new(std::env::temp_dir().join("tributary-build-errors")),
-            },
-        )
-        .unwrap_err();
-        assert!(matches!(error, RunError::Build { .. }), "{error}");
-        let message = error.to_string();
+    for message in build_errors(typo) {
         assert!(
             message.contains("no column `status`") && message.contains("order_id"),
+            "{message}"
+        );
+    }
+}
+
+fn wide_decimal(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
+    let schema = Schema::new(vec![
+        Column::new("order_id", ColumnType::Int64).not_null(),
+        Column::new(
+            "price",
+            ColumnType::Decimal {
+                precision: 40,
+                scale: 2,
+            },
+        ),
+    ]);
+    let orders = p.table("dbserver1.public.orders", schema, &["order_id"])?;
+    p.console("orders", &orders.state())
+}
+
+#[test]
+fn a_decimal_wider_than_38_digits_fails_the_run() {
+    for message in build_errors(wide_decimal) {
+        assert!(
+            message.contains("`price` is decimal(40,2)") && message.contains("at most 38"),
             "{message}"
         );
     }

@@ -295,7 +295,9 @@ impl Cell {
         }
         let total = match kind {
             SumKind::Int => Value::Int(i64::try_from(self.exact).unwrap_or(i64::MAX)),
-            SumKind::Decimal(scale) => Value::Decimal(Decimal::new(self.exact, scale)),
+            SumKind::Decimal(scale) => {
+                Decimal::new(self.exact, scale).map_or(Value::Null, Value::Decimal)
+            }
             SumKind::Float => Value::Float(self.float),
         };
         match bound {

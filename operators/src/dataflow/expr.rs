@@ -299,7 +299,7 @@ fn literal_type(value: &Value) -> ColumnType {
         Value::Float(_) => ColumnType::Float64,
         Value::Decimal(d) => ColumnType::Decimal {
             precision: 38,
-            scale: d.scale,
+            scale: d.scale(),
         },
         Value::Str(_) => ColumnType::String,
         Value::Bytes(_) => ColumnType::Bytes,
@@ -375,13 +375,11 @@ fn arithmetic(op: BinaryOp, left: &Value, right: &Value, ty: ColumnType) -> Opti
                     .checked_sub(b.rescale(scale)?.unscaled)?,
             };
             let result_scale = if op == BinaryOp::Mul {
-                a.scale + b.scale
+                u32::from(a.scale()) + u32::from(b.scale())
             } else {
-                scale
+                u32::from(scale)
             };
-            Decimal::new(unscaled, result_scale)
-                .rescale(scale)
-                .map(Value::Decimal)
+            Decimal::from_scaled(unscaled, result_scale, scale).map(Value::Decimal)
         }
         _ => None,
     }
@@ -405,7 +403,7 @@ fn as_f64(value: &Value) -> Option<f64> {
 
 fn as_decimal(value: &Value) -> Option<Decimal> {
     match value {
-        Value::Int(i) => Some(Decimal::new(i128::from(*i), 0)),
+        Value::Int(i) => Decimal::new(i128::from(*i), 0),
         Value::Decimal(d) => Some(*d),
         _ => None,
     }
@@ -435,8 +433,14 @@ mod tests {
                 scale: 2
             }
         );
-        let row = [Value::Int(3), Value::Decimal(Decimal::new(1999, 2))];
-        assert_eq!(bound.eval(&row), Value::Decimal(Decimal::new(5997, 2)));
+        let row = [
+            Value::Int(3),
+            Value::Decimal(Decimal::new(1999, 2).unwrap()),
+        ];
+        assert_eq!(
+            bound.eval(&row),
+            Value::Decimal(Decimal::new(5997, 2).unwrap())
+        );
         assert_eq!(bound.eval(&[Value::Null, Value::Null]), Value::Null);
         assert!(col("nope")
             .bind(&schema)

@@ -82,7 +82,7 @@ pub fn to_value(text: &str, ty: ColumnType, field: Option<&FieldSchema>) -> Resu
                 Json::Str(s) => match Decimal::parse(s) {
                     Some(d) => d,
                     // precise mode without a schema: base64 unscaled bytes at the column's scale
-                    None => Decimal::new(unscaled_from_base64(s)?, scale),
+                    None => with_scale(unscaled_from_base64(s)?, scale)?,
                 },
                 Json::Composite(text) => variable_scale_decimal(text)?,
                 other => return Err(mismatch(other)),
@@ -162,7 +162,7 @@ fn from_logical(json: &Json<'_>, logical: &str, scale: Option<u8>) -> Result<Opt
     Ok(Some(match logical {
         DECIMAL => match json {
             Json::Str(s) => match (unscaled_from_base64(s), scale) {
-                (Ok(unscaled), Some(scale)) => Value::Decimal(Decimal::new(unscaled, scale)),
+                (Ok(unscaled), Some(scale)) => Value::Decimal(with_scale(unscaled, scale)?),
                 (Ok(_), None) => return Err("Decimal schema lacks its `scale` parameter".into()),
                 // decimal.handling.mode=string keeps the logical name on some connectors
                 (Err(_), _) => Value::Decimal(Decimal::parse(s).ok_or_else(|| mismatch(json))?),
@@ -295,10 +295,16 @@ fn variable_scale_decimal(text: &str) -> Result<Decimal> {
     }
     let parsed: VariableScale<'_> = serde_json::from_str(text)
         .map_err(|_| "VariableScaleDecimal needs `scale` and `value`".to_owned())?;
-    Ok(Decimal::new(
-        unscaled_from_base64(&parsed.value)?,
-        parsed.scale,
-    ))
+    with_scale(unscaled_from_base64(&parsed.value)?, parsed.scale)
+}
+
+fn with_scale(unscaled: i128, scale: u8) -> Result<Decimal> {
+    Decimal::new(unscaled, scale).ok_or_else(|| {
+        format!(
+            "a decimal with {scale} digits after the point; at most {} are kept",
+            Decimal::MAX_SCALE
+        )
+    })
 }
 
 fn mismatch(json: &Json<'_>) -> String {

@@ -69,7 +69,7 @@ fn plain_create() {
     assert_eq!(e.tx, Some(42));
     assert_eq!(e.position.offset, 7);
     let after = e.after.unwrap();
-    assert_eq!(after[2], Value::Decimal(Decimal::new(1999, 2)));
+    assert_eq!(after[2], Value::Decimal(Decimal::new(1999, 2).unwrap()));
     assert_eq!(after[3], Value::Timestamp(1_700_000_000_000_000));
     assert_eq!(after[4], Value::Date(19_724));
 }
@@ -89,7 +89,7 @@ fn schema_wrapped_with_logical_types() {
     assert_eq!(after[1], Value::Null);
     assert_eq!(
         after[2],
-        Value::Decimal(Decimal::new(1999, 2)),
+        Value::Decimal(Decimal::new(1999, 2).unwrap()),
         "base64 B88= is 1999"
     );
     assert_eq!(
@@ -113,7 +113,7 @@ fn decimal_modes_and_zoned_timestamps() {
         ));
         assert_eq!(
             e.after.unwrap()[2],
-            Value::Decimal(Decimal::new(1999, 2)),
+            Value::Decimal(Decimal::new(1999, 2).unwrap()),
             "price {price}"
         );
     }
@@ -122,7 +122,7 @@ fn decimal_modes_and_zoned_timestamps() {
     ));
     assert_eq!(
         negative.after.unwrap()[2],
-        Value::Decimal(Decimal::new(-1, 2))
+        Value::Decimal(Decimal::new(-1, 2).unwrap())
     );
     let zoned = event(&format!(
         r#"{{"after":{{"order_id":3,"created_at":"2023-11-14T22:13:20+00:00"}},{SOURCE},"op":"c"}}"#
@@ -300,7 +300,7 @@ fn a_repeated_schema_is_recognised_and_anything_unusual_takes_the_general_path()
             Decoded::Event(e) => e.after.unwrap()[2].clone(),
             other => panic!("{other:?}"),
         };
-    let expected = Value::Decimal(Decimal::new(1999, 2));
+    let expected = Value::Decimal(Decimal::new(1999, 2).unwrap());
     let first = format!(r#"{{"schema":{schema},"payload":{payload}}}"#);
     assert_eq!(
         price(first.clone(), &mut cache),
@@ -380,7 +380,7 @@ fn only_the_decoded_columns_are_converted_and_checked() {
         let expected = [
             Value::Int(1),
             Value::Null,
-            Value::Decimal(Decimal::new(150, 2)),
+            Value::Decimal(Decimal::new(150, 2).unwrap()),
         ];
         assert_eq!(&e.after.unwrap()[..3], &expected);
     }

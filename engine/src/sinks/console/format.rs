@@ -134,7 +134,7 @@ mod tests {
     fn table_looks_like_spark() {
         let row = Row::new(vec![
             Value::str("paid"),
-            Value::Decimal(Decimal::new(12345, 2)),
+            Value::Decimal(Decimal::new(12345, 2).unwrap()),
         ]);
         let text = render_table(3, "status", &schema(), &[&row], 20);
         assert!(text.contains("Batch: 3 (status)"));
@@ -152,11 +152,11 @@ mod tests {
     fn jsonl_orders_retractions_first() {
         let old = Row::new(vec![
             Value::str("paid"),
-            Value::Decimal(Decimal::new(100, 2)),
+            Value::Decimal(Decimal::new(100, 2).unwrap()),
         ]);
         let new = Row::new(vec![
             Value::str("paid"),
-            Value::Decimal(Decimal::new(250, 2)),
+            Value::Decimal(Decimal::new(250, 2).unwrap()),
         ]);
         let text = render_jsonl(7, "status", &schema(), &[(new, 1), (old, -1)]);
         let lines: Vec<serde_json::Value> = text

@@ -253,13 +253,7 @@ fn mismatch(ty: &ColumnType, value: &Value) -> IcebergError {
 
 /// The unscaled value of `decimal` at `scale`, exactly (an error if digits would be lost).
 fn rescale(decimal: &Decimal, scale: u8) -> Option<i128> {
-    let (from, to) = (u32::from(decimal.scale), u32::from(scale));
-    if to >= from {
-        decimal.unscaled.checked_mul(10i128.checked_pow(to - from)?)
-    } else {
-        let divisor = 10i128.checked_pow(from - to)?;
-        (decimal.unscaled % divisor == 0).then_some(decimal.unscaled / divisor)
-    }
+    decimal.rescale(scale).map(|d| d.unscaled)
 }
 
 fn build_array<'r>(
@@ -292,8 +286,8 @@ fn build_array<'r>(
                 .with_precision_and_scale(*precision, *scale as i8)
                 .map_err(IcebergError::from)?,
             Value::Decimal(d) => rescale(d, *scale).ok_or_else(|| mismatch(ty, &Value::Decimal(*d)))?,
-            Value::Int(i) => rescale(&Decimal { unscaled: i128::from(*i), scale: 0 }, *scale)
-                .ok_or_else(|| mismatch(ty, &Value::Int(*i)))?),
+            Value::Int(i) => Decimal::from_scaled(i128::from(*i), 0, *scale)
+                .ok_or_else(|| mismatch(ty, &Value::Int(*i)))?.unscaled),
         ColumnType::String | ColumnType::Json => build!(StringBuilder::with_capacity(n, n * 8),
             Value::Str(s) => s.as_ref(), Value::Json(s) => s.as_ref()),
         ColumnType::Bytes => {
@@ -334,10 +328,11 @@ fn read_array(ty: &ColumnType, array: &dyn Array) -> Result<Vec<Value>, IcebergE
         ColumnType::Int32 => read!(Int32Array, |v| Value::Int(i64::from(v))),
         ColumnType::Int64 => read!(Int64Array, |v| Value::Int(v)),
         ColumnType::Float64 => read!(Float64Array, |v| Value::Float(Float(v))),
-        ColumnType::Decimal { scale, .. } => read!(Decimal128Array, |v| Value::Decimal(Decimal {
-            unscaled: v,
-            scale: *scale
-        })),
+        // (Iceberg decimals have at most 38 digits, so the scale always fits.)
+        ColumnType::Decimal { scale, .. } => {
+            read!(Decimal128Array, |v| Decimal::new(v, *scale)
+                .map_or(Value::Null, Value::Decimal))
+        }
         ColumnType::String => read!(StringArray, |v| Value::str(v)),
         ColumnType::Json => read!(StringArray, |v| Value::Json(Arc::from(v))),
         ColumnType::Bytes => read!(BinaryArray, |v| Value::Bytes(Arc::from(v))),
@@ -374,10 +369,7 @@ mod tests {
             [
                 Value::Int(1),
                 Value::Int(7),
-                Value::Decimal(Decimal {
-                    unscaled: 1234,
-                    scale: 2,
-                }),
+                Value::Decimal(Decimal::new(1234, 2).unwrap()),
                 Value::str("a"),
                 Value::Timestamp(5),
                 Value::Bool(true),
@@ -402,21 +394,9 @@ mod tests {
 
     #[test]
     fn decimals_are_rescaled_exactly_or_refused() {
-        let d = Decimal {
-            unscaled: 150,
-            scale: 1,
-        };
+        let d = Decimal::new(150, 1).unwrap();
         assert_eq!(rescale(&d, 2), Some(1500));
         assert_eq!(rescale(&d, 0), Some(15));
-        assert_eq!(
-            rescale(
-                &Decimal {
-                    unscaled: 151,
-                    scale: 1
-                },
-                0
-            ),
-            None
-        );
+        assert_eq!(rescale(&Decimal::new(151, 1).unwrap(), 0), None);
     }
 }
