@@ -170,7 +170,10 @@ impl<'s> PipelineBuilder<'s> {
         self.claim_output(name)?;
         let ident = TableIdent::parse(name).map_err(iceberg_error)?;
         if !self.sinks.iceberg.writes() {
-            return Ok(table.replica());
+            // Computed whole, as if written, so that `--no-iceberg` measures the same work.
+            let replica = table.replica();
+            replica.rows();
+            return Ok(replica);
         }
         let spec = table.spec();
         let opened = self
@@ -239,6 +242,7 @@ impl<'s> PipelineBuilder<'s> {
         self.claim_output(name)?;
         let ident = TableIdent::parse(name).map_err(iceberg_error)?;
         if !self.sinks.iceberg.writes() {
+            relation.rows(); // (computed whole, as if written)
             return Ok(());
         }
         let opened = self
