@@ -166,7 +166,7 @@ impl<'s> Grouped<'s> {
                 Bound::CountRows => Vec::new(),
                 Bound::Sum(e, _) | Bound::Avg(e, _) => e.columns(),
             }));
-        let input_rows = self.relation.reading(read.collect::<Vec<_>>());
+        let input_rows = self.relation.reading(read);
         let origins: Vec<_> = (groups.iter().map(|&g| self.relation.origin(g).cloned()))
             .chain(bound.iter().map(|_| None))
             .collect();

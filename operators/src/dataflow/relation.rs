@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::expr::Expr;
+use super::expr::{BoundExpr, Expr};
 use super::lineage::Origin;
 use super::Collection;
 use crate::event::DeadLetter;
@@ -144,20 +144,19 @@ impl<'s> Relation<'s> {
                 .map(|k| {
                     bound
                         .iter()
-                        .position(|b| matches!(b, super::expr::BoundExpr::Column(i, _) if i == k))
+                        .position(|b| matches!(b, BoundExpr::Column(i, _) if i == k))
                 })
                 .collect::<Option<Vec<_>>>()
         });
         let origins: Vec<_> = bound
             .iter()
             .map(|b| match b {
-                super::expr::BoundExpr::Column(i, _) => self.origin(*i).cloned(),
+                BoundExpr::Column(i, _) => self.origin(*i).cloned(),
                 _ => None,
             })
             .collect();
-        let read = bound.iter().flat_map(|b| b.columns()).collect::<Vec<_>>();
         let rows = self
-            .reading(read)
+            .reading(bound.iter().flat_map(BoundExpr::columns))
             .clone()
             .map(move |row| bound.iter().map(|b| b.eval(&row)).collect());
         Ok(self
