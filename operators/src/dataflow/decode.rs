@@ -10,6 +10,7 @@ use timely::dataflow::channels::pact::{Exchange, ParallelizationContract};
 use timely::dataflow::channels::pushers::Output;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::InputHandleCore;
+use timely::dataflow::operators::InputCapability;
 use timely::progress::operate::FrontierInterest;
 
 use differential_dataflow::AsCollection;
@@ -58,6 +59,9 @@ impl DecodeStats {
 }
 
 type Update<D> = (D, Time, Diff);
+
+/// Most events a table's buffer is sized for before it is sent downstream.
+const MESSAGE_EVENTS: usize = 8192;
 type RawPact = Exchange<RawRecord, fn(&RawRecord) -> u64>;
 type RawPuller = <RawPact as ParallelizationContract<Time, Vec<RawRecord>>>::Puller;
 type RouteOutput<D> = Output<Time, Vec<Update<D>>>;
@@ -139,9 +143,13 @@ impl<'s> DecodeRouter<'s> {
                         return;
                     };
                     let (mut events, mut tombstones, mut skipped) = (0, 0, 0);
+                    // Records of this stamp not decoded yet: a table's buffer is sized for
+                    // them (up to a cap) when it starts, so it is not regrown (which copies
+                    // every event) and one message carries many events.
+                    let mut remaining: usize = containers.as_slice().iter().map(Vec::len).sum();
                     for container in containers {
-                        let batch = container.len();
                         for raw in container.drain(..) {
+                            remaining -= 1;
                             match decode_with(&raw, &catalog, &mut cache) {
                                 Decoded::Event(event) => {
                                     if event.op == Op::Tombstone {
@@ -149,10 +157,13 @@ impl<'s> DecodeRouter<'s> {
                                     } else {
                                         events += 1;
                                     }
-                                    if let Some(buffer) = per_table.get_mut(event.table as usize) {
-                                        // (Each batch given away leaves an empty buffer.)
-                                        if buffer.capacity() == 0 {
-                                            buffer.reserve(batch);
+                                    let table = event.table as usize;
+                                    if let (Some(output), Some(buffer)) =
+                                        (tables.get_mut(table), per_table.get_mut(table))
+                                    {
+                                        if buffer.len() == buffer.capacity() {
+                                            send(output, buffer, &capability, &catalog, &stats);
+                                            buffer.reserve((remaining + 1).min(MESSAGE_EVENTS));
                                         }
                                         buffer.push((event, time, 1));
                                     }
@@ -187,20 +198,8 @@ impl<'s> DecodeRouter<'s> {
                     DecodeStats::count(&stats.events, events);
                     DecodeStats::count(&stats.tombstones, tombstones);
                     DecodeStats::count(&stats.skipped, skipped);
-                    for (id, (output, buffer)) in
-                        tables.iter_mut().zip(per_table.iter_mut()).enumerate()
-                    {
-                        if !buffer.is_empty() {
-                            let changes = buffer
-                                .iter()
-                                .filter(|(e, _, _)| e.op != Op::Tombstone)
-                                .count();
-                            if let Some(spec) = catalog.get(id as TableId) {
-                                stats.count_table(&spec.name, changes as u64);
-                            }
-                            output.activate().give(&capability, buffer);
-                            buffer.clear();
-                        }
+                    for (output, buffer) in tables.iter_mut().zip(per_table.iter_mut()) {
+                        send(output, buffer, &capability, &catalog, &stats);
                     }
                     if !dead_letters.is_empty() {
                         dead_output.activate().give(&capability, &mut dead_letters);
@@ -210,4 +209,26 @@ impl<'s> DecodeRouter<'s> {
             }
         });
     }
+}
+
+/// Sends a table's buffered events (if any) and counts its changes; leaves the buffer empty.
+fn send(
+    output: &mut RouteOutput<ChangeEvent>,
+    buffer: &mut Vec<Update<ChangeEvent>>,
+    capability: &InputCapability<Time>,
+    catalog: &TableCatalog,
+    stats: &DecodeStats,
+) {
+    let Some((first, _, _)) = buffer.first() else {
+        return;
+    };
+    let changes = buffer
+        .iter()
+        .filter(|(e, _, _)| e.op != Op::Tombstone)
+        .count();
+    if let Some(spec) = catalog.get(first.table) {
+        stats.count_table(&spec.name, changes as u64);
+    }
+    output.activate().give(capability, buffer);
+    buffer.clear();
 }

@@ -159,9 +159,7 @@ impl<'a> Scanner<'a> {
         let bytes = self.text.as_bytes();
         let digits = |at: &mut usize| {
             let start = *at;
-            while bytes.get(*at).is_some_and(u8::is_ascii_digit) {
-                *at += 1;
-            }
+            *at = digits_end(bytes, start);
             *at > start
         };
         let mut at = self.at;
@@ -239,10 +237,7 @@ fn string_stop(bytes: &[u8], from: usize) -> Option<usize> {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
     let mut at = from;
-    while let Some(chunk) = bytes.get(at..at + 8) {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word);
+    while let Some(v) = word_at(bytes, at) {
         let flags = zero_byte(v ^ (ONES * u64::from(b'"')))
             | zero_byte(v ^ (ONES * u64::from(b'\\')))
             | (v.wrapping_sub(ONES * 0x20) & !v & HIGH);
@@ -255,6 +250,33 @@ fn string_stop(bytes: &[u8], from: usize) -> Option<usize> {
     rest.iter()
         .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
         .map(|i| at + i)
+}
+
+/// The first byte at or after `from` that is not an ASCII digit (or the end), eight bytes at a
+/// time: a digit is `0x3_` with a low nibble that adding 6 does not carry out of.
+fn digits_end(bytes: &[u8], from: usize) -> usize {
+    const LOW: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+    let mut at = from;
+    while let Some(v) = word_at(bytes, at) {
+        let not_digit =
+            ((v & !LOW) ^ 0x3030_3030_3030_3030) | (((v & LOW) + 0x0606_0606_0606_0606) & !LOW);
+        if not_digit != 0 {
+            return at + (not_digit.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+        at += 1;
+    }
+    at
+}
+
+/// The eight bytes at `at` as a little-endian word, if there are eight.
+fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let chunk = bytes.get(at..at.checked_add(8)?)?;
+    let mut word = [0; 8];
+    word.copy_from_slice(chunk);
+    Some(u64::from_le_bytes(word))
 }
 
 /// Marks field `bit` seen; `None` when it was seen before (`serde` rejects duplicate fields).
@@ -474,6 +496,19 @@ mod tests {
             }
         }
         assert_eq!(string_stop("abc".as_bytes(), 0), None);
+    }
+
+    #[test]
+    fn digit_runs_end_at_every_byte_value_in_every_lane() {
+        for byte in 0..=u8::MAX {
+            for lane in 0..12 {
+                let mut text = [b'7'; 12];
+                text[lane] = byte;
+                let expected = if byte.is_ascii_digit() { 12 } else { lane };
+                assert_eq!(digits_end(&text, 0), expected, "{byte:#x} at {lane}");
+            }
+        }
+        assert_eq!(digits_end(b"12", 2), 2);
     }
 
     #[test]
