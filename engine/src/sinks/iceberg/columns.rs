@@ -4,13 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int32Builder,
-    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float64Array,
-    Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int32Array,
+    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
@@ -158,16 +154,9 @@ impl ColumnMap {
     /// Builds a record batch from rows laid out like the schema.
     pub fn to_batch<'r>(
         &self,
-        rows: impl Iterator<Item = &'r Row> + Clone,
+        rows: impl Iterator<Item = &'r Row>,
     ) -> Result<RecordBatch, IcebergError> {
-        let columns = self
-            .schema
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, column)| build_array(&column.ty, rows.clone().map(|row| &row[i])))
-            .collect::<Result<Vec<_>, _>>()?;
-        RecordBatch::try_new(Arc::clone(&self.arrow), columns).map_err(IcebergError::from)
+        super::batch::rows_to_batch(&self.schema, &self.arrow, rows)
     }
 
     /// Turns a record batch read from a data file back into rows (columns found by field id).
@@ -245,61 +234,6 @@ fn arrow_type(ty: &ColumnType) -> DataType {
             DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()))
         }
     }
-}
-
-fn mismatch(ty: &ColumnType, value: &Value) -> IcebergError {
-    IcebergError::SchemaMismatch(format!("value {value:?} does not fit a {ty} column"))
-}
-
-/// The unscaled value of `decimal` at `scale`, exactly (an error if digits would be lost).
-fn rescale(decimal: &Decimal, scale: u8) -> Option<i128> {
-    decimal.rescale(scale).map(|d| d.unscaled)
-}
-
-fn build_array<'r>(
-    ty: &ColumnType,
-    values: impl Iterator<Item = &'r Value>,
-) -> Result<ArrayRef, IcebergError> {
-    let n = values.size_hint().0;
-    macro_rules! build {
-        ($builder:expr, $($pattern:pat => $value:expr),+) => {{
-            let mut builder = $builder;
-            for value in values {
-                match value {
-                    Value::Null => builder.append_null(),
-                    $($pattern => builder.append_value($value),)+
-                    other => return Err(mismatch(ty, other)),
-                }
-            }
-            Arc::new(builder.finish()) as ArrayRef
-        }};
-    }
-    Ok(match ty {
-        ColumnType::Bool => build!(BooleanBuilder::with_capacity(n), Value::Bool(b) => *b),
-        ColumnType::Int32 => build!(Int32Builder::with_capacity(n),
-            Value::Int(i) => i32::try_from(*i).map_err(|_| mismatch(ty, &Value::Int(*i)))?),
-        ColumnType::Int64 => build!(Int64Builder::with_capacity(n), Value::Int(i) => *i),
-        ColumnType::Float64 => build!(Float64Builder::with_capacity(n),
-            Value::Float(f) => f.0, Value::Int(i) => *i as f64),
-        ColumnType::Decimal { precision, scale } => build!(
-            Decimal128Builder::with_capacity(n)
-                .with_precision_and_scale(*precision, *scale as i8)
-                .map_err(IcebergError::from)?,
-            Value::Decimal(d) => rescale(d, *scale).ok_or_else(|| mismatch(ty, &Value::Decimal(*d)))?,
-            Value::Int(i) => Decimal::from_scaled(i128::from(*i), 0, *scale)
-                .ok_or_else(|| mismatch(ty, &Value::Int(*i)))?.unscaled),
-        ColumnType::String | ColumnType::Json => build!(StringBuilder::with_capacity(n, n * 8),
-            Value::Str(s) => s.as_ref(), Value::Json(s) => s.as_ref()),
-        ColumnType::Bytes => {
-            build!(BinaryBuilder::with_capacity(n, n * 8), Value::Bytes(b) => b.as_ref())
-        }
-        ColumnType::Date => build!(Date32Builder::with_capacity(n), Value::Date(d) => *d),
-        ColumnType::Timestamp => build!(TimestampMicrosecondBuilder::with_capacity(n),
-            Value::Timestamp(t) => *t),
-        ColumnType::TimestampTz => build!(
-            TimestampMicrosecondBuilder::with_capacity(n).with_timezone("+00:00"),
-            Value::Timestamp(t) => *t),
-    })
 }
 
 fn read_array(ty: &ColumnType, array: &dyn Array) -> Result<Vec<Value>, IcebergError> {
@@ -390,13 +324,5 @@ mod tests {
         let batch = map.to_batch(rows.iter()).unwrap();
         assert_eq!(map.rows_of_batch(&batch).unwrap(), rows);
         assert_eq!(schema_of(&table).unwrap(), schema);
-    }
-
-    #[test]
-    fn decimals_are_rescaled_exactly_or_refused() {
-        let d = Decimal::new(150, 1).unwrap();
-        assert_eq!(rescale(&d, 2), Some(1500));
-        assert_eq!(rescale(&d, 0), Some(15));
-        assert_eq!(rescale(&Decimal::new(151, 1).unwrap(), 0), None);
     }
 }

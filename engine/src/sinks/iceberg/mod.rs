@@ -2,6 +2,7 @@
 //! inserted and deleted (position deletes) and the source positions in the snapshot summary;
 //! on restart, state and positions come back from the table (exactly-once).
 
+mod batch;
 mod catalog;
 mod columns;
 mod commit;
