@@ -59,12 +59,12 @@ impl DecodeStats {
 }
 
 type Update<D> = (D, Time, Diff);
-
-/// Most events a table's buffer is sized for before it is sent downstream.
-const MESSAGE_EVENTS: usize = 8192;
 type RawPact = Exchange<RawRecord, fn(&RawRecord) -> u64>;
 type RawPuller = <RawPact as ParallelizationContract<Time, Vec<RawRecord>>>::Puller;
 type RouteOutput<D> = Output<Time, Vec<Update<D>>>;
+
+/// Most events a table's buffer is sized for before it is sent downstream.
+const MESSAGE_EVENTS: usize = 8192;
 
 /// Builder of the decode-and-route operator: call [`DecodeRouter::table`] for each table, then
 /// [`DecodeRouter::build`] with the finished catalog.
