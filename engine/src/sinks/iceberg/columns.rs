@@ -296,6 +296,11 @@ mod tests {
             Column::new("name", ColumnType::String),
             Column::new("at", ColumnType::Timestamp),
             Column::new("ok", ColumnType::Bool),
+            Column::new("ratio", ColumnType::Float64),
+            Column::new("day", ColumnType::Date),
+            Column::new("at_tz", ColumnType::TimestampTz),
+            Column::new("blob", ColumnType::Bytes),
+            Column::new("doc", ColumnType::Json),
         ]);
         let table = iceberg_schema(&schema, &[0]).unwrap();
         let map = ColumnMap::new(&schema, &table).unwrap();
@@ -307,22 +312,23 @@ mod tests {
                 Value::str("a"),
                 Value::Timestamp(5),
                 Value::Bool(true),
+                Value::Float(Float(-2.5)),
+                Value::Date(-3),
+                Value::Timestamp(-7),
+                Value::Bytes(Arc::from(&[0u8, 255][..])),
+                Value::Json(Arc::from(r#"{"a":[1]}"#)),
             ]
             .into_iter()
             .collect(),
-            [
-                Value::Int(2),
-                Value::Null,
-                Value::Null,
-                Value::Null,
-                Value::Null,
-                Value::Null,
-            ]
-            .into_iter()
-            .collect(),
+            std::iter::once(Value::Int(2))
+                .chain(std::iter::repeat_n(Value::Null, 10))
+                .collect(),
         ];
         let batch = map.to_batch(rows.iter()).unwrap();
         assert_eq!(map.rows_of_batch(&batch).unwrap(), rows);
-        assert_eq!(schema_of(&table).unwrap(), schema);
+        // Iceberg has no JSON type: a JSON column reads back as a string column.
+        let mut read_back = schema.clone();
+        read_back.columns[10].ty = ColumnType::String;
+        assert_eq!(schema_of(&table).unwrap(), read_back);
     }
 }
