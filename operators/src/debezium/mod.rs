@@ -69,6 +69,8 @@ pub struct SchemaCache {
     /// The table of the record decoded last: the next record's `after` is read as its row in
     /// the same pass that scans the record (checked against the record's own table).
     last_table: Option<TableId>,
+    /// The order of fields in the records decoded so far, to recognise the next ones' fields.
+    orders: scan::FieldOrders,
 }
 
 /// Most distinct schemas kept; beyond that the cache starts over.
@@ -96,7 +98,7 @@ impl SchemaCache {
     /// writes it: the schema is matched byte for byte and the payload parsed directly. `None`
     /// sends the record down the general path.
     fn split_known<'a>(
-        &self,
+        &mut self,
         text: &'a str,
         catalog: &TableCatalog,
     ) -> Option<(Arc<FieldSchemas>, Record<'a>)> {
@@ -106,28 +108,29 @@ impl SchemaCache {
             .strip_prefix(",\"payload\":")?
             .trim_end()
             .strip_suffix('}')?;
-        let record = scan::record(payload, self.guess(catalog, parsed))
+        let guess = guess(self.last_table, catalog, parsed);
+        let record = scan::record(payload, &mut self.orders, scan::Level::Inner, guess)
             .or_else(|| serde_json::from_str(payload).ok())?;
         Some((Arc::clone(parsed), record))
     }
+}
 
-    /// The table the next `after` probably belongs to, with its Connect schemas.
-    fn guess<'c>(
-        &self,
-        catalog: &'c TableCatalog,
-        schemas: &'c FieldSchemas,
-    ) -> Option<scan::AfterGuess<'c>> {
-        let table = self.last_table?;
-        let spec = catalog.get(table)?;
-        Some(scan::AfterGuess {
-            table,
-            seed: row::RowSeed {
-                schema: &spec.schema,
-                only: spec.decoded.as_deref(),
-                logical: schemas.after(),
-            },
-        })
-    }
+/// The table the next `after` probably belongs to (the last record's), with its Connect schemas.
+fn guess<'c>(
+    last_table: Option<TableId>,
+    catalog: &'c TableCatalog,
+    schemas: &'c FieldSchemas,
+) -> Option<scan::AfterGuess<'c>> {
+    let table = last_table?;
+    let spec = catalog.get(table)?;
+    Some(scan::AfterGuess {
+        table,
+        seed: row::RowSeed {
+            schema: &spec.schema,
+            only: spec.decoded.as_deref(),
+            logical: schemas.after(),
+        },
+    })
 }
 
 /// Decodes one raw record against the declared tables (without a schema cache).
@@ -157,9 +160,11 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
 fn parse_record<'a>(
     text: &'a str,
     what: &str,
+    orders: &mut scan::FieldOrders,
+    level: scan::Level,
     guess: Option<scan::AfterGuess<'_>>,
 ) -> Result<Record<'a>> {
-    match scan::record(text, guess) {
+    match scan::record(text, orders, level, guess) {
         Some(record) => Ok(record),
         None => parse(text, what),
     }
@@ -215,7 +220,13 @@ fn decode_inner(
     }
     let what = if raw.line { "the line" } else { "the value" };
     let plain = FieldSchemas::default();
-    let mut record = parse_record(text, what, cache.guess(catalog, &plain))?;
+    let mut record = parse_record(
+        text,
+        what,
+        &mut cache.orders,
+        scan::Level::Outer,
+        guess(cache.last_table, catalog, &plain),
+    )?;
     let mut key_text = key_text;
     let mut topic = raw.topic.as_deref().map(std::borrow::Cow::Borrowed);
     if raw.line && record.is_message_wrapper() {
@@ -227,14 +238,26 @@ fn decode_inner(
                 return decode_tombstone(key_text, topic.as_deref(), raw.position, catalog)
             }
             Some(inner) => {
-                record = parse_record(inner, "the `value`", cache.guess(catalog, &plain))?
+                record = parse_record(
+                    inner,
+                    "the `value`",
+                    &mut cache.orders,
+                    scan::Level::Inner,
+                    guess(cache.last_table, catalog, &plain),
+                )?
             }
         }
     }
     let schemas = match (record.is_schema_wrapper(), record.schema, record.payload) {
         (true, schema, Some(payload)) => {
             let schemas = schema.map(|s| cache.get(s)).unwrap_or_default();
-            record = parse_record(payload, "the `payload`", cache.guess(catalog, &schemas))?;
+            record = parse_record(
+                payload,
+                "the `payload`",
+                &mut cache.orders,
+                scan::Level::Inner,
+                guess(cache.last_table, catalog, &schemas),
+            )?;
             schemas
         }
         _ => Arc::default(),
@@ -466,7 +489,13 @@ fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
 
 /// The Kafka key is `{"col":…}` or `{"schema":…,"payload":{"col":…}}`.
 fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
-    let wrapped = parse_record(text, "the key", None)?;
+    let wrapped = parse_record(
+        text,
+        "the key",
+        &mut scan::FieldOrders::default(),
+        scan::Level::Outer,
+        None,
+    )?;
     let (object, logical) = match (wrapped.schema, wrapped.payload) {
         (Some(schema), Some(payload)) => (
             payload,
@@ -502,12 +531,21 @@ fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
 
 /// For tests and fuzzers: whatever the scanner reads from `text` — as a record, and as a row
 /// of each declared table — `serde_json` reads the same, and a record read with a guessed
-/// table reads the same as without, its `after` as that table's row. `Err` shows both readings.
+/// table reads the same as without, its `after` as that table's row. Each record is read twice
+/// with the same field orders, so that the second reading recognises the fields the first one
+/// learnt. `Err` shows both readings.
 pub(crate) fn scanner_agrees_with_serde(
     text: &str,
     catalog: &TableCatalog,
 ) -> std::result::Result<(), String> {
-    let unguessed = scan::record(text, None);
+    let mut orders = scan::FieldOrders::default();
+    let unguessed = scan::record(text, &mut orders, scan::Level::Outer, None);
+    let again = scan::record(text, &mut orders, scan::Level::Outer, None);
+    if format!("{again:?}") != format!("{unguessed:?}") {
+        return Err(format!(
+            "record {text}: read {unguessed:?}, then with its field order {again:?}"
+        ));
+    }
     if let Some(scanned) = &unguessed {
         let parsed = serde_json::from_str::<Record<'_>>(text);
         if parsed.as_ref().map(|p| format!("{p:?}")).ok() != Some(format!("{scanned:?}")) {
@@ -527,7 +565,14 @@ pub(crate) fn scanner_agrees_with_serde(
         };
         // (With a guess, `after`'s fields are walked from depth 0: deeper documents pass.)
         let guess = Some(scan::AfterGuess { table, seed });
-        if let (Some(mut guessed), Some(unguessed)) = (scan::record(text, guess), &unguessed) {
+        let guessed = scan::record(text, &mut orders, scan::Level::Outer, guess);
+        let again = scan::record(text, &mut orders, scan::Level::Outer, guess);
+        if format!("{again:?}") != format!("{guessed:?}") {
+            return Err(format!(
+                "record {text} with a guess: read {guessed:?}, then with its field order {again:?}"
+            ));
+        }
+        if let (Some(mut guessed), Some(unguessed)) = (guessed, &unguessed) {
             let row = guessed.after_read.take();
             let alone = guessed.after.map(|after| seed.scan(after));
             if format!("{guessed:?}") != format!("{unguessed:?}")

@@ -75,6 +75,33 @@ impl RowSeed<'_> {
         Some(row)
     }
 
+    /// Reads the object at the scanner's position like [`RowSeed::scan_object`], recognising
+    /// its fields by the order of the table's last row.
+    pub fn scan_object_in_order(
+        self,
+        scanner: &mut scan::Scanner<'_>,
+        order: &mut scan::FieldOrder<Option<usize>>,
+    ) -> Option<FieldResult> {
+        let mut fields = RowFields::new(self);
+        scanner.object_in_order(
+            order,
+            |name| self.schema.index_of(name),
+            |column, name, s| {
+                let raw = s.value()?;
+                if let Some(index) = column.filter(|&index| self.reads(index)) {
+                    fields.set(index, name, raw);
+                }
+                Some(())
+            },
+        )?;
+        Some(fields.finish())
+    }
+
+    /// Whether column `index` is read.
+    fn reads(self, index: usize) -> bool {
+        self.only.is_none_or(|only| only.contains(&index))
+    }
+
     /// Reads the object at the scanner's position, consuming it; `None` when the scanner does
     /// not handle it.
     pub fn scan_object(self, scanner: &mut scan::Scanner<'_>) -> Option<FieldResult> {
@@ -119,10 +146,7 @@ impl<'s> RowFields<'s> {
             self.seed.schema.index_of(name)?
         };
         self.guess = index + 1;
-        self.seed
-            .only
-            .is_none_or(|only| only.contains(&index))
-            .then_some(index)
+        self.seed.reads(index).then_some(index)
     }
 
     fn set(&mut self, index: usize, name: &str, raw: &str) {

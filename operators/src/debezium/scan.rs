@@ -80,6 +80,60 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Walks an object like [`Scanner::object`], calling `field(what, name, self)` with what
+    /// `resolve` made of each name. The fields' order is remembered in `order`: when the next
+    /// object of its kind has the same fields in the same order, as connectors write them, each
+    /// name is recognised by comparing its bytes with the last one's instead of being scanned
+    /// and resolved again.
+    pub fn object_in_order<F: Copy>(
+        &mut self,
+        order: &mut FieldOrder<F>,
+        resolve: impl Fn(&str) -> F,
+        mut field: impl FnMut(F, &'a str, &mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.skip_whitespace();
+        self.eat(b'{')?;
+        self.skip_whitespace();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        let shape = order.shape(self.text.as_bytes().get(self.at..)?);
+        let mut index = 0;
+        loop {
+            let rest = self.text.as_bytes().get(self.at..)?;
+            let (what, name) = match shape.recognise(index, rest) {
+                Some((what, token)) => {
+                    let name = self.text.get(self.at + 1..self.at + token - 2)?;
+                    self.at += token;
+                    (what, name)
+                }
+                None => {
+                    let name = self.plain_string()?;
+                    self.skip_whitespace();
+                    self.eat(b':')?;
+                    let what = resolve(name);
+                    shape.learn(index, name, what);
+                    (what, name)
+                }
+            };
+            index += 1;
+            self.skip_whitespace();
+            field(what, name, self)?;
+            self.skip_whitespace();
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    self.skip_whitespace();
+                }
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// Skips one value, checking it is valid JSON, and returns its text.
     pub fn value(&mut self) -> Option<&'a str> {
         self.skip_whitespace();
@@ -279,6 +333,192 @@ fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(word))
 }
 
+/// The fields of the last objects of one kind, in order, and what each name resolved to: one
+/// list per shape (by first field), so that records of a few shapes taking turns (changes and
+/// transaction markers, say) each keep theirs.
+#[derive(Debug)]
+pub(super) struct FieldOrder<F>(Vec<Shape<F>>);
+
+/// Most shapes an order keeps; another one replaces the last.
+const SHAPES: usize = 4;
+
+impl<F> Default for FieldOrder<F> {
+    fn default() -> Self {
+        FieldOrder(Vec::new())
+    }
+}
+
+impl<F: Copy> FieldOrder<F> {
+    /// The shape of the object whose fields start `rest` (made, or taken over, if none is).
+    fn shape(&mut self, rest: &[u8]) -> &mut Shape<F> {
+        let known = self.0.iter().position(|shape| shape.recognise(0, rest).is_some());
+        let index = match known {
+            Some(index) => index,
+            None if self.0.len() < SHAPES => {
+                self.0.push(Shape(Vec::new()));
+                self.0.len() - 1
+            }
+            None => SHAPES - 1,
+        };
+        &mut self.0[index]
+    }
+}
+
+/// One shape's fields, in order.
+#[derive(Debug)]
+struct Shape<F>(Vec<(FieldStart, F)>);
+
+impl<F: Copy> Shape<F> {
+    /// What the `index`th field resolved to last time, and its start's length, if `rest`
+    /// starts with the same name.
+    fn recognise(&self, index: usize, rest: &[u8]) -> Option<(F, usize)> {
+        let (start, what) = self.0.get(index)?;
+        start.begins(rest).then_some((*what, start.bytes.len()))
+    }
+
+    /// Remembers the `index`th field (the fields before it are known).
+    fn learn(&mut self, index: usize, name: &str, what: F) {
+        let start = FieldStart::new(name);
+        match self.0.get_mut(index) {
+            Some(slot) => *slot = (start, what),
+            None => self.0.push((start, what)),
+        }
+    }
+}
+
+/// The bytes that start a field, `"name":`, with its first 16 bytes as a masked word: most
+/// names are recognised with one comparison instead of a call to `memcmp`.
+#[derive(Debug)]
+struct FieldStart {
+    bytes: Box<[u8]>,
+    head: u128,
+    mask: u128,
+}
+
+impl FieldStart {
+    fn new(name: &str) -> Self {
+        let bytes: Box<[u8]> = [&b"\""[..], name.as_bytes(), b"\":"].concat().into();
+        let mut head = [0; 16];
+        let short = bytes.len().min(16);
+        head[..short].copy_from_slice(&bytes[..short]);
+        let mask = match bytes.len() {
+            16.. => u128::MAX,
+            len => (1 << (8 * len)) - 1,
+        };
+        FieldStart {
+            head: u128::from_le_bytes(head),
+            mask,
+            bytes,
+        }
+    }
+
+    /// Whether `rest` starts with this field.
+    fn begins(&self, rest: &[u8]) -> bool {
+        match rest.get(..16) {
+            Some(chunk) if self.bytes.len() <= 16 => {
+                let mut word = [0; 16];
+                word.copy_from_slice(chunk);
+                (u128::from_le_bytes(word) ^ self.head) & self.mask == 0
+            }
+            _ => rest.starts_with(&self.bytes),
+        }
+    }
+}
+
+/// The field orders a decoder remembers from one record to the next.
+#[derive(Debug, Default)]
+pub(crate) struct FieldOrders {
+    /// Records as given, and the envelopes inside wrappers (message or schema).
+    records: [FieldOrder<Option<RecordField>>; 2],
+    source: FieldOrder<Option<SourceField>>,
+    /// Each table's `after` rows (by table id): the column each field fills.
+    rows: Vec<FieldOrder<Option<usize>>>,
+}
+
+/// The order of `table`'s `after` rows, made on first use.
+fn row_order(
+    rows: &mut Vec<FieldOrder<Option<usize>>>,
+    table: TableId,
+) -> &mut FieldOrder<Option<usize>> {
+    let index = table as usize;
+    if rows.len() <= index {
+        rows.resize_with(index + 1, FieldOrder::default);
+    }
+    &mut rows[index]
+}
+
+/// Which record a scan reads: the text as given, or an envelope found inside a wrapper (their
+/// fields differ, so each kind keeps its own order).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Level {
+    Outer,
+    Inner,
+}
+
+/// The fields of a record that the decoder reads.
+#[derive(Clone, Copy, Debug)]
+enum RecordField {
+    Key,
+    Value,
+    Topic,
+    Schema,
+    Payload,
+    Before,
+    After,
+    Source,
+    Op,
+    TsMs,
+    Transaction,
+}
+
+impl RecordField {
+    fn of(name: &str) -> Option<Self> {
+        use RecordField::*;
+        Some(match name {
+            "key" => Key,
+            "value" => Value,
+            "topic" => Topic,
+            "schema" => Schema,
+            "payload" => Payload,
+            "before" => Before,
+            "after" => After,
+            "source" => Source,
+            "op" => Op,
+            "ts_ms" => TsMs,
+            "transaction" => Transaction,
+            _ => return None,
+        })
+    }
+}
+
+/// The fields of a `source` block that the decoder reads.
+#[derive(Clone, Copy, Debug)]
+enum SourceField {
+    Name,
+    Schema,
+    Db,
+    Table,
+    TsMs,
+    TxId,
+    Lsn,
+}
+
+impl SourceField {
+    fn of(name: &str) -> Option<Self> {
+        use SourceField::*;
+        Some(match name {
+            "name" => Name,
+            "schema" => Schema,
+            "db" => Db,
+            "table" => Table,
+            "ts_ms" => TsMs,
+            "txId" => TxId,
+            "lsn" => Lsn,
+            _ => return None,
+        })
+    }
+}
+
 /// Marks field `bit` seen; `None` when it was seen before (`serde` rejects duplicate fields).
 fn first_time(seen: &mut u32, bit: u32) -> Option<()> {
     let mask = 1 << bit;
@@ -295,67 +535,52 @@ pub(super) struct AfterGuess<'s> {
 
 /// A whole record (wrapper or envelope), as `serde_json` would read it into [`Record`]; with a
 /// guess, an `after` object is also read as a row of the guessed table (`Record::after_read`).
-pub(super) fn record<'a>(text: &'a str, guess: Option<AfterGuess<'_>>) -> Option<Record<'a>> {
+pub(super) fn record<'a>(
+    text: &'a str,
+    orders: &mut FieldOrders,
+    level: Level,
+    guess: Option<AfterGuess<'_>>,
+) -> Option<Record<'a>> {
     let mut scanner = Scanner::new(text);
     let mut record = Record::default();
     let mut seen = 0;
-    scanner.object(|name, s| {
-        match name {
-            "key" => {
-                first_time(&mut seen, 0)?;
-                record.key = s.nullable()?;
-            }
-            "value" => {
-                first_time(&mut seen, 1)?;
-                record.value = Some(s.value()?);
-            }
-            "topic" => {
-                first_time(&mut seen, 2)?;
-                record.topic = s.nullable_plain_string()?;
-            }
-            "schema" => {
-                first_time(&mut seen, 3)?;
-                record.schema = s.nullable()?;
-            }
-            "payload" => {
-                first_time(&mut seen, 4)?;
-                record.payload = s.nullable()?;
-            }
-            "before" => {
-                first_time(&mut seen, 5)?;
-                record.before = s.nullable()?;
-            }
-            "after" => {
-                first_time(&mut seen, 6)?;
-                match guess.filter(|_| s.peek() == Some(b'{')) {
-                    Some(guess) => {
-                        let start = s.at;
-                        let row = guess.seed.scan_object(s)?;
-                        record.after = Some(&s.text[start..s.at]);
-                        record.after_read = Some((guess.table, row));
-                    }
-                    None => record.after = s.nullable()?,
+    let FieldOrders {
+        records,
+        source: source_order,
+        rows,
+    } = orders;
+    let order = &mut records[level as usize];
+    scanner.object_in_order(order, RecordField::of, |field, _, s| {
+        let Some(field) = field else {
+            return s.value().map(drop);
+        };
+        first_time(&mut seen, field as u32)?;
+        match field {
+            RecordField::Key => record.key = s.nullable()?,
+            RecordField::Value => record.value = Some(s.value()?),
+            RecordField::Topic => record.topic = s.nullable_plain_string()?,
+            RecordField::Schema => record.schema = s.nullable()?,
+            RecordField::Payload => record.payload = s.nullable()?,
+            RecordField::Before => record.before = s.nullable()?,
+            RecordField::After => match guess.filter(|_| s.peek() == Some(b'{')) {
+                Some(guess) => {
+                    let start = s.at;
+                    let order = row_order(rows, guess.table);
+                    let row = guess.seed.scan_object_in_order(s, order)?;
+                    record.after = Some(&s.text[start..s.at]);
+                    record.after_read = Some((guess.table, row));
                 }
+                None => record.after = s.nullable()?,
+            },
+            // Read in place: a `Source` is large to move.
+            RecordField::Source if s.peek() == Some(b'n') => {
+                s.literal("null")?;
+                record.source = None;
             }
-            "source" => {
-                first_time(&mut seen, 7)?;
-                record.source = nullable_object(s, source)?;
-            }
-            "op" => {
-                first_time(&mut seen, 8)?;
-                record.op = s.nullable()?;
-            }
-            "ts_ms" => {
-                first_time(&mut seen, 9)?;
-                record.ts_ms = s.nullable_i64()?;
-            }
-            "transaction" => {
-                first_time(&mut seen, 10)?;
-                record.transaction = nullable_object(s, transaction)?;
-            }
-            _ => {
-                s.value()?;
-            }
+            RecordField::Source => source(s, source_order, record.source.insert(Source::default()))?,
+            RecordField::Op => record.op = s.nullable()?,
+            RecordField::TsMs => record.ts_ms = s.nullable_i64()?,
+            RecordField::Transaction => record.transaction = nullable_object(s, transaction)?,
         }
         Some(())
     })?;
@@ -374,46 +599,28 @@ fn nullable_object<'a, T>(
     read(scanner).map(Some)
 }
 
-fn source<'a>(scanner: &mut Scanner<'a>) -> Option<Source<'a>> {
-    let mut source = Source::default();
+fn source<'a>(
+    scanner: &mut Scanner<'a>,
+    order: &mut FieldOrder<Option<SourceField>>,
+    source: &mut Source<'a>,
+) -> Option<()> {
     let mut seen = 0;
-    scanner.object(|name, s| {
-        match name {
-            "name" => {
-                first_time(&mut seen, 0)?;
-                source.name = s.nullable_plain_string()?;
-            }
-            "schema" => {
-                first_time(&mut seen, 1)?;
-                source.schema = s.nullable_plain_string()?;
-            }
-            "db" => {
-                first_time(&mut seen, 2)?;
-                source.db = s.nullable_plain_string()?;
-            }
-            "table" => {
-                first_time(&mut seen, 3)?;
-                source.table = s.nullable_plain_string()?;
-            }
-            "ts_ms" => {
-                first_time(&mut seen, 4)?;
-                source.ts_ms = s.nullable_i64()?;
-            }
-            "txId" => {
-                first_time(&mut seen, 5)?;
-                source.tx_id = s.nullable()?;
-            }
-            "lsn" => {
-                first_time(&mut seen, 6)?;
-                source.lsn = s.nullable()?;
-            }
-            _ => {
-                s.value()?;
-            }
+    scanner.object_in_order(order, SourceField::of, |field, _, s| {
+        let Some(field) = field else {
+            return s.value().map(drop);
+        };
+        first_time(&mut seen, field as u32)?;
+        match field {
+            SourceField::Name => source.name = s.nullable_plain_string()?,
+            SourceField::Schema => source.schema = s.nullable_plain_string()?,
+            SourceField::Db => source.db = s.nullable_plain_string()?,
+            SourceField::Table => source.table = s.nullable_plain_string()?,
+            SourceField::TsMs => source.ts_ms = s.nullable_i64()?,
+            SourceField::TxId => source.tx_id = s.nullable()?,
+            SourceField::Lsn => source.lsn = s.nullable()?,
         }
         Some(())
-    })?;
-    Some(source)
+    })
 }
 
 fn transaction<'a>(scanner: &mut Scanner<'a>) -> Option<Transaction<'a>> {
@@ -516,17 +723,51 @@ mod tests {
         let text = r#"{"before":null,"after":{"id":1},"source":{"name":"db","schema":"public",
             "table":"t","ts_ms":5,"txId":7,"lsn":9,"other":[1]},"op":"c","ts_ms":6,
             "transaction":null,"extra":{"x":1}}"#;
-        let scanned = record(text, None).expect("scanned");
+        let scanned = read(text, &mut FieldOrders::default()).expect("scanned");
         let parsed: Record<'_> = serde_json::from_str(text).expect("parsed");
         assert_eq!(format!("{scanned:?}"), format!("{parsed:?}"));
+        for bad in [r#"{"op":"c","op":"u"}"#, r#"{"op":"c", "op":"u"}"#] {
+            let mut orders = FieldOrders::default();
+            assert!(read(bad, &mut orders).is_none(), "duplicate field {bad}");
+            assert!(read(bad, &mut orders).is_none(), "duplicate field {bad}, again");
+        }
+        let mut orders = FieldOrders::default();
+        assert!(read(r#"{"ts_ms":1.5}"#, &mut orders).is_none(), "not an integer");
         assert!(
-            record(r#"{"op":"c","op":"u"}"#, None).is_none(),
-            "duplicate field"
-        );
-        assert!(record(r#"{"ts_ms":1.5}"#, None).is_none(), "not an integer");
-        assert!(
-            record(r#"{"source":{"table":"a\"b"}}"#, None).is_none(),
+            read(r#"{"source":{"table":"a\"b"}}"#, &mut orders).is_none(),
             "escaped name"
         );
+    }
+
+    fn read<'a>(text: &'a str, orders: &mut FieldOrders) -> Option<Record<'a>> {
+        record(text, orders, Level::Outer, None)
+    }
+
+    #[test]
+    fn a_learnt_field_order_never_changes_what_is_read() {
+        let records = [
+            r#"{"before":null,"after":{"id":1},"source":{"name":"db","table":"t","ts_ms":5},"op":"c","ts_ms":6}"#,
+            r#"{"before":null,"after":{"id":2},"source":{"name":"db","table":"t","ts_ms":7},"op":"u","ts_ms":8}"#,
+            r#"{"op":"d","before":{"id":2},"source":{"table":"u","name":"db","lsn":3},"after":null}"#,
+            r#"{ "before" : null , "after":{"id":3},"source":{"name" :"db","table":"t"},"op":"c"}"#,
+            r#"{"before":null,"after":{"id":4},"extra":[1,{"op":"x"}],"source":{"name":"db"},"op":"r"}"#,
+            r#"{"before":null,"after":{"id":5},"source":{"name":"db","table":"t","ts_ms":9}}"#,
+            r#"{"before":null,"afterwards":1,"source":{"nam":"db"},"op":"c"}"#,
+            r#"{"before":null,"after":{"id":6},"source":{"name":"db","table":"t","ts_ms":5},"op":"c","ts_ms":6}"#,
+        ];
+        // Every record after every other (the one before it taught the order).
+        for first in records {
+            for second in records {
+                let mut orders = FieldOrders::default();
+                read(first, &mut orders).expect("first");
+                let scanned = read(second, &mut orders).expect("scanned");
+                let parsed: Record<'_> = serde_json::from_str(second).expect("parsed");
+                assert_eq!(
+                    format!("{scanned:?}"),
+                    format!("{parsed:?}"),
+                    "{second} after {first}"
+                );
+            }
+        }
     }
 }

@@ -348,9 +348,15 @@ fn after_read_for_a_guessed_table_is_used_only_when_the_guess_was_right() {
         format!(r#"{{"after":{{"order_id":2,"status":"paid"}},{SOURCE},"op":"u"}}"#),
         format!(r#"{{"after":{{"order_id":3,"status":4}},{SOURCE},"op":"u"}}"#),
         format!(r#"{{"after":{{"order_id":4}},{SOURCE},"op":"c"}}"#),
+        format!(r#"{{"after":{{"status":"x","order_id":5}},{SOURCE},"op":"c"}}"#),
+        format!(r#"{{"after":{{"status":"y","order_id":6,"price":"1.5"}},{SOURCE},"op":"c"}}"#),
+        format!(r#"{{"after":{{"status" : "z","order_id":7}},"op":"c",{SOURCE}}}"#),
+        format!(r#"{{"op":"c","after":{{"status":"w","order_id":8,"status":"v"}},{SOURCE}}}"#),
+        format!(r#"{{"after":{{"status":"x","order_id":9,"price":1}},{SOURCE},"op":"c"}}"#),
     ];
-    // One cache across tables (each record's `after` is first read as the previous record's
-    // table) decodes exactly as a fresh cache per record does.
+    // One cache across tables and field orders (each record's `after` is first read as the
+    // previous record's table, its fields recognised in the previous order) decodes exactly as
+    // a fresh cache per record does.
     let mut cache = SchemaCache::default();
     for text in &records {
         let alone = decode(&line(text), &catalog);
