@@ -2,6 +2,7 @@
 //! appended to every column's builder, so a commit of rows that no longer sit in the cache
 //! fetches each row once instead of once per column.
 
+use std::borrow::Borrow;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -15,12 +16,14 @@ use tributary_operators::{ColumnType, Decimal, Row, Schema, Value};
 
 use super::IcebergError;
 
-/// A record batch of `rows`, laid out like `schema` (whose Arrow form is `arrow`).
-pub(super) fn rows_to_batch<'r>(
+/// A record batch of `rows`, laid out like `schema` (whose Arrow form is `arrow`). Rows given
+/// by value are released as soon as they are read, while they are still in the cache.
+pub(super) fn rows_to_batch<R: Borrow<Row>>(
     schema: &Schema,
     arrow: &Arc<ArrowSchema>,
-    rows: impl Iterator<Item = &'r Row>,
+    rows: impl IntoIterator<Item = R>,
 ) -> Result<RecordBatch, IcebergError> {
+    let rows = rows.into_iter();
     let capacity = rows.size_hint().0;
     let mut builders = schema
         .columns
@@ -28,6 +31,7 @@ pub(super) fn rows_to_batch<'r>(
         .map(|column| ColumnBuilder::new(&column.ty, capacity))
         .collect::<Result<Vec<_>, _>>()?;
     for row in rows {
+        let row = row.borrow();
         if row.len() != builders.len() {
             return Err(IcebergError::SchemaMismatch(format!(
                 "a row of {} values for a table of {} columns",

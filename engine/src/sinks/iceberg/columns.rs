@@ -1,6 +1,7 @@
 //! Column mapping: Tributary schemas ↔ Iceberg schemas ↔ Arrow record batches (with Parquet
 //! field ids), both ways, so rows can be written to and read back from Parquet.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -152,9 +153,9 @@ impl ColumnMap {
     }
 
     /// Builds a record batch from rows laid out like the schema.
-    pub fn to_batch<'r>(
+    pub fn to_batch<R: Borrow<Row>>(
         &self,
-        rows: impl Iterator<Item = &'r Row>,
+        rows: impl IntoIterator<Item = R>,
     ) -> Result<RecordBatch, IcebergError> {
         super::batch::rows_to_batch(&self.schema, &self.arrow, rows)
     }

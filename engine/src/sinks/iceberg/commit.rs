@@ -51,7 +51,37 @@ pub struct CommitOutcome {
     pub snapshot_id: i64,
 }
 
+/// Rows grouped by partition (in order of first appearance), and each row's group and
+/// position in it.
+type PartitionGroups = (Vec<(Struct, Vec<Row>)>, Vec<(usize, u64)>);
+
 impl IcebergTable {
+    /// Groups `rows` by partition; an unpartitioned table's rows are one group as they are.
+    fn by_partition(&self, rows: Vec<Row>) -> Result<PartitionGroups, IcebergError> {
+        if self.partitioner.is_unpartitioned() {
+            let locations = (0..rows.len() as u64).map(|at| (0, at)).collect();
+            let groups = if rows.is_empty() {
+                Vec::new()
+            } else {
+                vec![(Struct::empty(), rows)]
+            };
+            return Ok((groups, locations));
+        }
+        let mut groups: Vec<(Struct, Vec<Row>)> = Vec::new();
+        let mut group_of: HashMap<Struct, usize> = HashMap::new();
+        let mut locations = Vec::with_capacity(rows.len());
+        for row in rows {
+            let partition = self.partitioner.partition_of(&row)?;
+            let group = *group_of.entry(partition.clone()).or_insert_with(|| {
+                groups.push((partition, Vec::new()));
+                groups.len() - 1
+            });
+            locations.push((group, groups[group].1.len() as u64));
+            groups[group].1.push(row);
+        }
+        Ok((groups, locations))
+    }
+
     /// Commits `changes` as one snapshot; an error (nothing visible) if another writer
     /// committed to the table since it was loaded.
     pub fn commit(&mut self, changes: Changes, tag: &str) -> Result<CommitOutcome, IcebergError> {
@@ -63,23 +93,12 @@ impl IcebergTable {
         let added_rows = changes.rows.len() as u64;
         let deleted_rows = changes.deletes.len() as u64;
         let equality_deleted = changes.equality_deletes.len() as u64;
-        let mut groups: Vec<(Struct, Vec<Row>)> = Vec::new();
-        let mut group_of: HashMap<Struct, usize> = HashMap::new();
-        let mut row_locations = Vec::with_capacity(changes.rows.len());
-        for row in changes.rows {
-            let partition = self.partitioner.partition_of(&row)?;
-            let group = *group_of.entry(partition.clone()).or_insert_with(|| {
-                groups.push((partition, Vec::new()));
-                groups.len() - 1
-            });
-            row_locations.push((group, groups[group].1.len() as u64));
-            groups[group].1.push(row);
-        }
+        let (groups, row_locations) = self.by_partition(changes.rows)?;
         let mut data_files = Vec::new();
         let mut written = Vec::new();
         for (i, (partition, rows)) in groups.into_iter().enumerate() {
             let path = format!("{location}/data/{file_stem}-{i}.parquet");
-            let batch = self.columns.to_batch(rows.iter())?;
+            let batch = self.columns.to_batch(rows)?;
             data_files.push(self.write_parquet(
                 &path,
                 DataContentType::Data,
@@ -115,18 +134,7 @@ impl IcebergTable {
             )?);
         }
 
-        let mut equality_groups: Vec<(Struct, Vec<Row>)> = Vec::new();
-        let mut equality_group_of: HashMap<Struct, usize> = HashMap::new();
-        for row in changes.equality_deletes {
-            let partition = self.partitioner.partition_of(&row)?;
-            let group = *equality_group_of
-                .entry(partition.clone())
-                .or_insert_with(|| {
-                    equality_groups.push((partition, Vec::new()));
-                    equality_groups.len() - 1
-                });
-            equality_groups[group].1.push(row);
-        }
+        let (equality_groups, _) = self.by_partition(changes.equality_deletes)?;
         if !equality_groups.is_empty() {
             let equality_ids: Vec<i32> = self
                 .metadata
@@ -141,7 +149,7 @@ impl IcebergTable {
             }
             for (i, (partition, rows)) in equality_groups.into_iter().enumerate() {
                 let path = format!("{location}/data/{file_stem}-{i}-eq-deletes.parquet");
-                let batch = self.columns.to_batch(rows.iter())?;
+                let batch = self.columns.to_batch(rows)?;
                 delete_files.push(self.write_parquet(
                     &path,
                     DataContentType::EqualityDeletes,

@@ -120,6 +120,11 @@ impl Partitioner {
         Ok(Partitioner { fields })
     }
 
+    /// True when the table has no partition fields.
+    pub fn is_unpartitioned(&self) -> bool {
+        self.fields.is_empty()
+    }
+
     /// The partition values of `row` (empty for an unpartitioned table).
     pub fn partition_of(&self, row: &Row) -> Result<Struct, IcebergError> {
         self.fields

@@ -173,6 +173,37 @@ impl TableWriter {
         Ok(())
     }
 
+    /// Takes the rows to append and, when `keyed`, each one's key: from `pending_by_key`
+    /// instead of from the rows, which are long out of the cache by the commit.
+    fn take_pending(&mut self, keyed: bool) -> Result<(Vec<Row>, Vec<Key>), IcebergError> {
+        let mut keys_by_slot: Vec<Option<Key>> = Vec::new();
+        if keyed {
+            keys_by_slot.resize(self.pending.len(), None);
+            for (key, slot) in self.pending_by_key.drain() {
+                if let Some(entry) = keys_by_slot.get_mut(slot) {
+                    *entry = Some(key);
+                }
+            }
+        }
+        self.pending_by_key.clear();
+        let mut rows = Vec::with_capacity(self.pending.len());
+        let mut keys = Vec::with_capacity(keys_by_slot.len());
+        for (slot, row) in self.pending.drain(..).enumerate() {
+            let Some(row) = row else { continue };
+            if keyed {
+                let key = keys_by_slot.get_mut(slot).and_then(Option::take);
+                keys.push(key.ok_or_else(|| {
+                    IcebergError::Inconsistent(format!(
+                        "table {}: the row {row:?} to append has lost its key",
+                        self.table.ident
+                    ))
+                })?);
+            }
+            rows.push(row);
+        }
+        Ok((rows, keys))
+    }
+
     /// Whether there is anything to commit.
     pub fn has_changes(&self) -> bool {
         !self.deletes.is_empty()
@@ -197,7 +228,9 @@ impl TableWriter {
             self.pending_by_key.clear();
             return Ok(None);
         }
-        let rows: Vec<Row> = self.pending.drain(..).flatten().collect();
+        let keyed = matches!(self.mode, WriteMode::Upsert { .. })
+            && self.delete_mode == DeleteMode::Position;
+        let (rows, keys) = self.take_pending(keyed)?;
         let deletes: Vec<(Arc<str>, Struct, u64)> = self
             .deletes
             .drain(..)
@@ -218,16 +251,6 @@ impl TableWriter {
             (SUMMARY_EPOCH.to_owned(), epoch.to_string()),
             (SUMMARY_POSITIONS.to_owned(), positions_json),
         ]);
-        let key_columns = match &self.mode {
-            WriteMode::Upsert { key } => Some(key.clone()),
-            WriteMode::Append => None,
-        };
-        let keys: Vec<Key> = match &key_columns {
-            Some(key) if self.delete_mode == DeleteMode::Position => {
-                rows.iter().map(|row| Key::of(row, key)).collect()
-            }
-            _ => Vec::new(),
-        };
         let outcome = self.table.commit(
             Changes {
                 rows,
@@ -245,7 +268,6 @@ impl TableWriter {
             self.stored
                 .insert(key, (first_file + file as u32, position));
         }
-        self.pending_by_key.clear();
         self.committed = Committed {
             epoch: Some(epoch),
             positions: merged,
