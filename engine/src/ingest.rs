@@ -140,6 +140,8 @@ impl Ingestor {
         records: impl IntoIterator<Item = RawRecord>,
         mut emit: impl FnMut(Emit),
     ) {
+        // Counted once per call: the counter is shared by every worker.
+        let mut ingested = 0;
         for raw in records {
             if self.due() {
                 let previous = match self.last_tx {
@@ -162,9 +164,10 @@ impl Ingestor {
             *last = (*last).max(raw.position.offset);
             self.records_in_epoch += 1;
             self.last_record = Some(raw.clone());
-            Metrics::add(&self.metrics.records_in, 1);
+            ingested += 1;
             emit(Emit::Record(raw));
         }
+        Metrics::add(&self.metrics.records_in, ingested);
     }
 
     /// Closes the open epoch (if it has records), catches up with the other readers' newest

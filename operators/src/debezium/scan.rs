@@ -351,7 +351,10 @@ impl<F> Default for FieldOrder<F> {
 impl<F: Copy> FieldOrder<F> {
     /// The shape of the object whose fields start `rest` (made, or taken over, if none is).
     fn shape(&mut self, rest: &[u8]) -> &mut Shape<F> {
-        let known = self.0.iter().position(|shape| shape.recognise(0, rest).is_some());
+        let known = self
+            .0
+            .iter()
+            .position(|shape| shape.recognise(0, rest).is_some());
         let index = match known {
             Some(index) => index,
             None if self.0.len() < SHAPES => {
@@ -363,6 +366,9 @@ impl<F: Copy> FieldOrder<F> {
         &mut self.0[index]
     }
 }
+
+/// Most fields of one shape remembered; later ones are read the general way.
+const FIELDS_LEARNT: usize = 256;
 
 /// One shape's fields, in order.
 #[derive(Debug)]
@@ -376,8 +382,12 @@ impl<F: Copy> Shape<F> {
         start.begins(rest).then_some((*what, start.bytes.len()))
     }
 
-    /// Remembers the `index`th field (the fields before it are known).
+    /// Remembers the `index`th field (the fields before it are known); only the first
+    /// [`FIELDS_LEARNT`], so that an odd huge object does not stay in memory.
     fn learn(&mut self, index: usize, name: &str, what: F) {
+        if index >= FIELDS_LEARNT {
+            return;
+        }
         let start = FieldStart::new(name);
         match self.0.get_mut(index) {
             Some(slot) => *slot = (start, what),
@@ -577,7 +587,9 @@ pub(super) fn record<'a>(
                 s.literal("null")?;
                 record.source = None;
             }
-            RecordField::Source => source(s, source_order, record.source.insert(Source::default()))?,
+            RecordField::Source => {
+                source(s, source_order, record.source.insert(Source::default()))?
+            }
             RecordField::Op => record.op = s.nullable()?,
             RecordField::TsMs => record.ts_ms = s.nullable_i64()?,
             RecordField::Transaction => record.transaction = nullable_object(s, transaction)?,
@@ -729,10 +741,16 @@ mod tests {
         for bad in [r#"{"op":"c","op":"u"}"#, r#"{"op":"c", "op":"u"}"#] {
             let mut orders = FieldOrders::default();
             assert!(read(bad, &mut orders).is_none(), "duplicate field {bad}");
-            assert!(read(bad, &mut orders).is_none(), "duplicate field {bad}, again");
+            assert!(
+                read(bad, &mut orders).is_none(),
+                "duplicate field {bad}, again"
+            );
         }
         let mut orders = FieldOrders::default();
-        assert!(read(r#"{"ts_ms":1.5}"#, &mut orders).is_none(), "not an integer");
+        assert!(
+            read(r#"{"ts_ms":1.5}"#, &mut orders).is_none(),
+            "not an integer"
+        );
         assert!(
             read(r#"{"source":{"table":"a\"b"}}"#, &mut orders).is_none(),
             "escaped name"
@@ -741,6 +759,21 @@ mod tests {
 
     fn read<'a>(text: &'a str, orders: &mut FieldOrders) -> Option<Record<'a>> {
         record(text, orders, Level::Outer, None)
+    }
+
+    #[test]
+    fn only_the_first_fields_of_a_huge_object_are_remembered() {
+        let fields: Vec<String> = (0..FIELDS_LEARNT + 50)
+            .map(|i| format!(r#""f{i}":{i}"#))
+            .collect();
+        let text = format!(r#"{{{},"op":"c","ts_ms":3}}"#, fields.join(","));
+        let mut orders = FieldOrders::default();
+        for _ in 0..2 {
+            let scanned = read(&text, &mut orders).expect("scanned");
+            assert_eq!(scanned.op, Some(r#""c""#));
+            assert_eq!(scanned.ts_ms, Some(3));
+        }
+        assert_eq!(orders.records[0].0[0].0.len(), FIELDS_LEARNT);
     }
 
     #[test]
