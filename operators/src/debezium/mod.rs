@@ -125,6 +125,7 @@ fn guess<'c>(
     let spec = catalog.get(table)?;
     Some(scan::AfterGuess {
         table,
+        spec,
         seed: row::RowSeed {
             schema: &spec.schema,
             only: spec.decoded.as_deref(),
@@ -564,7 +565,7 @@ pub(crate) fn scanner_agrees_with_serde(
             logical: None,
         };
         // (With a guess, `after`'s fields are walked from depth 0: deeper documents pass.)
-        let guess = Some(scan::AfterGuess { table, seed });
+        let guess = Some(scan::AfterGuess { table, spec, seed });
         let guessed = scan::record(text, &mut orders, scan::Level::Outer, guess);
         let again = scan::record(text, &mut orders, scan::Level::Outer, guess);
         if format!("{again:?}") != format!("{guessed:?}") {

@@ -7,10 +7,11 @@
 //! `serde_json` accepts too, with the same meaning.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use super::envelope::{Record, Source, Transaction};
 use super::row::RowSeed;
-use crate::schema::TableId;
+use crate::schema::{TableId, TableSpec};
 
 /// Deepest nesting the scanner walks; deeper documents go to `serde_json` (limit 128).
 const MAX_DEPTH: usize = 64;
@@ -53,30 +54,40 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut field: impl FnMut(&'a str, &mut Self) -> Option<()>,
     ) -> Option<()> {
-        self.skip_whitespace();
-        self.eat(b'{')?;
-        self.skip_whitespace();
-        if self.eat(b'}').is_some() {
-            return Some(());
-        }
-        loop {
+        let mut more = self.open_object()?;
+        while more {
             let name = self.plain_string()?;
             self.skip_whitespace();
             self.eat(b':')?;
             self.skip_whitespace();
             field(name, self)?;
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.skip_whitespace();
-                }
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            more = self.after_field()?;
+        }
+        Some(())
+    }
+
+    /// Enters an object: whether it has fields.
+    fn open_object(&mut self) -> Option<bool> {
+        self.skip_whitespace();
+        self.eat(b'{')?;
+        self.skip_whitespace();
+        Some(self.eat(b'}').is_none())
+    }
+
+    /// Past a field's value: whether another field follows (`,`) or the object ends (`}`).
+    fn after_field(&mut self) -> Option<bool> {
+        self.skip_whitespace();
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                self.skip_whitespace();
+                Some(true)
             }
+            b'}' => {
+                self.at += 1;
+                Some(false)
+            }
+            _ => None,
         }
     }
 
@@ -91,10 +102,7 @@ impl<'a> Scanner<'a> {
         resolve: impl Fn(&str) -> F,
         mut field: impl FnMut(F, &'a str, &mut Self) -> Option<()>,
     ) -> Option<()> {
-        self.skip_whitespace();
-        self.eat(b'{')?;
-        self.skip_whitespace();
-        if self.eat(b'}').is_some() {
+        if !self.open_object()? {
             return Some(());
         }
         let shape = order.shape(self.text.as_bytes().get(self.at..)?);
@@ -119,17 +127,8 @@ impl<'a> Scanner<'a> {
             index += 1;
             self.skip_whitespace();
             field(what, name, self)?;
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.skip_whitespace();
-                }
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.after_field()? {
+                return Some(());
             }
         }
     }
@@ -437,24 +436,36 @@ impl FieldStart {
 
 /// The field orders a decoder remembers from one record to the next.
 #[derive(Debug, Default)]
-pub(crate) struct FieldOrders {
+pub(super) struct FieldOrders {
     /// Records as given, and the envelopes inside wrappers (message or schema).
     records: [FieldOrder<Option<RecordField>>; 2],
     source: FieldOrder<Option<SourceField>>,
     /// Each table's `after` rows (by table id): the column each field fills.
-    rows: Vec<FieldOrder<Option<usize>>>,
+    rows: Vec<RowOrder>,
 }
 
-/// The order of `table`'s `after` rows, made on first use.
-fn row_order(
-    rows: &mut Vec<FieldOrder<Option<usize>>>,
-    table: TableId,
-) -> &mut FieldOrder<Option<usize>> {
-    let index = table as usize;
+/// The order of a table's rows' fields, with the table's declaration it was learnt with.
+type RowOrder = (Option<Arc<TableSpec>>, FieldOrder<Option<usize>>);
+
+/// The order of the `after` rows of `guess`'s table, made on first use and again whenever the
+/// table's declaration is another one (its columns may differ).
+fn row_order<'o>(
+    rows: &'o mut Vec<RowOrder>,
+    guess: &AfterGuess<'_>,
+) -> &'o mut FieldOrder<Option<usize>> {
+    let index = guess.table as usize;
     if rows.len() <= index {
-        rows.resize_with(index + 1, FieldOrder::default);
+        rows.resize_with(index + 1, Default::default);
     }
-    &mut rows[index]
+    let (learnt_with, order) = &mut rows[index];
+    if !learnt_with
+        .as_ref()
+        .is_some_and(|spec| Arc::ptr_eq(spec, guess.spec))
+    {
+        *learnt_with = Some(Arc::clone(guess.spec));
+        *order = FieldOrder::default();
+    }
+    order
 }
 
 /// Which record a scan reads: the text as given, or an envelope found inside a wrapper (their
@@ -540,6 +551,8 @@ fn first_time(seen: &mut u32, bit: u32) -> Option<()> {
 #[derive(Clone, Copy)]
 pub(super) struct AfterGuess<'s> {
     pub table: TableId,
+    /// The table's declaration, which the remembered order of its rows' fields belongs to.
+    pub spec: &'s Arc<TableSpec>,
     pub seed: RowSeed<'s>,
 }
 
@@ -575,7 +588,7 @@ pub(super) fn record<'a>(
             RecordField::After => match guess.filter(|_| s.peek() == Some(b'{')) {
                 Some(guess) => {
                     let start = s.at;
-                    let order = row_order(rows, guess.table);
+                    let order = row_order(rows, &guess);
                     let row = guess.seed.scan_object_in_order(s, order)?;
                     record.after = Some(&s.text[start..s.at]);
                     record.after_read = Some((guess.table, row));

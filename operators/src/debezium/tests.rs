@@ -407,3 +407,43 @@ fn only_the_decoded_columns_are_converted_and_checked() {
     };
     assert_eq!(e.kind, DeadLetterKind::BadJson);
 }
+
+#[test]
+fn a_field_order_is_relearnt_for_another_declaration_of_the_table() {
+    let columns = |names: [&str; 2]| {
+        let mut catalog = TableCatalog::default();
+        catalog
+            .add(TableSpec {
+                name: "dbserver1.public.orders".into(),
+                schema: Schema::new(
+                    names
+                        .iter()
+                        .map(|name| Column::new(name, ColumnType::Int64))
+                        .collect(),
+                ),
+                key: vec![0],
+                keep_before: false,
+                decoded: None,
+            })
+            .unwrap();
+        catalog
+    };
+    let (first, swapped) = (columns(["a", "b"]), columns(["b", "a"]));
+    let text = |a: i64| format!(r#"{{"after":{{"a":{a},"b":2}},{SOURCE},"op":"c"}}"#);
+    // One cache, the same table id declared two ways: each record reads as a fresh cache does.
+    let mut cache = SchemaCache::default();
+    for (catalog, a) in [
+        (&first, 1),
+        (&first, 3),
+        (&swapped, 5),
+        (&swapped, 7),
+        (&first, 9),
+    ] {
+        let record = line(&text(a));
+        assert_eq!(
+            decode_with(&record, catalog, &mut cache),
+            decode(&record, catalog),
+            "a={a}"
+        );
+    }
+}
