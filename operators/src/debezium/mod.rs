@@ -113,6 +113,20 @@ impl SchemaCache {
             .or_else(|| serde_json::from_str(payload).ok())?;
         Some((Arc::clone(parsed), record))
     }
+
+    /// Parses a record, guessing that its `after` is a row of the last record's table and
+    /// recognising its fields by the orders learnt so far.
+    fn parse<'a>(
+        &mut self,
+        text: &'a str,
+        what: &str,
+        level: scan::Level,
+        catalog: &TableCatalog,
+        schemas: &FieldSchemas,
+    ) -> Result<Record<'a>> {
+        let guess = guess(self.last_table, catalog, schemas);
+        parse_record(text, what, &mut self.orders, level, guess)
+    }
 }
 
 /// The table the next `after` probably belongs to (the last record's), with its Connect schemas.
@@ -221,13 +235,7 @@ fn decode_inner(
     }
     let what = if raw.line { "the line" } else { "the value" };
     let plain = FieldSchemas::default();
-    let mut record = parse_record(
-        text,
-        what,
-        &mut cache.orders,
-        scan::Level::Outer,
-        guess(cache.last_table, catalog, &plain),
-    )?;
+    let mut record = cache.parse(text, what, scan::Level::Outer, catalog, &plain)?;
     let mut key_text = key_text;
     let mut topic = raw.topic.as_deref().map(std::borrow::Cow::Borrowed);
     if raw.line && record.is_message_wrapper() {
@@ -239,25 +247,19 @@ fn decode_inner(
                 return decode_tombstone(key_text, topic.as_deref(), raw.position, catalog)
             }
             Some(inner) => {
-                record = parse_record(
-                    inner,
-                    "the `value`",
-                    &mut cache.orders,
-                    scan::Level::Inner,
-                    guess(cache.last_table, catalog, &plain),
-                )?
+                record = cache.parse(inner, "the `value`", scan::Level::Inner, catalog, &plain)?
             }
         }
     }
     let schemas = match (record.is_schema_wrapper(), record.schema, record.payload) {
         (true, schema, Some(payload)) => {
             let schemas = schema.map(|s| cache.get(s)).unwrap_or_default();
-            record = parse_record(
+            record = cache.parse(
                 payload,
                 "the `payload`",
-                &mut cache.orders,
                 scan::Level::Inner,
-                guess(cache.last_table, catalog, &schemas),
+                catalog,
+                &schemas,
             )?;
             schemas
         }
