@@ -5,6 +5,7 @@
 mod connect;
 mod convert;
 mod envelope;
+mod order;
 mod row;
 mod scan;
 

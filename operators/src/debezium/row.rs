@@ -80,7 +80,7 @@ impl RowSeed<'_> {
     pub fn scan_object_in_order(
         self,
         scanner: &mut scan::Scanner<'_>,
-        order: &mut scan::FieldOrder<Option<usize>>,
+        order: &mut super::order::FieldOrder<Option<usize>>,
     ) -> Option<FieldResult> {
         let mut fields = RowFields::new(self);
         scanner.object_in_order(

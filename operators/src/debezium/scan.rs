@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::envelope::{Record, Source, Transaction};
+use super::order::FieldOrder;
 use super::row::RowSeed;
 use crate::schema::{TableId, TableSpec};
 
@@ -332,108 +333,6 @@ fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(word))
 }
 
-/// The fields of the last objects of one kind, in order, and what each name resolved to: one
-/// list per shape (by first field), so that records of a few shapes taking turns (changes and
-/// transaction markers, say) each keep theirs.
-#[derive(Debug)]
-pub(super) struct FieldOrder<F>(Vec<Shape<F>>);
-
-/// Most shapes an order keeps; another one replaces the last.
-const SHAPES: usize = 4;
-
-impl<F> Default for FieldOrder<F> {
-    fn default() -> Self {
-        FieldOrder(Vec::new())
-    }
-}
-
-impl<F: Copy> FieldOrder<F> {
-    /// The shape of the object whose fields start `rest` (made, or taken over, if none is).
-    fn shape(&mut self, rest: &[u8]) -> &mut Shape<F> {
-        let known = self
-            .0
-            .iter()
-            .position(|shape| shape.recognise(0, rest).is_some());
-        let index = match known {
-            Some(index) => index,
-            None if self.0.len() < SHAPES => {
-                self.0.push(Shape(Vec::new()));
-                self.0.len() - 1
-            }
-            None => SHAPES - 1,
-        };
-        &mut self.0[index]
-    }
-}
-
-/// Most fields of one shape remembered; later ones are read the general way.
-const FIELDS_LEARNT: usize = 256;
-
-/// One shape's fields, in order.
-#[derive(Debug)]
-struct Shape<F>(Vec<(FieldStart, F)>);
-
-impl<F: Copy> Shape<F> {
-    /// What the `index`th field resolved to last time, and its start's length, if `rest`
-    /// starts with the same name.
-    fn recognise(&self, index: usize, rest: &[u8]) -> Option<(F, usize)> {
-        let (start, what) = self.0.get(index)?;
-        start.begins(rest).then_some((*what, start.bytes.len()))
-    }
-
-    /// Remembers the `index`th field (the fields before it are known); only the first
-    /// [`FIELDS_LEARNT`], so that an odd huge object does not stay in memory.
-    fn learn(&mut self, index: usize, name: &str, what: F) {
-        if index >= FIELDS_LEARNT {
-            return;
-        }
-        let start = FieldStart::new(name);
-        match self.0.get_mut(index) {
-            Some(slot) => *slot = (start, what),
-            None => self.0.push((start, what)),
-        }
-    }
-}
-
-/// The bytes that start a field, `"name":`, with its first 16 bytes as a masked word: most
-/// names are recognised with one comparison instead of a call to `memcmp`.
-#[derive(Debug)]
-struct FieldStart {
-    bytes: Box<[u8]>,
-    head: u128,
-    mask: u128,
-}
-
-impl FieldStart {
-    fn new(name: &str) -> Self {
-        let bytes: Box<[u8]> = [&b"\""[..], name.as_bytes(), b"\":"].concat().into();
-        let mut head = [0; 16];
-        let short = bytes.len().min(16);
-        head[..short].copy_from_slice(&bytes[..short]);
-        let mask = match bytes.len() {
-            16.. => u128::MAX,
-            len => (1 << (8 * len)) - 1,
-        };
-        FieldStart {
-            head: u128::from_le_bytes(head),
-            mask,
-            bytes,
-        }
-    }
-
-    /// Whether `rest` starts with this field.
-    fn begins(&self, rest: &[u8]) -> bool {
-        match rest.get(..16) {
-            Some(chunk) if self.bytes.len() <= 16 => {
-                let mut word = [0; 16];
-                word.copy_from_slice(chunk);
-                (u128::from_le_bytes(word) ^ self.head) & self.mask == 0
-            }
-            _ => rest.starts_with(&self.bytes),
-        }
-    }
-}
-
 /// The field orders a decoder remembers from one record to the next.
 #[derive(Debug, Default)]
 pub(super) struct FieldOrders {
@@ -666,6 +565,7 @@ fn transaction<'a>(scanner: &mut Scanner<'a>) -> Option<Transaction<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::debezium::order::FIELDS_LEARNT;
 
     fn valid(text: &str) -> bool {
         let mut scanner = Scanner::new(text);
@@ -786,7 +686,7 @@ mod tests {
             assert_eq!(scanned.op, Some(r#""c""#));
             assert_eq!(scanned.ts_ms, Some(3));
         }
-        assert_eq!(orders.records[0].0[0].0.len(), FIELDS_LEARNT);
+        assert_eq!(orders.records[0].longest_shape(), FIELDS_LEARNT);
     }
 
     #[test]
