@@ -126,7 +126,14 @@ where
         });
         if worker.index() == 0 {
             for (offset, change) in changes.iter().enumerate() {
-                input.advance_to(change.0);
+                if change.0 > *input.time() {
+                    // Let operators act on the epochs so far, as they would on a live source:
+                    // later epochs then arrive while earlier ones are still in flight.
+                    input.advance_to(change.0);
+                    for _ in 0..offset % 3 {
+                        worker.step();
+                    }
+                }
                 input.send((to_event(*change, offset as u64), change.0, 1));
             }
         }
@@ -273,4 +280,61 @@ proptest! {
             prop_assert_eq!(*late_seen.lock().unwrap(), late, "late events, workers={}", workers);
         }
     }
+}
+
+/// A row of a later epoch waits for every worker's maxima of the earlier ones: worker 1 holds
+/// epoch 0 (whose maximum makes worker 0's epoch-1 row late) open while worker 0 runs ahead.
+#[test]
+fn a_window_waits_for_the_maxima_of_every_workers_earlier_epochs() {
+    let late = Arc::new(Mutex::new(0i64));
+    let windowed = Arc::new(Mutex::new(Vec::new()));
+    let (late_sink, windowed_sink) = (Arc::clone(&late), Arc::clone(&windowed));
+    timely::execute(timely::Config::process(2), move |worker| {
+        let probe = ProbeHandle::new();
+        let (late_sink, windowed_sink) = (Arc::clone(&late_sink), Arc::clone(&windowed_sink));
+        let mut input = worker.dataflow::<Time, _, _>(|scope| {
+            let (input, stream) = scope.new_input::<Vec<(ChangeEvent, Time, i64)>>();
+            let side: tributary_operators::dataflow::relation::SideOutputs = Rc::default();
+            let window = Window::tumbling(Duration::from_secs(10)).lateness(Duration::from_secs(5));
+            let rows = table::changes(stream.as_collection(), &spec(), Rc::clone(&side))
+                .window("w", "event_time", window)
+                .unwrap();
+            for dead in side.borrow().iter() {
+                let late_sink = Arc::clone(&late_sink);
+                dead.inner
+                    .clone()
+                    .inspect(move |(_, _, d)| *late_sink.lock().unwrap() += d)
+                    .probe_with(&probe);
+            }
+            rows.rows()
+                .inner
+                .clone()
+                .inspect(move |(row, _, d)| {
+                    windowed_sink.lock().unwrap().push((row[0].clone(), *d))
+                })
+                .probe_with(&probe);
+            input
+        });
+        if worker.index() == 1 {
+            input.send((to_event((0, Op::Create, 1, 0, 1, 100, 1000), 0), 0, 1));
+            let held = std::time::Instant::now();
+            while held.elapsed() < Duration::from_millis(300) {
+                worker.step();
+            }
+        } else {
+            input.advance_to(1);
+            input.send((to_event((1, Op::Create, 2, 0, 1, 100, 0), 1), 1, 1));
+        }
+        drop(input);
+        while !probe.done() {
+            worker.step();
+        }
+    })
+    .unwrap();
+    assert_eq!(*late.lock().unwrap(), 1, "the epoch-1 row at 0 s is late");
+    assert_eq!(
+        *windowed.lock().unwrap(),
+        vec![(Value::Timestamp(1_000_000_000), 1)],
+        "only the epoch-0 row at 1000 s is in a window"
+    );
 }

@@ -157,6 +157,9 @@ impl<'s> Relation<'s> {
                             *entry = (*entry).max(max);
                         }
                     });
+                    // Rows of epoch `next` are assigned as soon as every earlier epoch's
+                    // maximum is in (their watermark is then known), while they are still in
+                    // the cache; `next`'s own maximum is folded in once it is final.
                     loop {
                         let next = match (rows.keys().next(), epoch_maxima.keys().next()) {
                             (Some(a), Some(b)) => *a.min(b),
@@ -164,13 +167,13 @@ impl<'s> Relation<'s> {
                             (None, Some(b)) => *b,
                             (None, None) => break,
                         };
-                        if frontier.less_equal(&next) || maxima_frontier.less_equal(&next) {
+                        if maxima_frontier.less_than(&next) {
                             break;
                         }
                         let watermark = seen_max.saturating_sub(window.lateness_us);
-                        if let Some((capability, batch)) = rows.remove(&next) {
-                            let mut session = output.session(&capability);
-                            for (row, diff) in batch {
+                        if let Some((capability, batch)) = rows.get_mut(&next) {
+                            let mut session = output.session(capability);
+                            for (row, diff) in batch.drain(..) {
                                 let Some(ts) = event_time(&row) else { continue };
                                 let mut open = window
                                     .starts(ts)
@@ -198,6 +201,11 @@ impl<'s> Relation<'s> {
                                 }
                             }
                         }
+                        // More rows of `next` may come, or its maximum is not final yet.
+                        if frontier.less_equal(&next) || maxima_frontier.less_equal(&next) {
+                            break;
+                        }
+                        rows.remove(&next);
                         if let Some(max) = epoch_maxima.remove(&next) {
                             seen_max = seen_max.max(max);
                         }
