@@ -20,6 +20,9 @@ use crate::sinks::iceberg::EpochLedger;
 /// whatever the interval: with at most a few epochs in flight, this bounds buffered memory.
 pub const MAX_RECORDS_PER_EPOCH: u64 = 100_000;
 
+/// While ingesting, the interval is checked every this many records, not at every record.
+const CLOCK_EVERY: u64 = 64;
+
 /// The source positions an epoch covers: per stream, the last offset included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochRecord {
@@ -61,8 +64,9 @@ pub struct Ingestor {
     opened: Instant,
     interval: Duration,
     records_in_epoch: u64,
-    last_record: Option<RawRecord>,
-    /// The last record's transaction, once peeked.
+    /// Whether the interval had passed when last looked at (every [`CLOCK_EVERY`] records).
+    interval_passed: bool,
+    /// The last record's transaction, when it was peeked: it is, once the epoch is due.
     last_tx: Option<Option<u64>>,
     positions: BTreeMap<u32, u64>,
     epochs: Vec<EpochRecord>,
@@ -79,7 +83,7 @@ impl Ingestor {
             opened: Instant::now(),
             interval,
             records_in_epoch: 0,
-            last_record: None,
+            interval_passed: interval.is_zero(),
             last_tx: None,
             positions: BTreeMap::new(),
             epochs: Vec::new(),
@@ -133,6 +137,16 @@ impl Ingestor {
                     || self.opened.elapsed() >= self.interval))
     }
 
+    /// [`Ingestor::due`] as `ingest` sees it: the clock is read every [`CLOCK_EVERY`] records.
+    fn due_while_ingesting(&mut self) -> bool {
+        if self.records_in_epoch.is_multiple_of(CLOCK_EVERY) {
+            self.interval_passed = self.opened.elapsed() >= self.interval;
+        }
+        self.clock.newest() > self.epoch
+            || (self.records_in_epoch > 0
+                && (self.records_in_epoch >= MAX_RECORDS_PER_EPOCH || self.interval_passed))
+    }
+
     /// Assigns `records` to epochs, closing the open one before a record that starts a new
     /// transaction once the interval has passed.
     pub fn ingest(
@@ -142,28 +156,31 @@ impl Ingestor {
     ) {
         // Counted once per call: the counter is shared by every worker.
         let mut ingested = 0;
+        self.interval_passed = self.opened.elapsed() >= self.interval;
         for raw in records {
-            if self.due() {
-                let previous = match self.last_tx {
-                    Some(tx) => tx,
-                    None => self.last_record.as_ref().and_then(transaction_of),
-                };
+            let due = self.due_while_ingesting();
+            if due {
                 let next = transaction_of(&raw);
-                if self.records_in_epoch == 0
-                    || previous.is_none()
-                    || next.is_none()
-                    || previous != next
-                {
+                let boundary = match self.last_tx {
+                    _ if self.records_in_epoch == 0 => true,
+                    Some(previous) => previous.is_none() || next.is_none() || previous != next,
+                    // The epoch became due after the last record went: this one decides.
+                    None => false,
+                };
+                if boundary {
                     emit(Emit::Advance(self.close_epoch()));
                 }
                 self.last_tx = Some(next);
-            } else {
-                self.last_tx = None;
             }
             let last = self.positions.entry(raw.position.stream).or_insert(0);
             *last = (*last).max(raw.position.offset);
             self.records_in_epoch += 1;
-            self.last_record = Some(raw.clone());
+            if !due {
+                // Peeked only when the next record may close the epoch.
+                self.last_tx = self
+                    .due_while_ingesting()
+                    .then(|| transaction_of(&raw));
+            }
             ingested += 1;
             emit(Emit::Record(raw));
         }
@@ -196,6 +213,7 @@ impl Ingestor {
         }
         self.epoch = self.epoch.max(self.clock.newest());
         self.opened = Instant::now();
+        self.interval_passed = self.interval.is_zero();
         self.epoch
     }
 }
@@ -256,6 +274,27 @@ mod tests {
     }
 
     #[test]
+    fn an_epoch_that_falls_due_between_batches_still_closes_between_transactions() {
+        let mut ingestor = Ingestor::new(Arc::default(), Duration::from_millis(20));
+        let mut epoch = 0;
+        let mut assigned = Vec::new();
+        let mut take = |emit| match emit {
+            Emit::Advance(e) => epoch = e,
+            Emit::Record(r) => assigned.push((epoch, r.position.offset)),
+        };
+        ingestor.ingest(vec![record(1, Some(7))], &mut take);
+        std::thread::sleep(Duration::from_millis(30));
+        let batch = vec![
+            record(2, Some(7)),
+            record(3, Some(7)),
+            record(4, Some(8)),
+            record(5, Some(8)),
+        ];
+        ingestor.ingest(batch, &mut take);
+        assert_eq!(assigned, vec![(0, 1), (0, 2), (0, 3), (1, 4), (1, 5)]);
+    }
+
+    #[test]
     fn closed_epochs_record_positions() {
         let mut ingestor = Ingestor::new(Arc::default(), Duration::from_secs(3600));
         ingestor.ingest(vec![record(1, None), record(2, None)], |_| {});
@@ -293,12 +332,17 @@ mod tests {
         assert!(second.due(), "the other reader opened epoch 1");
         assert_eq!(first.close_epoch(), 1, "nothing new: no further epoch");
         let mut advanced = Vec::new();
-        second.ingest(vec![stream_b(6)], |emit| {
+        second.ingest(vec![stream_b(6), stream_b(7)], |emit| {
             if let Emit::Advance(epoch) = emit {
                 advanced.push(epoch);
             }
         });
-        assert_eq!(advanced, [1], "closes before its next record");
+        assert_eq!(
+            advanced,
+            [1],
+            "closes at the first transaction boundary it sees: record 6 is peeked then, and \
+             closes its own transaction"
+        );
         assert_eq!(second.close_epoch(), 2);
         assert!(first.due());
         assert_eq!(
@@ -308,11 +352,11 @@ mod tests {
         );
         assert_eq!(
             ledger.positions_through(0),
-            Some(StreamPositions::from([("a".into(), 1), ("b".into(), 5)]))
+            Some(StreamPositions::from([("a".into(), 1), ("b".into(), 6)]))
         );
         assert_eq!(
             ledger.positions_through(1),
-            Some(StreamPositions::from([("a".into(), 1), ("b".into(), 6)]))
+            Some(StreamPositions::from([("a".into(), 1), ("b".into(), 7)]))
         );
     }
 }
