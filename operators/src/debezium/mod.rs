@@ -254,6 +254,7 @@ fn decode_inner(
             }
         }
     }
+    // Plain envelopes (most records) share `plain` instead of allocating empty schemas.
     let schemas = match (record.is_schema_wrapper(), record.schema, record.payload) {
         (true, schema, Some(payload)) => {
             let schemas = schema.map(|s| cache.get(s)).unwrap_or_default();
@@ -264,9 +265,9 @@ fn decode_inner(
                 catalog,
                 &schemas,
             )?;
-            schemas
+            Some(schemas)
         }
-        _ => Arc::default(),
+        _ => None,
     };
     decode_envelope(
         key_text,
@@ -274,7 +275,7 @@ fn decode_inner(
         topic.as_deref(),
         raw.position,
         catalog,
-        &schemas,
+        schemas.as_deref().unwrap_or(&plain),
     )
 }
 
