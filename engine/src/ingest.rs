@@ -177,9 +177,7 @@ impl Ingestor {
             self.records_in_epoch += 1;
             if !due {
                 // Peeked only when the next record may close the epoch.
-                self.last_tx = self
-                    .due_while_ingesting()
-                    .then(|| transaction_of(&raw));
+                self.last_tx = self.due_while_ingesting().then(|| transaction_of(&raw));
             }
             ingested += 1;
             emit(Emit::Record(raw));
