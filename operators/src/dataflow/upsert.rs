@@ -95,7 +95,9 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
 #[derive(Debug, Default)]
 pub struct UpsertState {
     key_columns: Vec<usize>,
-    rows: HashTable<Row>,
+    /// Each row with its key's hash: growing the table rehashes without fetching the rows, and
+    /// a lookup compares a row's key only when the hashes agree.
+    rows: HashTable<(u64, Row)>,
 }
 
 /// A key an epoch changed: its row before the epoch and its row now.
@@ -123,22 +125,28 @@ impl UpsertState {
         }
     }
 
-    fn matches<'a>(key_columns: &'a [usize], key: &'a Key) -> impl Fn(&Row) -> bool + 'a {
-        move |row| {
-            key_columns
-                .iter()
-                .zip(key.iter())
-                .all(|(&i, k)| row.get(i) == Some(k))
+    fn matches<'a>(
+        key_columns: &'a [usize],
+        hash: u64,
+        key: &'a Key,
+    ) -> impl Fn(&(u64, Row)) -> bool + 'a {
+        move |(row_hash, row)| {
+            *row_hash == hash
+                && key_columns
+                    .iter()
+                    .zip(key.iter())
+                    .all(|(&i, k)| row.get(i) == Some(k))
         }
     }
 
     fn insert(&mut self, hash: u64, key: &Key, row: Row) -> Option<Row> {
-        let columns = &self.key_columns;
-        let rehash = |row: &Row| hash_key(columns.iter().map(|&i| &row[i]));
-        match self.rows.entry(hash, Self::matches(columns, key), rehash) {
-            Entry::Occupied(mut occupied) => Some(std::mem::replace(occupied.get_mut(), row)),
+        let matches = Self::matches(&self.key_columns, hash, key);
+        match self.rows.entry(hash, matches, |(hash, _)| *hash) {
+            Entry::Occupied(mut occupied) => {
+                Some(std::mem::replace(&mut occupied.get_mut().1, row))
+            }
             Entry::Vacant(vacant) => {
-                vacant.insert(row);
+                vacant.insert((hash, row));
                 None
             }
         }
@@ -147,8 +155,8 @@ impl UpsertState {
     fn remove(&mut self, hash: u64, key: &Key) -> Option<Row> {
         let found = self
             .rows
-            .find_entry(hash, Self::matches(&self.key_columns, key));
-        found.ok().map(|entry| entry.remove().0)
+            .find_entry(hash, Self::matches(&self.key_columns, hash, key));
+        found.ok().map(|entry| entry.remove().0 .1)
     }
 
     /// Applies one epoch's events in source order and reports the net row changes.
@@ -156,7 +164,8 @@ impl UpsertState {
         events.sort_by_key(|event| event.position);
         // Per key touched this epoch: its row before the epoch and its row now (kept here, so
         // the state is not searched again at the end).
-        let mut touched: HashTable<Touched> = HashTable::new();
+        // Sized for every event touching another key, so that it is never regrown.
+        let mut touched: HashTable<Touched> = HashTable::with_capacity(events.len());
         let mut touch = |hash: u64, key: Key, previous: Option<Row>, current: Option<Row>| {
             let same_key = |t: &Touched| t.hash == hash && t.key == key;
             match touched.find_mut(hash, same_key) {
@@ -175,9 +184,9 @@ impl UpsertState {
         for event in events {
             match event.op {
                 Op::Truncate => {
-                    for row in self.rows.drain() {
+                    for (hash, row) in self.rows.drain() {
                         let key = Key::of(&row, &self.key_columns);
-                        touch(hash_key(key.iter()), key, Some(row), None);
+                        touch(hash, key, Some(row), None);
                     }
                 }
                 Op::Create | Op::Update | Op::Read => {
