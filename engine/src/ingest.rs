@@ -66,7 +66,8 @@ pub struct Ingestor {
     records_in_epoch: u64,
     /// Whether the interval had passed when last looked at (every [`CLOCK_EVERY`] records).
     interval_passed: bool,
-    /// The last record's transaction, when it was peeked: it is, once the epoch is due.
+    /// The last record's transaction, if it was peeked: it is whenever the epoch was due, or
+    /// about to be, when that record came.
     last_tx: Option<Option<u64>>,
     positions: BTreeMap<u32, u64>,
     epochs: Vec<EpochRecord>,
