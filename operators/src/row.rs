@@ -24,9 +24,21 @@ impl Row {
         Row(Arc::from(values))
     }
 
+    /// A row of `width` NULLs, to be filled in place (see [`Row::values_mut`]) before it is
+    /// shared: one allocation and no copy.
+    pub fn nulls(width: usize) -> Self {
+        Row(std::iter::repeat_n(Value::Null, width).collect())
+    }
+
     /// The values, in schema order.
     pub fn values(&self) -> &[Value] {
         &self.0
+    }
+
+    /// The values to change in place, while this handle is the row's only one (`None` once the
+    /// row is shared).
+    pub fn values_mut(&mut self) -> Option<&mut [Value]> {
+        Arc::get_mut(&mut self.0)
     }
 
     /// A new row made of the values at `indices`.

@@ -13,7 +13,6 @@ use super::convert;
 use super::scan;
 use crate::row::Row;
 use crate::schema::Schema;
-use crate::value::Value;
 
 /// Reads the object's fields into `schema`'s column order. The outer `Result` is malformed
 /// JSON; the inner one a value that does not fit its column (`(column, why)`).
@@ -24,9 +23,6 @@ pub(super) struct RowSeed<'s> {
     pub only: Option<&'s [usize]>,
     pub logical: Option<&'s StructSchema>,
 }
-
-/// Row values on the stack until the row is allocated once.
-type Values = smallvec::SmallVec<[Value; 16]>;
 
 /// The row (allocated once, returned as a pointer), or the column that did not fit and why.
 pub(super) type FieldResult = Result<Row, (usize, String)>;
@@ -121,7 +117,8 @@ impl RowSeed<'_> {
 /// keeps its last value; the first value that does not fit is the one reported.
 struct RowFields<'s> {
     seed: RowSeed<'s>,
-    values: Values,
+    /// Allocated once, NULLs until set, and not shared before [`RowFields::finish`].
+    row: Row,
     failure: Option<(usize, String)>,
     /// Fields usually arrive in schema order: the column tried first for the next name.
     guess: usize,
@@ -130,7 +127,7 @@ struct RowFields<'s> {
 impl<'s> RowFields<'s> {
     fn new(seed: RowSeed<'s>) -> Self {
         RowFields {
-            values: smallvec::smallvec![Value::Null; seed.schema.columns.len()],
+            row: Row::nulls(seed.schema.columns.len()),
             seed,
             failure: None,
             guess: 0,
@@ -155,7 +152,15 @@ impl<'s> RowFields<'s> {
         }
         let logical = self.seed.logical.and_then(|s| s.field(name));
         match convert::to_value(raw, self.seed.schema.columns[index].ty, logical) {
-            Ok(value) => self.values[index] = value,
+            Ok(value) => {
+                let slot = self
+                    .row
+                    .values_mut()
+                    .and_then(|values| values.get_mut(index));
+                if let Some(slot) = slot {
+                    *slot = value;
+                }
+            }
             Err(why) => self.failure = Some((index, why)),
         }
     }
@@ -163,7 +168,7 @@ impl<'s> RowFields<'s> {
     fn finish(self) -> FieldResult {
         match self.failure {
             Some(failure) => Err(failure),
-            None => Ok(Row::from_slice(&self.values)),
+            None => Ok(self.row),
         }
     }
 }

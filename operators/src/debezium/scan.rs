@@ -134,9 +134,9 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Skips one value, checking it is valid JSON, and returns its text.
+    /// Skips the value that starts here (past any whitespace before it), checking it is valid
+    /// JSON, and returns its text.
     pub fn value(&mut self) -> Option<&'a str> {
-        self.skip_whitespace();
         let start = self.at;
         self.skip_value(0)?;
         Some(&self.text[start..self.at])
@@ -150,30 +150,68 @@ impl<'a> Scanner<'a> {
     /// A string without escapes (its contents) or `null`.
     fn nullable_plain_string(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.peek()? == b'n' {
-            self.literal("null")?;
+            self.literal(b"null")?;
             return Some(None);
         }
         self.plain_string().map(|s| Some(Cow::Borrowed(s)))
     }
 
-    /// An integer that fits `i64`, or `null`.
+    /// An integer that fits `i64`, or `null`, read as its digits are walked. Anything else
+    /// (fractions, exponents, `-0`, leading zeros, too many digits) is left to `serde_json`.
     fn nullable_i64(&mut self) -> Option<Option<i64>> {
-        let text = self.nullable()?;
-        match text {
-            None => Some(None),
-            Some(text) if text.starts_with("-0") => None,
-            Some(text) => text.parse().ok().map(Some),
+        let bytes = self.text.as_bytes();
+        let negative = match *bytes.get(self.at)? {
+            b'n' => {
+                self.literal(b"null")?;
+                return Some(None);
+            }
+            b'-' => true,
+            _ => false,
+        };
+        let start = self.at + usize::from(negative);
+        let end = digits_end(bytes, start);
+        let digits = bytes.get(start..end)?;
+        let leading_zero = digits.first() == Some(&b'0') && (digits.len() > 1 || negative);
+        if digits.is_empty()
+            || digits.len() > 19
+            || leading_zero
+            || matches!(bytes.get(end), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
         }
+        // Nineteen digits fit a `u64`.
+        let magnitude = digits
+            .iter()
+            .fold(0_u64, |n, digit| n * 10 + u64::from(digit - b'0'));
+        let value = if negative {
+            0_i64.checked_sub_unsigned(magnitude)?
+        } else {
+            i64::try_from(magnitude).ok()?
+        };
+        self.at = end;
+        Some(Some(value))
     }
 
+    /// Skips one value; the scalars inline, containers out of line.
+    #[inline(always)]
     fn skip_value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.skip_string(),
-            b'{' | b'[' if depth >= MAX_DEPTH => None,
-            b'{' => self.object(|_, scanner| {
-                scanner.skip_whitespace();
-                scanner.skip_value(depth + 1)
-            }),
+            b'{' | b'[' => self.skip_container(depth),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => None,
+        }
+    }
+
+    /// Skips an object or an array, and everything in it.
+    #[inline(never)]
+    fn skip_container(&mut self, depth: usize) -> Option<()> {
+        match self.peek()? {
+            _ if depth >= MAX_DEPTH => None,
+            b'{' => self.object(|_, scanner| scanner.skip_value(depth + 1)),
             b'[' => {
                 self.at += 1;
                 self.skip_whitespace();
@@ -194,18 +232,13 @@ impl<'a> Scanner<'a> {
                     }
                 }
             }
-            b't' => self.literal("true"),
-            b'f' => self.literal("false"),
-            b'n' => self.literal("null"),
-            b'-' | b'0'..=b'9' => self.skip_number(),
             _ => None,
         }
     }
 
-    fn literal(&mut self, word: &str) -> Option<()> {
-        self.text[self.at..]
-            .starts_with(word)
-            .then(|| self.at += word.len())
+    fn literal<const N: usize>(&mut self, word: &[u8; N]) -> Option<()> {
+        let end = self.at.checked_add(N)?;
+        (self.text.as_bytes().get(self.at..end)? == word).then(|| self.at = end)
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
@@ -496,7 +529,7 @@ pub(super) fn record<'a>(
             },
             // Read in place: a `Source` is large to move.
             RecordField::Source if s.peek() == Some(b'n') => {
-                s.literal("null")?;
+                s.literal(b"null")?;
                 record.source = None;
             }
             RecordField::Source => {
@@ -517,7 +550,7 @@ fn nullable_object<'a, T>(
     read: impl FnOnce(&mut Scanner<'a>) -> Option<T>,
 ) -> Option<Option<T>> {
     if scanner.peek()? == b'n' {
-        scanner.literal("null")?;
+        scanner.literal(b"null")?;
         return Some(None);
     }
     read(scanner).map(Some)

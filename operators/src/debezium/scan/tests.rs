@@ -5,6 +5,8 @@ use crate::debezium::order::FIELDS_LEARNT;
 
 fn valid(text: &str) -> bool {
     let mut scanner = Scanner::new(text);
+    // `value` starts at the value: its callers have skipped the whitespace before it.
+    scanner.skip_whitespace();
     scanner.value().is_some() && scanner.end().is_some()
 }
 
@@ -104,6 +106,43 @@ fn reads_records_like_serde() {
         read(r#"{"source":{"table":"a\"b"}}"#, &mut orders).is_none(),
         "escaped name"
     );
+}
+
+#[test]
+fn integers_are_read_like_serde() {
+    let in_range = [
+        "0",
+        "7",
+        "-7",
+        "1704067200015",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "null",
+    ];
+    let others = [
+        "9223372036854775808",
+        "-9223372036854775809",
+        "12345678901234567890",
+        "-0",
+        "01",
+        "-01",
+        "1.5",
+        "0.0",
+        "1e3",
+        "1E3",
+        "-",
+        "\"5\"",
+        "nul",
+    ];
+    for number in in_range.iter().chain(&others) {
+        let text = format!(r#"{{"ts_ms":{number},"source":{{"ts_ms":{number}}}}}"#);
+        let scanned = read(&text, &mut FieldOrders::default());
+        assert_eq!(scanned.is_some(), in_range.contains(number), "{text}");
+        if let Some(scanned) = scanned {
+            let parsed: Record<'_> = serde_json::from_str(&text).expect("parsed");
+            assert_eq!(format!("{scanned:?}"), format!("{parsed:?}"), "{text}");
+        }
+    }
 }
 
 fn read<'a>(text: &'a str, orders: &mut FieldOrders) -> Option<Record<'a>> {
