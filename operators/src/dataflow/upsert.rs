@@ -59,26 +59,36 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                 |_capability, _info| {
                     let mut pending: PendingEpochs<ChangeEvent> = BTreeMap::new();
                     let mut state = UpsertState::new(key_columns);
+                    // The last applied epoch's buffer, empty, for the next epoch (a new one,
+                    // grown by doublings in every epoch, copied each event once more).
+                    let mut spare: Vec<ChangeEvent> = Vec::new();
                     move |(input, frontier), output| {
                         input.for_each(|capability, data| {
                             let Some(&time) = capability.least() else {
                                 return;
                             };
-                            let entry = pending
-                                .entry(time)
-                                .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+                            let entry = pending.entry(time).or_insert_with(|| {
+                                (capability.delayed(&time, 0), std::mem::take(&mut spare))
+                            });
                             entry.1.extend(data.drain(..).map(|(_, event)| event));
                         });
                         while let Some(entry) = pending.first_entry() {
                             if frontier.less_equal(entry.key()) {
                                 break;
                             }
-                            let (time, (capability, events)) = entry.remove_entry();
+                            let (time, (capability, mut events)) = entry.remove_entry();
+                            let applied = events.len();
                             let mut session = output.session(&capability);
                             let before = state.len();
-                            state.apply_epoch(events, |update, diff| {
+                            state.apply_epoch(&mut events, |update, diff| {
                                 session.give((update, time, diff));
                             });
+                            // A buffer far larger than epochs now need (after a snapshot) is
+                            // given back.
+                            if events.capacity() > 4 * applied.max(SPARE_EVENTS) {
+                                events.shrink_to(applied);
+                            }
+                            spare = events;
                             let change = state.len() as i64 - before as i64;
                             live_rows.fetch_add(change, Ordering::Relaxed);
                         }
@@ -88,6 +98,9 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
             .as_collection()
     }
 }
+
+/// Events an epoch buffer may keep room for whatever the epoch that used it last.
+const SPARE_EVENTS: usize = 16_384;
 
 /// The per-worker current rows and the epoch application logic (no dataflow types). Rows are
 /// stored once, found by hashing their key columns, so a live key costs one pointer in the table
@@ -159,8 +172,9 @@ impl UpsertState {
         found.ok().map(|entry| entry.remove().0 .1)
     }
 
-    /// Applies one epoch's events in source order and reports the net row changes.
-    pub fn apply_epoch(&mut self, mut events: Vec<ChangeEvent>, mut emit: impl FnMut(Row, i64)) {
+    /// Applies one epoch's events in source order and reports the net row changes; `events`
+    /// is left empty (its buffer can be reused).
+    pub fn apply_epoch(&mut self, events: &mut Vec<ChangeEvent>, mut emit: impl FnMut(Row, i64)) {
         events.sort_by_key(|event| event.position);
         // Per key touched this epoch: its row before the epoch and its row now (kept here, so
         // the state is not searched again at the end).
@@ -181,7 +195,7 @@ impl UpsertState {
                 }
             }
         };
-        for event in events {
+        for event in events.drain(..) {
             match event.op {
                 Op::Truncate => {
                     for (hash, row) in self.rows.drain() {
