@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Instructions the dataflow workers execute per event, counted by valgrind's callgrind: unlike
+# wall-clock time on a shared VM, the count repeats to within 0.01 % from run to run, so a
+# change of 1 % shows. Only the workers' steps (and the reading worker's loop) are counted, not
+# the generation of the input. Needs valgrind and a release build.
+#
+#   benches/instructions.sh [--events N] [tributary bench options…]
+#   benches/instructions.sh --pipeline orders-replica --keys 100000 --no-iceberg
+#
+# Set TRIBUTARY_BIN to measure another build; the callgrind profile is left in
+# target/callgrind.out (read it with callgrind_annotate).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+binary=${TRIBUTARY_BIN:-$root/target/release/tributary}
+events=100000
+args=()
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --events) events=$2; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+[[ -x $binary ]] || { echo "no $binary: cargo build --release -p tributary" >&2; exit 1; }
+
+out=$root/target/callgrind.out
+collected=$(valgrind --tool=callgrind \
+  --toggle-collect='*Worker*step*' --toggle-collect='*runtime::drive*' \
+  --callgrind-out-file="$out" \
+  "$binary" bench --events "$events" "${args[@]}" 2>&1 >/dev/null |
+  sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+[[ -n $collected ]] || { echo "callgrind reported no count" >&2; exit 1; }
+echo "$collected instructions, $((collected / events)) per event (${args[*]:-default pipeline}, $events events)"
