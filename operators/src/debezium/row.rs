@@ -153,6 +153,7 @@ impl<'s> RowFields<'s> {
         let logical = self.seed.logical.and_then(|s| s.field(name));
         match convert::to_value(raw, self.seed.schema.columns[index].ty, logical) {
             Ok(value) => {
+                // Always there: the row is not shared before `finish`.
                 let slot = self
                     .row
                     .values_mut()

@@ -134,8 +134,8 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Skips the value that starts here (past any whitespace before it), checking it is valid
-    /// JSON, and returns its text.
+    /// Skips the value that starts exactly here (callers skip the whitespace before it),
+    /// checking it is valid JSON, and returns its text.
     pub fn value(&mut self) -> Option<&'a str> {
         let start = self.at;
         self.skip_value(0)?;
