@@ -57,6 +57,7 @@ impl<'a> Scanner<'a> {
     ) -> Option<()> {
         let mut more = self.open_object()?;
         while more {
+            self.skip_whitespace();
             let name = self.plain_string()?;
             self.skip_whitespace();
             self.eat(b':')?;
@@ -75,13 +76,13 @@ impl<'a> Scanner<'a> {
         Some(self.eat(b'}').is_none())
     }
 
-    /// Past a field's value: whether another field follows (`,`) or the object ends (`}`).
+    /// Past a field's value: whether another field follows (`,`, past which whitespace is
+    /// left to the caller) or the object ends (`}`).
     fn after_field(&mut self) -> Option<bool> {
         self.skip_whitespace();
         match self.peek()? {
             b',' => {
                 self.at += 1;
-                self.skip_whitespace();
                 Some(true)
             }
             b'}' => {
@@ -109,8 +110,14 @@ impl<'a> Scanner<'a> {
         let shape = order.shape(self.text.as_bytes().get(self.at..)?);
         let mut index = 0;
         loop {
-            let rest = self.text.as_bytes().get(self.at..)?;
-            let (what, name) = match shape.recognise(index, rest) {
+            // Compact JSON has no whitespace before a name: it is skipped only when the name is
+            // not recognised where it would start.
+            let mut recognised = shape.recognise(index, self.text.as_bytes().get(self.at..)?);
+            if recognised.is_none() {
+                self.skip_whitespace();
+                recognised = shape.recognise(index, self.text.as_bytes().get(self.at..)?);
+            }
+            let (what, name) = match recognised {
                 Some((what, token)) => {
                     let name = self.text.get(self.at + 1..self.at + token - 2)?;
                     self.at += token;
