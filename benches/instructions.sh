@@ -8,7 +8,7 @@
 #   benches/instructions.sh --pipeline orders-replica --keys 100000 --no-iceberg
 #
 # Set TRIBUTARY_BIN to measure another build; the callgrind profile is left in
-# target/callgrind.out (read it with callgrind_annotate).
+# target/callgrind.out (read it with callgrind_annotate), valgrind's log in target/callgrind.log.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,10 +25,15 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1
 [[ -x $binary ]] || { echo "no $binary: cargo build --release -p tributary" >&2; exit 1; }
 
 out=$root/target/callgrind.out
-collected=$(valgrind --tool=callgrind \
+log=$root/target/callgrind.log
+if ! valgrind --tool=callgrind \
   --toggle-collect='*Worker*step*' --toggle-collect='*runtime::drive*' \
   --callgrind-out-file="$out" \
-  "$binary" bench --events "$events" "${args[@]}" 2>&1 >/dev/null |
-  sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+  "$binary" bench --events "$events" "${args[@]}" >/dev/null 2>"$log"; then
+  echo "the bench failed under valgrind:" >&2
+  grep -v '^==' "$log" >&2
+  exit 1
+fi
+collected=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log")
 [[ -n $collected ]] || { echo "callgrind reported no count" >&2; exit 1; }
 echo "$collected instructions, $((collected / events)) per event (${args[*]:-default pipeline}, $events events)"
