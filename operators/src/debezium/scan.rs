@@ -13,6 +13,7 @@ use super::envelope::{Record, Source, Transaction};
 use super::order::FieldOrder;
 use super::row::RowSeed;
 use crate::schema::{TableId, TableSpec};
+use runs::{digits_end, string_stop};
 
 /// Deepest nesting the scanner walks; deeper documents go to `serde_json` (limit 128).
 const MAX_DEPTH: usize = 64;
@@ -323,56 +324,6 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// The first byte at or after `from` that ends a run of plain string characters: a quote, a
-/// backslash or a control character. Eight bytes at a time: a byte's flag is exact for the
-/// lowest flagged byte of a word, which is the one taken.
-fn string_stop(bytes: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut at = from;
-    while let Some(v) = word_at(bytes, at) {
-        let flags = zero_byte(v ^ (ONES * u64::from(b'"')))
-            | zero_byte(v ^ (ONES * u64::from(b'\\')))
-            | (v.wrapping_sub(ONES * 0x20) & !v & HIGH);
-        if flags != 0 {
-            return Some(at + (flags.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    let rest = bytes.get(at..)?;
-    rest.iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|i| at + i)
-}
-
-/// The first byte at or after `from` that is not an ASCII digit (or the end), eight bytes at a
-/// time: a digit is `0x3_` with a low nibble that adding 6 does not carry out of.
-fn digits_end(bytes: &[u8], from: usize) -> usize {
-    const LOW: u64 = 0x0F0F_0F0F_0F0F_0F0F;
-    let mut at = from;
-    while let Some(v) = word_at(bytes, at) {
-        let not_digit =
-            ((v & !LOW) ^ 0x3030_3030_3030_3030) | (((v & LOW) + 0x0606_0606_0606_0606) & !LOW);
-        if not_digit != 0 {
-            return at + (not_digit.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    while bytes.get(at).is_some_and(u8::is_ascii_digit) {
-        at += 1;
-    }
-    at
-}
-
-/// The eight bytes at `at` as a little-endian word, if there are eight.
-fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
-    let chunk = bytes.get(at..at.checked_add(8)?)?;
-    let mut word = [0; 8];
-    word.copy_from_slice(chunk);
-    Some(u64::from_le_bytes(word))
-}
-
 /// The field orders a decoder remembers from one record to the next.
 #[derive(Debug, Default)]
 pub(super) struct FieldOrders {
@@ -602,5 +553,6 @@ fn transaction<'a>(scanner: &mut Scanner<'a>) -> Option<Transaction<'a>> {
     Some(transaction)
 }
 
+mod runs;
 #[cfg(test)]
 mod tests;
