@@ -9,6 +9,7 @@ mod commit;
 mod committer;
 mod maintain;
 mod partition;
+mod pending;
 mod rest;
 mod table;
 mod writer;

@@ -3,7 +3,6 @@
 //! key (equality deletes, no index) — and commits them with the epoch and source positions in
 //! the snapshot summary.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,6 +12,7 @@ use rustc_hash::FxHashMap;
 use tributary_operators::{Diff, Key, Row, Time};
 
 use super::commit::Changes;
+use super::pending::Pending;
 use super::table::{Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 use super::{DeleteMode, IcebergError};
 use crate::sources::StreamPositions;
@@ -47,9 +47,8 @@ pub struct TableWriter {
     files: Vec<(Arc<str>, Struct)>,
     /// Live rows of the table: key → (file index, position).
     stored: FxHashMap<Key, (u32, u64)>,
-    /// Rows to append at the next commit; `None` once retracted again before it.
-    pending: Vec<Option<Row>>,
-    pending_by_key: FxHashMap<Key, usize>,
+    /// Rows to append at the next commit.
+    pending: Pending,
     deletes: Vec<(u32, u64)>,
     /// With equality deletes: the stored rows retracted since the last commit.
     deleted_rows: Vec<Row>,
@@ -73,8 +72,7 @@ impl TableWriter {
             pipeline: pipeline.to_owned(),
             files: Vec::new(),
             stored: FxHashMap::default(),
-            pending: Vec::new(),
-            pending_by_key: FxHashMap::default(),
+            pending: Pending::default(),
             deletes: Vec::new(),
             deleted_rows: Vec::new(),
             delete_mode,
@@ -129,7 +127,7 @@ impl TableWriter {
             WriteMode::Append => {
                 for (row, diff) in updates {
                     for _ in 0..diff.max(0) {
-                        self.pending.push(Some(row.clone()));
+                        self.pending.push(row.clone());
                     }
                 }
                 return Ok(());
@@ -141,8 +139,8 @@ impl TableWriter {
         for (row, diff) in updates {
             let row_key = Key::of(&row, &key);
             if diff < 0 {
-                if let Some(slot) = self.pending_by_key.remove(&row_key) {
-                    self.pending[slot] = None;
+                if self.pending.retract(&row_key) {
+                    // Appended and retracted between two commits.
                 } else if self.delete_mode == DeleteMode::Equality {
                     // Deleted by key: rows of earlier commits only (the sequence-number rule).
                     self.deleted_rows.push(row);
@@ -155,60 +153,25 @@ impl TableWriter {
                     )));
                 }
             } else if diff > 0 {
-                let still_stored = self.stored.contains_key(&row_key);
-                match self.pending_by_key.entry(row_key) {
-                    Entry::Vacant(slot) if !still_stored => {
-                        slot.insert(self.pending.len());
-                        self.pending.push(Some(row));
-                    }
-                    _ => {
-                        return Err(IcebergError::Inconsistent(format!(
-                            "table {}: {row:?} arrives while its key is still stored",
-                            self.table.ident
-                        )))
-                    }
+                let added = if self.stored.contains_key(&row_key) {
+                    Err(row)
+                } else {
+                    self.pending.insert(row_key, row)
+                };
+                if let Err(row) = added {
+                    return Err(IcebergError::Inconsistent(format!(
+                        "table {}: {row:?} arrives while its key is still stored",
+                        self.table.ident
+                    )));
                 }
             }
         }
         Ok(())
     }
 
-    /// Takes the rows to append and, when `keyed`, each one's key: from `pending_by_key`
-    /// instead of from the rows, which are long out of the cache by the commit.
-    fn take_pending(&mut self, keyed: bool) -> Result<(Vec<Row>, Vec<Key>), IcebergError> {
-        let mut keys_by_slot: Vec<Option<Key>> = Vec::new();
-        if keyed {
-            keys_by_slot.resize(self.pending.len(), None);
-            for (key, slot) in self.pending_by_key.drain() {
-                if let Some(entry) = keys_by_slot.get_mut(slot) {
-                    *entry = Some(key);
-                }
-            }
-        }
-        self.pending_by_key.clear();
-        let mut rows = Vec::with_capacity(self.pending.len());
-        let mut keys = Vec::with_capacity(keys_by_slot.len());
-        for (slot, row) in self.pending.drain(..).enumerate() {
-            let Some(row) = row else { continue };
-            if keyed {
-                let key = keys_by_slot.get_mut(slot).and_then(Option::take);
-                keys.push(key.ok_or_else(|| {
-                    IcebergError::Inconsistent(format!(
-                        "table {}: the row {row:?} to append has lost its key",
-                        self.table.ident
-                    ))
-                })?);
-            }
-            rows.push(row);
-        }
-        Ok((rows, keys))
-    }
-
     /// Whether there is anything to commit.
     pub fn has_changes(&self) -> bool {
-        !self.deletes.is_empty()
-            || !self.deleted_rows.is_empty()
-            || self.pending.iter().any(Option::is_some)
+        !self.deletes.is_empty() || !self.deleted_rows.is_empty() || !self.pending.is_empty()
     }
 
     /// Commits the applied changes as one snapshot covering epochs up to `epoch` and the
@@ -225,12 +188,13 @@ impl TableWriter {
         }
         if !self.has_changes() {
             self.pending.clear();
-            self.pending_by_key.clear();
             return Ok(None);
         }
-        let keyed = matches!(self.mode, WriteMode::Upsert { .. })
-            && self.delete_mode == DeleteMode::Position;
-        let (rows, keys) = self.take_pending(keyed)?;
+        let (rows, mut keys) = self.pending.take();
+        // Rows are found by position only with position deletes.
+        if self.delete_mode != DeleteMode::Position {
+            keys.clear();
+        }
         let deletes: Vec<(Arc<str>, Struct, u64)> = self
             .deletes
             .drain(..)
