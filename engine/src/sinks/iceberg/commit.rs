@@ -7,19 +7,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use arrow_schema::Schema as ArrowSchema;
 use bytes::Bytes;
 use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestFile, ManifestListWriter,
     ManifestWriterBuilder, Operation, Snapshot, Struct, Summary, MAIN_BRANCH,
 };
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use tributary_operators::Row;
 
 use super::columns::delete_schema;
+use super::encode::{encode_files, encode_parquet, group_into_files, Encoded};
 use super::table::IcebergTable;
 use super::IcebergError;
 
@@ -42,7 +39,8 @@ pub struct Changes {
 /// What a commit wrote.
 #[derive(Debug)]
 pub struct CommitOutcome {
-    /// The new data files (one per partition) and their partitions.
+    /// The new data files (one per partition, or more when a large commit is split between
+    /// cores) and their partitions.
     pub data_files: Vec<(Arc<str>, Struct)>,
     /// For each appended row, in order: its data file (an index into `data_files`) and
     /// position.
@@ -51,37 +49,7 @@ pub struct CommitOutcome {
     pub snapshot_id: i64,
 }
 
-/// Rows grouped by partition (in order of first appearance), and each row's group and
-/// position in it.
-type PartitionGroups = (Vec<(Struct, Vec<Row>)>, Vec<(usize, u64)>);
-
 impl IcebergTable {
-    /// Groups `rows` by partition; an unpartitioned table's rows are one group as they are.
-    fn by_partition(&self, rows: Vec<Row>) -> Result<PartitionGroups, IcebergError> {
-        if self.partitioner.is_unpartitioned() {
-            let locations = (0..rows.len() as u64).map(|at| (0, at)).collect();
-            let groups = if rows.is_empty() {
-                Vec::new()
-            } else {
-                vec![(Struct::empty(), rows)]
-            };
-            return Ok((groups, locations));
-        }
-        let mut groups: Vec<(Struct, Vec<Row>)> = Vec::new();
-        let mut group_of: HashMap<Struct, usize> = HashMap::new();
-        let mut locations = Vec::with_capacity(rows.len());
-        for row in rows {
-            let partition = self.partitioner.partition_of(&row)?;
-            let group = *group_of.entry(partition.clone()).or_insert_with(|| {
-                groups.push((partition, Vec::new()));
-                groups.len() - 1
-            });
-            locations.push((group, groups[group].1.len() as u64));
-            groups[group].1.push(row);
-        }
-        Ok((groups, locations))
-    }
-
     /// Commits `changes` as one snapshot; an error (nothing visible) if another writer
     /// committed to the table since it was loaded.
     pub fn commit(&mut self, changes: Changes, tag: &str) -> Result<CommitOutcome, IcebergError> {
@@ -93,16 +61,17 @@ impl IcebergTable {
         let added_rows = changes.rows.len() as u64;
         let deleted_rows = changes.deletes.len() as u64;
         let equality_deleted = changes.equality_deletes.len() as u64;
-        let (groups, row_locations) = self.by_partition(changes.rows)?;
+        let (files, row_locations) = group_into_files(&self.partitioner, changes.rows)?;
+        let (partitions, rows): (Vec<Struct>, Vec<Vec<Row>>) = files.into_iter().unzip();
+        let encoded = encode_files(&self.columns, rows)?;
         let mut data_files = Vec::new();
         let mut written = Vec::new();
-        for (i, (partition, rows)) in groups.into_iter().enumerate() {
+        for (i, (partition, file)) in partitions.into_iter().zip(encoded).enumerate() {
             let path = format!("{location}/data/{file_stem}-{i}.parquet");
-            let batch = self.columns.to_batch(rows)?;
-            data_files.push(self.write_parquet(
+            data_files.push(self.write_file(
                 &path,
                 DataContentType::Data,
-                &batch,
+                file,
                 &partition,
                 None,
             )?);
@@ -125,17 +94,21 @@ impl IcebergTable {
                 delete_schema(),
                 vec![Arc::new(files) as ArrayRef, Arc::new(positions)],
             )?;
-            delete_files.push(self.write_parquet(
+            let file = (
+                encode_parquet(batch.schema(), &batch)?,
+                deletes.len() as u64,
+            );
+            delete_files.push(self.write_file(
                 &path,
                 DataContentType::PositionDeletes,
-                &batch,
+                file,
                 &partition,
                 None,
             )?);
         }
 
-        let (equality_groups, _) = self.by_partition(changes.equality_deletes)?;
-        if !equality_groups.is_empty() {
+        let (equality_files, _) = group_into_files(&self.partitioner, changes.equality_deletes)?;
+        if !equality_files.is_empty() {
             let equality_ids: Vec<i32> = self
                 .metadata
                 .current_schema()
@@ -147,13 +120,15 @@ impl IcebergTable {
                     self.ident
                 )));
             }
-            for (i, (partition, rows)) in equality_groups.into_iter().enumerate() {
+            let (partitions, rows): (Vec<Struct>, Vec<Vec<Row>>) =
+                equality_files.into_iter().unzip();
+            let encoded = encode_files(&self.columns, rows)?;
+            for (i, (partition, file)) in partitions.into_iter().zip(encoded).enumerate() {
                 let path = format!("{location}/data/{file_stem}-{i}-eq-deletes.parquet");
-                let batch = self.columns.to_batch(rows)?;
-                delete_files.push(self.write_parquet(
+                delete_files.push(self.write_file(
                     &path,
                     DataContentType::EqualityDeletes,
-                    &batch,
+                    file,
                     &partition,
                     Some(equality_ids.clone()),
                 )?);
@@ -289,15 +264,15 @@ impl IcebergTable {
         }
     }
 
-    fn write_parquet(
+    /// Writes an encoded Parquet file at `path`, and describes it for a manifest.
+    fn write_file(
         &self,
         path: &str,
         content: DataContentType,
-        batch: &RecordBatch,
+        (bytes, record_count): Encoded,
         partition: &Struct,
         equality_ids: Option<Vec<i32>>,
     ) -> Result<DataFile, IcebergError> {
-        let bytes = encode_parquet(batch.schema(), batch)?;
         let size = bytes.len() as u64;
         self.block_on(async {
             self.io
@@ -312,7 +287,7 @@ impl IcebergTable {
             .file_path(path.to_owned())
             .file_format(DataFileFormat::Parquet)
             .partition(partition.clone())
-            .record_count(batch.num_rows() as u64)
+            .record_count(record_count)
             .file_size_in_bytes(size)
             .partition_spec_id(self.metadata.default_partition_spec_id())
             .equality_ids(equality_ids)
@@ -352,25 +327,6 @@ impl IcebergTable {
             .await
             .map_err(|e| IcebergError::iceberg(path, e))
     }
-}
-
-/// Encodes one record batch as a Parquet file (zstd).
-pub fn encode_parquet(
-    schema: Arc<ArrowSchema>,
-    batch: &RecordBatch,
-) -> Result<Vec<u8>, IcebergError> {
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(1 << 20))
-        .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))
-        .map_err(|e| IcebergError::Io(format!("parquet: {e}")))?;
-    writer
-        .write(batch)
-        .map_err(|e| IcebergError::Io(format!("parquet: {e}")))?;
-    writer
-        .into_inner()
-        .map_err(|e| IcebergError::Io(format!("parquet: {e}")))
 }
 
 /// The summary's `added-*` and `total-*` counts, totals carried from the parent.

@@ -7,6 +7,7 @@ mod catalog;
 mod columns;
 mod commit;
 mod committer;
+mod encode;
 mod maintain;
 mod partition;
 mod pending;
@@ -27,8 +28,8 @@ use tributary_operators::{Row, Schema, Time};
 
 pub use catalog::{Catalog, PostgresCatalog, SqliteCatalog, TableIdent, CATALOG_NAME};
 pub use columns::{iceberg_schema, iceberg_type, ColumnMap};
-pub use commit::encode_parquet;
 pub use committer::{attach, CommitterContext, EpochLedger};
+pub use encode::encode_parquet;
 pub use maintain::{compact, expire, Compacted};
 pub use partition::Partition;
 pub use rest::RestCatalog;

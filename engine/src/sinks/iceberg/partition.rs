@@ -120,6 +120,12 @@ impl Partitioner {
         Ok(Partitioner { fields })
     }
 
+    /// The partitioner of an unpartitioned table.
+    #[cfg(test)]
+    pub(super) fn unpartitioned() -> Self {
+        Partitioner { fields: Vec::new() }
+    }
+
     /// True when the table has no partition fields.
     pub fn is_unpartitioned(&self) -> bool {
         self.fields.is_empty()
