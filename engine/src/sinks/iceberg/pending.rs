@@ -74,22 +74,21 @@ impl Pending {
         self.live == 0
     }
 
-    /// Takes the pending rows, in arrival order, and (for keyed rows) their keys.
+    /// Takes the pending rows, in arrival order, and (for keyed rows) their keys; both are
+    /// collected in place, in the memory they were pending in.
     pub fn take(&mut self) -> (Vec<Row>, Vec<Key>) {
-        let rows = std::mem::take(&mut self.rows);
-        let mut keys = std::mem::take(&mut self.keys).into_iter();
         self.index.clear();
         self.live = 0;
-        let mut kept_rows = Vec::with_capacity(rows.len());
-        let mut kept_keys = Vec::with_capacity(keys.len());
-        for row in rows {
-            let key = keys.next();
-            if let Some(row) = row {
-                kept_keys.extend(key);
-                kept_rows.push(row);
-            }
-        }
-        (kept_rows, kept_keys)
+        let rows = std::mem::take(&mut self.rows);
+        let keys = std::mem::take(&mut self.keys)
+            .into_iter()
+            .zip(&rows)
+            .filter_map(|(key, row)| row.is_some().then_some(key))
+            .collect();
+        // `filter_map` collects in place; `flatten` would allocate anew.
+        #[allow(clippy::filter_map_identity)]
+        let rows = rows.into_iter().filter_map(|row| row).collect();
+        (rows, keys)
     }
 
     /// Drops the pending rows.
