@@ -31,6 +31,9 @@ impl Pending {
 
     /// Adds `row` under `key`; gives it back when a row of that key is already pending.
     pub fn insert(&mut self, key: Key, row: Row) -> Result<(), Row> {
+        if self.rows.len() >= 2 * self.live + COMPACT_AFTER {
+            self.compact();
+        }
         let hash = key_hash(&key);
         let keys = &self.keys;
         let entry = self.index.entry(
@@ -69,6 +72,30 @@ impl Pending {
         true
     }
 
+    /// Drops the slots of retracted rows, so that rows updated again and again between two
+    /// commits take no more memory than twice the rows pending.
+    fn compact(&mut self) {
+        if self.keys.len() != self.rows.len() {
+            // Rows without keys are never retracted.
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.keys).into_iter();
+        let rows = std::mem::take(&mut self.rows);
+        self.index.clear();
+        for row in rows {
+            let key = keys.next();
+            let (Some(row), Some(key)) = (row, key) else {
+                continue;
+            };
+            let hash = key_hash(&key);
+            let slot = self.rows.len() as u32;
+            self.index
+                .insert_unique(spread(hash), (hash, slot), |&(h, _)| spread(h));
+            self.rows.push(Some(row));
+            self.keys.push(key);
+        }
+    }
+
     /// Whether any row is pending.
     pub fn is_empty(&self) -> bool {
         self.live == 0
@@ -99,6 +126,10 @@ impl Pending {
         self.live = 0;
     }
 }
+
+/// Retracted slots kept before the pending rows are compacted (beyond as many as there are
+/// rows pending).
+const COMPACT_AFTER: usize = 1 << 16;
 
 /// A key's hash, folded to 32 bits (the index keeps it to tell keys apart without reading
 /// them, and to grow without rehashing them).
@@ -150,6 +181,25 @@ mod tests {
         assert_eq!(rows.len(), keys.len());
         assert!(pending.is_empty());
         assert_eq!(pending.take(), (Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn rows_updated_again_and_again_take_bounded_memory() {
+        let mut pending = Pending::default();
+        for version in 0..(4 * COMPACT_AFTER as i64) {
+            for id in 0..3 {
+                if version > 0 {
+                    assert!(pending.retract(&key(id)));
+                }
+                assert!(pending.insert(key(id), row(id, version)).is_ok());
+            }
+        }
+        assert!(pending.rows.len() <= 2 * 3 + COMPACT_AFTER);
+        assert_eq!(pending.insert(key(1), row(1, 0)), Err(row(1, 0)));
+        let last = 4 * COMPACT_AFTER as i64 - 1;
+        let (rows, keys) = pending.take();
+        assert_eq!(rows, [row(0, last), row(1, last), row(2, last)]);
+        assert_eq!(keys, [key(0), key(1), key(2)]);
     }
 
     #[test]
