@@ -1,7 +1,8 @@
 //! The rows a table writer appends at its next commit, with a compact index of them by key: a
 //! table of `(hash, slot)` pairs, eight bytes each, instead of a map holding every key (tens of
 //! bytes each). The index of a commit of a million rows stays a few megabytes, so looking keys
-//! up and growing it touch far less memory; the keys themselves are kept in slot order.
+//! up and growing it touch far less memory; the keys themselves are kept in slot order. Slots
+//! of rows retracted before the commit are compacted away once they outnumber the pending rows.
 
 use std::hash::{Hash, Hasher};
 
