@@ -98,13 +98,14 @@ impl SchemaCache {
     }
 
     /// Fast path for `{"schema":<the last schema>,"payload":{…}}` as Kafka's JsonConverter
-    /// writes it: the schema is matched byte for byte and the payload parsed directly. `None`
-    /// sends the record down the general path.
+    /// writes it: the schema is matched byte for byte and the payload parsed directly into
+    /// `record`. `None` sends the record down the general path.
     fn split_known<'a>(
         &mut self,
         text: &'a str,
         catalog: &TableCatalog,
-    ) -> Option<(Arc<FieldSchemas>, Record<'a>)> {
+        record: &mut Record<'a>,
+    ) -> Option<Arc<FieldSchemas>> {
         let (schema, parsed) = self.last.as_ref()?;
         let rest = text.strip_prefix("{\"schema\":")?.strip_prefix(&**schema)?;
         let payload = rest
@@ -112,23 +113,28 @@ impl SchemaCache {
             .trim_end()
             .strip_suffix('}')?;
         let guess = guess(self.last_table, catalog, parsed);
-        let record = scan::record(payload, &mut self.orders, scan::Level::Inner, guess)
-            .or_else(|| serde_json::from_str(payload).ok())?;
-        Some((Arc::clone(parsed), record))
+        if scan::record_into(payload, &mut self.orders, scan::Level::Inner, guess, record).is_none()
+        {
+            *record = serde_json::from_str(payload).ok()?;
+        }
+        Some(Arc::clone(parsed))
     }
 
-    /// Parses a record, guessing that its `after` is a row of the last record's table and
-    /// recognising its fields by the orders learnt so far.
+    /// Parses a record into `record`, guessing that its `after` is a row of the last record's
+    /// table and recognising its fields by the orders learnt so far.
     fn parse<'a>(
         &mut self,
         text: &'a str,
         what: &str,
         level: scan::Level,
-        catalog: &TableCatalog,
-        schemas: &FieldSchemas,
-    ) -> Result<Record<'a>> {
+        (catalog, schemas): (&TableCatalog, &FieldSchemas),
+        record: &mut Record<'a>,
+    ) -> Result<()> {
         let guess = guess(self.last_table, catalog, schemas);
-        parse_record(text, what, &mut self.orders, level, guess)
+        if scan::record_into(text, &mut self.orders, level, guess, record).is_none() {
+            *record = parse(text, what)?;
+        }
+        Ok(())
     }
 }
 
@@ -179,20 +185,6 @@ fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str> {
     })
 }
 
-/// A record, by the scanner when it can, else by `serde_json` (which words the errors).
-fn parse_record<'a>(
-    text: &'a str,
-    what: &str,
-    orders: &mut scan::FieldOrders,
-    level: scan::Level,
-    guess: Option<scan::AfterGuess<'_>>,
-) -> Result<Record<'a>> {
-    match scan::record(text, orders, level, guess) {
-        Some(record) => Ok(record),
-        None => parse(text, what),
-    }
-}
-
 fn parse<'a, T: serde::Deserialize<'a>>(text: &'a str, what: &str) -> Result<T> {
     if !text.trim_start().starts_with('{') {
         return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
@@ -225,25 +217,27 @@ fn decode_inner(
 ) -> Result<Decoded> {
     let key_text = raw.key.as_deref().map(|k| utf8(k, "the key")).transpose()?;
     let Some(value) = raw.value.as_deref() else {
-        return decode_tombstone(key_text, raw.topic.as_deref(), raw.position, catalog);
+        return decode_tombstone(key_text, raw.topic.as_deref(), raw.position, catalog, cache);
     };
     let text = utf8(value, if raw.line { "the line" } else { "the value" })?;
     if text.trim() == "null" {
-        return decode_tombstone(key_text, raw.topic.as_deref(), raw.position, catalog);
+        return decode_tombstone(key_text, raw.topic.as_deref(), raw.position, catalog, cache);
     }
-    if let Some((schemas, record)) = cache.split_known(text, catalog) {
+    let mut record = Record::default();
+    if let Some(schemas) = cache.split_known(text, catalog, &mut record) {
         return decode_envelope(
             key_text,
-            record,
+            &mut record,
             raw.topic.as_deref(),
             raw.position,
             catalog,
-            &schemas,
+            (&schemas, &mut cache.orders),
         );
     }
     let what = if raw.line { "the line" } else { "the value" };
     let plain = FieldSchemas::default();
-    let mut record = cache.parse(text, what, scan::Level::Outer, catalog, &plain)?;
+    let unwrapped = (catalog, &plain);
+    cache.parse(text, what, scan::Level::Outer, unwrapped, &mut record)?;
     let mut key_text = key_text;
     let mut topic = raw.topic.as_deref().map(std::borrow::Cow::Borrowed);
     if raw.line && record.is_message_wrapper() {
@@ -252,10 +246,11 @@ fn decode_inner(
         topic = record.topic.take().or(topic);
         match record.value {
             None | Some("null") => {
-                return decode_tombstone(key_text, topic.as_deref(), raw.position, catalog)
+                return decode_tombstone(key_text, topic.as_deref(), raw.position, catalog, cache)
             }
             Some(inner) => {
-                record = cache.parse(inner, "the `value`", scan::Level::Inner, catalog, &plain)?
+                let what = "the `value`";
+                cache.parse(inner, what, scan::Level::Inner, unwrapped, &mut record)?
             }
         }
     }
@@ -263,12 +258,13 @@ fn decode_inner(
     let schemas = match (record.is_schema_wrapper(), record.schema, record.payload) {
         (true, schema, Some(payload)) => {
             let schemas = schema.map(|s| cache.get(s)).unwrap_or_default();
-            record = cache.parse(
+            let wrapped = (catalog, &*schemas);
+            cache.parse(
                 payload,
                 "the `payload`",
                 scan::Level::Inner,
-                catalog,
-                &schemas,
+                wrapped,
+                &mut record,
             )?;
             Some(schemas)
         }
@@ -276,11 +272,11 @@ fn decode_inner(
     };
     decode_envelope(
         key_text,
-        record,
+        &mut record,
         topic.as_deref(),
         raw.position,
         catalog,
-        schemas.as_deref().unwrap_or(&plain),
+        (schemas.as_deref().unwrap_or(&plain), &mut cache.orders),
     )
 }
 
@@ -289,6 +285,7 @@ fn decode_tombstone(
     topic: Option<&str>,
     position: Position,
     catalog: &TableCatalog,
+    cache: &mut SchemaCache,
 ) -> Result<Decoded> {
     let (Some(key), Some(topic)) = (key.filter(|k| *k != "null"), topic) else {
         return Ok(Decoded::BareTombstone);
@@ -298,7 +295,7 @@ fn decode_tombstone(
             table: topic.to_owned(),
         });
     };
-    let key = key_from_kafka_key(key, table_spec(catalog, table)?)?;
+    let key = key_from_kafka_key(key, table_spec(catalog, table)?, &mut cache.orders)?;
     Ok(Decoded::Event(ChangeEvent {
         table,
         op: Op::Tombstone,
@@ -321,11 +318,11 @@ fn table_spec(catalog: &TableCatalog, id: TableId) -> Result<&TableSpec> {
 
 fn decode_envelope(
     kafka_key: Option<&str>,
-    mut record: Record<'_>,
+    record: &mut Record<'_>,
     topic: Option<&str>,
     position: Position,
     catalog: &TableCatalog,
-    schemas: &FieldSchemas,
+    (schemas, orders): (&FieldSchemas, &mut scan::FieldOrders),
 ) -> Result<Decoded> {
     let op = match record.op {
         Some(code) => code
@@ -393,7 +390,7 @@ fn decode_envelope(
     let key = if op == Op::Truncate {
         Key::new(Vec::new())
     } else if let Some(kafka_key) = kafka_key {
-        let key = key_from_kafka_key(kafka_key, spec)?;
+        let key = key_from_kafka_key(kafka_key, spec, orders)?;
         if let Some(after) = &after {
             if Key::of(after, &spec.key) != key {
                 return Err(DecodeError::new(
@@ -500,14 +497,11 @@ fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
 }
 
 /// The Kafka key is `{"col":…}` or `{"schema":…,"payload":{"col":…}}`.
-fn key_from_kafka_key(text: &str, spec: &TableSpec) -> Result<Key> {
-    let wrapped = parse_record(
-        text,
-        "the key",
-        &mut scan::FieldOrders::default(),
-        scan::Level::Outer,
-        None,
-    )?;
+fn key_from_kafka_key(text: &str, spec: &TableSpec, orders: &mut scan::FieldOrders) -> Result<Key> {
+    let mut wrapped = Record::default();
+    if scan::record_into(text, orders, scan::Level::Key, None, &mut wrapped).is_none() {
+        wrapped = parse(text, "the key")?;
+    }
     let (object, logical) = match (wrapped.schema, wrapped.payload) {
         (Some(schema), Some(payload)) => (
             payload,

@@ -72,7 +72,7 @@ impl RowSeed<'_> {
     }
 
     /// Reads the object at the scanner's position like [`RowSeed::scan_object`], recognising
-    /// its fields by the order of the table's last row.
+    /// its fields by the order of the table's last row (learnt with the same columns read).
     pub fn scan_object_in_order(
         self,
         scanner: &mut scan::Scanner<'_>,
@@ -81,13 +81,17 @@ impl RowSeed<'_> {
         let mut fields = RowFields::new(self);
         scanner.object_in_order(
             order,
-            |name| self.schema.index_of(name),
-            |column, name, s| {
-                let raw = s.value()?;
-                if let Some(index) = column.filter(|&index| self.reads(index)) {
-                    fields.set(index, name, raw);
+            |name| {
+                self.schema
+                    .index_of(name)
+                    .filter(|&index| self.reads(index))
+            },
+            |column, name, s| match column {
+                Some(index) => {
+                    fields.set(index, name, s.value()?);
+                    Some(())
                 }
-                Some(())
+                None => s.skip(),
             },
         )?;
         Some(fields.finish())

@@ -150,9 +150,25 @@ impl<'a> Scanner<'a> {
         Some(&self.text[start..self.at])
     }
 
+    /// Skips the value that starts exactly here, checking it is valid JSON.
+    pub fn skip(&mut self) -> Option<()> {
+        self.skip_value(0)
+    }
+
     /// A value's text, `None` inside when it is `null`.
     fn nullable(&mut self) -> Option<Option<&'a str>> {
         self.value().map(|text| (text != "null").then_some(text))
+    }
+
+    /// Like [`Scanner::nullable`], recognising an object's field names by the order of the
+    /// last object passed over with `order`.
+    fn nullable_in_order(&mut self, order: &mut FieldOrder<()>) -> Option<Option<&'a str>> {
+        if self.peek()? != b'{' {
+            return self.nullable();
+        }
+        let start = self.at;
+        self.object_in_order(order, |_| (), |(), _, s| s.skip_value(1))?;
+        Some(Some(&self.text[start..self.at]))
     }
 
     /// A string without escapes (its contents) or `null`.
@@ -327,18 +343,25 @@ impl<'a> Scanner<'a> {
 /// The field orders a decoder remembers from one record to the next.
 #[derive(Debug, Default)]
 pub(super) struct FieldOrders {
-    /// Records as given, and the envelopes inside wrappers (message or schema).
-    records: [FieldOrder<Option<RecordField>>; 2],
+    /// Records as given, the envelopes inside wrappers (message or schema), and Kafka keys.
+    records: [FieldOrder<Option<RecordField>>; 3],
     source: FieldOrder<Option<SourceField>>,
+    /// The `before` images passed over, whose fields are not read: recognising their names
+    /// (a table's columns, in order) is cheaper than scanning them.
+    images: FieldOrder<()>,
     /// Each table's `after` rows (by table id): the column each field fills.
     rows: Vec<RowOrder>,
 }
 
-/// The order of a table's rows' fields, with the table's declaration it was learnt with.
-type RowOrder = (Option<Arc<TableSpec>>, FieldOrder<Option<usize>>);
+/// The order of a table's rows' fields (each resolved to the column it fills, if that column
+/// is read), with the table's declaration and the columns read that it was learnt with.
+type RowOrder = (
+    Option<(Arc<TableSpec>, Option<Box<[usize]>>)>,
+    FieldOrder<Option<usize>>,
+);
 
 /// The order of the `after` rows of `guess`'s table, made on first use and again whenever the
-/// table's declaration is another one (its columns may differ).
+/// table's declaration or the columns read are other ones (the fields resolve differently).
 fn row_order<'o>(
     rows: &'o mut Vec<RowOrder>,
     guess: &AfterGuess<'_>,
@@ -348,22 +371,23 @@ fn row_order<'o>(
         rows.resize_with(index + 1, Default::default);
     }
     let (learnt_with, order) = &mut rows[index];
-    if !learnt_with
-        .as_ref()
-        .is_some_and(|spec| Arc::ptr_eq(spec, guess.spec))
-    {
-        *learnt_with = Some(Arc::clone(guess.spec));
+    let same = learnt_with.as_ref().is_some_and(|(spec, only)| {
+        Arc::ptr_eq(spec, guess.spec) && only.as_deref() == guess.seed.only
+    });
+    if !same {
+        *learnt_with = Some((Arc::clone(guess.spec), guess.seed.only.map(Box::from)));
         *order = FieldOrder::default();
     }
     order
 }
 
-/// Which record a scan reads: the text as given, or an envelope found inside a wrapper (their
-/// fields differ, so each kind keeps its own order).
+/// Which record a scan reads: the text as given, an envelope found inside a wrapper, or a Kafka
+/// key (their fields differ, so each kind keeps its own order).
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Level {
     Outer,
     Inner,
+    Key,
 }
 
 /// The fields of a record that the decoder reads.
@@ -454,18 +478,32 @@ pub(super) fn record<'a>(
     level: Level,
     guess: Option<AfterGuess<'_>>,
 ) -> Option<Record<'a>> {
-    let mut scanner = Scanner::new(text);
     let mut record = Record::default();
+    record_into(text, orders, level, guess, &mut record).map(|()| record)
+}
+
+/// Reads a record like [`record`] into `record` (a record is large to move); when it answers
+/// `None`, `record` holds what was read before the scanner gave up.
+pub(super) fn record_into<'a>(
+    text: &'a str,
+    orders: &mut FieldOrders,
+    level: Level,
+    guess: Option<AfterGuess<'_>>,
+    record: &mut Record<'a>,
+) -> Option<()> {
+    let mut scanner = Scanner::new(text);
+    *record = Record::default();
     let mut seen = 0;
     let FieldOrders {
         records,
         source: source_order,
+        images,
         rows,
     } = orders;
     let order = &mut records[level as usize];
     scanner.object_in_order(order, RecordField::of, |field, _, s| {
         let Some(field) = field else {
-            return s.value().map(drop);
+            return s.skip();
         };
         first_time(&mut seen, field as u32)?;
         match field {
@@ -474,7 +512,7 @@ pub(super) fn record<'a>(
             RecordField::Topic => record.topic = s.nullable_plain_string()?,
             RecordField::Schema => record.schema = s.nullable()?,
             RecordField::Payload => record.payload = s.nullable()?,
-            RecordField::Before => record.before = s.nullable()?,
+            RecordField::Before => record.before = s.nullable_in_order(images)?,
             RecordField::After => match guess.filter(|_| s.peek() == Some(b'{')) {
                 Some(guess) => {
                     let start = s.at;
@@ -499,8 +537,7 @@ pub(super) fn record<'a>(
         }
         Some(())
     })?;
-    scanner.end()?;
-    Some(record)
+    scanner.end()
 }
 
 fn nullable_object<'a, T>(
@@ -522,7 +559,7 @@ fn source<'a>(
     let mut seen = 0;
     scanner.object_in_order(order, SourceField::of, |field, _, s| {
         let Some(field) = field else {
-            return s.value().map(drop);
+            return s.skip();
         };
         first_time(&mut seen, field as u32)?;
         match field {
@@ -546,7 +583,7 @@ fn transaction<'a>(scanner: &mut Scanner<'a>) -> Option<Transaction<'a>> {
             first_time(&mut seen, 0)?;
             transaction.id = s.nullable()?;
         } else {
-            s.value()?;
+            s.skip()?;
         }
         Some(())
     })?;

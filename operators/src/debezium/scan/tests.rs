@@ -175,6 +175,11 @@ fn a_learnt_field_order_never_changes_what_is_read() {
         r#"{"before":null,"after":{"id":5},"source":{"name":"db","table":"t","ts_ms":9}}"#,
         r#"{"before":null,"afterwards":1,"source":{"nam":"db"},"op":"c"}"#,
         r#"{"before":null,"after":{"id":6},"source":{"name":"db","table":"t","ts_ms":5},"op":"c","ts_ms":6}"#,
+        r#"{"before":{"id":6,"name":"a"},"after":{"id":6,"name":"b"},"op":"u"}"#,
+        r#"{"before":{"name":"a","id":6},"after":null,"op":"d"}"#,
+        r#"{"before":{"id":6,"name":"a\"q","x":[1,{"y":2}]},"op":"u"}"#,
+        r#"{"before":{ "id" :6},"op":"u"}"#,
+        r#"{"before":{},"op":"u"}"#,
     ];
     // Every record after every other (the one before it taught the order).
     for first in records {
@@ -189,5 +194,56 @@ fn a_learnt_field_order_never_changes_what_is_read() {
                 "{second} after {first}"
             );
         }
+    }
+}
+
+#[test]
+fn a_before_image_passed_over_is_still_checked() {
+    let mut orders = FieldOrders::default();
+    let good = r#"{"before":{"id":1,"name":"a"},"op":"u"}"#;
+    read(good, &mut orders).expect("learnt");
+    for bad in [
+        r#"{"before":{"id":1,"name":},"op":"u"}"#,
+        r#"{"before":{"id":1,"name":"a",},"op":"u"}"#,
+        r#"{"before":{"id":1,"name":"a\x"},"op":"u"}"#,
+        r#"{"before":{"id":01,"name":"a"},"op":"u"}"#,
+        r#"{"before":{"id":1,"name":"a"],"op":"u"}"#,
+    ] {
+        assert!(read(bad, &mut orders).is_none(), "{bad}");
+        assert!(serde_json::from_str::<Record<'_>>(bad).is_err(), "{bad}");
+    }
+    assert!(read(good, &mut orders).is_some());
+}
+
+#[test]
+fn a_row_order_is_learnt_again_for_other_columns_read() {
+    use crate::schema::{Column, ColumnType, Schema};
+    let spec = Arc::new(TableSpec {
+        name: "t".into(),
+        schema: Schema::new(vec![
+            Column::new("id", ColumnType::Int64),
+            Column::new("n", ColumnType::Int64),
+        ]),
+        key: vec![0],
+        keep_before: false,
+        decoded: None,
+    });
+    let after = r#"{"id":1,"n":2}"#;
+    let text = format!(r#"{{"after":{after},"op":"c"}}"#);
+    let mut orders = FieldOrders::default();
+    for only in [Some(&[0][..]), None, Some(&[1][..]), Some(&[1][..])] {
+        let seed = RowSeed {
+            schema: &spec.schema,
+            only,
+            logical: None,
+        };
+        let guess = AfterGuess {
+            table: 0,
+            spec: &spec,
+            seed,
+        };
+        let scanned = record(&text, &mut orders, Level::Outer, Some(guess)).expect("scanned");
+        let (_, row) = scanned.after_read.expect("after read");
+        assert_eq!(row, seed.scan(after).expect("alone"), "{only:?}");
     }
 }
