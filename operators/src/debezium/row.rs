@@ -88,6 +88,8 @@ impl RowSeed<'_> {
             },
             |column, name, s| match column {
                 Some(index) => {
+                    // Only a logical type (looked up by name) needs the name.
+                    let name = self.logical.map_or("", |_| name.get());
                     fields.set(index, name, s.value()?);
                     Some(())
                 }

@@ -95,7 +95,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Walks an object like [`Scanner::object`], calling `field(what, name, self)` with what
-    /// `resolve` made of each name. The fields' order is remembered in `order`: when the next
+    /// `resolve` made of each name (the name itself is sliced only when asked for). The fields' order is remembered in `order`: when the next
     /// object of its kind has the same fields in the same order, as connectors write them, each
     /// name is recognised by comparing its bytes with the last one's instead of being scanned
     /// and resolved again.
@@ -103,7 +103,7 @@ impl<'a> Scanner<'a> {
         &mut self,
         order: &mut FieldOrder<F>,
         resolve: impl Fn(&str) -> F,
-        mut field: impl FnMut(F, &'a str, &mut Self) -> Option<()>,
+        mut field: impl FnMut(F, Name<'a>, &mut Self) -> Option<()>,
     ) -> Option<()> {
         if !self.open_object()? {
             return Some(());
@@ -120,16 +120,27 @@ impl<'a> Scanner<'a> {
             }
             let (what, name) = match recognised {
                 Some((what, token)) => {
-                    let name = self.text.get(self.at + 1..self.at + token - 2)?;
+                    let name = Name {
+                        text: self.text,
+                        start: self.at + 1,
+                        end: self.at + token - 2,
+                    };
                     self.at += token;
                     (what, name)
                 }
                 None => {
+                    let start = self.at + 1;
                     let name = self.plain_string()?;
+                    let end = self.at - 1;
                     self.skip_whitespace();
                     self.eat(b':')?;
                     let what = resolve(name);
                     shape.learn(index, name, what);
+                    let name = Name {
+                        text: self.text,
+                        start,
+                        end,
+                    };
                     (what, name)
                 }
             };
@@ -337,6 +348,20 @@ impl<'a> Scanner<'a> {
                 _ => return None,
             }
         }
+    }
+}
+
+/// A field's name in the text, sliced only when asked for.
+#[derive(Clone, Copy)]
+pub(super) struct Name<'a> {
+    text: &'a str,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Name<'a> {
+    pub fn get(self) -> &'a str {
+        self.text.get(self.start..self.end).unwrap_or_default()
     }
 }
 
