@@ -55,19 +55,30 @@ fn leaves_the_rest_to_serde_json() {
 
 #[test]
 fn string_stops_are_found_in_every_lane() {
+    // Fillers around the bounds of a stop: a space (0x20), DEL (0x7f) and UTF-8 bytes (0x80 and
+    // up), in sixteen-byte lanes, eight-byte words and the bytes after them.
     for stop in ['"', '\\', '\u{1}', '\u{1f}', '\n'] {
-        for at in 0..20 {
-            let text: String = (0..24)
+        for at in 0..44 {
+            let text: String = (0..48)
                 .map(|i| {
                     if i == at {
                         stop
                     } else {
-                        ['a', '~', 'é', ' '][i % 4]
+                        ['a', '~', 'é', ' ', '\u{7f}'][i % 5]
                     }
                 })
                 .collect();
-            let expected = text.find(stop);
-            assert_eq!(string_stop(text.as_bytes(), 0), expected, "{text:?}");
+            for from in 0..3 {
+                let expected = text.as_bytes()[from..]
+                    .iter()
+                    .position(|&b| b == stop as u8)
+                    .map(|i| from + i);
+                assert_eq!(
+                    string_stop(text.as_bytes(), from),
+                    expected,
+                    "{text:?} {from}"
+                );
+            }
         }
     }
     assert_eq!(string_stop("abc".as_bytes(), 0), None);
