@@ -320,10 +320,20 @@ impl<'a> Scanner<'a> {
     /// Skips a string, checking its escapes (surrogate escapes are left to `serde_json`).
     fn skip_string(&mut self) -> Option<()> {
         self.eat(b'"')?;
+        self.at = string_stop(self.text.as_bytes(), self.at)?;
+        if self.eat(b'"').is_some() {
+            return Some(());
+        }
+        self.skip_escaped_string()
+    }
+
+    /// The rest of a string skipped by [`Scanner::skip_string`] from its first stop that is
+    /// not its end (an escape, or a control character, which is not JSON), out of line.
+    #[inline(never)]
+    fn skip_escaped_string(&mut self) -> Option<()> {
         let bytes = self.text.as_bytes();
         loop {
-            self.at = string_stop(bytes, self.at)?;
-            match bytes[self.at] {
+            match *bytes.get(self.at)? {
                 b'"' => {
                     self.at += 1;
                     return Some(());
@@ -344,6 +354,7 @@ impl<'a> Scanner<'a> {
                 },
                 _ => return None,
             }
+            self.at = string_stop(bytes, self.at)?;
         }
     }
 }
