@@ -12,7 +12,8 @@ use super::connect::StructSchema;
 use super::convert;
 use super::scan;
 use crate::row::Row;
-use crate::schema::Schema;
+use crate::schema::{ColumnType, Schema};
+use crate::value::Value;
 
 /// Reads the object's fields into `schema`'s column order. The outer `Result` is malformed
 /// JSON; the inner one a value that does not fit its column (`(column, why)`).
@@ -73,30 +74,50 @@ impl RowSeed<'_> {
 
     /// Reads the object at the scanner's position like [`RowSeed::scan_object`], recognising
     /// its fields by the order of the table's last row (learnt with the same columns read).
+    /// Integer and timestamp columns of envelopes without logical types are read as the
+    /// scanner walks their digits; anything but a plain integer or `null` there is left to
+    /// `serde_json` (which reads the row through [`convert`] and words the error).
     pub fn scan_object_in_order(
         self,
         scanner: &mut scan::Scanner<'_>,
-        order: &mut super::order::FieldOrder<Option<usize>>,
+        order: &mut super::order::FieldOrder<Option<RowField>>,
     ) -> Option<FieldResult> {
         let mut fields = RowFields::new(self);
         scanner.object_in_order(
             order,
-            |name| {
-                self.schema
-                    .index_of(name)
-                    .filter(|&index| self.reads(index))
-            },
-            |column, name, s| match column {
-                Some(index) => {
-                    // Only a logical type (looked up by name) needs the name.
-                    let name = self.logical.map_or("", |_| name.get());
-                    fields.set(index, name, s.value()?);
+            |name| self.field(name),
+            |field, name, s| match field {
+                Some(RowField { index, integer }) => {
+                    match integer.filter(|_| self.logical.is_none()) {
+                        Some(make) => {
+                            fields.put(index, s.nullable_i64()?.map_or(Value::Null, make))
+                        }
+                        None => {
+                            // Only a logical type (looked up by name) needs the name.
+                            let name = self.logical.map_or("", |_| name.get());
+                            fields.set(index, name, s.value()?);
+                        }
+                    }
                     Some(())
                 }
                 None => s.skip(),
             },
         )?;
         Some(fields.finish())
+    }
+
+    /// The column a field named `name` fills, if it is read.
+    fn field(self, name: &str) -> Option<RowField> {
+        let index = self
+            .schema
+            .index_of(name)
+            .filter(|&index| self.reads(index))?;
+        let integer: Option<fn(i64) -> Value> = match self.schema.columns[index].ty {
+            ColumnType::Int32 | ColumnType::Int64 => Some(Value::Int),
+            ColumnType::Timestamp | ColumnType::TimestampTz => Some(Value::Timestamp),
+            _ => None,
+        };
+        Some(RowField { index, integer })
     }
 
     /// Whether column `index` is read.
@@ -117,6 +138,14 @@ impl RowSeed<'_> {
         })?;
         Some(fields.finish())
     }
+}
+
+/// A field of a row that fills a column that is read, as the scanner remembers it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RowField {
+    index: usize,
+    /// The column's value from a plain integer, for integer and timestamp columns.
+    integer: Option<fn(i64) -> Value>,
 }
 
 /// A row being filled field by field, whichever parser walks the object. A field named twice
@@ -158,17 +187,19 @@ impl<'s> RowFields<'s> {
         }
         let logical = self.seed.logical.and_then(|s| s.field(name));
         match convert::to_value(raw, self.seed.schema.columns[index].ty, logical) {
-            Ok(value) => {
-                // Always there: the row is not shared before `finish`.
-                let slot = self
-                    .row
-                    .values_mut()
-                    .and_then(|values| values.get_mut(index));
-                if let Some(slot) = slot {
-                    *slot = value;
-                }
-            }
+            Ok(value) => self.put(index, value),
             Err(why) => self.failure = Some((index, why)),
+        }
+    }
+
+    fn put(&mut self, index: usize, value: Value) {
+        // Always there: the row is not shared before `finish`.
+        let slot = self
+            .row
+            .values_mut()
+            .and_then(|values| values.get_mut(index));
+        if let Some(slot) = slot {
+            *slot = value;
         }
     }
 

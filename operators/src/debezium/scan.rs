@@ -190,7 +190,7 @@ impl<'a> Scanner<'a> {
 
     /// An integer that fits `i64`, or `null`, read as its digits are walked. Anything else
     /// (fractions, exponents, `-0`, leading zeros, too many digits) is left to `serde_json`.
-    fn nullable_i64(&mut self) -> Option<Option<i64>> {
+    pub fn nullable_i64(&mut self) -> Option<Option<i64>> {
         let bytes = self.text.as_bytes();
         let negative = match *bytes.get(self.at)? {
             b'n' => {

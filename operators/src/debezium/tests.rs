@@ -447,3 +447,53 @@ fn a_field_order_is_relearnt_for_another_declaration_of_the_table() {
         );
     }
 }
+
+#[test]
+fn integers_read_while_walking_decode_as_converted_ones() {
+    let catalog = catalog();
+    let create = |order_id: &str, created_at: &str| {
+        format!(
+            r#"{{"before":null,"after":{{"order_id":{order_id},"status":"new","created_at":{created_at}}},{SOURCE},"op":"c"}}"#
+        )
+    };
+    let first = create("1", "2");
+    let mut texts = Vec::new();
+    for number in [
+        "0",
+        "-7",
+        "-0",
+        "007",
+        "1.0",
+        "1e3",
+        "\"12\"",
+        "null",
+        "true",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "9223372036854775808",
+        "123456789012345678901",
+    ] {
+        texts.push(create(number, "1704067200008000"));
+        texts.push(create("5", number));
+    }
+    for text in &texts {
+        // A fresh cache reads `after` on its own, converting each value from its text; after
+        // `first`, the same cache reads it while walking the envelope.
+        let alone = decode(&line(text), &catalog);
+        let mut cache = SchemaCache::default();
+        decode_with(&line(&first), &catalog, &mut cache);
+        assert_eq!(
+            decode_with(&line(text), &catalog, &mut cache),
+            alone,
+            "{text}"
+        );
+    }
+    let mut cache = SchemaCache::default();
+    decode_with(&line(&first), &catalog, &mut cache);
+    let Decoded::Event(event) = decode_with(&line(&texts[0]), &catalog, &mut cache) else {
+        panic!("an integer and a timestamp read while walking");
+    };
+    let after = event.after.expect("after");
+    assert_eq!(after[0], Value::Int(0));
+    assert_eq!(after[3], Value::Timestamp(1_704_067_200_008_000));
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::super::envelope::{Record, Source, Transaction};
 use super::super::order::FieldOrder;
-use super::super::row::RowSeed;
+use super::super::row::{RowField, RowSeed};
 use super::Scanner;
 use crate::schema::{TableId, TableSpec};
 
@@ -34,7 +34,7 @@ impl FieldOrders {
 /// is read), with the table's declaration and the columns read that it was learnt with.
 type RowOrder = (
     Option<(Arc<TableSpec>, Option<Box<[usize]>>)>,
-    FieldOrder<Option<usize>>,
+    FieldOrder<Option<RowField>>,
 );
 
 /// The order of the `after` rows of `guess`'s table, made on first use and again whenever the
@@ -42,7 +42,7 @@ type RowOrder = (
 fn row_order<'o>(
     rows: &'o mut Vec<RowOrder>,
     guess: &AfterGuess<'_>,
-) -> &'o mut FieldOrder<Option<usize>> {
+) -> &'o mut FieldOrder<Option<RowField>> {
     let index = guess.table as usize;
     if rows.len() <= index {
         rows.resize_with(index + 1, Default::default);
