@@ -279,6 +279,13 @@ impl Decimal {
     /// Parses a plain decimal literal such as `-12.50` or `3`, or an exponent form `1.5e2`.
     pub fn parse(text: &str) -> Option<Decimal> {
         let text = text.trim();
+        // Every literal starts so; anything else (base64, say) is turned away at once.
+        if !matches!(
+            text.as_bytes().first(),
+            Some(b'0'..=b'9' | b'-' | b'+' | b'.')
+        ) {
+            return None;
+        }
         let (mantissa, exponent) = match text.find(['e', 'E']) {
             Some(at) => (&text[..at], text[at + 1..].parse::<i32>().ok()?),
             None => (text, 0),
