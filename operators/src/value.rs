@@ -357,6 +357,9 @@ mod tests {
         }
         assert_eq!(Decimal::parse("1.5e2").unwrap().to_string(), "150");
         assert_eq!(Decimal::parse("1.25e-1").unwrap().to_string(), "0.125");
+        assert_eq!(Decimal::parse(" .5 ").unwrap().to_string(), "0.5");
+        assert_eq!(Decimal::parse("+3.").unwrap().to_string(), "3");
+        assert!(Decimal::parse("AIeb").is_none(), "base64");
         assert!(Decimal::parse("1.2.3").is_none());
         assert!(Decimal::parse("abc").is_none());
         assert!(Decimal::parse("").is_none());
