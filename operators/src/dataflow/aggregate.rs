@@ -170,22 +170,18 @@ impl<'s> Grouped<'s> {
         let origins: Vec<_> = (groups.iter().map(|&g| self.relation.origin(g).cloned()))
             .chain(bound.iter().map(|_| None))
             .collect();
-        let contribute = bound.clone();
-        let finish = bound;
-        let rows = combine_by_group(input_rows, groups, move |row| Accumulators {
-            rows: 1,
-            cells: contribute.iter().map(|b| Cell::of(b, row)).collect(),
-        })
-        .count_total_core::<i64>()
-        .flat_map(move |(group, acc): (Key, Accumulators)| {
-            (acc.rows != 0).then(|| {
-                let finished = finish
-                    .iter()
-                    .zip(&acc.cells)
-                    .map(|(b, c)| c.finish(b, acc.rows));
-                group.iter().cloned().chain(finished).collect::<Row>()
-            })
-        });
+        let finish = bound.clone();
+        let rows = combine_by_group(input_rows, groups, bound)
+            .count_total_core::<i64>()
+            .flat_map(move |(group, acc): (Key, Accumulators)| {
+                (acc.rows != 0).then(|| {
+                    let finished = finish
+                        .iter()
+                        .zip(&acc.cells)
+                        .map(|(b, c)| c.finish(b, acc.rows));
+                    group.iter().cloned().chain(finished).collect::<Row>()
+                })
+            });
         let key = Some((0..group_count).collect());
         Ok(self
             .relation
@@ -194,13 +190,14 @@ impl<'s> Grouped<'s> {
     }
 }
 
-/// Each row's contribution to its group (the values at `groups`), summed per group and time
-/// within every batch before it reaches differential's arrangement: a batch of N rows over G
-/// groups sends G updates instead of N.
+/// Each row's contribution to its group (the values at `groups`) under `bounds`, summed per
+/// group and time within every batch before it reaches differential's arrangement: a batch of
+/// N rows over G groups sends G updates instead of N. A row of a group already in the batch is
+/// added to the group's totals in place.
 fn combine_by_group<'s>(
     rows: &Collection<'s, Row>,
     groups: Vec<usize>,
-    contribution: impl Fn(&[Value]) -> Accumulators + 'static,
+    bounds: Vec<Bound>,
 ) -> Collection<'s, Key, Accumulators> {
     fn group_hash<'a>(time: Time, values: impl Iterator<Item = &'a Value>) -> u64 {
         let mut hasher = rustc_hash::FxHasher::default();
@@ -219,13 +216,13 @@ fn combine_by_group<'s>(
                         let same_group = |(t, key, _): &(Time, Key, Accumulators)| {
                             *t == time && groups.iter().zip(key.iter()).all(|(&g, v)| row[g] == *v)
                         };
-                        let mut contribution = contribution(&row);
-                        if diff != 1 {
-                            contribution = contribution.multiply(&diff);
-                        }
                         match totals.find_mut(hash, same_group) {
-                            Some((_, _, total)) => total.plus_equals(&contribution),
+                            Some((_, _, total)) => total.add_row(&bounds, &row, diff),
                             None => {
+                                let mut contribution = Accumulators::of(&bounds, &row);
+                                if diff != 1 {
+                                    contribution = contribution.multiply(&diff);
+                                }
                                 let entry = (time, Key::of(&row, &groups), contribution);
                                 totals.insert_unique(hash, entry, |(t, key, _)| {
                                     group_hash(*t, key.iter())
@@ -250,6 +247,31 @@ fn combine_by_group<'s>(
 pub struct Accumulators {
     rows: i64,
     cells: smallvec::SmallVec<[Cell; 2]>,
+}
+
+impl Accumulators {
+    /// One row's contribution under `bounds`.
+    fn of(bounds: &[Bound], row: &[Value]) -> Accumulators {
+        Accumulators {
+            rows: 1,
+            cells: bounds.iter().map(|b| Cell::of(b, row)).collect(),
+        }
+    }
+
+    /// Adds `diff` times `row`'s contribution: `plus_equals(of(bounds, row) × diff)`, without
+    /// making it.
+    fn add_row(&mut self, bounds: &[Bound], row: &[Value], diff: i64) {
+        self.rows += diff;
+        if self.cells.len() < bounds.len() {
+            self.cells.resize(bounds.len(), Cell::default());
+        }
+        for (cell, bound) in self.cells.iter_mut().zip(bounds) {
+            let of = Cell::of(bound, row);
+            cell.count += of.count * diff;
+            cell.exact += of.exact * i128::from(diff);
+            cell.float.0 += of.float.0 * diff as f64;
+        }
+    }
 }
 
 /// One aggregate's totals: non-null inputs, exact sum (ints, unscaled decimals), float sum.
