@@ -8,7 +8,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::connect::StructSchema;
+use super::connect::{FieldSchema, StructSchema};
 use super::convert;
 use super::scan;
 use crate::row::Row;
@@ -74,9 +74,9 @@ impl RowSeed<'_> {
 
     /// Reads the object at the scanner's position like [`RowSeed::scan_object`], recognising
     /// its fields by the order of the table's last row (learnt with the same columns read).
-    /// Integer and timestamp columns of envelopes without logical types are read as the
-    /// scanner walks their digits; anything but a plain integer or `null` there is left to
-    /// `serde_json` (which reads the row through [`convert`] and words the error).
+    /// Integer and timestamp columns without a logical type are read as the scanner walks
+    /// their digits; anything but a plain integer or `null` there is left to `serde_json`
+    /// (which reads the row through [`convert`] and words the error).
     pub fn scan_object_in_order(
         self,
         scanner: &mut scan::Scanner<'_>,
@@ -88,15 +88,13 @@ impl RowSeed<'_> {
             |name| self.field(name),
             |field, name, s| match field {
                 Some(RowField { index, integer }) => {
-                    match integer.filter(|_| self.logical.is_none()) {
+                    // Only a Connect schema (looked up by name) needs the name.
+                    let schema = self.logical.and_then(|l| l.field(name.get()));
+                    match integer.filter(|_| schema.is_none_or(|f| f.logical.is_none())) {
                         Some(make) => {
                             fields.put(index, s.nullable_i64()?.map_or(Value::Null, make))
                         }
-                        None => {
-                            // Only a logical type (looked up by name) needs the name.
-                            let name = self.logical.map_or("", |_| name.get());
-                            fields.set(index, name, s.value()?);
-                        }
+                        None => fields.convert(index, schema, s.value()?),
                     }
                     Some(())
                 }
@@ -182,11 +180,16 @@ impl<'s> RowFields<'s> {
     }
 
     fn set(&mut self, index: usize, name: &str, raw: &str) {
+        let schema = self.seed.logical.and_then(|s| s.field(name));
+        self.convert(index, schema, raw);
+    }
+
+    /// Converts `raw` for column `index`, by the field's Connect schema when there is one.
+    fn convert(&mut self, index: usize, schema: Option<&FieldSchema>, raw: &str) {
         if self.failure.is_some() {
             return;
         }
-        let logical = self.seed.logical.and_then(|s| s.field(name));
-        match convert::to_value(raw, self.seed.schema.columns[index].ty, logical) {
+        match convert::to_value(raw, self.seed.schema.columns[index].ty, schema) {
             Ok(value) => self.put(index, value),
             Err(why) => self.failure = Some((index, why)),
         }

@@ -476,12 +476,22 @@ fn integers_read_while_walking_decode_as_converted_ones() {
         texts.push(create(number, "1704067200008000"));
         texts.push(create("5", number));
     }
+    // With a Connect schema: `order_id` has no logical type (read while walking), while
+    // `created_at` is a millisecond `Timestamp` (converted by its logical type).
+    let schema = r#"{"type":"struct","fields":[{"type":"struct","field":"after","fields":[
+        {"type":"int64","field":"order_id"},
+        {"type":"int64","name":"io.debezium.time.Timestamp","field":"created_at"}]}]}"#;
+    let wrapped = |payload: &str| format!(r#"{{"schema":{schema},"payload":{payload}}}"#);
+    let plain = texts.clone();
+    texts.extend(plain.iter().map(|payload| wrapped(payload)));
+    let schema_first = wrapped(&first);
     for text in &texts {
         // A fresh cache reads `after` on its own, converting each value from its text; after
         // `first`, the same cache reads it while walking the envelope.
         let alone = decode(&line(text), &catalog);
         let mut cache = SchemaCache::default();
         decode_with(&line(&first), &catalog, &mut cache);
+        decode_with(&line(&schema_first), &catalog, &mut cache);
         assert_eq!(
             decode_with(&line(text), &catalog, &mut cache),
             alone,
@@ -496,4 +506,16 @@ fn integers_read_while_walking_decode_as_converted_ones() {
     let after = event.after.expect("after");
     assert_eq!(after[0], Value::Int(0));
     assert_eq!(after[3], Value::Timestamp(1_704_067_200_008_000));
+    decode_with(&line(&schema_first), &catalog, &mut cache);
+    let Decoded::Event(event) = decode_with(&line(&wrapped(&texts[0])), &catalog, &mut cache)
+    else {
+        panic!("a schema-wrapped record read while walking");
+    };
+    let after = event.after.expect("after");
+    assert_eq!(after[0], Value::Int(0));
+    assert_eq!(
+        after[3],
+        Value::Timestamp(1_704_067_200_008_000_000),
+        "milliseconds"
+    );
 }
