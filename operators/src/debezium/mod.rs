@@ -309,10 +309,9 @@ fn decode_tombstone(
     }))
 }
 
-fn table_spec(catalog: &TableCatalog, id: TableId) -> Result<&TableSpec> {
+fn table_spec(catalog: &TableCatalog, id: TableId) -> Result<&Arc<TableSpec>> {
     catalog
         .get(id)
-        .map(|s| &**s)
         .ok_or_else(|| DecodeError::new(DeadLetterKind::UnknownTable, "table id out of range"))
 }
 
@@ -367,7 +366,13 @@ fn decode_envelope(
 
     let after = match record.after_read.take() {
         Some((guessed, row)) if guessed == table => Some(checked_row(row, spec, "after")?),
-        _ => read_row(record.after, spec, schemas.after(), "after")?,
+        _ => read_row(
+            record.after,
+            (table, spec),
+            schemas.after(),
+            "after",
+            orders,
+        )?,
     };
     if matches!(op, Op::Create | Op::Update | Op::Read) && after.is_none() {
         return Err(DecodeError::new(
@@ -381,10 +386,20 @@ fn decode_envelope(
     // `before` is needed for a delete (it carries the key) and for change logs; it is never
     // trusted for state.
     let before = match op {
-        Op::Delete => read_row(record.before, spec, schemas.before(), "before")?,
-        Op::Update if spec.keep_before => {
-            read_row(record.before, spec, schemas.before(), "before")?
-        }
+        Op::Delete => read_row(
+            record.before,
+            (table, spec),
+            schemas.before(),
+            "before",
+            orders,
+        )?,
+        Op::Update if spec.keep_before => read_row(
+            record.before,
+            (table, spec),
+            schemas.before(),
+            "before",
+            orders,
+        )?,
         _ => None,
     };
     let key = if op == Op::Truncate {
@@ -428,11 +443,15 @@ fn decode_envelope(
     }))
 }
 
+/// Reads an image (`before`, or an `after` not read with the envelope) as a row of `table`,
+/// recognising its fields by the order the table's rows taught (both images have the same
+/// fields), else by `serde_json`.
 fn read_row(
     raw: Option<&str>,
-    spec: &TableSpec,
+    (table, spec): (TableId, &Arc<TableSpec>),
     logical: Option<&connect::StructSchema>,
     field: &str,
+    orders: &mut scan::FieldOrders,
 ) -> Result<Option<Row>> {
     let Some(raw) = raw.filter(|r| *r != "null") else {
         return Ok(None);
@@ -442,7 +461,11 @@ fn read_row(
         only: spec.decoded.as_deref(),
         logical,
     };
-    checked_row(read_fields(raw, seed, field)?, spec, field).map(Some)
+    let read = match scan::row_in_order(raw, orders, scan::AfterGuess { table, spec, seed }) {
+        Some(read) => read,
+        None => read_fields(raw, seed, field)?,
+    };
+    checked_row(read, spec, field).map(Some)
 }
 
 /// A row read from `field`, or why it does not fit the table: a value of the wrong type, or a

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use super::order::FieldOrder;
-pub(super) use fields::{record, record_into, AfterGuess, FieldOrders, Level};
+pub(super) use fields::{record, record_into, row_in_order, AfterGuess, FieldOrders, Level};
 use runs::{digits_end, string_stop};
 
 /// Deepest nesting the scanner walks; deeper documents go to `serde_json` (limit 128).

@@ -353,6 +353,13 @@ fn after_read_for_a_guessed_table_is_used_only_when_the_guess_was_right() {
         format!(r#"{{"after":{{"status" : "z","order_id":7}},"op":"c",{SOURCE}}}"#),
         format!(r#"{{"op":"c","after":{{"status":"w","order_id":8,"status":"v"}},{SOURCE}}}"#),
         format!(r#"{{"after":{{"status":"x","order_id":9,"price":1}},{SOURCE},"op":"c"}}"#),
+        // Deletes: `before` is read through the order the table's rows taught.
+        format!(r#"{{"before":{{"order_id":10,"status":"x"}},"after":null,{SOURCE},"op":"d"}}"#),
+        format!(r#"{{"before":{{"status":"y","order_id":11}},"after":null,{SOURCE},"op":"d"}}"#),
+        format!(r#"{{"before":{{"order_id":12,"status":7}},"after":null,{SOURCE},"op":"d"}}"#),
+        format!(r#"{{"op":"d","before":{{"order_id":-0,"price":"1.5"}},{SOURCE}}}"#),
+        format!(r#"{{"op":"d","before":{{"order_id":13,"status":nul}},{SOURCE}}}"#),
+        format!(r#"{{"before":{{"id":1,"status":"z"}},"after":null,{customers},"op":"d"}}"#),
     ];
     // One cache across tables and field orders (each record's `after` is first read as the
     // previous record's table, its fields recognised in the previous order) decodes exactly as

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::super::envelope::{Record, Source, Transaction};
 use super::super::order::FieldOrder;
-use super::super::row::{RowField, RowSeed};
+use super::super::row::{FieldResult, RowField, RowSeed};
 use super::Scanner;
 use crate::schema::{TableId, TableSpec};
 
@@ -215,6 +215,20 @@ pub(in crate::debezium) fn record_into<'a>(
         Some(())
     })?;
     scanner.end()
+}
+
+/// Reads `text`, one object, as a row of `guess`'s table, recognising its fields by the
+/// order the table's rows taught; `None` when the scanner does not handle it.
+pub(in crate::debezium) fn row_in_order(
+    text: &str,
+    orders: &mut FieldOrders,
+    guess: AfterGuess<'_>,
+) -> Option<FieldResult> {
+    let mut scanner = Scanner::new(text);
+    let order = row_order(&mut orders.rows, &guess);
+    let row = guess.seed.scan_object_in_order(&mut scanner, order)?;
+    scanner.end()?;
+    Some(row)
 }
 
 fn nullable_object<'a, T>(
