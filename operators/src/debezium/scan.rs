@@ -92,10 +92,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// Walks an object like [`Scanner::object`], calling `field(what, name, self)` with what
-    /// `resolve` made of each name (the name itself is sliced only when asked for). The fields' order is remembered in `order`: when the next
-    /// object of its kind has the same fields in the same order, as connectors write them, each
-    /// name is recognised by comparing its bytes with the last one's instead of being scanned
-    /// and resolved again.
+    /// `resolve` made of each name (the name itself is sliced only when asked for). The
+    /// fields' order is remembered in `order`: when the next object of its kind has the same
+    /// fields in the same order, as connectors write them, each name is recognised by
+    /// comparing its bytes with the last one's instead of being scanned and resolved again.
     pub fn object_in_order<F: Copy>(
         &mut self,
         order: &mut FieldOrder<F>,
@@ -368,6 +368,7 @@ pub(super) struct Name<'a> {
 }
 
 impl<'a> Name<'a> {
+    /// The name (empty if the bounds were not a name's, which the scanner never makes).
     pub fn get(self) -> &'a str {
         self.text.get(self.start..self.end).unwrap_or_default()
     }
