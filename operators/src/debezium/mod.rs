@@ -385,22 +385,21 @@ fn decode_envelope(
     }
     // `before` is needed for a delete (it carries the key) and for change logs; it is never
     // trusted for state.
-    let before = match op {
-        Op::Delete => read_row(
+    let wants_before = match op {
+        Op::Delete => true,
+        Op::Update => spec.keep_before,
+        _ => false,
+    };
+    let before = if wants_before {
+        read_row(
             record.before,
             (table, spec),
             schemas.before(),
             "before",
             orders,
-        )?,
-        Op::Update if spec.keep_before => read_row(
-            record.before,
-            (table, spec),
-            schemas.before(),
-            "before",
-            orders,
-        )?,
-        _ => None,
+        )?
+    } else {
+        None
     };
     let key = if op == Op::Truncate {
         Key::new(Vec::new())
