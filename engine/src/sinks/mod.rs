@@ -1,5 +1,6 @@
 //! Sinks: act on an epoch only once every worker's input frontier has passed it, on one worker,
-//! in epoch order, with the epoch's updates consolidated.
+//! in epoch order, with the epoch's updates consolidated (or as they are, for sinks that
+//! consolidate them on a thread of their own).
 
 pub mod console;
 pub mod dead_letter;
@@ -72,7 +73,12 @@ impl Durability {
 
 /// What a sink does with closed epochs (closures `FnMut(epoch, updates)` are sinks too).
 pub trait EpochSink<D>: 'static {
-    /// An epoch's consolidated updates; called only for epochs with changes, in epoch order.
+    /// Whether the sink takes an epoch's updates as they are and consolidates them itself, off
+    /// the worker (consolidating sorts the updates, which reads every row many times).
+    const CONSOLIDATES: bool = false;
+
+    /// An epoch's updates (consolidated unless the sink `CONSOLIDATES`); called only for epochs
+    /// with updates, in epoch order.
     fn write(&mut self, epoch: Time, updates: Vec<(D, Diff)>);
 
     /// Every epoch before `frontier` has been written; `None` once the input is finished.
@@ -129,7 +135,9 @@ pub fn on_closed_epochs<'s, D, S>(
                             break;
                         }
                         let (time, (_capability, mut updates)) = entry.remove_entry();
-                        differential_dataflow::consolidation::consolidate(&mut updates);
+                        if !S::CONSOLIDATES {
+                            differential_dataflow::consolidation::consolidate(&mut updates);
+                        }
                         if !updates.is_empty() {
                             sink.write(time, updates);
                         }

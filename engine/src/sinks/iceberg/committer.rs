@@ -116,6 +116,9 @@ impl IcebergSink {
 }
 
 impl EpochSink<Row> for IcebergSink {
+    /// The table writer consolidates by key, on the committer thread.
+    const CONSOLIDATES: bool = true;
+
     fn write(&mut self, epoch: Time, updates: Vec<(Row, Diff)>) {
         self.committer().send(Message::Epoch(epoch, updates));
     }

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use iceberg::spec::Struct;
-use rustc_hash::FxHashMap;
+
+use differential_dataflow::consolidation::consolidate;
 
 use tributary_operators::{Diff, Key, Row, Time};
 
 use super::commit::Changes;
-use super::pending::Pending;
+use super::keyed::{KeyHash, KeyedSlots};
 use super::table::{Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 use super::{DeleteMode, IcebergError};
 use crate::sources::StreamPositions;
@@ -45,10 +46,12 @@ pub struct TableWriter {
     mode: WriteMode,
     pipeline: String,
     files: Vec<(Arc<str>, Struct)>,
-    /// Live rows of the table: key → (file index, position).
-    stored: FxHashMap<Key, (u32, u64)>,
-    /// Rows to append at the next commit.
-    pending: Pending,
+    /// With position deletes, the live rows of the table: key → (file index, position).
+    stored: KeyedSlots<(u32, u64)>,
+    /// Upserted rows to append at the next commit, by key.
+    pending: KeyedSlots<Row>,
+    /// Appended rows (no key) for the next commit.
+    appended: Vec<Row>,
     deletes: Vec<(u32, u64)>,
     /// With equality deletes: the stored rows retracted since the last commit.
     deleted_rows: Vec<Row>,
@@ -71,8 +74,9 @@ impl TableWriter {
             mode,
             pipeline: pipeline.to_owned(),
             files: Vec::new(),
-            stored: FxHashMap::default(),
-            pending: Pending::default(),
+            stored: KeyedSlots::default(),
+            pending: KeyedSlots::default(),
+            appended: Vec::new(),
             deletes: Vec::new(),
             deleted_rows: Vec::new(),
             delete_mode,
@@ -96,8 +100,8 @@ impl TableWriter {
             let duplicate = match delete_mode {
                 DeleteMode::Position => writer
                     .stored
-                    .insert(row_key, (file, stored.position))
-                    .is_some(),
+                    .insert(KeyHash::of(&row_key), row_key, (file, stored.position))
+                    .is_err(),
                 DeleteMode::Equality => !seen.insert(row_key),
             };
             if duplicate {
@@ -121,57 +125,152 @@ impl TableWriter {
         &self.committed
     }
 
-    /// Applies one epoch's consolidated changes.
+    /// Applies one epoch's changes (not consolidated: the dataflow hands them over as they
+    /// are, and they are consolidated here, off the worker).
     pub fn apply(&mut self, mut updates: Vec<(Row, Diff)>) -> Result<(), IcebergError> {
-        let key = match &self.mode {
+        let key_columns = match &self.mode {
             WriteMode::Append => {
+                consolidate(&mut updates);
                 for (row, diff) in updates {
                     for _ in 0..diff.max(0) {
-                        self.pending.push(row.clone());
+                        self.appended.push(row.clone());
                     }
                 }
                 return Ok(());
             }
             WriteMode::Upsert { key } => key.clone(),
         };
-        // Retractions first: an update is (old, -1) then (new, +1) for one key.
-        updates.sort_by_key(|(_, diff)| *diff > 0);
-        for (row, diff) in updates {
-            let row_key = Key::of(&row, &key);
-            if diff < 0 {
-                if self.pending.retract(&row_key) {
-                    // Appended and retracted between two commits.
-                } else if self.delete_mode == DeleteMode::Equality {
-                    // Deleted by key: rows of earlier commits only (the sequence-number rule).
-                    self.deleted_rows.push(row);
-                } else if let Some(stored) = self.stored.remove(&row_key) {
-                    self.deletes.push(stored);
-                } else {
-                    return Err(IcebergError::Inconsistent(format!(
-                        "table {}: a retraction of {row:?} matches no stored row",
-                        self.table.ident
-                    )));
+        // Each row is read once, for its key; the updates are then taken key by key, in the
+        // order of their keys' hashes, so that an update's retraction and insertion meet.
+        let mut keys = Vec::with_capacity(updates.len());
+        let mut order = Vec::with_capacity(updates.len());
+        for (index, (row, _)) in updates.iter().enumerate() {
+            let key = Key::of(row, &key_columns);
+            order.push((KeyHash::of(&key), index as u32));
+            keys.push(key);
+        }
+        order.sort_unstable();
+        let mut updates: Vec<Option<(Row, Diff)>> = updates.into_iter().map(Some).collect();
+        let mut take = |index: u32| {
+            let index = index as usize;
+            let key = keys.get_mut(index).map(std::mem::take).unwrap_or_default();
+            let update = updates.get_mut(index).and_then(Option::take);
+            update.map(|(row, diff)| (key, row, diff))
+        };
+        let mut group = Vec::new();
+        for same_hash in order.chunk_by(|a, b| a.0 == b.0) {
+            let hash = same_hash[0].0;
+            group.clear();
+            group.extend(same_hash.iter().filter_map(|&(_, index)| take(index)));
+            match group.as_mut_slice() {
+                [(key, _, diff)] if *diff < 0 => {
+                    let (key, row, _) = group.swap_remove(0);
+                    if let Err(row) = self.retract(hash, &key, row) {
+                        return Err(self.unmatched(&row));
+                    }
                 }
-            } else if diff > 0 {
-                let added = if self.stored.contains_key(&row_key) {
-                    Err(row)
-                } else {
-                    self.pending.insert(row_key, row)
-                };
-                if let Err(row) = added {
-                    return Err(IcebergError::Inconsistent(format!(
-                        "table {}: {row:?} arrives while its key is still stored",
-                        self.table.ident
-                    )));
+                [(_, _, diff)] if *diff > 0 => {
+                    let (key, row, _) = group.swap_remove(0);
+                    self.insert(hash, key, row)?;
                 }
+                [(a, _, -1), (b, _, 1)] | [(a, _, 1), (b, _, -1)] if a == b => {
+                    let (key, mut new, second) = group.swap_remove(1);
+                    let (_, mut old, _) = group.swap_remove(0);
+                    if second < 0 {
+                        std::mem::swap(&mut old, &mut new);
+                    }
+                    self.replace(hash, key, old, new)?;
+                }
+                _ => self.apply_group(hash, &mut group)?,
             }
         }
         Ok(())
     }
 
+    /// The general case of [`apply`](Self::apply): a group of updates whose keys share a hash,
+    /// other than one retraction, one insertion, or one of each for one key.
+    fn apply_group(
+        &mut self,
+        hash: KeyHash,
+        group: &mut Vec<(Key, Row, Diff)>,
+    ) -> Result<(), IcebergError> {
+        let mut rows: Vec<((Key, Row), Diff)> = group
+            .drain(..)
+            .map(|(key, row, diff)| ((key, row), diff))
+            .collect();
+        consolidate(&mut rows);
+        // Retractions first: an update is (old, -1) then (new, +1) for one key.
+        rows.sort_by_key(|(_, diff)| *diff > 0);
+        for ((key, row), diff) in rows {
+            if diff < 0 {
+                if let Err(row) = self.retract(hash, &key, row) {
+                    return Err(self.unmatched(&row));
+                }
+            } else {
+                self.insert(hash, key, row)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the row of `key`, pending or stored; gives `row` back when there is none.
+    fn retract(&mut self, hash: KeyHash, key: &Key, row: Row) -> Result<(), Row> {
+        if self.pending.remove(hash, key).is_some() {
+            // Appended and retracted between two commits.
+        } else if self.delete_mode == DeleteMode::Equality {
+            // Deleted by key: rows of earlier commits only (the sequence-number rule).
+            self.deleted_rows.push(row);
+        } else if let Some(place) = self.stored.remove(hash, key) {
+            self.deletes.push(place);
+        } else {
+            return Err(row);
+        }
+        Ok(())
+    }
+
+    /// Adds `row` under `key`, which must hold no row.
+    fn insert(&mut self, hash: KeyHash, key: Key, row: Row) -> Result<(), IcebergError> {
+        let added = if self.stored.contains(hash, &key) {
+            Err(row)
+        } else {
+            self.pending.insert(hash, key, row)
+        };
+        added.map_err(|row| {
+            IcebergError::Inconsistent(format!(
+                "table {}: {row:?} arrives while its key is still stored",
+                self.table.ident
+            ))
+        })
+    }
+
+    /// Replaces the row of `key` (`old`) with `new`: in place when it is pending.
+    fn replace(&mut self, hash: KeyHash, key: Key, old: Row, new: Row) -> Result<(), IcebergError> {
+        if old == new {
+            // `(row, -1)` and `(row, +1)` in one epoch: nothing changes.
+            return Ok(());
+        }
+        let Err(new) = self.pending.replace(hash, &key, new) else {
+            return Ok(());
+        };
+        match self.retract(hash, &key, old) {
+            Ok(()) => self.insert(hash, key, new),
+            Err(old) => Err(self.unmatched(&old)),
+        }
+    }
+
+    fn unmatched(&self, row: &Row) -> IcebergError {
+        IcebergError::Inconsistent(format!(
+            "table {}: a retraction of {row:?} matches no stored row",
+            self.table.ident
+        ))
+    }
+
     /// Whether there is anything to commit.
     pub fn has_changes(&self) -> bool {
-        !self.deletes.is_empty() || !self.deleted_rows.is_empty() || !self.pending.is_empty()
+        !self.deletes.is_empty()
+            || !self.deleted_rows.is_empty()
+            || !self.pending.is_empty()
+            || !self.appended.is_empty()
     }
 
     /// Commits the applied changes as one snapshot covering epochs up to `epoch` and the
@@ -190,7 +289,12 @@ impl TableWriter {
             self.pending.clear();
             return Ok(None);
         }
-        let (rows, mut keys) = self.pending.take();
+        let (mut rows, mut keys) = self.pending.take();
+        if rows.is_empty() {
+            rows = std::mem::take(&mut self.appended);
+        } else {
+            rows.append(&mut self.appended);
+        }
         // Rows are found by position only with position deletes.
         if self.delete_mode != DeleteMode::Position {
             keys.clear();
@@ -229,13 +333,153 @@ impl TableWriter {
         self.files.extend(outcome.data_files);
         self.stored.reserve(keys.len());
         for (key, (file, position)) in keys.into_iter().zip(outcome.row_locations) {
-            self.stored
-                .insert(key, (first_file + file as u32, position));
+            let place = (first_file + file as u32, position);
+            if let Err(place) = self.stored.insert_hashed(key, place) {
+                return Err(IcebergError::Inconsistent(format!(
+                    "table {}: a row written at {place:?} has the key of a stored row",
+                    self.table.ident
+                )));
+            }
         }
         self.committed = Committed {
             epoch: Some(epoch),
             positions: merged,
         };
         Ok(Some(stats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tributary_operators::{Column, ColumnType, Schema, Value};
+
+    use super::*;
+    use crate::sinks::iceberg::{IcebergOptions, IcebergSinks, TableIdent};
+
+    /// A small deterministic generator (xorshift).
+    struct Dice(u64);
+
+    impl Dice {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn row(id: i64, version: i64) -> Row {
+        Row::new(vec![Value::Int(id), Value::Int(version)])
+    }
+
+    fn open(warehouse: &std::path::Path, deletes: DeleteMode) -> TableWriter {
+        let mut options = IcebergOptions::new(warehouse);
+        options.deletes = deletes;
+        let schema = Schema::new(vec![
+            Column::new("id", ColumnType::Int64),
+            Column::new("version", ColumnType::Int64),
+        ]);
+        let ident = TableIdent::parse("test.rows").unwrap();
+        let mode = WriteMode::Upsert { key: vec![0] };
+        let opened = IcebergSinks::new(options, "test")
+            .open(&ident, &schema, mode, &[])
+            .unwrap();
+        opened.take_writer().unwrap()
+    }
+
+    fn table_rows(writer: &TableWriter) -> Vec<Row> {
+        let mut rows: Vec<Row> = writer
+            .table()
+            .scan()
+            .unwrap()
+            .into_iter()
+            .map(|stored| stored.row)
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// One epoch's updates as a dataflow may hand them over unconsolidated, in any order:
+    /// upserts and deletes of live keys, inserts of new ones, and noise that cancels out (a
+    /// row inserted and retracted, an update to the same row).
+    fn epoch(dice: &mut Dice, state: &mut BTreeMap<i64, Row>, version: i64) -> Vec<(Row, Diff)> {
+        let mut updates = Vec::new();
+        for id in 0..40 {
+            let old = state.get(&id).cloned();
+            match (dice.below(6), old) {
+                (0, Some(old)) => {
+                    state.remove(&id);
+                    updates.push((old, -1));
+                }
+                (1 | 2, Some(old)) => {
+                    let new = row(id, version);
+                    state.insert(id, new.clone());
+                    updates.extend([(old, -1), (new, 1)]);
+                }
+                (1 | 2, None) => {
+                    let new = row(id, version);
+                    state.insert(id, new.clone());
+                    updates.push((new, 1));
+                }
+                (3, Some(old)) => updates.extend([(old.clone(), 1), (old, -1)]),
+                (4, _) => {
+                    let noise = row(id, -version);
+                    updates.extend([(noise.clone(), 1), (noise, -1)]);
+                }
+                _ => {}
+            }
+        }
+        for i in (1..updates.len()).rev() {
+            updates.swap(i, dice.below(i as u64 + 1) as usize);
+        }
+        updates
+    }
+
+    #[test]
+    fn unconsolidated_epochs_in_any_order_commit_the_current_rows() {
+        for deletes in [DeleteMode::Position, DeleteMode::Equality] {
+            let warehouse = tempfile::tempdir().unwrap();
+            let mut writer = open(warehouse.path(), deletes);
+            let mut dice = Dice(0x9E37_79B9_7F4A_7C15);
+            let mut state = BTreeMap::new();
+            for version in 1..=60 {
+                if version == 30 {
+                    // A restart: the stored rows' places come back from the table.
+                    drop(writer);
+                    writer = open(warehouse.path(), deletes);
+                }
+                writer.apply(epoch(&mut dice, &mut state, version)).unwrap();
+                if dice.below(3) == 0 || version == 29 || version == 60 {
+                    writer
+                        .commit(version as Time, &StreamPositions::new())
+                        .unwrap();
+                    let expected: Vec<Row> = state.values().cloned().collect();
+                    assert_eq!(
+                        table_rows(&writer),
+                        expected,
+                        "{deletes:?}, epoch {version}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_retraction_of_a_row_never_written_is_refused() {
+        let warehouse = tempfile::tempdir().unwrap();
+        let mut writer = open(warehouse.path(), DeleteMode::Position);
+        writer.apply(vec![(row(1, 1), 1)]).unwrap();
+        writer.commit(1, &StreamPositions::new()).unwrap();
+        // Alone, as half of an update of a key never written, and twice in one epoch.
+        for updates in [
+            vec![(row(2, 1), -1)],
+            vec![(row(3, 1), -1), (row(3, 2), 1)],
+            vec![(row(1, 1), -1), (row(1, 2), -1), (row(1, 3), 1)],
+        ] {
+            let error = writer.apply(updates).unwrap_err();
+            assert!(matches!(error, IcebergError::Inconsistent(_)), "{error}");
+        }
     }
 }
