@@ -157,11 +157,26 @@ impl<V> KeyedSlots<V> {
         }
     }
 
-    /// Takes the values in insertion order and their keys; both are collected in place, in
-    /// the memory they were held in.
-    pub fn take(&mut self) -> (Vec<V>, Vec<KeyHashed>) {
-        self.index.clear();
+    /// Takes the values in insertion order, collected in place, in the memory they were held
+    /// in; the keys stay indexed, numbered in that order, for [`with_values`](Self::with_values).
+    pub fn take(&mut self) -> (Vec<V>, Keys) {
+        let mut index = std::mem::take(&mut self.index);
         let values = std::mem::take(&mut self.values);
+        if index.len() != values.len() {
+            // Removed slots go: each live slot moves down past the removed ones before it.
+            let mut live = 0;
+            let renumbered: Vec<u32> = values
+                .iter()
+                .map(|value| {
+                    let slot = live;
+                    live += u32::from(value.is_some());
+                    slot
+                })
+                .collect();
+            for (_, slot) in index.iter_mut() {
+                *slot = renumbered.get(*slot as usize).copied().unwrap_or(*slot);
+            }
+        }
         let keys = std::mem::take(&mut self.keys)
             .into_iter()
             .zip(&values)
@@ -170,15 +185,36 @@ impl<V> KeyedSlots<V> {
         // `filter_map` collects in place; `flatten` would allocate anew.
         #[allow(clippy::filter_map_identity)]
         let values = values.into_iter().filter_map(|value| value).collect();
-        (values, keys)
+        (values, Keys { keys, index })
     }
 
-    /// Adds a key taken from another `KeyedSlots`, whose hash it keeps.
-    pub fn insert_hashed(&mut self, hashed: KeyHashed, value: V) -> Result<(), V> {
-        let KeyHashed { short, key } = hashed;
-        let hash = KeyHash(u64::from(short));
-        debug_assert_eq!(hash.short(), short);
-        self.insert(hash, key, value)
+    /// The taken `keys` with new values, the i-th value for the i-th key.
+    pub fn with_values(keys: Keys, values: Vec<V>) -> Self {
+        debug_assert_eq!(keys.keys.len(), values.len());
+        KeyedSlots {
+            values: values.into_iter().map(Some).collect(),
+            keys: keys.keys,
+            index: keys.index,
+        }
+    }
+
+    /// Adds every key of `other` (the smaller one is added into the larger); gives back the
+    /// value of a key that both hold.
+    pub fn merge(&mut self, mut other: KeyedSlots<V>) -> Result<(), V> {
+        if other.len() > self.len() {
+            std::mem::swap(self, &mut other);
+        }
+        if other.is_empty() {
+            return Ok(());
+        }
+        self.reserve(other.len());
+        for (key, value) in other.keys.into_iter().zip(other.values) {
+            if let Some(value) = value {
+                let hash = KeyHash(u64::from(key.short));
+                self.insert(hash, key.key, value)?;
+            }
+        }
+        Ok(())
     }
 
     /// Drops every value.
@@ -189,12 +225,25 @@ impl<V> KeyedSlots<V> {
     }
 }
 
-/// A key with its short hash, as `take` hands it out.
+/// A key with its short hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyHashed {
+struct KeyHashed {
     short: u32,
-    /// The key.
-    pub key: Key,
+    key: Key,
+}
+
+/// The keys of taken values, still indexed.
+#[derive(Debug, Default)]
+pub struct Keys {
+    keys: Vec<KeyHashed>,
+    index: HashTable<(u32, u32)>,
+}
+
+impl Keys {
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// Removed slots kept before compacting (beyond as many as there are live values).
@@ -219,8 +268,9 @@ mod tests {
 
     fn taken(slots: &mut KeyedSlots<i64>) -> Vec<(i64, i64)> {
         let (values, keys) = slots.take();
-        assert_eq!(values.len(), keys.len());
-        keys.into_iter()
+        assert_eq!(values.len(), keys.keys.len());
+        keys.keys
+            .into_iter()
             .zip(values)
             .map(|(hashed, value)| match hashed.key.first() {
                 Some(Value::Int(id)) => (*id, value),
@@ -280,18 +330,35 @@ mod tests {
     }
 
     #[test]
-    fn taken_keys_keep_their_hash() {
+    fn taken_keys_take_new_values_and_merge() {
         let mut pending = KeyedSlots::default();
         for id in 0..1_000 {
             assert_eq!(insert(&mut pending, id, id), Ok(()));
         }
-        let mut stored = KeyedSlots::default();
+        // Removed slots: the keys after them are numbered anew.
+        for id in (0..1_000).step_by(3) {
+            assert_eq!(remove(&mut pending, id), Some(id));
+        }
         let (values, keys) = pending.take();
-        for (hashed, value) in keys.into_iter().zip(values) {
-            assert_eq!(stored.insert_hashed(hashed, value), Ok(()));
+        assert!(pending.is_empty());
+        let mut stored = KeyedSlots::default();
+        for id in 1_000..1_010 {
+            assert_eq!(insert(&mut stored, id, 0), Ok(()));
         }
+        // The larger side's index is kept, the smaller one's keys are added into it.
+        let doubled = values.iter().map(|value| 2 * value).collect();
+        assert_eq!(stored.merge(KeyedSlots::with_values(keys, doubled)), Ok(()));
+        assert_eq!(stored.len(), 666 + 10);
         for id in 0..1_000 {
-            assert_eq!(remove(&mut stored, id), Some(id));
+            let expected = (id % 3 != 0).then_some(2 * id);
+            assert_eq!(remove(&mut stored, id), expected, "key {id}");
         }
+        for id in 1_000..1_010 {
+            assert_eq!(remove(&mut stored, id), Some(0));
+        }
+        let mut again = KeyedSlots::default();
+        assert_eq!(insert(&mut again, 5, 1), Ok(()));
+        assert_eq!(insert(&mut stored, 5, 2), Ok(()));
+        assert_eq!(stored.merge(again), Err(1));
     }
 }

@@ -140,48 +140,69 @@ impl TableWriter {
             }
             WriteMode::Upsert { key } => key.clone(),
         };
-        // Each row is read once, for its key; the updates are then taken key by key, in the
-        // order of their keys' hashes, so that an update's retraction and insertion meet.
-        let mut keys = Vec::with_capacity(updates.len());
+        // Each row is read once, for its key (and compared with the one before when their keys
+        // agree, as an update's two halves usually arrive); the updates are then taken key by
+        // key, in the order of their keys' hashes, so that an update's halves meet.
+        let mut batch: Vec<Update> = Vec::with_capacity(updates.len());
         let mut order = Vec::with_capacity(updates.len());
-        for (index, (row, _)) in updates.iter().enumerate() {
-            let key = Key::of(row, &key_columns);
-            order.push((KeyHash::of(&key), index as u32));
-            keys.push(key);
+        for (row, diff) in updates {
+            let key = Key::of(&row, &key_columns);
+            let same_as_previous = batch
+                .last()
+                .is_some_and(|previous| previous.key == key && previous.row.as_ref() == Some(&row));
+            order.push((KeyHash::of(&key), batch.len()));
+            batch.push(Update {
+                key,
+                row: Some(row),
+                diff,
+                same_as_previous,
+            });
         }
         order.sort_unstable();
-        let mut updates: Vec<Option<(Row, Diff)>> = updates.into_iter().map(Some).collect();
-        let mut take = |index: u32| {
-            let index = index as usize;
-            let key = keys.get_mut(index).map(std::mem::take).unwrap_or_default();
-            let update = updates.get_mut(index).and_then(Option::take);
-            update.map(|(row, diff)| (key, row, diff))
-        };
         let mut group = Vec::new();
         for same_hash in order.chunk_by(|a, b| a.0 == b.0) {
             let hash = same_hash[0].0;
-            group.clear();
-            group.extend(same_hash.iter().filter_map(|&(_, index)| take(index)));
-            match group.as_mut_slice() {
-                [(key, _, diff)] if *diff < 0 => {
-                    let (key, row, _) = group.swap_remove(0);
-                    if let Err(row) = self.retract(hash, &key, row) {
+            let update = |index: usize| batch.get(index);
+            match *same_hash {
+                [(_, index)] => {
+                    let Some((key, row, diff)) = take(&mut batch, index) else {
+                        continue;
+                    };
+                    if diff > 0 {
+                        self.insert(hash, key, row)?;
+                    } else if let Err(row) = self.retract(hash, &key, row) {
                         return Err(self.unmatched(&row));
                     }
                 }
-                [(_, _, diff)] if *diff > 0 => {
-                    let (key, row, _) = group.swap_remove(0);
-                    self.insert(hash, key, row)?;
-                }
-                [(a, _, -1), (b, _, 1)] | [(a, _, 1), (b, _, -1)] if a == b => {
-                    let (key, mut new, second) = group.swap_remove(1);
-                    let (_, mut old, _) = group.swap_remove(0);
-                    if second < 0 {
-                        std::mem::swap(&mut old, &mut new);
+                [(_, first), (_, second)]
+                    if update(first)
+                        .zip(update(second))
+                        .is_some_and(|(a, b)| a.key == b.key && a.diff * b.diff == -1) =>
+                {
+                    let adjacent = update(second)
+                        .filter(|_| second == first + 1)
+                        .map(|b| b.same_as_previous);
+                    let (Some((key, a, diff)), Some((_, b, _))) =
+                        (take(&mut batch, first), take(&mut batch, second))
+                    else {
+                        continue;
+                    };
+                    let (old, new) = if diff < 0 { (a, b) } else { (b, a) };
+                    if adjacent.unwrap_or_else(|| old == new) {
+                        // `(row, -1)` and `(row, +1)` in one epoch: nothing changes.
+                        continue;
                     }
                     self.replace(hash, key, old, new)?;
                 }
-                _ => self.apply_group(hash, &mut group)?,
+                _ => {
+                    group.clear();
+                    group.extend(
+                        same_hash
+                            .iter()
+                            .filter_map(|&(_, index)| take(&mut batch, index)),
+                    );
+                    self.apply_group(hash, &mut group)?;
+                }
             }
         }
         Ok(())
@@ -243,12 +264,9 @@ impl TableWriter {
         })
     }
 
-    /// Replaces the row of `key` (`old`) with `new`: in place when it is pending.
+    /// Replaces the row of `key` (`old`, which differs from `new`) with `new`: in place when
+    /// it is pending.
     fn replace(&mut self, hash: KeyHash, key: Key, old: Row, new: Row) -> Result<(), IcebergError> {
-        if old == new {
-            // `(row, -1)` and `(row, +1)` in one epoch: nothing changes.
-            return Ok(());
-        }
         let Err(new) = self.pending.replace(hash, &key, new) else {
             return Ok(());
         };
@@ -289,15 +307,11 @@ impl TableWriter {
             self.pending.clear();
             return Ok(None);
         }
-        let (mut rows, mut keys) = self.pending.take();
+        let (mut rows, keys) = self.pending.take();
         if rows.is_empty() {
             rows = std::mem::take(&mut self.appended);
         } else {
             rows.append(&mut self.appended);
-        }
-        // Rows are found by position only with position deletes.
-        if self.delete_mode != DeleteMode::Position {
-            keys.clear();
         }
         let deletes: Vec<(Arc<str>, Struct, u64)> = self
             .deletes
@@ -331,10 +345,15 @@ impl TableWriter {
         )?;
         let first_file = self.files.len() as u32;
         self.files.extend(outcome.data_files);
-        self.stored.reserve(keys.len());
-        for (key, (file, position)) in keys.into_iter().zip(outcome.row_locations) {
-            let place = (first_file + file as u32, position);
-            if let Err(place) = self.stored.insert_hashed(key, place) {
+        // Rows are found by position only with position deletes.
+        if self.delete_mode == DeleteMode::Position && !keys.is_empty() {
+            let places = outcome
+                .row_locations
+                .into_iter()
+                .map(|(file, position)| (first_file + file as u32, position))
+                .collect();
+            let written = KeyedSlots::with_values(keys, places);
+            if let Err(place) = self.stored.merge(written) {
                 return Err(IcebergError::Inconsistent(format!(
                     "table {}: a row written at {place:?} has the key of a stored row",
                     self.table.ident
@@ -347,6 +366,23 @@ impl TableWriter {
         };
         Ok(Some(stats))
     }
+}
+
+/// An update of an epoch, while the epoch is applied.
+struct Update {
+    key: Key,
+    /// Taken when applied.
+    row: Option<Row>,
+    diff: Diff,
+    /// Whether the update before it has the same row (and key).
+    same_as_previous: bool,
+}
+
+/// Takes the update at `index` to apply it.
+fn take(batch: &mut [Update], index: usize) -> Option<(Key, Row, Diff)> {
+    let update = batch.get_mut(index)?;
+    let row = update.row.take()?;
+    Some((std::mem::take(&mut update.key), row, update.diff))
 }
 
 #[cfg(test)]
