@@ -30,6 +30,22 @@ impl Row {
         Row(std::iter::repeat_n(Value::Null, width).collect())
     }
 
+    /// `head` then `tail`, then NULLs up to `width` values, in one allocation. The values are
+    /// cloned straight into the row: collecting a chain of iterators moved each one through
+    /// the stack in overlapping pieces, which stalled store forwarding (18 % of an op-counts
+    /// worker's time went there).
+    pub fn concat(head: &[Value], tail: &[Value], width: usize) -> Self {
+        let mut row = Row::nulls(width.max(head.len() + tail.len()));
+        if let Some(values) = row.values_mut() {
+            let (start, rest) = values.split_at_mut(head.len());
+            start.clone_from_slice(head);
+            if let Some(rest) = rest.get_mut(..tail.len()) {
+                rest.clone_from_slice(tail);
+            }
+        }
+        row
+    }
+
     /// The values, in schema order.
     pub fn values(&self) -> &[Value] {
         &self.0

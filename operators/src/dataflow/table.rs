@@ -60,14 +60,8 @@ pub fn changes<'s>(
             op_names.of(event.op)?.clone(),
             Value::Timestamp(event.event_time_ms.saturating_mul(1000)),
         ];
-        // One allocation: both iterators know their exact length.
-        Some(match &event.after {
-            Some(after) => prefix.into_iter().chain(after.iter().cloned()).collect(),
-            None => prefix
-                .into_iter()
-                .chain(std::iter::repeat_n(Value::Null, width))
-                .collect(),
-        })
+        let after = event.after.as_deref().unwrap_or_default();
+        Some(Row::concat(&prefix, after, prefix.len() + width))
     });
     Relation::new(Arc::new(Schema::new(columns)), None, rows, side)
 }
@@ -114,7 +108,7 @@ pub fn replica<'s>(
                 op.clone(),
                 Value::Timestamp(event.event_time_ms.saturating_mul(1000)),
             ];
-            event.after = Some(after.iter().cloned().chain(stamp).collect());
+            event.after = Some(Row::concat(after, &stamp, 0));
         }
         event
     });

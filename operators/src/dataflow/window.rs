@@ -195,8 +195,7 @@ impl<'s> Relation<'s> {
                                         Value::Timestamp(start),
                                         Value::Timestamp(start + window.size_us),
                                     ];
-                                    let windowed: Row =
-                                        bounds.into_iter().chain(row.iter().cloned()).collect();
+                                    let windowed = Row::concat(&bounds, &row, 0);
                                     session.give((Ok(windowed), next, diff));
                                 }
                             }
