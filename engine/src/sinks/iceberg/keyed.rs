@@ -36,6 +36,15 @@ fn spread(short: u32) -> u64 {
     u64::from(short).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Whether an index entry is `key`'s: its short hash agrees, then its slot's key.
+fn is_key<'a>(
+    keys: &'a [KeyHashed],
+    short: u32,
+    key: &'a Key,
+) -> impl Fn(&(u32, u32)) -> bool + 'a {
+    move |&(s, slot)| s == short && keys.get(slot as usize).is_some_and(|k| k.key == *key)
+}
+
 /// One value per key, in insertion order.
 #[derive(Debug)]
 pub struct KeyedSlots<V> {
@@ -77,11 +86,8 @@ impl<V> KeyedSlots<V> {
 
     fn find(&self, hash: KeyHash, key: &Key) -> Option<u32> {
         let short = hash.short();
-        let keys = &self.keys;
         self.index
-            .find(spread(short), |&(s, slot)| {
-                s == short && keys.get(slot as usize).is_some_and(|k| k.key == *key)
-            })
+            .find(spread(short), is_key(&self.keys, short, key))
             .map(|&(_, slot)| slot)
     }
 
@@ -96,12 +102,11 @@ impl<V> KeyedSlots<V> {
             self.compact();
         }
         let short = hash.short();
-        let keys = &self.keys;
-        let entry = self.index.entry(
-            spread(short),
-            |&(s, slot)| s == short && keys.get(slot as usize).is_some_and(|k| k.key == key),
-            |&(s, _)| spread(s),
-        );
+        let entry = self
+            .index
+            .entry(spread(short), is_key(&self.keys, short, &key), |&(s, _)| {
+                spread(s)
+            });
         match entry {
             Entry::Occupied(_) => Err(value),
             Entry::Vacant(vacant) => {
@@ -131,10 +136,9 @@ impl<V> KeyedSlots<V> {
             return None;
         }
         let short = hash.short();
-        let keys = &self.keys;
-        let found = self.index.find_entry(spread(short), |&(s, slot)| {
-            s == short && keys.get(slot as usize).is_some_and(|k| k.key == *key)
-        });
+        let found = self
+            .index
+            .find_entry(spread(short), is_key(&self.keys, short, key));
         let ((_, slot), _) = found.ok()?.remove();
         self.values.get_mut(slot as usize)?.take()
     }

@@ -6,9 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use iceberg::spec::Struct;
-
 use differential_dataflow::consolidation::consolidate;
+use iceberg::spec::Struct;
 
 use tributary_operators::{Diff, Key, Row, Time};
 
@@ -170,14 +169,16 @@ impl TableWriter {
                     };
                     if diff > 0 {
                         self.insert(hash, key, row)?;
-                    } else if let Err(row) = self.retract(hash, &key, row) {
-                        return Err(self.unmatched(&row));
+                    } else if diff < 0 {
+                        if let Err(row) = self.retract(hash, &key, row) {
+                            return Err(self.unmatched(&row));
+                        }
                     }
                 }
                 [(_, first), (_, second)]
-                    if update(first)
-                        .zip(update(second))
-                        .is_some_and(|(a, b)| a.key == b.key && a.diff * b.diff == -1) =>
+                    if update(first).zip(update(second)).is_some_and(|(a, b)| {
+                        a.key == b.key && matches!((a.diff, b.diff), (-1, 1) | (1, -1))
+                    }) =>
                 {
                     let adjacent = update(second)
                         .filter(|_| second == first + 1)
@@ -199,7 +200,8 @@ impl TableWriter {
                     group.extend(
                         same_hash
                             .iter()
-                            .filter_map(|&(_, index)| take(&mut batch, index)),
+                            .filter_map(|&(_, index)| take(&mut batch, index))
+                            .map(|(key, row, diff)| ((key, row), diff)),
                     );
                     self.apply_group(hash, &mut group)?;
                 }
@@ -213,16 +215,12 @@ impl TableWriter {
     fn apply_group(
         &mut self,
         hash: KeyHash,
-        group: &mut Vec<(Key, Row, Diff)>,
+        group: &mut Vec<((Key, Row), Diff)>,
     ) -> Result<(), IcebergError> {
-        let mut rows: Vec<((Key, Row), Diff)> = group
-            .drain(..)
-            .map(|(key, row, diff)| ((key, row), diff))
-            .collect();
-        consolidate(&mut rows);
+        consolidate(group);
         // Retractions first: an update is (old, -1) then (new, +1) for one key.
-        rows.sort_by_key(|(_, diff)| *diff > 0);
-        for ((key, row), diff) in rows {
+        group.sort_by_key(|(_, diff)| *diff > 0);
+        for ((key, row), diff) in group.drain(..) {
             if diff < 0 {
                 if let Err(row) = self.retract(hash, &key, row) {
                     return Err(self.unmatched(&row));
