@@ -237,7 +237,7 @@ struct KeyHashed {
 }
 
 /// The keys of taken values, still indexed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Keys {
     keys: Vec<KeyHashed>,
     index: HashTable<(u32, u32)>,
