@@ -1,5 +1,6 @@
 //! Upsert: one row per key; events of an epoch apply in source order; deletes, tombstones and
-//! truncates retract. Emits only the net change per key per epoch.
+//! truncates retract. Emits only the net change per key per epoch (per part of an epoch between
+//! truncates), found by applying only each key's last event.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -111,14 +112,26 @@ pub struct UpsertState {
     /// Each row with its key's hash: growing the table rehashes without fetching the rows, and
     /// a lookup compares a row's key only when the hashes agree.
     rows: HashTable<(u64, Row)>,
+    /// Scratch space of [`UpsertState::apply_run`], kept between epochs so that its memory
+    /// stays mapped and warm.
+    last_events: LastEvents,
 }
 
-/// A key an epoch changed: its row before the epoch and its row now.
-struct Touched {
-    hash: u64,
-    key: Key,
-    original: Option<Row>,
-    current: Option<Row>,
+/// Which events of a run are the last of their key: only those change the state.
+#[derive(Debug, Default)]
+struct LastEvents {
+    /// The key hash of each event of the run (0 for an event that changes nothing).
+    hashes: Vec<u64>,
+    /// Whether a later event of the run has the same key.
+    superseded: Vec<bool>,
+    /// Per key seen in the run, the index of its latest event (an epoch holds far fewer than
+    /// 2³² events: each takes over a hundred bytes).
+    latest: HashTable<u32>,
+}
+
+/// Whether `op` sets its key's row (to its `after`).
+fn is_upsert(op: Op) -> bool {
+    matches!(op, Op::Create | Op::Update | Op::Read)
 }
 
 fn hash_key<'a>(values: impl Iterator<Item = &'a Value>) -> u64 {
@@ -134,7 +147,7 @@ impl UpsertState {
     pub fn new(key_columns: Vec<usize>) -> Self {
         UpsertState {
             key_columns,
-            rows: HashTable::new(),
+            ..UpsertState::default()
         }
     }
 
@@ -172,64 +185,90 @@ impl UpsertState {
         found.ok().map(|entry| entry.remove().0 .1)
     }
 
-    /// Applies one epoch's events in source order and reports the net row changes; `events`
-    /// is left empty (its buffer can be reused).
+    /// Applies one epoch's events in source order and reports the net row change of each key
+    /// (one per key and run between truncates); `events` is left empty (its buffer can be
+    /// reused).
     pub fn apply_epoch(&mut self, events: &mut Vec<ChangeEvent>, mut emit: impl FnMut(Row, i64)) {
         events.sort_by_key(|event| event.position);
-        // Per key touched this epoch: its row before the epoch and its row now (kept here, so
-        // the state is not searched again at the end).
-        // Sized for every event touching another key, so that it is never regrown.
-        let mut touched: HashTable<Touched> = HashTable::with_capacity(events.len());
-        let mut touch = |hash: u64, key: Key, previous: Option<Row>, current: Option<Row>| {
-            let same_key = |t: &Touched| t.hash == hash && t.key == key;
-            match touched.find_mut(hash, same_key) {
-                Some(entry) => entry.current = current,
-                None => {
-                    let entry = Touched {
-                        hash,
-                        key,
-                        original: previous,
-                        current,
-                    };
-                    touched.insert_unique(hash, entry, |t| t.hash);
-                }
+        let mut start = 0;
+        while start < events.len() {
+            let run = &mut events[start..];
+            let truncate = run.iter().position(|event| event.op == Op::Truncate);
+            let end = truncate.unwrap_or(run.len());
+            self.apply_run(&mut run[..end], &mut emit);
+            let Some(truncate) = truncate else { break };
+            for (_, row) in self.rows.drain() {
+                emit(row, -1);
             }
-        };
-        for event in events.drain(..) {
-            match event.op {
-                Op::Truncate => {
-                    for (hash, row) in self.rows.drain() {
-                        let key = Key::of(&row, &self.key_columns);
-                        touch(hash, key, Some(row), None);
-                    }
-                }
-                Op::Create | Op::Update | Op::Read => {
-                    let Some(after) = event.after else { continue };
-                    let hash = hash_key(event.key.iter());
-                    let previous = self.insert(hash, &event.key, after.clone());
-                    touch(hash, event.key, previous, Some(after));
-                }
-                Op::Delete | Op::Tombstone => {
-                    let hash = hash_key(event.key.iter());
-                    let previous = self.remove(hash, &event.key);
-                    touch(hash, event.key, previous, None);
-                }
-            }
+            start += truncate + 1;
         }
-        for Touched {
-            original, current, ..
-        } in touched
-        {
-            if original == current {
+        events.clear();
+    }
+
+    /// Applies a run of events without truncates: per key, only its last event counts, and it
+    /// changes the row the key had before the run.
+    fn apply_run(&mut self, events: &mut [ChangeEvent], emit: &mut impl FnMut(Row, i64)) {
+        let mut last_events = std::mem::take(&mut self.last_events);
+        let LastEvents {
+            hashes,
+            superseded,
+            latest,
+        } = &mut last_events;
+        hashes.clear();
+        superseded.clear();
+        superseded.resize(events.len(), false);
+        latest.clear();
+        for (index, event) in events.iter().enumerate() {
+            let upsert_without_row = is_upsert(event.op) && event.after.is_none();
+            if upsert_without_row {
+                superseded[index] = true;
+                hashes.push(0);
                 continue;
             }
-            if let Some(current) = current {
-                emit(current, 1);
-            }
-            if let Some(original) = original {
-                emit(original, -1);
+            let hash = hash_key(event.key.iter());
+            hashes.push(hash);
+            let same_key = |&other: &u32| {
+                let other = other as usize;
+                hashes[other] == hash && events[other].key == event.key
+            };
+            match latest.find_mut(hash, same_key) {
+                Some(latest) => {
+                    superseded[*latest as usize] = true;
+                    *latest = index as u32;
+                }
+                None => {
+                    latest.insert_unique(hash, index as u32, |&i| hashes[i as usize]);
+                }
             }
         }
+        for (index, event) in events.iter_mut().enumerate() {
+            if superseded[index] {
+                continue;
+            }
+            let hash = hashes[index];
+            match event.after.take() {
+                Some(after) if is_upsert(event.op) => {
+                    let previous = self.insert(hash, &event.key, after.clone());
+                    if previous.as_ref() == Some(&after) {
+                        continue;
+                    }
+                    emit(after, 1);
+                    if let Some(previous) = previous {
+                        emit(previous, -1);
+                    }
+                }
+                _ => {
+                    if let Some(previous) = self.remove(hash, &event.key) {
+                        emit(previous, -1);
+                    }
+                }
+            }
+        }
+        // Room far beyond what epochs now need (after a snapshot) is given back.
+        if hashes.capacity() > 4 * events.len().max(SPARE_EVENTS) {
+            last_events = LastEvents::default();
+        }
+        self.last_events = last_events;
     }
 
     /// Number of live keys.
@@ -240,5 +279,105 @@ impl UpsertState {
     /// True when no key is live.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Position;
+
+    /// An event on key `id` (its row is `[id, status]`), at source offset `offset`.
+    fn event(op: Op, id: i64, status: &str, offset: u64) -> ChangeEvent {
+        let keyed = op != Op::Truncate;
+        ChangeEvent {
+            table: 0,
+            op,
+            key: Key::new(if keyed { vec![Value::Int(id)] } else { vec![] }),
+            before: None,
+            after: is_upsert(op).then(|| row(id, status)),
+            position: Position { stream: 0, offset },
+            event_time_ms: 0,
+            tx: None,
+            source_lsn: None,
+        }
+    }
+
+    fn row(id: i64, status: &str) -> Row {
+        Row::new(vec![Value::Int(id), Value::str(status)])
+    }
+
+    /// Applies `events` (listed out of source order) and returns what was emitted, sorted.
+    fn apply(state: &mut UpsertState, mut events: Vec<ChangeEvent>) -> Vec<(Row, i64)> {
+        events.reverse();
+        let mut emitted = Vec::new();
+        state.apply_epoch(&mut events, |row, diff| emitted.push((row, diff)));
+        assert!(events.is_empty());
+        emitted.sort();
+        emitted
+    }
+
+    #[test]
+    fn an_epoch_emits_one_net_change_per_key() {
+        let mut state = UpsertState::new(vec![0]);
+        let seeded = apply(
+            &mut state,
+            vec![event(Op::Create, 1, "new", 1), event(Op::Read, 2, "new", 2)],
+        );
+        assert_eq!(seeded, vec![(row(1, "new"), 1), (row(2, "new"), 1)]);
+
+        let emitted = apply(
+            &mut state,
+            vec![
+                event(Op::Update, 1, "paid", 3),
+                event(Op::Update, 1, "shipped", 4),
+                // Key 2 ends as it began: nothing to emit.
+                event(Op::Delete, 2, "", 5),
+                event(Op::Create, 2, "new", 6),
+                // Key 3 is born and dies within the epoch.
+                event(Op::Create, 3, "new", 7),
+                event(Op::Tombstone, 3, "", 8),
+                // An update without a row changes nothing.
+                ChangeEvent {
+                    after: None,
+                    ..event(Op::Update, 4, "", 9)
+                },
+            ],
+        );
+        assert_eq!(emitted, vec![(row(1, "new"), -1), (row(1, "shipped"), 1)]);
+        assert_eq!(state.len(), 2);
+    }
+
+    #[test]
+    fn a_truncate_retracts_the_rows_it_finds_and_later_events_apply_after_it() {
+        let mut state = UpsertState::new(vec![0]);
+        apply(
+            &mut state,
+            vec![
+                event(Op::Create, 1, "new", 1),
+                event(Op::Create, 2, "new", 2),
+            ],
+        );
+        let emitted = apply(
+            &mut state,
+            vec![
+                event(Op::Update, 1, "paid", 3),
+                event(Op::Truncate, 0, "", 4),
+                event(Op::Create, 3, "new", 5),
+                event(Op::Update, 3, "paid", 6),
+            ],
+        );
+        let mut net = BTreeMap::new();
+        for (row, diff) in emitted {
+            *net.entry(row).or_insert(0) += diff;
+        }
+        net.retain(|_, diff| *diff != 0);
+        let expected = BTreeMap::from([
+            (row(1, "new"), -1),
+            (row(2, "new"), -1),
+            (row(3, "paid"), 1),
+        ]);
+        assert_eq!(net, expected);
+        assert_eq!(state.len(), 1);
     }
 }
