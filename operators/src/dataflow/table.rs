@@ -75,7 +75,7 @@ pub fn state<'s>(
     name: &str,
     live_rows: Arc<AtomicI64>,
 ) -> Relation<'s> {
-    let rows = events.upsert(name, spec.key.clone(), live_rows);
+    let rows = events.upsert(name, spec.key.clone(), live_rows, |_, after| after);
     Relation::new(
         Arc::new(spec.schema.clone()),
         Some(spec.key.clone()),
@@ -97,22 +97,19 @@ pub fn replica<'s>(
     live_rows: Arc<AtomicI64>,
 ) -> Relation<'s> {
     let op_names: [Value; 3] = ["c", "u", "r"].map(Value::str);
-    let stamped = events.map(move |mut event| {
-        if let Some(after) = &event.after {
-            let op = match event.op {
-                Op::Update => &op_names[1],
-                Op::Read => &op_names[2],
-                _ => &op_names[0],
-            };
-            let stamp = [
-                op.clone(),
-                Value::Timestamp(event.event_time_ms.saturating_mul(1000)),
-            ];
-            event.after = Some(Row::concat(after, &stamp, 0));
-        }
-        event
-    });
-    let rows = stamped.upsert(name, spec.key.clone(), live_rows);
+    let stamped = move |event: &ChangeEvent, after: Row| {
+        let op = match event.op {
+            Op::Update => &op_names[1],
+            Op::Read => &op_names[2],
+            _ => &op_names[0],
+        };
+        let stamp = [
+            op.clone(),
+            Value::Timestamp(event.event_time_ms.saturating_mul(1000)),
+        ];
+        Row::concat(&after, &stamp, 0)
+    };
+    let rows = events.upsert(name, spec.key.clone(), live_rows, stamped);
     Relation::new(
         Arc::new(replica_schema(spec)),
         Some(spec.key.clone()),

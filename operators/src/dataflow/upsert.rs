@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::hash::{Hash, Hasher};
 
 use hashbrown::hash_table::{Entry, HashTable};
-use smallvec::SmallVec;
 
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Map;
 
 use differential_dataflow::AsCollection;
 
@@ -26,12 +24,15 @@ use crate::value::Value;
 pub trait Upsert<'s> {
     /// Current state: per key (at `key_columns` of the rows), the `after` of its last event in
     /// source order, absent after a delete, tombstone or truncate. `before` is never trusted.
+    /// `stored_row` makes the row kept for an event from the event and its `after` (a replica
+    /// appends the op and time); it runs only for each key's last event of an epoch.
     /// `live_rows` tracks the number of rows held (summed over workers).
     fn upsert(
         self,
         name: &str,
         key_columns: Vec<usize>,
         live_rows: Arc<AtomicI64>,
+        stored_row: impl Fn(&ChangeEvent, Row) -> Row + 'static,
     ) -> Collection<'s, Row>;
 }
 
@@ -41,18 +42,32 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
         name: &str,
         key_columns: Vec<usize>,
         live_rows: Arc<AtomicI64>,
+        stored_row: impl Fn(&ChangeEvent, Row) -> Row + 'static,
     ) -> Collection<'s, Row> {
         let peers = self.inner.scope().peers() as u64;
-        // Keyed events go to the key's worker; a truncate goes to every worker.
-        let routed = self.inner.flat_map(move |(event, _time, diff)| {
-            let mut targets: SmallVec<[(u64, ChangeEvent); 1]> = SmallVec::new();
-            if diff > 0 && event.op == Op::Truncate {
-                targets.extend((0..peers).map(|worker| (worker, event.clone())));
-            } else if diff > 0 {
-                targets.push((route_hash(&event.key) % peers, event));
-            }
-            targets
-        });
+        // Keyed events go to the key's worker; a truncate goes to every worker. Events move
+        // straight from the input to the output (they are large).
+        let routed = self
+            .inner
+            .unary(Pipeline, "route-by-key", move |_capability, _info| {
+                move |input, output| {
+                    input.for_each(|capability, data| {
+                        let mut session = output.session(&capability);
+                        for (event, _time, diff) in data.drain(..) {
+                            if diff <= 0 {
+                                continue;
+                            }
+                            if event.op == Op::Truncate {
+                                for worker in 0..peers {
+                                    session.give((worker, event.clone()));
+                                }
+                            } else {
+                                session.give((route_hash(&event.key) % peers, event));
+                            }
+                        }
+                    });
+                }
+            });
         routed
             .unary_frontier(
                 Exchange::new(|(worker, _): &(u64, ChangeEvent)| *worker),
@@ -81,7 +96,7 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                             let applied = events.len();
                             let mut session = output.session(&capability);
                             let before = state.len();
-                            state.apply_epoch(&mut events, |update, diff| {
+                            state.apply_epoch(&mut events, &stored_row, |update, diff| {
                                 session.give((update, time, diff));
                             });
                             // A buffer far larger than epochs now need (after a snapshot) is
@@ -188,14 +203,19 @@ impl UpsertState {
     /// Applies one epoch's events in source order and reports the net row change of each key
     /// (one per key and run between truncates); `events` is left empty (its buffer can be
     /// reused).
-    pub fn apply_epoch(&mut self, events: &mut Vec<ChangeEvent>, mut emit: impl FnMut(Row, i64)) {
+    pub fn apply_epoch(
+        &mut self,
+        events: &mut Vec<ChangeEvent>,
+        stored_row: &impl Fn(&ChangeEvent, Row) -> Row,
+        mut emit: impl FnMut(Row, i64),
+    ) {
         events.sort_by_key(|event| event.position);
         let mut start = 0;
         while start < events.len() {
             let run = &mut events[start..];
             let truncate = run.iter().position(|event| event.op == Op::Truncate);
             let end = truncate.unwrap_or(run.len());
-            self.apply_run(&mut run[..end], &mut emit);
+            self.apply_run(&mut run[..end], stored_row, &mut emit);
             let Some(truncate) = truncate else { break };
             for (_, row) in self.rows.drain() {
                 emit(row, -1);
@@ -207,7 +227,12 @@ impl UpsertState {
 
     /// Applies a run of events without truncates: per key, only its last event counts, and it
     /// changes the row the key had before the run.
-    fn apply_run(&mut self, events: &mut [ChangeEvent], emit: &mut impl FnMut(Row, i64)) {
+    fn apply_run(
+        &mut self,
+        events: &mut [ChangeEvent],
+        stored_row: &impl Fn(&ChangeEvent, Row) -> Row,
+        emit: &mut impl FnMut(Row, i64),
+    ) {
         let mut last_events = std::mem::take(&mut self.last_events);
         let LastEvents {
             hashes,
@@ -248,6 +273,7 @@ impl UpsertState {
             let hash = hashes[index];
             match event.after.take() {
                 Some(after) if is_upsert(event.op) => {
+                    let after = stored_row(event, after);
                     let previous = self.insert(hash, &event.key, after.clone());
                     if previous.as_ref() == Some(&after) {
                         continue;
@@ -311,7 +337,8 @@ mod tests {
     fn apply(state: &mut UpsertState, mut events: Vec<ChangeEvent>) -> Vec<(Row, i64)> {
         events.reverse();
         let mut emitted = Vec::new();
-        state.apply_epoch(&mut events, |row, diff| emitted.push((row, diff)));
+        let as_is = |_: &ChangeEvent, row| row;
+        state.apply_epoch(&mut events, &as_is, |row, diff| emitted.push((row, diff)));
         assert!(events.is_empty());
         emitted.sort();
         emitted
