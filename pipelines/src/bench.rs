@@ -63,6 +63,9 @@ pub struct BenchReport {
     pub iceberg_commits: u64,
     /// Time the Iceberg sinks spent encoding and committing.
     pub iceberg_busy: Duration,
+    /// CPU time of the run, all threads: (user, system). System time is mostly the kernel
+    /// mapping new memory; on some virtual machines it swings from run to run.
+    pub cpu: (Duration, Duration),
 }
 
 impl BenchReport {
@@ -96,6 +99,7 @@ impl BenchReport {
              epoch latency   p50 {:.1} ms, p99 {:.1} ms over {} epochs\n\
              memory          peak RSS {:.1} MB; dataflow {:.1} MB above the {:.1} MB input\n\
              state           {} live keys, {:.0} bytes per live key (dataflow memory / keys)\n\
+             cpu             {:.2} s user, {:.2} s system (all threads)\n\
              iceberg         {}\n",
             self.pipeline,
             self.config.workers,
@@ -116,6 +120,8 @@ impl BenchReport {
             self.rss_before as f64 / 1e6,
             self.live_keys,
             dataflow_memory as f64 / self.live_keys.max(1) as f64,
+            self.cpu.0.as_secs_f64(),
+            self.cpu.1.as_secs_f64(),
             if self.config.iceberg {
                 format!(
                     "{} rows written in {} commits; sink busy {:.2} s, {:.0} rows/s written and committed",
@@ -154,6 +160,8 @@ impl BenchReport {
             "rss_before_bytes": self.rss_before,
             "rss_peak_bytes": self.rss_peak,
             "live_keys": self.live_keys,
+            "cpu_user_s": self.cpu.0.as_secs_f64(),
+            "cpu_system_s": self.cpu.1.as_secs_f64(),
             "iceberg_rows_written": self.iceberg_rows,
             "iceberg_commits": self.iceberg_commits,
             "iceberg_busy_s": self.iceberg_busy.as_secs_f64(),
@@ -188,6 +196,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     // would be kept by the allocator and reused by the dataflow unseen, understating it.
     let rss_before = memory::resident_bytes();
     let sampler = memory::PeakSampler::start();
+    let cpu_before = memory::cpu_time();
     let warehouse = std::env::temp_dir().join(format!("tributary-bench-{}", std::process::id()));
     let summary = run(
         pipeline,
@@ -212,6 +221,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
             },
         },
     );
+    let cpu_after = memory::cpu_time();
     let _ = std::fs::remove_dir_all(&warehouse);
     drop(workload);
     let summary = summary?;
@@ -239,12 +249,37 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
         iceberg_rows: summary.iceberg_rows_written,
         iceberg_commits: summary.iceberg_commits,
         iceberg_busy: summary.iceberg_busy,
+        cpu: (
+            cpu_after.0.saturating_sub(cpu_before.0),
+            cpu_after.1.saturating_sub(cpu_before.1),
+        ),
         config,
     })
 }
 
-/// Resident-memory readings from `/proc/self` (zero where unavailable).
+/// Resident-memory and CPU-time readings from `/proc/self` (zero where unavailable).
 mod memory {
+    use std::time::Duration;
+
+    /// The process's CPU time so far: (user, system), from `/proc/self/stat` (in the kernel's
+    /// fixed 100 ticks per second).
+    pub fn cpu_time() -> (Duration, Duration) {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // `utime` and `stime` are the 14th and 15th fields; the first after the name is the 3rd.
+        let ticks = |field: usize| {
+            fields
+                .get(field - 3)
+                .and_then(|ticks| ticks.parse::<u64>().ok())
+                .map_or(Duration::ZERO, |ticks| Duration::from_millis(ticks * 10))
+        };
+        (ticks(14), ticks(15))
+    }
+
     fn status_kib(field: &str) -> u64 {
         std::fs::read_to_string("/proc/self/status")
             .ok()

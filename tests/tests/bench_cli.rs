@@ -39,6 +39,9 @@ fn every_event_is_decoded_and_the_report_is_complete() {
             assert!(number(&report, "epochs") >= 1.0);
             assert!(number(&report, "events_per_s") > 0.0);
             assert!(number(&report, "rss_peak_bytes") >= number(&report, "rss_before_bytes"));
+            // The run decodes 20 k events: it takes some CPU time (read in 10 ms ticks).
+            let cpu = number(&report, "cpu_user_s") + number(&report, "cpu_system_s");
+            assert!(cpu > 0.0, "{report}");
             if pipeline == "orders-replica" {
                 // Every live key is in the table, plus earlier versions of updated rows.
                 assert!(number(&report, "iceberg_rows_written") >= live, "{report}");
