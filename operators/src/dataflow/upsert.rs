@@ -61,6 +61,8 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                                 for worker in 0..peers {
                                     session.give((worker, event.clone()));
                                 }
+                            } else if peers == 1 {
+                                session.give((0, event));
                             } else {
                                 session.give((route_hash(&event.key) % peers, event));
                             }
