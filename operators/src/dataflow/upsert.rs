@@ -25,7 +25,7 @@ pub trait Upsert<'s> {
     /// Current state: per key (at `key_columns` of the rows), the `after` of its last event in
     /// source order, absent after a delete, tombstone or truncate. `before` is never trusted.
     /// `stored_row` makes the row kept for an event from the event and its `after` (a replica
-    /// appends the op and time); it runs only for each key's last event of an epoch.
+    /// appends the op and time); it runs as the event is routed, while its row is in the cache.
     /// `live_rows` tracks the number of rows held (summed over workers).
     fn upsert(
         self,
@@ -53,9 +53,12 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                 move |input, output| {
                     input.for_each(|capability, data| {
                         let mut session = output.session(&capability);
-                        for (event, _time, diff) in data.drain(..) {
+                        for (mut event, _time, diff) in data.drain(..) {
                             if diff <= 0 {
                                 continue;
+                            }
+                            if let Some(after) = event.after.take() {
+                                event.after = Some(stored_row(&event, after));
                             }
                             if event.op == Op::Truncate {
                                 for worker in 0..peers {
@@ -98,7 +101,7 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                             let applied = events.len();
                             let mut session = output.session(&capability);
                             let before = state.len();
-                            state.apply_epoch(&mut events, &stored_row, |update, diff| {
+                            state.apply_epoch(&mut events, |update, diff| {
                                 session.give((update, time, diff));
                             });
                             // A buffer far larger than epochs now need (after a snapshot) is
@@ -205,19 +208,14 @@ impl UpsertState {
     /// Applies one epoch's events in source order and reports the net row change of each key
     /// (one per key and run between truncates); `events` is left empty (its buffer can be
     /// reused).
-    pub fn apply_epoch(
-        &mut self,
-        events: &mut Vec<ChangeEvent>,
-        stored_row: &impl Fn(&ChangeEvent, Row) -> Row,
-        mut emit: impl FnMut(Row, i64),
-    ) {
+    pub fn apply_epoch(&mut self, events: &mut Vec<ChangeEvent>, mut emit: impl FnMut(Row, i64)) {
         events.sort_by_key(|event| event.position);
         let mut start = 0;
         while start < events.len() {
             let run = &mut events[start..];
             let truncate = run.iter().position(|event| event.op == Op::Truncate);
             let end = truncate.unwrap_or(run.len());
-            self.apply_run(&mut run[..end], stored_row, &mut emit);
+            self.apply_run(&mut run[..end], &mut emit);
             let Some(truncate) = truncate else { break };
             for (_, row) in self.rows.drain() {
                 emit(row, -1);
@@ -229,12 +227,7 @@ impl UpsertState {
 
     /// Applies a run of events without truncates: per key, only its last event counts, and it
     /// changes the row the key had before the run.
-    fn apply_run(
-        &mut self,
-        events: &mut [ChangeEvent],
-        stored_row: &impl Fn(&ChangeEvent, Row) -> Row,
-        emit: &mut impl FnMut(Row, i64),
-    ) {
+    fn apply_run(&mut self, events: &mut [ChangeEvent], emit: &mut impl FnMut(Row, i64)) {
         let mut last_events = std::mem::take(&mut self.last_events);
         let LastEvents {
             hashes,
@@ -275,7 +268,6 @@ impl UpsertState {
             let hash = hashes[index];
             match event.after.take() {
                 Some(after) if is_upsert(event.op) => {
-                    let after = stored_row(event, after);
                     let previous = self.insert(hash, &event.key, after.clone());
                     if previous.as_ref() == Some(&after) {
                         continue;
@@ -339,8 +331,7 @@ mod tests {
     fn apply(state: &mut UpsertState, mut events: Vec<ChangeEvent>) -> Vec<(Row, i64)> {
         events.reverse();
         let mut emitted = Vec::new();
-        let as_is = |_: &ChangeEvent, row| row;
-        state.apply_epoch(&mut events, &as_is, |row, diff| emitted.push((row, diff)));
+        state.apply_epoch(&mut events, |row, diff| emitted.push((row, diff)));
         assert!(events.is_empty());
         emitted.sort();
         emitted
