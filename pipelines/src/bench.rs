@@ -196,9 +196,9 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     let live_keys = workload.live_keys();
     // The generator's state stays allocated until the run is over: freed before, its memory
     // would be kept by the allocator and reused by the dataflow unseen, understating it.
-    let rss_before = memory::resident_bytes();
-    let sampler = memory::PeakSampler::start();
-    let cpu_before = memory::cpu_time();
+    let rss_before = process::resident_bytes();
+    let sampler = process::PeakSampler::start();
+    let cpu_before = process::cpu_time();
     let warehouse = std::env::temp_dir().join(format!("tributary-bench-{}", std::process::id()));
     let summary = run(
         pipeline,
@@ -223,7 +223,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
             },
         },
     );
-    let cpu_after = memory::cpu_time();
+    let cpu_after = process::cpu_time();
     drop(records);
     let _ = std::fs::remove_dir_all(&warehouse);
     drop(workload);
@@ -261,7 +261,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
 }
 
 /// Resident-memory and CPU-time readings from `/proc/self` (zero where unavailable).
-mod memory {
+mod process {
     use std::time::Duration;
 
     /// The process's CPU time so far: (user, system), from `/proc/self/stat` (in the kernel's
