@@ -44,6 +44,27 @@ impl Row {
         row
     }
 
+    /// `head`, then this row's values, then `tail`, in one allocation. The row's values are
+    /// moved while this handle is its only one (no reference count is touched), cloned
+    /// otherwise (change and replica rows).
+    pub fn framed(mut self, head: &[Value], tail: &[Value]) -> Self {
+        let values: Arc<[Value]> = match self.values_mut() {
+            Some(values) => head
+                .iter()
+                .cloned()
+                .chain(values.iter_mut().map(std::mem::take))
+                .chain(tail.iter().cloned())
+                .collect(),
+            None => head
+                .iter()
+                .chain(self.values())
+                .chain(tail)
+                .cloned()
+                .collect(),
+        };
+        Row(values)
+    }
+
     /// The values, in schema order.
     pub fn values(&self) -> &[Value] {
         &self.0
@@ -107,5 +128,29 @@ impl Deref for Key {
     type Target = [Value];
     fn deref(&self) -> &[Value] {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_framed_row_has_head_values_tail_whether_moved_or_shared() {
+        let row = Row::new(vec![Value::Int(1), Value::str("a")]);
+        let expected = Row::new(vec![
+            Value::Int(0),
+            Value::Int(1),
+            Value::str("a"),
+            Value::Bool(true),
+        ]);
+        let shared = row.clone();
+        assert_eq!(row.framed(&[Value::Int(0)], &[Value::Bool(true)]), expected);
+        // The shared handle still sees its own values.
+        assert_eq!(shared.values(), &[Value::Int(1), Value::str("a")]);
+        assert_eq!(
+            shared.framed(&[Value::Int(0)], &[Value::Bool(true)]),
+            expected
+        );
     }
 }

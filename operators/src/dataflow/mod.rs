@@ -5,6 +5,7 @@ pub mod decode;
 pub mod expr;
 pub mod lineage;
 pub mod relation;
+mod row_table;
 pub mod table;
 pub mod upsert;
 pub mod window;

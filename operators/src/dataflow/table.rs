@@ -60,8 +60,14 @@ pub fn changes<'s>(
             op_names.of(event.op)?.clone(),
             Value::Timestamp(event.event_time_ms.saturating_mul(1000)),
         ];
-        let after = event.after.as_deref().unwrap_or_default();
-        Some(Row::concat(&prefix, after, prefix.len() + width))
+        Some(match event.after {
+            Some(after) if after.len() == width => after.framed(&prefix, &[]),
+            after => Row::concat(
+                &prefix,
+                after.as_deref().unwrap_or_default(),
+                prefix.len() + width,
+            ),
+        })
     });
     Relation::new(Arc::new(Schema::new(columns)), None, rows, side)
 }
@@ -107,7 +113,7 @@ pub fn replica<'s>(
             op.clone(),
             Value::Timestamp(event.event_time_ms.saturating_mul(1000)),
         ];
-        Row::concat(&after, &stamp, 0)
+        after.framed(&[], &stamp)
     };
     let rows = events.upsert(name, spec.key.clone(), live_rows, stamped);
     Relation::new(

@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use std::hash::{Hash, Hasher};
 
-use hashbrown::hash_table::{Entry, HashTable};
+use hashbrown::hash_table::HashTable;
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 
 use differential_dataflow::AsCollection;
 
+use super::row_table::RowTable;
 use super::{route_hash, Collection, PendingEpochs};
 use crate::event::{ChangeEvent, Op};
 use crate::row::{Key, Row};
@@ -120,18 +121,22 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
     }
 }
 
+/// Events between prefetching a key's row and applying its event (its slot is prefetched twice
+/// as far ahead).
+const PREFETCH_DISTANCE: usize = 8;
+
 /// Events an epoch buffer may keep room for whatever the epoch that used it last.
 const SPARE_EVENTS: usize = 16_384;
 
 /// The per-worker current rows and the epoch application logic (no dataflow types). Rows are
-/// stored once, found by hashing their key columns, so a live key costs one pointer in the table
-/// plus the row itself.
+/// stored once, found by hashing their key columns, so a live key costs a slot in the table
+/// (a hash and a pointer) plus the row itself.
 #[derive(Debug, Default)]
 pub struct UpsertState {
     key_columns: Vec<usize>,
     /// Each row with its key's hash: growing the table rehashes without fetching the rows, and
     /// a lookup compares a row's key only when the hashes agree.
-    rows: HashTable<(u64, Row)>,
+    rows: RowTable,
     /// Scratch space of [`UpsertState::apply_run`], kept between epochs so that its memory
     /// stays mapped and warm.
     last_events: LastEvents,
@@ -171,38 +176,14 @@ impl UpsertState {
         }
     }
 
-    fn matches<'a>(
-        key_columns: &'a [usize],
-        hash: u64,
-        key: &'a Key,
-    ) -> impl Fn(&(u64, Row)) -> bool + 'a {
-        move |(row_hash, row)| {
-            *row_hash == hash
-                && key_columns
-                    .iter()
-                    .zip(key.iter())
-                    .all(|(&i, k)| row.get(i) == Some(k))
+    /// Whether a row has `key` at the key columns.
+    fn is_key<'a>(key_columns: &'a [usize], key: &'a Key) -> impl Fn(&Row) -> bool + 'a {
+        move |row| {
+            key_columns
+                .iter()
+                .zip(key.iter())
+                .all(|(&i, k)| row.get(i) == Some(k))
         }
-    }
-
-    fn insert(&mut self, hash: u64, key: &Key, row: Row) -> Option<Row> {
-        let matches = Self::matches(&self.key_columns, hash, key);
-        match self.rows.entry(hash, matches, |(hash, _)| *hash) {
-            Entry::Occupied(mut occupied) => {
-                Some(std::mem::replace(&mut occupied.get_mut().1, row))
-            }
-            Entry::Vacant(vacant) => {
-                vacant.insert((hash, row));
-                None
-            }
-        }
-    }
-
-    fn remove(&mut self, hash: u64, key: &Key) -> Option<Row> {
-        let found = self
-            .rows
-            .find_entry(hash, Self::matches(&self.key_columns, hash, key));
-        found.ok().map(|entry| entry.remove().0 .1)
     }
 
     /// Applies one epoch's events in source order and reports the net row change of each key
@@ -217,7 +198,7 @@ impl UpsertState {
             let end = truncate.unwrap_or(run.len());
             self.apply_run(&mut run[..end], &mut emit);
             let Some(truncate) = truncate else { break };
-            for (_, row) in self.rows.drain() {
+            for row in self.rows.drain() {
                 emit(row, -1);
             }
             start += truncate + 1;
@@ -261,14 +242,28 @@ impl UpsertState {
                 }
             }
         }
-        for (index, event) in events.iter_mut().enumerate() {
+        for index in 0..events.len() {
+            // The state is far larger than the caches: the slot of a key applied a few events
+            // from now, and the row of one sooner, load while this event applies.
+            let ahead = |distance: usize| {
+                let ahead = index + distance;
+                hashes.get(ahead).filter(|_| !superseded[ahead]).copied()
+            };
+            if let Some(hash) = ahead(2 * PREFETCH_DISTANCE) {
+                self.rows.prefetch_slot(hash);
+            }
+            if let Some(hash) = ahead(PREFETCH_DISTANCE) {
+                self.rows.prefetch_row(hash);
+            }
             if superseded[index] {
                 continue;
             }
+            let event = &mut events[index];
             let hash = hashes[index];
+            let is_key = Self::is_key(&self.key_columns, &event.key);
             match event.after.take() {
                 Some(after) if is_upsert(event.op) => {
-                    let previous = self.insert(hash, &event.key, after.clone());
+                    let previous = self.rows.insert(hash, after.clone(), is_key);
                     if previous.as_ref() == Some(&after) {
                         continue;
                     }
@@ -278,7 +273,7 @@ impl UpsertState {
                     }
                 }
                 _ => {
-                    if let Some(previous) = self.remove(hash, &event.key) {
+                    if let Some(previous) = self.rows.remove(hash, is_key) {
                         emit(previous, -1);
                     }
                 }

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use super::connect::{FieldSchema, StructSchema};
 use super::convert;
@@ -138,6 +139,9 @@ impl RowSeed<'_> {
     }
 }
 
+/// Columns a row is decoded in without a heap buffer of its own (wider tables use one).
+const INLINE_COLUMNS: usize = 16;
+
 /// A field of a row that fills a column that is read, as the scanner remembers it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct RowField {
@@ -150,8 +154,9 @@ pub(super) struct RowField {
 /// keeps its last value; the first value that does not fit is the one reported.
 struct RowFields<'s> {
     seed: RowSeed<'s>,
-    /// Allocated once, NULLs until set, and not shared before [`RowFields::finish`].
-    row: Row,
+    /// The values so far, NULLs until set: filled in place (on the stack for tables of up to
+    /// [`INLINE_COLUMNS`] columns) and moved into the row's one allocation at the end.
+    values: SmallVec<[Value; INLINE_COLUMNS]>,
     failure: Option<(usize, String)>,
     /// Fields usually arrive in schema order: the column tried first for the next name.
     guess: usize,
@@ -160,7 +165,7 @@ struct RowFields<'s> {
 impl<'s> RowFields<'s> {
     fn new(seed: RowSeed<'s>) -> Self {
         RowFields {
-            row: Row::nulls(seed.schema.columns.len()),
+            values: smallvec::smallvec![Value::Null; seed.schema.columns.len()],
             seed,
             failure: None,
             guess: 0,
@@ -196,20 +201,16 @@ impl<'s> RowFields<'s> {
     }
 
     fn put(&mut self, index: usize, value: Value) {
-        // Always there: the row is not shared before `finish`.
-        let slot = self
-            .row
-            .values_mut()
-            .and_then(|values| values.get_mut(index));
-        if let Some(slot) = slot {
+        // Always there: indices come from the schema the values were sized by.
+        if let Some(slot) = self.values.get_mut(index) {
             *slot = value;
         }
     }
 
-    fn finish(self) -> FieldResult {
+    fn finish(mut self) -> FieldResult {
         match self.failure {
             Some(failure) => Err(failure),
-            None => Ok(self.row),
+            None => Ok(self.values.iter_mut().map(std::mem::take).collect()),
         }
     }
 }
