@@ -9,6 +9,20 @@ use smallvec::SmallVec;
 
 use crate::value::Value;
 
+/// Values of a row that [`Row::prefetch`] loads: every other one (24 bytes each), so every
+/// cache line of a row's first 200-odd bytes.
+const PREFETCHED_VALUES: usize = 8;
+
+/// Asks the CPU to start loading the cache line that holds `value` (a hint: it changes no
+/// result, and does nothing where it is not supported).
+#[inline]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    safe_arch::prefetch_t0(value);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// A tuple of values in schema order. Cloning is a reference-count increment.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Row(Arc<[Value]>);
@@ -63,6 +77,14 @@ impl Row {
                 .collect(),
         };
         Row(values)
+    }
+
+    /// Asks the CPU to load the row's first cache lines (up to [`PREFETCHED_VALUES`] values),
+    /// for a row about to be read that is likely not in the caches.
+    pub fn prefetch(&self) {
+        for value in self.0.iter().take(PREFETCHED_VALUES).step_by(2) {
+            prefetch(value);
+        }
     }
 
     /// The values, in schema order.

@@ -13,10 +13,6 @@ const MAX_LOAD_EIGHTHS: usize = 6;
 /// Slots of a table's first allocation.
 const MIN_SLOTS: usize = 16;
 
-/// Values of a row that [`RowTable::prefetch_row`] loads: every other one (24 bytes each), so
-/// every cache line of a row's first 200-odd bytes.
-const PREFETCHED_VALUES: usize = 8;
-
 /// Rows keyed by a 64-bit hash of their key; the caller says which row is the key's.
 #[derive(Debug, Default)]
 pub struct RowTable {
@@ -117,7 +113,7 @@ impl RowTable {
     /// Asks the CPU to load the slot where the search for `hash` starts.
     pub fn prefetch_slot(&self, hash: u64) {
         if !self.slots.is_empty() {
-            prefetch(&self.slots[self.home(hash)]);
+            crate::row::prefetch(&self.slots[self.home(hash)]);
         }
     }
 
@@ -130,9 +126,7 @@ impl RowTable {
         let mut slot = self.home(hash);
         while let Some((held, row)) = &self.slots[slot] {
             if *held == hash {
-                for value in row.iter().take(PREFETCHED_VALUES).step_by(2) {
-                    prefetch(value);
-                }
+                row.prefetch();
                 return;
             }
             slot = self.next(slot);
@@ -156,16 +150,6 @@ impl RowTable {
         }
         slot
     }
-}
-
-/// Asks the CPU to start loading the cache line that holds `value` (a hint: it changes no
-/// result, and does nothing where it is not supported).
-#[inline]
-fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    safe_arch::prefetch_t0(value);
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 #[cfg(test)]

@@ -243,8 +243,9 @@ impl UpsertState {
             }
         }
         for index in 0..events.len() {
-            // The state is far larger than the caches: the slot of a key applied a few events
-            // from now, and the row of one sooner, load while this event applies.
+            // The state is far larger than the caches, and an epoch's rows have left them: the
+            // slot of a key applied a few events from now, and the rows (old and new) of one
+            // sooner, load while this event applies.
             let ahead = |distance: usize| {
                 let ahead = index + distance;
                 hashes.get(ahead).filter(|_| !superseded[ahead]).copied()
@@ -254,6 +255,9 @@ impl UpsertState {
             }
             if let Some(hash) = ahead(PREFETCH_DISTANCE) {
                 self.rows.prefetch_row(hash);
+                if let Some(after) = &events[index + PREFETCH_DISTANCE].after {
+                    after.prefetch();
+                }
             }
             if superseded[index] {
                 continue;
