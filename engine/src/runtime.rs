@@ -30,8 +30,10 @@ use crate::sources::{Poll, Source, SourceSpec};
 
 /// Epochs that may be closed but not yet handled by every sink before the source pauses.
 const MAX_EPOCHS_IN_FLIGHT: Time = 4;
-/// Records read per source poll.
-const POLL_BATCH: usize = 8192;
+/// Records read per source poll, and so decoded per worker step: few enough that their events
+/// are still in the caches when the next operators take them in the same step (8,192 cost
+/// orders-replica about a tenth more CPU time).
+const POLL_BATCH: usize = 1024;
 
 /// How to run a pipeline.
 #[derive(Clone)]
