@@ -79,7 +79,7 @@ impl Row {
         Row(values)
     }
 
-    /// Asks the CPU to load the row's first cache lines (up to [`PREFETCHED_VALUES`] values),
+    /// Asks the CPU to load the row's first cache lines (those of its first eight values),
     /// for a row about to be read that is likely not in the caches.
     pub fn prefetch(&self) {
         for value in self.0.iter().take(PREFETCHED_VALUES).step_by(2) {
