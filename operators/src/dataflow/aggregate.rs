@@ -14,7 +14,7 @@ use timely::dataflow::operators::generic::Operator;
 use super::expr::{BoundExpr, Expr};
 use super::relation::{PlanError, Relation};
 use super::{Collection, Time};
-use crate::row::{Key, Row};
+use crate::row::{prefetched, Key, Row};
 use crate::schema::{Column, ColumnType, Schema};
 use crate::value::{Decimal, Float, Value};
 
@@ -190,9 +190,6 @@ impl<'s> Grouped<'s> {
     }
 }
 
-/// Rows between prefetching a row and adding it to its group.
-const PREFETCH_DISTANCE: usize = 8;
-
 /// Each row's contribution to its group (the values at `groups`) under `bounds`, summed per
 /// group and time within every batch before it reaches differential's arrangement: a batch of
 /// N rows over G groups sends G updates instead of N. A row of a group already in the batch is
@@ -214,33 +211,27 @@ fn combine_by_group<'s>(
             let mut totals: HashTable<(Time, Key, Accumulators)> = HashTable::new();
             move |input, output| {
                 input.for_each(|capability, data| {
-                    for index in 0..data.len() {
-                        // Rows often come from a state far larger than the caches (retracted
-                        // ones above all): the row a few ahead loads while this one is added.
-                        if let Some((ahead, _, _)) = data.get(index + PREFETCH_DISTANCE) {
-                            ahead.prefetch();
-                        }
-                        let (row, time, diff) = &data[index];
-                        let (time, diff) = (*time, *diff);
+                    // Rows often come from a state far larger than the caches (retracted ones
+                    // above all).
+                    for (row, time, diff) in prefetched(data.drain(..), |(row, _, _)| row) {
                         let hash = group_hash(time, groups.iter().map(|&g| &row[g]));
                         let same_group = |(t, key, _): &(Time, Key, Accumulators)| {
                             *t == time && groups.iter().zip(key.iter()).all(|(&g, v)| row[g] == *v)
                         };
                         match totals.find_mut(hash, same_group) {
-                            Some((_, _, total)) => total.add_row(&bounds, row, diff),
+                            Some((_, _, total)) => total.add_row(&bounds, &row, diff),
                             None => {
-                                let mut contribution = Accumulators::of(&bounds, row);
+                                let mut contribution = Accumulators::of(&bounds, &row);
                                 if diff != 1 {
                                     contribution = contribution.multiply(&diff);
                                 }
-                                let entry = (time, Key::of(row, &groups), contribution);
+                                let entry = (time, Key::of(&row, &groups), contribution);
                                 totals.insert_unique(hash, entry, |(t, key, _)| {
                                     group_hash(*t, key.iter())
                                 });
                             }
                         }
                     }
-                    data.clear();
                     let mut session = output.session(&capability);
                     for (time, key, total) in totals.drain() {
                         if !total.is_zero() {

@@ -12,6 +12,7 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::Schema as ArrowSchema;
 
+use tributary_operators::row::prefetched;
 use tributary_operators::{ColumnType, Decimal, Row, Schema, Value};
 
 use super::IcebergError;
@@ -30,7 +31,8 @@ pub(super) fn rows_to_batch<R: Borrow<Row>>(
         .iter()
         .map(|column| ColumnBuilder::new(&column.ty, capacity))
         .collect::<Result<Vec<_>, _>>()?;
-    for row in rows {
+    // A commit reads rows that have long left the caches.
+    for row in prefetched(rows, |row| row.borrow()) {
         let row = row.borrow();
         if row.len() != builders.len() {
             return Err(IcebergError::SchemaMismatch(format!(

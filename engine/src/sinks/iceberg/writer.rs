@@ -9,6 +9,7 @@ use std::sync::Arc;
 use differential_dataflow::consolidation::consolidate;
 use iceberg::spec::Struct;
 
+use tributary_operators::row::prefetched;
 use tributary_operators::{Diff, Key, Row, Time};
 
 use super::commit::Changes;
@@ -144,7 +145,8 @@ impl TableWriter {
         // key, in the order of their keys' hashes, so that an update's halves meet.
         let mut batch: Vec<Update> = Vec::with_capacity(updates.len());
         let mut order = Vec::with_capacity(updates.len());
-        for (row, diff) in updates {
+        // The rows were made (or retracted from the state) an epoch ago and have left the caches.
+        for (row, diff) in prefetched(updates, |(row, _)| row) {
             let key = Key::of(&row, &key_columns);
             let same_as_previous = batch
                 .last()
