@@ -80,11 +80,13 @@ impl Row {
         row
     }
 
-    /// `head`, then this row's values, then `tail`, in one allocation. The row's values are
-    /// moved while this handle is its only one (no reference count is touched), cloned
-    /// otherwise (change and replica rows).
+    /// `head`, then this row's values, then `tail`, in one allocation (change and replica
+    /// rows). The row's values are moved while this handle is its only one, so that no
+    /// reference count is touched; when none of them has one, they are copied without that
+    /// check (an atomic operation of its own).
     pub fn framed(mut self, head: &[Value], tail: &[Value]) -> Self {
-        let values: Arc<[Value]> = match self.values_mut() {
+        let counted = self.values().iter().any(Value::is_counted);
+        let values: Arc<[Value]> = match self.values_mut().filter(|_| counted) {
             Some(values) => head
                 .iter()
                 .cloned()

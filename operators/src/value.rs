@@ -41,6 +41,12 @@ impl Value {
         Value::Str(Arc::from(s))
     }
 
+    /// True for values that hold a reference count (strings, bytes, JSON): cloning one is an
+    /// atomic operation, cloning any other is a copy.
+    pub fn is_counted(&self) -> bool {
+        matches!(self, Value::Str(_) | Value::Bytes(_) | Value::Json(_))
+    }
+
     /// True for `Value::Null`.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
