@@ -208,5 +208,11 @@ mod tests {
             shared.framed(&[Value::Int(0)], &[Value::Bool(true)]),
             expected
         );
+        // Values without a reference count are copied.
+        let plain = Row::new(vec![Value::Int(1), Value::Null]);
+        assert_eq!(
+            plain.framed(&[], &[Value::Int(2)]).values(),
+            &[Value::Int(1), Value::Null, Value::Int(2)]
+        );
     }
 }
