@@ -26,7 +26,8 @@ pub trait Upsert<'s> {
     /// Current state: per key (at `key_columns` of the rows), the `after` of its last event in
     /// source order, absent after a delete, tombstone or truncate. `before` is never trusted.
     /// `stored_row` makes the row kept for an event from the event and its `after` (a replica
-    /// appends the op and time); it runs as the event is routed, while its row is in the cache.
+    /// appends the op and time); it runs as the event reaches its key's worker, so that a row
+    /// the state keeps is allocated by the worker that frees it.
     /// `live_rows` tracks the number of rows held (summed over workers).
     fn upsert(
         self,
@@ -54,12 +55,9 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                 move |input, output| {
                     input.for_each(|capability, data| {
                         let mut session = output.session(&capability);
-                        for (mut event, _time, diff) in data.drain(..) {
+                        for (event, _time, diff) in data.drain(..) {
                             if diff <= 0 {
                                 continue;
-                            }
-                            if let Some(after) = event.after.take() {
-                                event.after = Some(stored_row(&event, after));
                             }
                             if event.op == Op::Truncate {
                                 for worker in 0..peers {
@@ -92,7 +90,12 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                             let entry = pending.entry(time).or_insert_with(|| {
                                 (capability.delayed(&time, 0), std::mem::take(&mut spare))
                             });
-                            entry.1.extend(data.drain(..).map(|(_, event)| event));
+                            entry.1.extend(data.drain(..).map(|(_, mut event)| {
+                                if let Some(after) = event.after.take() {
+                                    event.after = Some(stored_row(&event, after));
+                                }
+                                event
+                            }));
                         });
                         while let Some(entry) = pending.first_entry() {
                             if frontier.less_equal(entry.key()) {
