@@ -1,4 +1,5 @@
-//! `Row` and `Key`: immutable, reference-counted tuples of values.
+//! `Row` and `Key`: immutable, reference-counted tuples of values; and prefetching rows ahead of
+//! a pass over them that would otherwise wait for memory row by row.
 
 use std::fmt;
 use std::ops::Deref;
