@@ -24,8 +24,9 @@ pub(crate) fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
-/// Items a pass over rows prefetches ahead of the one it yields (see [`prefetched`]).
-const PREFETCH_AHEAD: usize = 8;
+/// Items a pass over rows prefetches ahead of the one it yields (see [`prefetched`]); enough
+/// for a row to arrive from memory while the items before it are handled.
+pub(crate) const PREFETCH_AHEAD: usize = 8;
 
 /// `items` in order, each one's row prefetched (see [`Row::prefetch`]) a few items before it is
 /// yielded: for a pass over rows that have likely left the caches (a state's retracted rows,

@@ -18,7 +18,7 @@ use differential_dataflow::AsCollection;
 use super::row_table::RowTable;
 use super::{route_hash, Collection, PendingEpochs};
 use crate::event::{ChangeEvent, Op};
-use crate::row::{Key, Row};
+use crate::row::{Key, Row, PREFETCH_AHEAD};
 use crate::value::Value;
 
 /// Turns a table's change events into its current state.
@@ -123,10 +123,6 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
             .as_collection()
     }
 }
-
-/// Events between prefetching a key's row and applying its event (its slot is prefetched twice
-/// as far ahead).
-const PREFETCH_DISTANCE: usize = 8;
 
 /// Events an epoch buffer may keep room for whatever the epoch that used it last.
 const SPARE_EVENTS: usize = 16_384;
@@ -247,18 +243,18 @@ impl UpsertState {
         }
         for index in 0..events.len() {
             // The state is far larger than the caches, and an epoch's rows have left them: the
-            // slot of a key applied a few events from now, and the rows (old and new) of one
-            // sooner, load while this event applies.
+            // slot of a key applied 2 × PREFETCH_AHEAD events from now, and the rows (old and
+            // new) of one PREFETCH_AHEAD from now, load while this event applies.
             let ahead = |distance: usize| {
                 let ahead = index + distance;
                 hashes.get(ahead).filter(|_| !superseded[ahead]).copied()
             };
-            if let Some(hash) = ahead(2 * PREFETCH_DISTANCE) {
+            if let Some(hash) = ahead(2 * PREFETCH_AHEAD) {
                 self.rows.prefetch_slot(hash);
             }
-            if let Some(hash) = ahead(PREFETCH_DISTANCE) {
+            if let Some(hash) = ahead(PREFETCH_AHEAD) {
                 self.rows.prefetch_row(hash);
-                if let Some(after) = &events[index + PREFETCH_DISTANCE].after {
+                if let Some(after) = &events[index + PREFETCH_AHEAD].after {
                     after.prefetch();
                 }
             }
