@@ -1,6 +1,7 @@
 //! `tributary bench`: runs a pipeline on the orders workload pre-encoded in memory (so reading
 //! is free) and reports events/s, MB/s, epoch latency percentiles, memory and state size.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
@@ -20,6 +21,9 @@ pub struct BenchConfig {
     pub keys: u64,
     /// Worker threads.
     pub workers: usize,
+    /// Streams the input is split into by order id, as Debezium's Kafka topic is partitioned
+    /// by key; each is read by one worker, so up to this many workers read side by side.
+    pub partitions: usize,
     /// Epoch interval.
     pub epoch: Duration,
     /// Schema-wrapped envelopes instead of plain ones.
@@ -93,7 +97,7 @@ impl BenchReport {
         };
         let dataflow_memory = self.rss_peak.saturating_sub(self.rss_before);
         format!(
-            "pipeline        {}\nworkers         {}\nevents          {} ({} records, {:.1} MB of {envelope} JSON, {} keys)\n\
+            "pipeline        {}\nworkers         {}, reading {} partitions of the input\nevents          {} ({} records, {:.1} MB of {envelope} JSON, {} keys)\n\
              decoded         {} events, {} dead letters\n\
              throughput      {:.0} events/s, {:.1} MB/s ({:.2} s)\n\
              epoch latency   p50 {:.1} ms, p99 {:.1} ms over {} epochs\n\
@@ -103,6 +107,7 @@ impl BenchReport {
              iceberg         {}\n",
             self.pipeline,
             self.config.workers,
+            self.config.partitions,
             self.config.events,
             self.records,
             self.bytes as f64 / 1e6,
@@ -141,6 +146,7 @@ impl BenchReport {
         serde_json::json!({
             "pipeline": self.pipeline,
             "workers": self.config.workers,
+            "partitions": self.config.partitions,
             "events": self.config.events,
             "keys": self.config.keys,
             "schema_wrapped": self.config.schema,
@@ -171,6 +177,12 @@ impl BenchReport {
     }
 }
 
+/// The stream an order's events go to: a hash of its id (the key), so that a key's events keep
+/// their order within one stream, as in a Kafka topic partitioned by key.
+fn partition_of(order_id: u64, partitions: usize) -> usize {
+    ((order_id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % partitions as u64) as usize
+}
+
 /// Encodes the workload, runs `pipeline` over it, and measures.
 pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, RunError> {
     let mut workload = OrdersWorkload::new(GeneratorConfig {
@@ -179,20 +191,23 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
         schema: config.schema,
         ..GeneratorConfig::default()
     });
-    let mut records = Vec::new();
+    let partitions = config.partitions.max(1);
+    let mut streams: Vec<Vec<RawRecord>> = vec![Vec::new(); partitions];
     let mut line = String::new();
     let mut bytes = 0u64;
     while workload.next_line(&mut line) {
         bytes += line.len() as u64;
+        let stream = partition_of(workload.last_key(), partitions);
+        let records = &mut streams[stream];
         let position = Position {
-            stream: 0,
+            stream: stream as u32,
             offset: records.len() as u64 + 1,
         };
         records.push(RawRecord::line(line.as_bytes(), position));
     }
-    let record_count = records.len() as u64;
+    let record_count = streams.iter().map(Vec::len).sum::<usize>() as u64;
     // Kept here until the CPU time is read: freeing a million records is not part of the run.
-    let records: std::sync::Arc<[RawRecord]> = records.into();
+    let streams: Vec<Arc<[RawRecord]>> = streams.into_iter().map(Arc::from).collect();
     let live_keys = workload.live_keys();
     // The generator's state stays allocated until the run is over: freed before, its memory
     // would be kept by the allocator and reused by the dataflow unseen, understating it.
@@ -203,7 +218,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     let summary = run(
         pipeline,
         RunOptions {
-            source: SourceSpec::Memory(std::sync::Arc::clone(&records)),
+            source: SourceSpec::Memory(streams.clone()),
             workers: config.workers,
             epoch: config.epoch,
             until_idle: true,
@@ -224,7 +239,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
         },
     );
     let cpu_after = process::cpu_time();
-    drop(records);
+    drop(streams);
     let _ = std::fs::remove_dir_all(&warehouse);
     drop(workload);
     let summary = summary?;

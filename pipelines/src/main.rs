@@ -130,6 +130,10 @@ struct BenchArgs {
     /// Timely worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Streams the input is split into by key, like a Kafka topic's partitions; each worker
+    /// reads its share of them.  [default: one per worker]
+    #[arg(long)]
+    partitions: Option<usize>,
     /// Pipeline to run.
     #[arg(long, default_value = "op-counts")]
     pipeline: String,
@@ -355,8 +359,8 @@ fn find_pipeline(name: &str) -> anyhow::Result<&'static tributary_engine::Pipeli
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let pipeline = find_pipeline(&args.pipeline)?;
-    if args.workers == 0 || args.events == 0 {
-        bail!("--workers and --events must be at least 1");
+    if args.workers == 0 || args.events == 0 || args.partitions == Some(0) {
+        bail!("--workers, --partitions and --events must be at least 1");
     }
     let report = tributary::bench::bench(
         pipeline,
@@ -364,6 +368,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             events: args.events,
             keys: args.keys.max(1),
             workers: args.workers,
+            partitions: args.partitions.unwrap_or(args.workers),
             epoch: Duration::from_millis(args.epoch_ms),
             schema: args.schema,
             iceberg: !args.no_iceberg,

@@ -92,8 +92,9 @@ pub enum SourceSpec {
     Kafka(kafka::KafkaSourceSpec),
     /// `postgres://USER@HOST[:PORT]/DB?publication=P&slot=S`: logical replication.
     Postgres(postgres::PostgresSourceSpec),
-    /// Records already in memory (benchmarks); not reachable from `--source`.
-    Memory(Arc<[RawRecord]>),
+    /// Records already in memory, one slice per stream (benchmarks); not reachable from
+    /// `--source`.
+    Memory(Vec<Arc<[RawRecord]>>),
 }
 
 impl SourceSpec {
@@ -154,7 +155,7 @@ impl SourceSpec {
             )),
             SourceSpec::Kafka(spec) => Box::new(kafka::KafkaSource::open(spec, follow)?),
             SourceSpec::Postgres(spec) => Box::new(postgres::PostgresSource::new(spec, follow)),
-            SourceSpec::Memory(records) => Box::new(memory::MemorySource::new(Arc::clone(records))),
+            SourceSpec::Memory(streams) => Box::new(memory::MemorySource::new(streams.clone())),
         })
     }
 }

@@ -87,6 +87,7 @@ pub struct OrdersWorkload {
     lsn: u64,
     now_ms: i64,
     pending_tombstone: Option<u64>,
+    last_key: u64,
 }
 
 impl OrdersWorkload {
@@ -102,6 +103,7 @@ impl OrdersWorkload {
             lsn: 33_000_000,
             now_ms: START_MS,
             pending_tombstone: None,
+            last_key: 0,
         }
     }
 
@@ -115,10 +117,17 @@ impl OrdersWorkload {
         self.produced
     }
 
+    /// The order id of the last line written (an event's or a tombstone's): what Debezium
+    /// keys the Kafka message by.
+    pub fn last_key(&self) -> u64 {
+        self.last_key
+    }
+
     /// Writes the next line (without newline) into `out`; `false` when the workload is done.
     pub fn next_line(&mut self, out: &mut String) -> bool {
         out.clear();
         if let Some(key) = self.pending_tombstone.take() {
+            self.last_key = key;
             let _ = write!(
                 out,
                 r#"{{"key":{{"order_id":{key}}},"value":null,"topic":"{ORDERS_TOPIC}"}}"#
@@ -138,6 +147,7 @@ impl OrdersWorkload {
         self.produced += 1;
 
         let key = 1 + self.rng.next() % self.config.keys.max(1);
+        self.last_key = key;
         let (op, before, after) = match self.live.get(&key).cloned() {
             None => {
                 let order = Order {
