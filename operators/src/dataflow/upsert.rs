@@ -146,7 +146,7 @@ pub struct UpsertState {
 struct LastEvents {
     /// The key hash of each event of the run (0 for an event that changes nothing).
     hashes: Vec<u64>,
-    /// Whether a later event of the run has the same key.
+    /// Whether an event of the run at a later source position has the same key.
     superseded: Vec<bool>,
     /// Per key seen in the run, the index of its latest event (an epoch holds far fewer than
     /// 2³² events: each takes over a hundred bytes).
@@ -185,11 +185,16 @@ impl UpsertState {
         }
     }
 
-    /// Applies one epoch's events in source order and reports the net row change of each key
-    /// (one per key and run between truncates); `events` is left empty (its buffer can be
-    /// reused).
+    /// Applies one epoch's events (in any order: their positions give the source order) and
+    /// reports the net row change of each key (one per key and run between truncates);
+    /// `events` is left empty (its buffer can be reused).
     pub fn apply_epoch(&mut self, events: &mut Vec<ChangeEvent>, mut emit: impl FnMut(Row, i64)) {
-        events.sort_by_key(|event| event.position);
+        // Within a run each key's latest event is found by its position, so the events need
+        // source order only where a truncate divides them into runs. (Sorting moves every
+        // event, and with several workers an epoch's events arrive interleaved.)
+        if events.iter().any(|event| event.op == Op::Truncate) {
+            events.sort_by_key(|event| event.position);
+        }
         let mut start = 0;
         while start < events.len() {
             let run = &mut events[start..];
@@ -205,8 +210,8 @@ impl UpsertState {
         events.clear();
     }
 
-    /// Applies a run of events without truncates: per key, only its last event counts, and it
-    /// changes the row the key had before the run.
+    /// Applies a run of events without truncates, in any order: per key, only its last event
+    /// (by source position) counts, and it changes the row the key had before the run.
     fn apply_run(&mut self, events: &mut [ChangeEvent], emit: &mut impl FnMut(Row, i64)) {
         let mut last_events = std::mem::take(&mut self.last_events);
         let LastEvents {
@@ -233,8 +238,13 @@ impl UpsertState {
             };
             match latest.find_mut(hash, same_key) {
                 Some(latest) => {
-                    superseded[*latest as usize] = true;
-                    *latest = index as u32;
+                    let earlier = *latest as usize;
+                    if events[earlier].position < event.position {
+                        superseded[earlier] = true;
+                        *latest = index as u32;
+                    } else {
+                        superseded[index] = true;
+                    }
                 }
                 None => {
                     latest.insert_unique(hash, index as u32, |&i| hashes[i as usize]);
