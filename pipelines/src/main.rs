@@ -130,10 +130,11 @@ struct BenchArgs {
     /// Timely worker threads.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// Streams the input is split into by key, like a Kafka topic's partitions; each worker
-    /// reads its share of them.  [default: one per worker]
-    #[arg(long)]
-    partitions: Option<usize>,
+    /// Streams the input is split into by key, like a Kafka topic's partitions; the workers
+    /// share them out and each reads its own. With more than one, windows see the partitions'
+    /// event times skewed (see README, "Windows over several partitions").
+    #[arg(long, default_value_t = 1)]
+    partitions: usize,
     /// Pipeline to run.
     #[arg(long, default_value = "op-counts")]
     pipeline: String,
@@ -359,7 +360,7 @@ fn find_pipeline(name: &str) -> anyhow::Result<&'static tributary_engine::Pipeli
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let pipeline = find_pipeline(&args.pipeline)?;
-    if args.workers == 0 || args.events == 0 || args.partitions == Some(0) {
+    if args.workers == 0 || args.events == 0 || args.partitions == 0 {
         bail!("--workers, --partitions and --events must be at least 1");
     }
     let report = tributary::bench::bench(
@@ -368,7 +369,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             events: args.events,
             keys: args.keys.max(1),
             workers: args.workers,
-            partitions: args.partitions.unwrap_or(args.workers),
+            partitions: args.partitions,
             epoch: Duration::from_millis(args.epoch_ms),
             schema: args.schema,
             iceberg: !args.no_iceberg,

@@ -1,5 +1,6 @@
 //! `tributary bench` as a script runs it: the JSON report accounts for every event fed (all
-//! decoded, no dead letters), with 1 and 2 workers, with the Iceberg replica written and not.
+//! decoded, no dead letters), with 1 and 2 workers, with the input in one partition and in
+//! several, with the Iceberg replica written and not.
 //! Throughput figures are only checked to be present, never timed.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -53,4 +54,21 @@ fn every_event_is_decoded_and_the_report_is_complete() {
     assert_eq!(computed_only["iceberg_written"], false);
     assert_eq!(number(&computed_only, "iceberg_rows_written"), 0.0);
     assert_eq!(number(&computed_only, "decoded_events"), 20000.0);
+
+    // Partitions split the input by key; workers share them out (3 over 2 workers: one reads
+    // two). Every event still arrives once.
+    for partitions in ["2", "3"] {
+        let args = [
+            "--pipeline",
+            "orders-replica",
+            "--no-iceberg",
+            "--workers",
+            "2",
+        ];
+        let report = bench(&[&args[..], &["--partitions", partitions]].concat());
+        assert_eq!(report["partitions"].to_string(), partitions);
+        assert_eq!(number(&report, "decoded_events"), 20000.0, "{report}");
+        assert_eq!(number(&report, "dead_letters"), 0.0, "{report}");
+        assert_eq!(report["live_keys"], computed_only["live_keys"]);
+    }
 }
