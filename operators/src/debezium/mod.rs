@@ -6,6 +6,7 @@ mod agreement;
 mod connect;
 mod convert;
 mod envelope;
+mod flat_key;
 mod order;
 mod row;
 mod scan;
@@ -173,6 +174,21 @@ pub fn decode_with(raw: &RawRecord, catalog: &TableCatalog, cache: &mut SchemaCa
         }
         Err(error) => Decoded::Error(error),
     }
+}
+
+/// The primary key that a Kafka record's message key holds, read without its value: so that
+/// the record can be decoded on the worker that keeps its key's state. `None` where the record
+/// has no key or topic, the topic is no table of `catalog`, or the key does not read as one
+/// (decoding then finds the key, or the reason it lacks one).
+pub fn kafka_record_key(
+    raw: &RawRecord,
+    catalog: &TableCatalog,
+    cache: &mut SchemaCache,
+) -> Option<Key> {
+    let key = std::str::from_utf8(raw.key.as_deref()?).ok()?;
+    let table = catalog.lookup(raw.topic.as_deref()?)?;
+    let spec = catalog.get(table)?;
+    key_from_kafka_key(key, spec, &mut cache.orders).ok()
 }
 
 /// The bytes as text. Checked with SIMD where the CPU has it (a record's first touch, so a
@@ -520,6 +536,9 @@ fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
 
 /// The Kafka key is `{"col":…}` or `{"schema":…,"payload":{"col":…}}`.
 fn key_from_kafka_key(text: &str, spec: &TableSpec, orders: &mut scan::FieldOrders) -> Result<Key> {
+    if let Some(key) = flat_key::flat_key(text, spec) {
+        return Ok(key);
+    }
     let mut wrapped = Record::default();
     if scan::record_into(text, orders, scan::Level::Key, None, &mut wrapped).is_none() {
         wrapped = parse(text, "the key")?;

@@ -176,6 +176,49 @@ fn kafka_key_wins_and_tombstones_need_a_topic() {
 }
 
 #[test]
+fn a_kafka_records_key_is_read_without_its_value_as_decoding_reads_it() {
+    let record = |key: &str, topic: Option<&str>| RawRecord {
+        key: Some(Arc::from(key.as_bytes())),
+        value: Some(Arc::from(
+            format!(r#"{{"before":null,"after":{{"order_id":8}},{SOURCE},"op":"c"}}"#).as_bytes(),
+        )),
+        topic: topic.map(Arc::from),
+        position: Position {
+            stream: 0,
+            offset: 1,
+        },
+        line: false,
+    };
+    let orders = Some("dbserver1.public.orders");
+    let mut cache = SchemaCache::default();
+    let wrapped = r#"{"schema":{"type":"struct"},"payload":{"order_id":8}}"#;
+    for key in [r#"{"order_id":8}"#, r#" {"order_id": 8} "#, wrapped] {
+        let raw = record(key, orders);
+        let Decoded::Event(event) = decode(&raw, &catalog()) else {
+            panic!("{key} does not decode")
+        };
+        assert_eq!(
+            kafka_record_key(&raw, &catalog(), &mut cache),
+            Some(event.key),
+            "{key}"
+        );
+    }
+    for (key, topic) in [
+        (r#"{"order_id":8}"#, None),
+        (r#"{"order_id":8}"#, Some("dbserver1.public.other")),
+        ("null", orders),
+        (r#"{"order_id":"x"}"#, orders),
+    ] {
+        let raw = record(key, topic);
+        assert_eq!(
+            kafka_record_key(&raw, &catalog(), &mut cache),
+            None,
+            "{key}"
+        );
+    }
+}
+
+#[test]
 fn other_tables_are_skipped_and_topic_names_the_table() {
     let other = r#"{"after":{"id":1},"source":{"name":"dbserver1","schema":"public","table":"customers"},"op":"c"}"#;
     assert_eq!(
