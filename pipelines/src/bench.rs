@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tributary_engine::sources::generator::{GeneratorConfig, OrdersWorkload};
+use tributary_engine::sources::generator::{
+    kafka_key, GeneratorConfig, OrdersWorkload, ORDERS_TOPIC,
+};
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
     run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions, Pipeline,
@@ -30,6 +32,9 @@ pub struct BenchConfig {
     pub schema: bool,
     /// Write the pipeline's Iceberg tables (false: compute them only).
     pub iceberg: bool,
+    /// Feed records as the Kafka source delivers Debezium's messages (key, value, topic)
+    /// instead of JSONL lines.
+    pub kafka_records: bool,
 }
 
 /// What was measured.
@@ -90,14 +95,15 @@ impl BenchReport {
 
     /// Human-readable report.
     pub fn text(&self) -> String {
-        let envelope = if self.config.schema {
-            "schema-wrapped"
-        } else {
-            "plain"
+        let envelope = match (self.config.schema, self.config.kafka_records) {
+            (true, false) => "schema-wrapped JSON lines",
+            (false, false) => "plain JSON lines",
+            (true, true) => "schema-wrapped JSON Kafka records",
+            (false, true) => "plain JSON Kafka records",
         };
         let dataflow_memory = self.rss_peak.saturating_sub(self.rss_before);
         format!(
-            "pipeline        {}\nworkers         {}, reading {} input partition(s)\nevents          {} ({} records, {:.1} MB of {envelope} JSON, {} keys)\n\
+            "pipeline        {}\nworkers         {}, reading {} input partition(s)\nevents          {} ({} records, {:.1} MB of {envelope}, {} keys)\n\
              decoded         {} events, {} dead letters\n\
              throughput      {:.0} events/s, {:.1} MB/s ({:.2} s)\n\
              epoch latency   p50 {:.1} ms, p99 {:.1} ms over {} epochs\n\
@@ -147,6 +153,7 @@ impl BenchReport {
             "pipeline": self.pipeline,
             "workers": self.config.workers,
             "partitions": self.config.partitions,
+            "kafka_records": self.config.kafka_records,
             "events": self.config.events,
             "keys": self.config.keys,
             "schema_wrapped": self.config.schema,
@@ -193,6 +200,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     });
     let partitions = config.partitions.max(1);
     let mut streams: Vec<Vec<RawRecord>> = vec![Vec::new(); partitions];
+    let topic: Arc<str> = Arc::from(ORDERS_TOPIC);
     let mut line = String::new();
     let mut bytes = 0u64;
     while workload.next_line(&mut line) {
@@ -203,7 +211,19 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
             stream: stream as u32,
             offset: records.len() as u64 + 1,
         };
-        records.push(RawRecord::line(line.as_bytes(), position));
+        let mut record = RawRecord::line(line.as_bytes(), position);
+        if config.kafka_records {
+            let key = kafka_key(workload.last_key(), config.schema);
+            bytes += key.len() as u64;
+            record.key = Some(Arc::from(key.as_bytes()));
+            record.topic = Some(Arc::clone(&topic));
+            record.line = false;
+            if workload.last_was_tombstone() {
+                bytes -= line.len() as u64;
+                record.value = None;
+            }
+        }
+        records.push(record);
     }
     let record_count = streams.iter().map(Vec::len).sum::<usize>() as u64;
     // Kept here until the CPU time is read: freeing a million records is not part of the run.

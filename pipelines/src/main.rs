@@ -144,6 +144,10 @@ struct BenchArgs {
     /// Schema-wrapped envelopes instead of plain ones.
     #[arg(long)]
     schema: bool,
+    /// Feed Kafka records (message key, value, topic) as the Kafka source delivers Debezium's
+    /// messages, instead of JSONL lines.
+    #[arg(long)]
+    kafka_records: bool,
     /// Compute the pipeline's Iceberg tables without writing them (measures the dataflow).
     #[arg(long)]
     no_iceberg: bool,
@@ -373,6 +377,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             epoch: Duration::from_millis(args.epoch_ms),
             schema: args.schema,
             iceberg: !args.no_iceberg,
+            kafka_records: args.kafka_records,
         },
     )?;
     match args.format {

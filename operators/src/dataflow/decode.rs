@@ -1,8 +1,11 @@
-//! Decode and route: raw records are spread over the workers, decoded there against the
-//! pipeline's tables, and routed into one change-event collection per table plus a
-//! dead-letter collection. Tables can be added while the dataflow is being built.
+//! Decode and route: raw records are sent to the workers (a record with a Kafka key to the
+//! worker that keeps its key's state, others spread), decoded there against the pipeline's
+//! tables, and routed into one change-event collection per table plus a dead-letter
+//! collection. Tables can be added while the dataflow is being built.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,8 +18,8 @@ use timely::progress::operate::FrontierInterest;
 
 use differential_dataflow::AsCollection;
 
-use super::{Collection, Diff, Stream, Time};
-use crate::debezium::{decode_with, Decoded, SchemaCache};
+use super::{route_hash, Collection, Diff, Stream, Time};
+use crate::debezium::{decode_with, kafka_record_key, Decoded, SchemaCache};
 use crate::event::{ChangeEvent, DeadLetter, Op, RawRecord};
 use crate::schema::{TableCatalog, TableId};
 
@@ -59,7 +62,8 @@ impl DecodeStats {
 }
 
 type Update<D> = (D, Time, Diff);
-type RawPact = Exchange<RawRecord, fn(&RawRecord) -> u64>;
+type RawRoute = Box<dyn FnMut(&RawRecord) -> u64>;
+type RawPact = Exchange<RawRecord, RawRoute>;
 type RawPuller = <RawPact as ParallelizationContract<Time, Vec<RawRecord>>>::Puller;
 type RouteOutput<D> = Output<Time, Vec<Update<D>>>;
 
@@ -74,6 +78,8 @@ pub struct DecodeRouter<'s> {
     dead_output: RouteOutput<DeadLetter>,
     dead: Collection<'s, DeadLetter>,
     tables: Vec<RouteOutput<ChangeEvent>>,
+    /// The finished catalog, for routing records by their Kafka keys.
+    routing_catalog: Rc<OnceCell<Arc<TableCatalog>>>,
 }
 
 impl std::fmt::Debug for DecodeRouter<'_> {
@@ -92,11 +98,25 @@ fn spread(record: &RawRecord) -> u64 {
     (record.position.offset >> RUN_BITS) ^ u64::from(record.position.stream).rotate_left(32)
 }
 
+/// Where each raw record is decoded. A record whose Kafka key reads as a table's primary key
+/// goes to the worker that keeps that key's state (the hash is the one the upsert routes by),
+/// so its event and rows never cross to another core; others are spread.
+fn route_records(catalog: Rc<OnceCell<Arc<TableCatalog>>>) -> RawRoute {
+    let mut cache = SchemaCache::default();
+    Box::new(move |record| {
+        catalog
+            .get()
+            .and_then(|catalog| kafka_record_key(record, catalog, &mut cache))
+            .map_or_else(|| spread(record), |key| route_hash(&key))
+    })
+}
+
 impl<'s> DecodeRouter<'s> {
     /// Starts the operator over the raw stream.
     pub fn new(raw: Stream<'s, RawRecord>, name: &str) -> Self {
         let mut builder = OperatorBuilder::new(name.to_owned(), raw.scope());
-        let pact: RawPact = Exchange::new(spread as fn(&RawRecord) -> u64);
+        let routing_catalog = Rc::default();
+        let pact: RawPact = Exchange::new(route_records(Rc::clone(&routing_catalog)));
         let input = builder.new_input(raw, pact);
         builder.set_notify_for(0, FrontierInterest::Never);
         let (dead_output, dead) = builder.new_output();
@@ -106,6 +126,7 @@ impl<'s> DecodeRouter<'s> {
             dead_output,
             dead: dead.as_collection(),
             tables: Vec::new(),
+            routing_catalog,
         }
     }
 
@@ -133,8 +154,10 @@ impl<'s> DecodeRouter<'s> {
             mut input,
             mut dead_output,
             mut tables,
+            routing_catalog,
             ..
         } = self;
+        let _ = routing_catalog.set(Arc::clone(&catalog));
         builder.build(move |_capabilities| {
             let mut cache = SchemaCache::default();
             let mut per_table: Vec<Vec<Update<ChangeEvent>>> = Vec::new();

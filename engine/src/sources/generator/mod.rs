@@ -5,7 +5,8 @@ mod orders;
 use tributary_operators::{Position, RawRecord};
 
 pub use orders::{
-    base64_unscaled, DecimalMode, GeneratorConfig, OrdersWorkload, ORDERS_TOPIC, STATUSES,
+    base64_unscaled, kafka_key, DecimalMode, GeneratorConfig, OrdersWorkload, ORDERS_TOPIC,
+    STATUSES,
 };
 
 use super::{single_stream_resume, Poll, Source, StreamPositions};

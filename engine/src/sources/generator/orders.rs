@@ -88,6 +88,7 @@ pub struct OrdersWorkload {
     now_ms: i64,
     pending_tombstone: Option<u64>,
     last_key: u64,
+    last_was_tombstone: bool,
 }
 
 impl OrdersWorkload {
@@ -104,6 +105,7 @@ impl OrdersWorkload {
             now_ms: START_MS,
             pending_tombstone: None,
             last_key: 0,
+            last_was_tombstone: false,
         }
     }
 
@@ -123,9 +125,15 @@ impl OrdersWorkload {
         self.last_key
     }
 
+    /// Whether the last line written was a tombstone (a Kafka message with a null value).
+    pub fn last_was_tombstone(&self) -> bool {
+        self.last_was_tombstone
+    }
+
     /// Writes the next line (without newline) into `out`; `false` when the workload is done.
     pub fn next_line(&mut self, out: &mut String) -> bool {
         out.clear();
+        self.last_was_tombstone = self.pending_tombstone.is_some();
         if let Some(key) = self.pending_tombstone.take() {
             self.last_key = key;
             let _ = write!(
@@ -263,6 +271,18 @@ pub fn envelope_schema() -> String {
         row("before"),
         row("after")
     )
+}
+
+/// The Kafka message key Debezium gives an order's events and tombstone: `{"order_id":N}`, or
+/// with the JSON converter's schemas enabled, wrapped with its Connect schema.
+pub fn kafka_key(order_id: u64, schema: bool) -> String {
+    if schema {
+        format!(
+            r#"{{"schema":{{"type":"struct","fields":[{{"type":"int64","optional":false,"field":"order_id"}}],"optional":false,"name":"dbserver1.public.orders.Key"}},"payload":{{"order_id":{order_id}}}}}"#
+        )
+    } else {
+        format!(r#"{{"order_id":{order_id}}}"#)
+    }
 }
 
 /// SplitMix64: tiny, fast, deterministic.
