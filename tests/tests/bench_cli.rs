@@ -1,6 +1,6 @@
 //! `tributary bench` as a script runs it: the JSON report accounts for every event fed (all
 //! decoded, no dead letters), with 1 and 2 workers, with the input in one partition and in
-//! several, with the Iceberg replica written and not.
+//! several, as JSONL lines and as Kafka records, with the Iceberg replica written and not.
 //! Throughput figures are only checked to be present, never timed.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -70,5 +70,21 @@ fn every_event_is_decoded_and_the_report_is_complete() {
         assert_eq!(number(&report, "decoded_events"), 20000.0, "{report}");
         assert_eq!(number(&report, "dead_letters"), 0.0, "{report}");
         assert_eq!(report["live_keys"], computed_only["live_keys"]);
+    }
+    // Kafka records (key, value, topic; plain and schema-wrapped keys) decode as the lines do,
+    // on the key's worker with two.
+    for (workers, schema) in [("1", None), ("2", None), ("2", Some("--schema"))] {
+        let args = [
+            "--pipeline",
+            "orders-replica",
+            "--kafka-records",
+            "--workers",
+            workers,
+        ];
+        let report = bench(&[&args[..], schema.as_slice()].concat());
+        assert_eq!(report["kafka_records"], true);
+        assert_eq!(number(&report, "decoded_events"), 20000.0, "{report}");
+        assert_eq!(number(&report, "dead_letters"), 0.0, "{report}");
+        assert!(number(&report, "iceberg_rows_written") >= number(&report, "live_keys"));
     }
 }

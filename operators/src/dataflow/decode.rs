@@ -98,15 +98,17 @@ fn spread(record: &RawRecord) -> u64 {
     (record.position.offset >> RUN_BITS) ^ u64::from(record.position.stream).rotate_left(32)
 }
 
-/// Where each raw record is decoded. A record whose Kafka key reads as a table's primary key
-/// goes to the worker that keeps that key's state (the hash is the one the upsert routes by),
-/// so its event and rows never cross to another core; others are spread.
-fn route_records(catalog: Rc<OnceCell<Arc<TableCatalog>>>) -> RawRoute {
-    let mut cache = SchemaCache::default();
+/// Where each raw record is decoded. With several workers, a record whose Kafka key reads as
+/// a table's primary key goes to the worker that keeps that key's state (the hash is the one
+/// the upsert routes by), so its event and rows never cross to another core; others are spread.
+fn route_records(catalog: Rc<OnceCell<Arc<TableCatalog>>>, peers: usize) -> RawRoute {
+    if peers == 1 {
+        return Box::new(spread);
+    }
     Box::new(move |record| {
         catalog
             .get()
-            .and_then(|catalog| kafka_record_key(record, catalog, &mut cache))
+            .and_then(|catalog| kafka_record_key(record, catalog))
             .map_or_else(|| spread(record), |key| route_hash(&key))
     })
 }
@@ -116,7 +118,8 @@ impl<'s> DecodeRouter<'s> {
     pub fn new(raw: Stream<'s, RawRecord>, name: &str) -> Self {
         let mut builder = OperatorBuilder::new(name.to_owned(), raw.scope());
         let routing_catalog = Rc::default();
-        let pact: RawPact = Exchange::new(route_records(Rc::clone(&routing_catalog)));
+        let peers = raw.scope().peers();
+        let pact: RawPact = Exchange::new(route_records(Rc::clone(&routing_catalog), peers));
         let input = builder.new_input(raw, pact);
         builder.set_notify_for(0, FrontierInterest::Never);
         let (dead_output, dead) = builder.new_output();

@@ -176,19 +176,22 @@ pub fn decode_with(raw: &RawRecord, catalog: &TableCatalog, cache: &mut SchemaCa
     }
 }
 
-/// The primary key that a Kafka record's message key holds, read without its value: so that
-/// the record can be decoded on the worker that keeps its key's state. `None` where the record
-/// has no key or topic, the topic is no table of `catalog`, or the key does not read as one
-/// (decoding then finds the key, or the reason it lacks one).
-pub fn kafka_record_key(
-    raw: &RawRecord,
-    catalog: &TableCatalog,
-    cache: &mut SchemaCache,
-) -> Option<Key> {
+/// The primary key that a Kafka record's message key holds, read without its value and
+/// cheaply: so that the record can be decoded on the worker that keeps its key's state. Only
+/// flat keys are read (see [`flat_key`](self::flat_key)), plain or as the `payload` after a
+/// Connect schema; `None` for any other key, a record without key or topic, or a topic that is
+/// no table of `catalog` (decoding then reads the key, or says why it cannot).
+pub fn kafka_record_key(raw: &RawRecord, catalog: &TableCatalog) -> Option<Key> {
     let key = std::str::from_utf8(raw.key.as_deref()?).ok()?;
-    let table = catalog.lookup(raw.topic.as_deref()?)?;
-    let spec = catalog.get(table)?;
-    key_from_kafka_key(key, spec, &mut cache.orders).ok()
+    let spec = catalog.get(catalog.lookup(raw.topic.as_deref()?)?)?;
+    let flat = if key.trim_start().starts_with(r#"{"schema":"#) {
+        // The JSON converter writes the schema first and the payload last.
+        let payload = &key[key.rfind(r#""payload":"#)? + r#""payload":"#.len()..];
+        payload.trim_end().strip_suffix('}')?
+    } else {
+        key
+    };
+    flat_key::flat_key(flat, spec)
 }
 
 /// The bytes as text. Checked with SIMD where the CPU has it (a record's first touch, so a
