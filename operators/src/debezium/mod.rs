@@ -179,8 +179,9 @@ pub fn decode_with(raw: &RawRecord, catalog: &TableCatalog, cache: &mut SchemaCa
 /// The primary key that a Kafka record's message key holds, read without its value and
 /// cheaply: so that the record can be decoded on the worker that keeps its key's state. Only
 /// flat keys (`{"order_id":42}`: integers and plain strings) are read, plain or as the
-/// `payload` after a Connect schema; `None` for any other key, a record without key or topic, or a topic that is
-/// no table of `catalog` (decoding then reads the key, or says why it cannot).
+/// `payload` after a Connect schema; `None` for any other key, a record without key or topic,
+/// or a topic that is no table of `catalog` (decoding then reads the key, or says why it
+/// cannot).
 pub fn kafka_record_key(raw: &RawRecord, catalog: &TableCatalog) -> Option<Key> {
     let key = std::str::from_utf8(raw.key.as_deref()?).ok()?;
     let spec = catalog.get(catalog.lookup(raw.topic.as_deref()?)?)?;
