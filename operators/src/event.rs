@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::row::{Key, Row};
 use crate::schema::TableId;
+use crate::topic::TopicName;
 
 /// A Debezium operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -70,7 +71,7 @@ pub struct RawRecord {
     /// The message value or file line; `None` is a tombstone.
     pub value: Option<Arc<[u8]>>,
     /// The Kafka topic, when the source has one (used when the `source` block lacks a table).
-    pub topic: Option<Arc<str>>,
+    pub topic: Option<TopicName>,
     /// Where the record came from.
     pub position: Position,
     /// True for a JSONL line, which may wrap `{"key":…,"value":…}` itself.

@@ -68,13 +68,13 @@ pub fn decode_all_ways(data: &[u8]) -> usize {
         stream: 0,
         offset: 1,
     };
-    let topic: Option<Arc<str>> = Some(Arc::from("dbserver1.public.orders"));
+    let topic = Some(crate::topic::TopicName::new("dbserver1.public.orders"));
     let mut records = vec![
         RawRecord::line(data, position),
         RawRecord {
             key: None,
             value: Some(Arc::clone(&bytes)),
-            topic: topic.clone(),
+            topic,
             position,
             line: false,
         },

@@ -8,6 +8,7 @@ pub mod fuzzing;
 pub mod row;
 pub mod schema;
 pub mod time;
+pub mod topic;
 pub mod value;
 
 pub use dataflow::aggregate::{avg, count, sum, Agg};
@@ -18,4 +19,5 @@ pub use dataflow::{Diff, Time};
 pub use event::{ChangeEvent, DeadLetter, DeadLetterKind, Op, Position, RawRecord};
 pub use row::{Key, Row};
 pub use schema::{Column, ColumnType, Schema, TableCatalog, TableId, TableSpec};
+pub use topic::TopicName;
 pub use value::{Decimal, Float, Value};

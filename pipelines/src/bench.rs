@@ -12,7 +12,7 @@ use tributary_engine::{
     run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions, Pipeline,
     RunError, RunOptions,
 };
-use tributary_operators::{Position, RawRecord};
+use tributary_operators::{Position, RawRecord, TopicName};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -200,7 +200,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     });
     let partitions = config.partitions.max(1);
     let mut streams: Vec<Vec<RawRecord>> = vec![Vec::new(); partitions];
-    let topic: Arc<str> = Arc::from(ORDERS_TOPIC);
+    let topic = TopicName::new(ORDERS_TOPIC);
     let mut line = String::new();
     let mut bytes = 0u64;
     while workload.next_line(&mut line) {
@@ -216,7 +216,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
             let key = kafka_key(workload.last_key(), config.schema);
             bytes += key.len() as u64;
             record.key = Some(Arc::from(key.as_bytes()));
-            record.topic = Some(Arc::clone(&topic));
+            record.topic = Some(topic);
             record.line = false;
             if workload.last_was_tombstone() {
                 bytes -= line.len() as u64;

@@ -162,7 +162,7 @@ fn kafka_key_wins_and_tombstones_need_a_topic() {
     let kafka = RawRecord {
         key: Some(Arc::from(&b"{\"order_id\":8}"[..])),
         value: None,
-        topic: Some(Arc::from("dbserver1.public.orders")),
+        topic: Some(crate::topic::TopicName::new("dbserver1.public.orders")),
         position: Position {
             stream: 1,
             offset: 3,
@@ -182,7 +182,7 @@ fn a_kafka_records_key_is_read_without_its_value_as_decoding_reads_it() {
         value: Some(Arc::from(
             format!(r#"{{"before":null,"after":{{"order_id":8}},{SOURCE},"op":"c"}}"#).as_bytes(),
         )),
-        topic: topic.map(Arc::from),
+        topic: topic.map(crate::topic::TopicName::new),
         position: Position {
             stream: 0,
             offset: 1,

@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use tributary_operators::{Position, RawRecord};
+use tributary_operators::{Position, RawRecord, TopicName};
 
 use self::client::{fetch_with_retries, ErrorLog, QuietContext};
 use self::idle::CatchUp;
@@ -59,7 +59,7 @@ pub struct KafkaSource {
     spec: KafkaSourceSpec,
     /// Shared only so that closing can happen on a thread of its own (see `Drop`).
     consumer: Arc<BaseConsumer<QuietContext>>,
-    topics: Vec<Arc<str>>,
+    topics: Vec<TopicName>,
     partitions: Vec<Partition>,
     /// Per stream: whether this part reads it (every part knows every stream, so positions
     /// and dead letters name streams alike on all workers).
@@ -123,7 +123,7 @@ impl KafkaSource {
                 })
             },
         )?;
-        let topics: Vec<Arc<str>> = spec.topics.iter().map(|t| Arc::from(t.as_str())).collect();
+        let topics: Vec<TopicName> = spec.topics.iter().map(|t| TopicName::new(t)).collect();
         let mut partitions = Vec::new();
         let mut stream_of = Vec::new();
         for (index, name) in spec.topics.iter().enumerate() {
@@ -354,7 +354,7 @@ impl Source for KafkaSource {
             out.push(RawRecord {
                 key: message.key().map(Arc::from),
                 value: message.payload().map(Arc::from),
-                topic: Some(Arc::clone(&self.topics[topic])),
+                topic: Some(self.topics[topic]),
                 position: Position { stream, offset },
                 line: false,
             });
