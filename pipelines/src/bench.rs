@@ -204,25 +204,30 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     let mut line = String::new();
     let mut bytes = 0u64;
     while workload.next_line(&mut line) {
-        bytes += line.len() as u64;
         let stream = partition_of(workload.last_key(), partitions);
         let records = &mut streams[stream];
         let position = Position {
             stream: stream as u32,
             offset: records.len() as u64 + 1,
         };
-        let mut record = RawRecord::line(line.as_bytes(), position);
-        if config.kafka_records {
+        let record = if config.kafka_records {
+            // What the Kafka source delivers for Debezium's message: a tombstone's value is null.
             let key = kafka_key(workload.last_key(), config.schema);
-            bytes += key.len() as u64;
-            record.key = Some(Arc::from(key.as_bytes()));
-            record.topic = Some(topic);
-            record.line = false;
-            if workload.last_was_tombstone() {
-                bytes -= line.len() as u64;
-                record.value = None;
+            RawRecord {
+                key: Some(Arc::from(key.as_bytes())),
+                value: (!workload.last_was_tombstone()).then(|| Arc::from(line.as_bytes())),
+                topic: Some(topic),
+                position,
+                line: false,
             }
-        }
+        } else {
+            RawRecord::line(line.as_bytes(), position)
+        };
+        bytes += [&record.key, &record.value]
+            .into_iter()
+            .flatten()
+            .map(|bytes| bytes.len() as u64)
+            .sum::<u64>();
         records.push(record);
     }
     let record_count = streams.iter().map(Vec::len).sum::<usize>() as u64;
