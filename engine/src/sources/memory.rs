@@ -14,7 +14,7 @@ use crate::error::SourceError;
 #[derive(Debug)]
 pub struct MemorySource {
     streams: Vec<Arc<[RawRecord]>>,
-    /// The streams this part reads, by index.
+    /// The streams this part reads and has not finished, by index.
     owned: Vec<usize>,
     /// Per stream: the index of the next record to serve.
     next: Vec<usize>,
@@ -36,10 +36,6 @@ impl MemorySource {
     fn records(&self) -> usize {
         self.streams.iter().map(|s| s.len()).sum()
     }
-
-    fn remaining(&self, stream: usize) -> usize {
-        self.streams[stream].len() - self.next[stream]
-    }
 }
 
 impl Source for MemorySource {
@@ -55,21 +51,18 @@ impl Source for MemorySource {
 
     /// Reads up to `max` records of one owned stream, taking the streams in turn.
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Result<Poll, SourceError> {
-        let open: Vec<usize> = self
-            .owned
-            .iter()
-            .copied()
-            .filter(|&s| self.remaining(s) > 0)
-            .collect();
-        let Some(&stream) = open.get(self.turn % open.len().max(1)) else {
+        let streams = &self.streams;
+        let next = &self.next;
+        self.owned.retain(|&s| next[s] < streams[s].len());
+        let Some(&stream) = self.owned.get(self.turn % self.owned.len().max(1)) else {
             return Ok(Poll::Finished);
         };
         self.turn = self.turn.wrapping_add(1);
-        let start = self.next[stream];
-        let end = (start + max).min(self.streams[stream].len());
-        out.extend_from_slice(&self.streams[stream][start..end]);
+        let records = &self.streams[stream];
+        let end = (self.next[stream] + max).min(records.len());
+        out.extend_from_slice(&records[self.next[stream]..end]);
         self.next[stream] = end;
-        Ok(if open.len() == 1 && end == self.streams[stream].len() {
+        Ok(if self.owned.len() == 1 && end == records.len() {
             Poll::Finished
         } else {
             Poll::Ready
