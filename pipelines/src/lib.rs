@@ -4,6 +4,7 @@ pub mod bench;
 pub mod config;
 pub mod customers_analytics;
 pub mod customers_changelog;
+pub mod huge_pages;
 pub mod op_counts;
 pub mod orders_replica;
 pub mod products_lake;

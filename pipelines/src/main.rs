@@ -321,6 +321,7 @@ struct GenerateArgs {
 }
 
 fn main() -> ExitCode {
+    let huge_pages = tributary::huge_pages::configure();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -331,6 +332,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    tracing::debug!(?huge_pages, "transparent huge pages");
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
