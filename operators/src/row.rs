@@ -172,6 +172,12 @@ impl Key {
     }
 }
 
+impl FromIterator<Value> for Key {
+    fn from_iter<I: IntoIterator<Item = Value>>(values: I) -> Self {
+        Key(values.into_iter().collect())
+    }
+}
+
 impl Deref for Key {
     type Target = [Value];
     fn deref(&self) -> &[Value] {

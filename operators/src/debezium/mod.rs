@@ -183,12 +183,14 @@ pub fn decode_with(raw: &RawRecord, catalog: &TableCatalog, cache: &mut SchemaCa
 /// or a topic that is no table of `catalog` (decoding then reads the key, or says why it
 /// cannot).
 pub fn kafka_record_key(raw: &RawRecord, catalog: &TableCatalog) -> Option<Key> {
-    let key = std::str::from_utf8(raw.key.as_deref()?).ok()?;
+    let key = raw.key.as_deref()?;
     let spec = catalog.get(catalog.lookup(raw.topic.as_deref()?)?)?;
-    let flat = if key.trim_start().starts_with(r#"{"schema":"#) {
+    const SCHEMA: &[u8] = br#"{"schema":"#;
+    const PAYLOAD: &[u8] = br#""payload":"#;
+    let flat = if key.trim_ascii_start().starts_with(SCHEMA) {
         // The JSON converter writes the schema first and the payload last.
-        let payload = &key[key.rfind(r#""payload":"#)? + r#""payload":"#.len()..];
-        payload.trim_end().strip_suffix('}')?
+        let start = key.windows(PAYLOAD.len()).rposition(|w| w == PAYLOAD)? + PAYLOAD.len();
+        key[start..].trim_ascii_end().strip_suffix(b"}")?
     } else {
         key
     };
@@ -540,7 +542,7 @@ fn key_from_row(row: &Row, spec: &TableSpec) -> Result<Key> {
 
 /// The Kafka key is `{"col":…}` or `{"schema":…,"payload":{"col":…}}`.
 fn key_from_kafka_key(text: &str, spec: &TableSpec, orders: &mut scan::FieldOrders) -> Result<Key> {
-    if let Some(key) = flat_key::flat_key(text, spec) {
+    if let Some(key) = flat_key::flat_key(text.as_bytes(), spec) {
         return Ok(key);
     }
     let mut wrapped = Record::default();
