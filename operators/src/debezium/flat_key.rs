@@ -14,35 +14,23 @@ use crate::value::Value;
 /// otherwise (the general reader then decides, and words any error). Works on bytes: only the
 /// strings kept as values need to be valid UTF-8, and they are checked.
 pub(super) fn flat_key(text: &[u8], spec: &TableSpec) -> Option<Key> {
-    // Inline for keys of up to two columns, as `Key` is: no allocation on this path.
-    let mut values: SmallVec<[Option<Value>; 2]> = SmallVec::new();
-    values.resize_with(spec.key.len(), || None);
     let mut rest = skip_space(skip_space(text).strip_prefix(b"{")?);
     if let Some(after) = rest.strip_prefix(b"}") {
         return (skip_space(after).is_empty() && spec.key.is_empty()).then(Key::default);
     }
+    if spec.key.len() == 1 {
+        // The usual key, one column: nothing to collect.
+        let (_, value, after) = field(rest, spec)?;
+        let after = skip_space(after).strip_prefix(b"}")?;
+        return skip_space(after)
+            .is_empty()
+            .then(|| std::iter::once(value).collect());
+    }
+    // Inline for keys of up to two columns, as `Key` is.
+    let mut values: SmallVec<[Option<Value>; 2]> = SmallVec::new();
+    values.resize_with(spec.key.len(), || None);
     loop {
-        let (name, after_name) = string(rest)?;
-        let slot = spec
-            .key
-            .iter()
-            .position(|&column| spec.schema.columns[column].name.as_bytes() == name)?;
-        let value_text = skip_space(skip_space(after_name).strip_prefix(b":")?);
-        let column = &spec.schema.columns[spec.key[slot]];
-        let (value, after_value) = match column.ty {
-            ColumnType::Int64 | ColumnType::Int32 => {
-                let (number, after) = integer(value_text)?;
-                if column.ty == ColumnType::Int32 && i32::try_from(number).is_err() {
-                    return None;
-                }
-                (Value::Int(number), after)
-            }
-            ColumnType::String => {
-                let (text, after) = string(value_text)?;
-                (Value::str(std::str::from_utf8(text).ok()?), after)
-            }
-            _ => return None,
-        };
+        let (slot, value, after_value) = field(rest, spec)?;
         if values[slot].replace(value).is_some() {
             return None;
         }
@@ -54,13 +42,37 @@ pub(super) fn flat_key(text: &[u8], spec: &TableSpec) -> Option<Key> {
             break;
         }
     }
-    if !skip_space(rest).is_empty() {
-        return None;
-    }
-    if values.iter().any(Option::is_none) {
+    if !skip_space(rest).is_empty() || values.iter().any(Option::is_none) {
         return None;
     }
     Some(values.into_iter().flatten().collect())
+}
+
+/// The `"name": value` pair at the start of `rest`, naming one of `spec`'s key columns: its
+/// place in the key, its value, and what follows.
+fn field<'a>(rest: &'a [u8], spec: &TableSpec) -> Option<(usize, Value, &'a [u8])> {
+    let (name, after_name) = string(rest)?;
+    let slot = spec
+        .key
+        .iter()
+        .position(|&column| spec.schema.columns[column].name.as_bytes() == name)?;
+    let value_text = skip_space(skip_space(after_name).strip_prefix(b":")?);
+    let column = &spec.schema.columns[spec.key[slot]];
+    let (value, after) = match column.ty {
+        ColumnType::Int64 | ColumnType::Int32 => {
+            let (number, after) = integer(value_text)?;
+            if column.ty == ColumnType::Int32 && i32::try_from(number).is_err() {
+                return None;
+            }
+            (Value::Int(number), after)
+        }
+        ColumnType::String => {
+            let (text, after) = string(value_text)?;
+            (Value::str(std::str::from_utf8(text).ok()?), after)
+        }
+        _ => return None,
+    };
+    Some((slot, value, after))
 }
 
 /// `text` after its leading JSON whitespace.
