@@ -163,6 +163,13 @@ impl Key {
         Key(SmallVec::from_vec(values))
     }
 
+    /// A key of one value (the usual primary key).
+    pub fn single(value: Value) -> Self {
+        let mut values = SmallVec::new();
+        values.push(value);
+        Key(values)
+    }
+
     /// The values of `row` at `indices`.
     pub fn of(row: &[Value], indices: &[usize]) -> Self {
         Key(indices

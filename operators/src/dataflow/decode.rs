@@ -19,9 +19,10 @@ use timely::progress::operate::FrontierInterest;
 use differential_dataflow::AsCollection;
 
 use super::{route_hash, Collection, Diff, Stream, Time};
-use crate::debezium::{decode_with, kafka_record_key, Decoded, SchemaCache};
+use crate::debezium::{decode_with, kafka_message_key, Decoded, SchemaCache};
 use crate::event::{ChangeEvent, DeadLetter, Op, RawRecord};
-use crate::schema::{TableCatalog, TableId};
+use crate::schema::{TableCatalog, TableId, TableSpec};
+use crate::topic::TopicName;
 
 /// Counts of what decoding saw, shared by all workers.
 #[derive(Debug, Default)]
@@ -105,10 +106,23 @@ fn route_records(catalog: Rc<OnceCell<Arc<TableCatalog>>>, peers: usize) -> RawR
     if peers == 1 {
         return Box::new(spread);
     }
+    // The table of the topic seen last: a stream's records share their topic.
+    let mut last: Option<(TopicName, Option<Arc<TableSpec>>)> = None;
     Box::new(move |record| {
-        catalog
-            .get()
-            .and_then(|catalog| kafka_record_key(record, catalog))
+        let (Some(key), Some(topic), Some(catalog)) =
+            (record.key.as_deref(), record.topic, catalog.get())
+        else {
+            return spread(record);
+        };
+        let spec = match &last {
+            Some((seen, spec)) if seen.is(topic) => spec,
+            _ => {
+                let spec = catalog.lookup(&topic).and_then(|id| catalog.get(id));
+                &last.insert((topic, spec.cloned())).1
+            }
+        };
+        spec.as_deref()
+            .and_then(|spec| kafka_message_key(key, spec))
             .map_or_else(|| spread(record), |key| route_hash(&key))
     })
 }

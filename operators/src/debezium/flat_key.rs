@@ -14,6 +14,9 @@ use crate::value::Value;
 /// otherwise (the general reader then decides, and words any error). Works on bytes: only the
 /// strings kept as values need to be valid UTF-8, and they are checked.
 pub(super) fn flat_key(text: &[u8], spec: &TableSpec) -> Option<Key> {
+    if let Some(key) = compact_integer_key(text, spec) {
+        return Some(key);
+    }
     let mut rest = skip_space(skip_space(text).strip_prefix(b"{")?);
     if let Some(after) = rest.strip_prefix(b"}") {
         return (skip_space(after).is_empty() && spec.key.is_empty()).then(Key::default);
@@ -22,9 +25,7 @@ pub(super) fn flat_key(text: &[u8], spec: &TableSpec) -> Option<Key> {
         // The usual key, one column: nothing to collect.
         let (_, value, after) = field(rest, spec)?;
         let after = skip_space(after).strip_prefix(b"}")?;
-        return skip_space(after)
-            .is_empty()
-            .then(|| std::iter::once(value).collect());
+        return skip_space(after).is_empty().then(|| Key::single(value));
     }
     // Inline for keys of up to two columns, as `Key` is.
     let mut values: SmallVec<[Option<Value>; 2]> = SmallVec::new();
@@ -48,16 +49,48 @@ pub(super) fn flat_key(text: &[u8], spec: &TableSpec) -> Option<Key> {
     Some(values.into_iter().flatten().collect())
 }
 
+/// The key as Debezium's JSON converter writes a one-integer-column key, `{"order_id":42}`
+/// (compact, the name first), read in a single pass; `None` for any other shape.
+fn compact_integer_key(text: &[u8], spec: &TableSpec) -> Option<Key> {
+    let [index] = spec.key[..] else {
+        return None;
+    };
+    let column = &spec.schema.columns[index];
+    if !matches!(column.ty, ColumnType::Int64 | ColumnType::Int32) {
+        return None;
+    }
+    let value_text = text
+        .strip_prefix(b"{\"")?
+        .strip_prefix(column.name.as_bytes())?
+        .strip_prefix(b"\":")?;
+    let (number, b"}") = integer(value_text)? else {
+        return None;
+    };
+    if column.ty == ColumnType::Int32 && i32::try_from(number).is_err()
+        || column.name.bytes().any(needs_escape)
+    {
+        return None;
+    }
+    Some(Key::single(Value::Int(number)))
+}
+
 /// The `"name": value` pair at the start of `rest`, naming one of `spec`'s key columns: its
 /// place in the key, its value, and what follows.
 fn field<'a>(rest: &'a [u8], spec: &TableSpec) -> Option<(usize, Value, &'a [u8])> {
-    let (name, after_name) = string(rest)?;
-    let slot = spec
-        .key
-        .iter()
-        .position(|&column| spec.schema.columns[column].name.as_bytes() == name)?;
+    let quoted = rest.strip_prefix(b"\"")?;
+    let (slot, column, after_name) = spec.key.iter().enumerate().find_map(|(slot, &index)| {
+        let column = &spec.schema.columns[index];
+        let after = quoted
+            .strip_prefix(column.name.as_bytes())?
+            .strip_prefix(b"\"")?;
+        Some((slot, column, after))
+    })?;
+    // A name with a quote, backslash or control character is written escaped, so the bytes
+    // above matched no JSON string of that name.
+    if column.name.bytes().any(needs_escape) {
+        return None;
+    }
     let value_text = skip_space(skip_space(after_name).strip_prefix(b":")?);
-    let column = &spec.schema.columns[spec.key[slot]];
     let (value, after) = match column.ty {
         ColumnType::Int64 | ColumnType::Int32 => {
             let (number, after) = integer(value_text)?;
@@ -75,13 +108,17 @@ fn field<'a>(rest: &'a [u8], spec: &TableSpec) -> Option<(usize, Value, &'a [u8]
     Some((slot, value, after))
 }
 
+/// Whether JSON writes `byte` escaped in a string.
+fn needs_escape(byte: u8) -> bool {
+    byte == b'"' || byte == b'\\' || byte < 0x20
+}
+
 /// `text` after its leading JSON whitespace.
-fn skip_space(text: &[u8]) -> &[u8] {
-    let space = text
-        .iter()
-        .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-        .count();
-    &text[space..]
+fn skip_space(mut text: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t' | b'\n' | b'\r', rest @ ..] = text {
+        text = rest;
+    }
+    text
 }
 
 /// A JSON integer at the start of `text` that fits an `i64`, and what follows it; `None` for
@@ -89,22 +126,30 @@ fn skip_space(text: &[u8]) -> &[u8] {
 fn integer(text: &[u8]) -> Option<(i64, &[u8])> {
     let negative = text.first() == Some(&b'-');
     let digits = &text[usize::from(negative)..];
-    let count = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    let mut magnitude: u64 = 0;
+    let mut count = 0;
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        // Twenty digits are out of range; nineteen fit a `u64`.
+        if count == 19 {
+            return None;
+        }
+        magnitude = magnitude * 10 + u64::from(digit);
+        count += 1;
+    }
     match digits.first() {
         Some(b'1'..=b'9') => {}
         Some(b'0') if count == 1 && !negative => {}
         _ => return None,
     }
-    // Accumulated negative, so that i64::MIN fits.
-    let mut number: i64 = 0;
-    for &digit in &digits[..count] {
-        number = number
-            .checked_mul(10)?
-            .checked_sub(i64::from(digit - b'0'))?;
-    }
-    if !negative {
-        number = number.checked_neg()?;
-    }
+    let number = if negative {
+        0i64.checked_sub_unsigned(magnitude)?
+    } else {
+        i64::try_from(magnitude).ok()?
+    };
     Some((number, &digits[count..]))
 }
 
@@ -112,9 +157,7 @@ fn integer(text: &[u8]) -> Option<(i64, &[u8])> {
 /// and what follows it.
 fn string(text: &[u8]) -> Option<(&[u8], &[u8])> {
     let body = text.strip_prefix(b"\"")?;
-    let end = body
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let end = body.iter().position(|&b| needs_escape(b))?;
     (body[end] == b'"').then(|| (&body[..end], &body[end + 1..]))
 }
 
@@ -218,5 +261,31 @@ mod tests {
         );
         let pair = spec(&[("a", ColumnType::Int64), ("b", ColumnType::Int64)]);
         assert_eq!(flat_key(br#"{"a":1}"#, &pair), None, "a key column missing");
+        for text in [
+            r#"{"id":10000000000000000000}"#,
+            r#"{"id":-99999999999999999999}"#,
+        ] {
+            assert_eq!(flat_key(text.as_bytes(), &single), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_key_column_named_with_a_quote_is_matched_only_as_json_writes_it() {
+        let quoted = spec(&[("a\"b", ColumnType::Int64)]);
+        // Not JSON: the name would be written `"a\"b"`, which the general reader decodes.
+        assert_eq!(flat_key(br#"{"a"b":1}"#, &quoted), None);
+        assert_eq!(flat_key(br#"{"a\"b":1}"#, &quoted), None);
+    }
+
+    #[test]
+    fn compact_and_spaced_keys_read_alike() {
+        let single = spec(&[("id", ColumnType::Int64)]);
+        for id in [0, 7, -7, 123_456_789, i64::MAX, i64::MIN] {
+            let compact = format!(r#"{{"id":{id}}}"#);
+            let spaced = format!(r#"{{ "id": {id} }}"#);
+            let expected = Some(Key::single(Value::Int(id)));
+            assert_eq!(flat_key(compact.as_bytes(), &single), expected, "{compact}");
+            assert_eq!(flat_key(spaced.as_bytes(), &single), expected, "{spaced}");
+        }
     }
 }

@@ -177,14 +177,19 @@ pub fn decode_with(raw: &RawRecord, catalog: &TableCatalog, cache: &mut SchemaCa
 }
 
 /// The primary key that a Kafka record's message key holds, read without its value and
-/// cheaply: so that the record can be decoded on the worker that keeps its key's state. Only
-/// flat keys (`{"order_id":42}`: integers and plain strings) are read, plain or as the
-/// `payload` after a Connect schema; `None` for any other key, a record without key or topic,
-/// or a topic that is no table of `catalog` (decoding then reads the key, or says why it
-/// cannot).
+/// cheaply: so that the record can be decoded on the worker that keeps its key's state. `None`
+/// for a record without key or topic, or a topic that is no table of `catalog`; see
+/// [`kafka_message_key`] for the keys read.
 pub fn kafka_record_key(raw: &RawRecord, catalog: &TableCatalog) -> Option<Key> {
-    let key = raw.key.as_deref()?;
     let spec = catalog.get(catalog.lookup(raw.topic.as_deref()?)?)?;
+    kafka_message_key(raw.key.as_deref()?, spec)
+}
+
+/// The primary key of table `spec` that a Kafka message key holds. Only flat keys
+/// (`{"order_id":42}`: integers and plain strings) are read, plain or as the `payload` after a
+/// Connect schema; `None` for any other key (decoding then reads the key, or says why it
+/// cannot).
+pub fn kafka_message_key(key: &[u8], spec: &TableSpec) -> Option<Key> {
     const SCHEMA: &[u8] = br#"{"schema":"#;
     const PAYLOAD: &[u8] = br#""payload":"#;
     let flat = if key.trim_ascii_start().starts_with(SCHEMA) {
