@@ -77,7 +77,7 @@ impl std::fmt::Debug for RunOptions {
 pub struct RunSummary {
     /// Change events ingested (tombstones excluded).
     pub events: u64,
-    /// Records read from the source.
+    /// Records assigned to epochs: read from the source, less those read past a stop.
     pub records: u64,
     /// Dead letters by kind.
     pub dead_letters: BTreeMap<DeadLetterKind, u64>,
@@ -312,23 +312,31 @@ fn drive(
     input.advance_to(ingestor.epoch());
     let mut batch = Vec::with_capacity(POLL_BATCH);
     let metrics = ingestor.metrics();
-    let mut latency = EpochLatency {
-        metrics: Arc::clone(&metrics),
-        ..EpochLatency::default()
+    let mut feed = Feed {
+        input: Some(input),
+        latency: EpochLatency {
+            metrics: Arc::clone(&metrics),
+            ..EpochLatency::default()
+        },
     };
     // The counters are shared, so one reader reports for all.
     let mut progress = (worker.index() == 0).then(Progress::new);
     let mut acknowledged = 0;
+    let mut stop_requested = false;
     loop {
         if failed(failure) {
             break;
         }
-        if shutdown.load(Ordering::Relaxed) {
-            progress.as_mut().map(Progress::finish);
+        if shutdown.load(Ordering::Relaxed) && !stop_requested {
             tracing::info!(
                 epoch = ingestor.epoch(),
-                "shutdown requested: finishing the open epoch"
+                "shutdown requested: finishing the open epoch at the next transaction boundary"
             );
+            stop_requested = true;
+            ingestor.request_stop(|e| feed.take(e));
+        }
+        if ingestor.stopped() {
+            progress.as_mut().map(Progress::finish);
             break;
         }
         batch.clear();
@@ -339,27 +347,15 @@ fn drive(
                 return Err(error.into());
             }
         };
-        ingestor.ingest(batch.drain(..), |emit| match emit {
-            Emit::Record(record) => input.send(record),
-            Emit::Advance(epoch) => {
-                input.advance_to(epoch);
-                latency.closed(epoch);
-            }
-        });
+        ingestor.ingest(batch.drain(..), |e| feed.take(e));
         if source.take_epoch_boundary() {
-            let epoch = ingestor.close_epoch();
-            input.advance_to(epoch);
-            latency.closed(epoch);
+            ingestor.close_now(|e| feed.take(e));
         }
+        // A quiet source: a due epoch closes once its streams' transactions are complete.
+        ingestor.settle(source.at_transaction_end(), |e| feed.take(e));
         match poll {
             Poll::Ready => {}
-            // Quiet source: the last transaction is taken as complete once an interval passes.
             Poll::Idle => {
-                if ingestor.due() {
-                    let epoch = ingestor.close_epoch();
-                    input.advance_to(epoch);
-                    latency.closed(epoch);
-                }
                 worker.step_or_park(Some(Duration::from_millis(20)));
             }
             Poll::Finished => break,
@@ -369,9 +365,9 @@ fn drive(
             && !failed(failure)
         {
             worker.step_or_park(Some(Duration::from_millis(1)));
-            latency.observe(probe);
+            feed.latency.observe(probe);
         }
-        latency.observe(probe);
+        feed.latency.observe(probe);
         acknowledge(
             &mut *source,
             &ingestor,
@@ -385,15 +381,13 @@ fn drive(
         }
     }
     progress.as_mut().map(Progress::finish);
-    let last = ingestor.close_epoch();
-    input.advance_to(last);
-    latency.closed(last);
-    drop(input);
+    ingestor.finish(|e| feed.take(e));
+    feed.input = None;
     while !probe.done() {
         worker.step_or_park(Some(Duration::from_millis(1)));
-        latency.observe(probe);
+        feed.latency.observe(probe);
     }
-    latency.observe(probe);
+    feed.latency.observe(probe);
     acknowledge(
         &mut *source,
         &ingestor,
@@ -402,7 +396,29 @@ fn drive(
         failure,
         &mut acknowledged,
     )?;
-    Ok((ingestor.epochs().to_vec(), latency.done))
+    Ok((ingestor.epochs().to_vec(), feed.latency.done))
+}
+
+/// Where a reading worker's records and epoch advances go: the dataflow's input (dropped
+/// once the source is done) and the epoch latency clock.
+struct Feed {
+    input: Option<RawInput>,
+    latency: EpochLatency,
+}
+
+impl Feed {
+    fn take(&mut self, emit: Emit) {
+        let Some(input) = &mut self.input else {
+            return;
+        };
+        match emit {
+            Emit::Record(record) => input.send(record),
+            Emit::Advance(epoch) => {
+                input.advance_to(epoch);
+                self.latency.closed(epoch);
+            }
+        }
+    }
 }
 
 /// Tells the source about closed epochs that every sink has handled and every durable sink

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::debezium::{
-    decode_with, peek_transaction, scanner_agrees_with_serde, Decoded, SchemaCache,
+    decode_with, scanner_agrees_with_serde, transaction_role, Decoded, SchemaCache,
 };
 use crate::event::{Position, RawRecord};
 use crate::schema::{Column, ColumnType, Schema, TableCatalog, TableSpec};
@@ -89,7 +89,7 @@ pub fn decode_all_ways(data: &[u8]) -> usize {
         });
     }
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = peek_transaction(text);
+        let _ = transaction_role(text);
         if let Err(disagreement) = scanner_agrees_with_serde(text, &catalog) {
             panic!("the fast scanner disagrees with serde_json: {disagreement}");
         }

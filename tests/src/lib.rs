@@ -18,6 +18,7 @@ pub mod kafka_workload;
 pub mod postgres;
 pub mod rest;
 pub mod s3;
+pub mod transactions;
 
 /// Path of the `tributary` binary built by `cargo test --workspace` (the `tributary` package's
 /// own integration tests make cargo build it next to this test executable).

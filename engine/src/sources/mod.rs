@@ -60,6 +60,13 @@ pub trait Source: Send {
     fn take_epoch_boundary(&mut self) -> bool {
         false
     }
+
+    /// True when every record polled so far ends a whole source transaction (the source reads
+    /// whole transactions, e.g. PostgreSQL's committed ones): a due epoch may close now rather
+    /// than wait for a quiet stream's transaction to go on.
+    fn at_transaction_end(&self) -> bool {
+        false
+    }
 }
 
 /// Source positions by stream name (as [`Source::stream_names`] gives them): the last offset

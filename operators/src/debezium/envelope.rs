@@ -120,6 +120,20 @@ pub(super) fn transaction_id(
     }))
 }
 
+/// What a record is to the transactions of its stream, as the epoch clock sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxRole {
+    /// A change event of the transaction with this id (`source.txId` or `transaction.id`;
+    /// string ids hashed, so only equality is meaningful).
+    In(u64),
+    /// A change event without a transaction id: a transaction of its own, unless its stream
+    /// carries transaction ids (then it is taken as part of the transaction around it).
+    Alone,
+    /// Not a change event (a tombstone, a malformed record, a heartbeat or schema-change
+    /// message): it belongs to the transaction around it and never starts one.
+    Attached,
+}
+
 /// Only what the epoch clock needs: the transaction of a record, found without decoding rows.
 #[derive(Deserialize)]
 struct TxPeek<'a> {
@@ -131,6 +145,8 @@ struct TxPeek<'a> {
     source: Option<TxSource<'a>>,
     #[serde(borrow, default)]
     transaction: Option<Transaction<'a>>,
+    #[serde(borrow, default, deserialize_with = "raw")]
+    op: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -139,17 +155,25 @@ struct TxSource<'a> {
     tx_id: Option<&'a str>,
 }
 
-/// The transaction id of a JSON record, looking through wrappers; `None` when it has none or
-/// is not valid JSON.
-pub fn peek_transaction(text: &str) -> Option<u64> {
-    let peek: TxPeek<'_> = serde_json::from_str(text).ok()?;
-    if peek.source.is_none() && peek.transaction.is_none() {
-        let inner = peek.payload.or(peek.value)?;
-        return peek_transaction(inner);
+/// The [`TxRole`] of a JSON record, looking through the message and Connect wrappers.
+pub fn transaction_role(text: &str) -> TxRole {
+    let Ok(peek) = serde_json::from_str::<TxPeek<'_>>(text) else {
+        return TxRole::Attached;
+    };
+    if peek.op.is_none() {
+        return match peek.payload.or(peek.value) {
+            Some(inner) if peek.source.is_none() && peek.transaction.is_none() => {
+                transaction_role(inner)
+            }
+            _ => TxRole::Attached,
+        };
     }
     let source = peek.source.map(|s| Source {
         tx_id: s.tx_id,
         ..Source::default()
     });
-    transaction_id(source.as_ref(), peek.transaction.as_ref())
+    match transaction_id(source.as_ref(), peek.transaction.as_ref()) {
+        Some(id) => TxRole::In(id),
+        None => TxRole::Alone,
+    }
 }

@@ -22,8 +22,8 @@ use crate::value::Value;
 
 pub(crate) use agreement::scanner_agrees_with_serde;
 pub use connect::FieldSchemas;
-pub use envelope::peek_transaction;
 use envelope::Record;
+pub use envelope::{transaction_role, TxRole};
 
 /// The outcome of decoding one raw record.
 #[derive(Debug, Clone, PartialEq)]

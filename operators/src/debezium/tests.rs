@@ -265,16 +265,39 @@ fn source_lsn_is_kept_when_it_is_a_number() {
 #[test]
 fn transactions_are_peeked_through_wrappers() {
     let plain = format!(r#"{{"after":{{"order_id":1}},{SOURCE},"op":"c"}}"#);
-    assert_eq!(peek_transaction(&plain), Some(42));
+    assert_eq!(transaction_role(&plain), TxRole::In(42));
     assert_eq!(
-        peek_transaction(&format!(r#"{{"schema":{{}},"payload":{plain}}}"#)),
-        Some(42)
+        transaction_role(&format!(r#"{{"schema":{{}},"payload":{plain}}}"#)),
+        TxRole::In(42)
     );
     assert_eq!(
-        peek_transaction(&format!(r#"{{"key":null,"value":{plain}}}"#)),
-        Some(42)
+        transaction_role(&format!(r#"{{"key":null,"value":{plain}}}"#)),
+        TxRole::In(42)
     );
-    assert_eq!(peek_transaction("{oops"), None);
+    assert_eq!(
+        transaction_role(r#"{"after":{"order_id":1},"source":{"txId":null},"op":"c"}"#),
+        TxRole::Alone
+    );
+    assert_eq!(
+        transaction_role(r#"{"after":{"order_id":1},"op":"r","transaction":{"id":"a:7"}}"#),
+        transaction_role(r#"{"op":"u","transaction":{"id":"a:7"}}"#),
+        "string ids compare by equality"
+    );
+    for not_a_change in [
+        "{oops",
+        "null",
+        r#"{"key":{"order_id":1},"value":null}"#,
+        r#"{"schema":{},"payload":null}"#,
+        r#"{"ts_ms":1700000000000}"#,
+        r#"{"source":{"txId":42},"ddl":"ALTER TABLE t ADD COLUMN c int"}"#,
+        "[1,2]",
+    ] {
+        assert_eq!(
+            transaction_role(not_a_change),
+            TxRole::Attached,
+            "{not_a_change}"
+        );
+    }
 }
 
 #[test]

@@ -395,6 +395,11 @@ impl Source for PostgresSource {
         std::mem::take(&mut self.boundary)
     }
 
+    fn at_transaction_end(&self) -> bool {
+        // The session hands on committed transactions whole; the snapshot ends by a boundary.
+        self.pending.is_empty() && !self.in_snapshot
+    }
+
     fn acknowledge(&mut self, positions: &BTreeMap<u32, u64>) -> Result<(), SourceError> {
         if let (Some(running), Some(lsn)) = (&self.running, positions.get(&0)) {
             running.acknowledged.fetch_max(*lsn, Ordering::Relaxed);
