@@ -20,37 +20,114 @@ use tributary_operators::{
 };
 
 use crate::error::BuildError;
-use crate::metrics::Metrics;
-use crate::sinks::console::{ConsoleOptions, ConsoleOutput};
-use crate::sinks::dead_letter::DeadLetterSink;
-use crate::sinks::iceberg::{
-    self, CommitterContext, EpochLedger, IcebergSinks, Partition, TableIdent, WriteMode,
-};
-use crate::sinks::kafka::{KafkaOutput, KafkaSinkSpec};
-use crate::sinks::{on_closed_epochs, Durability, FailureSlot};
+use crate::sinks::iceberg::{self, CommitterContext, Partition, TableIdent, WriteMode};
+use crate::sinks::{on_closed_epochs, OutputContext, OutputSpec, SinkContext};
 
-/// A named pipeline: a function that declares tables, relations and sinks.
-#[derive(Debug, Clone, Copy)]
+/// What builds a pipeline: declares its tables, relations and outputs (called once per worker).
+pub type BuildFn = dyn for<'s> Fn(&mut PipelineBuilder<'s>) -> Result<(), BuildError> + Send + Sync;
+
+/// A named pipeline: a function (or a closure over its parameters) that declares tables,
+/// relations and outputs. This one is run whole, on the built-in generator's orders:
+///
+/// ```
+/// use std::time::Duration;
+/// use tributary_engine::sources::SourceSpec;
+/// use tributary_engine::{col, count, sum, run, shared_writer, BuildError, Column};
+/// use tributary_engine::{ColumnType, ConsoleFormat, ConsoleOptions, IcebergOptions};
+/// use tributary_engine::{Pipeline, PipelineBuilder, RunOptions, Schema, Window};
+///
+/// fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
+///     // A source table: its Debezium name (the Kafka topic), its columns, its primary key.
+///     let schema = Schema::new(vec![
+///         Column::new("order_id", ColumnType::Int64).not_null(),
+///         Column::new("status", ColumnType::String),
+///         Column::new("quantity", ColumnType::Int32),
+///         Column::new("price", ColumnType::Decimal { precision: 10, scale: 2 }),
+///     ]);
+///     let orders = p.table("dbserver1.public.orders", schema, &["order_id"])?;
+///     // Current state, a projection, an aggregate over it.
+///     let lines = orders.state().select([
+///         col("status"),
+///         (col("quantity") * col("price")).alias("amount"),
+///     ])?;
+///     let by_status = lines
+///         .group_by(["status"])?
+///         .agg([count().alias("orders"), sum(col("amount")).alias("revenue")])?;
+///     p.output("status", &by_status)?;
+///     // Every change, counted per 10 s tumbling window of event time.
+///     let per_window = orders
+///         .changes()
+///         .window("changes/10s", "event_time", Window::tumbling(Duration::from_secs(10)))?
+///         .group_by(["window_start", "op"])?
+///         .agg([count().alias("changes")])?;
+///     p.output("changes_10s", &per_window)
+/// }
+///
+/// let console = shared_writer(Vec::new());
+/// let summary = run(
+///     &Pipeline::new("example", "orders by status and changes per window", build),
+///     RunOptions {
+///         source: SourceSpec::Generator(Some(500)),
+///         until_idle: true,
+///         console: ConsoleOptions {
+///             format: ConsoleFormat::Jsonl,
+///             writer: console,
+///             ..ConsoleOptions::default()
+///         },
+///         iceberg: IcebergOptions::new(std::env::temp_dir().join("tributary-doctest")),
+///         ..RunOptions::default()
+///     },
+/// )?;
+/// assert_eq!(summary.events, 500);
+/// # Ok::<(), tributary_engine::RunError>(())
+/// ```
+#[derive(Clone)]
 pub struct Pipeline {
-    /// The name used on the command line.
-    pub name: &'static str,
-    /// One line saying what it does.
-    pub about: &'static str,
-    /// Builds the pipeline (called once per worker).
-    pub build: for<'s> fn(&mut PipelineBuilder<'s>) -> Result<(), BuildError>,
+    name: String,
+    about: String,
+    build: std::sync::Arc<BuildFn>,
 }
 
-/// What sinks need from the run.
-#[derive(Clone, Debug)]
-pub(crate) struct SinkContext {
-    pub console: ConsoleOptions,
-    pub kafka: Option<Arc<KafkaSinkSpec>>,
-    pub dead_letters: DeadLetterSink,
-    pub metrics: Arc<Metrics>,
-    pub failure: FailureSlot,
-    pub durability: Durability,
-    pub iceberg: IcebergSinks,
-    pub ledger: EpochLedger,
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline called `name` (as the command line names it), described by `about` (one
+    /// line), built by `build`.
+    pub fn new(
+        name: impl Into<String>,
+        about: impl Into<String>,
+        build: impl for<'s> Fn(&mut PipelineBuilder<'s>) -> Result<(), BuildError>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Pipeline {
+            name: name.into(),
+            about: about.into(),
+            build: std::sync::Arc::new(build),
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// One line saying what it does.
+    pub fn about(&self) -> &str {
+        &self.about
+    }
+
+    /// Declares the pipeline's tables, relations and outputs on `builder`.
+    pub fn build(&self, builder: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
+        (self.build)(builder)
+    }
 }
 
 /// Declares a pipeline's tables and outputs.
@@ -163,9 +240,9 @@ impl<'s> PipelineBuilder<'s> {
         table: &Table<'s>,
         partitions: &[Partition],
     ) -> Result<Relation<'s>, BuildError> {
-        let iceberg_error = |cause| BuildError::Iceberg {
-            table: name.to_owned(),
-            cause,
+        let iceberg_error = |cause: iceberg::IcebergError| BuildError::Sink {
+            sink: format!("iceberg table `{name}`"),
+            cause: cause.into(),
         };
         self.claim_output(name)?;
         let ident = TableIdent::parse(name).map_err(iceberg_error)?;
@@ -235,9 +312,9 @@ impl<'s> PipelineBuilder<'s> {
         name: &str,
         relation: &Relation<'s>,
     ) -> Result<(), BuildError> {
-        let iceberg_error = |cause| BuildError::Iceberg {
-            table: name.to_owned(),
-            cause,
+        let iceberg_error = |cause: iceberg::IcebergError| BuildError::Sink {
+            sink: format!("iceberg table `{name}`"),
+            cause: cause.into(),
         };
         self.claim_output(name)?;
         let ident = TableIdent::parse(name).map_err(iceberg_error)?;
@@ -280,38 +357,37 @@ impl<'s> PipelineBuilder<'s> {
         }
     }
 
-    /// Prints `relation` to the console under `name`, one batch per closed epoch (and, with
-    /// `--kafka-sink`, also writes it to the topic `PREFIX.name`).
-    pub fn console(&mut self, name: &str, relation: &Relation<'s>) -> Result<(), BuildError> {
+    /// Declares `relation` as the output `name`: the run writes it to every output sink it
+    /// has (the console; Kafka with `--kafka-sink`), one batch per closed epoch.
+    ///
+    /// ```
+    /// # use tributary_engine::{col, count, sum, BuildError, PipelineBuilder, Table};
+    /// fn outputs<'s>(p: &mut PipelineBuilder<'s>, orders: &Table<'s>) -> Result<(), BuildError> {
+    ///     let by_status = orders.state().group_by(["status"])?.agg([
+    ///         count().alias("order_count"),
+    ///         sum(col("quantity") * col("price")).alias("total_revenue"),
+    ///     ])?;
+    ///     p.output("status", &by_status)
+    /// }
+    /// ```
+    pub fn output(&mut self, name: &str, relation: &Relation<'s>) -> Result<(), BuildError> {
         self.claim_output(name)?;
-        let s = &self.sinks;
-        let mut output = ConsoleOutput::new(
-            name,
-            relation.schema().clone(),
-            relation.key().map(<[usize]>::to_vec),
-            s.console.clone(),
-            Arc::clone(&s.metrics),
-            Arc::clone(&s.failure),
-        );
-        on_closed_epochs(
-            relation.rows(),
-            &format!("console/{name}"),
-            &self.probe,
-            move |epoch, rows: Vec<(Row, i64)>| output.write_batch(epoch, rows),
-        );
-        if let Some(spec) = &s.kafka {
-            let mut topic = KafkaOutput::new(
-                Arc::clone(spec),
-                name,
-                (**relation.schema()).clone(),
-                relation.key().map(<[usize]>::to_vec),
-                Arc::clone(&s.failure),
-            );
+        let spec = OutputSpec {
+            name: name.to_owned(),
+            schema: Arc::clone(relation.schema()),
+            key: relation.key().map(<[usize]>::to_vec),
+        };
+        let context = OutputContext {
+            metrics: Arc::clone(&self.sinks.metrics),
+            failure: Arc::clone(&self.sinks.failure),
+        };
+        for sink in &self.sinks.outputs {
+            let mut writer = sink.open(&spec, &context);
             on_closed_epochs(
                 relation.rows(),
-                &format!("kafka/{name}"),
+                &format!("{}/{name}", sink.kind()),
                 &self.probe,
-                move |epoch, rows: Vec<(Row, i64)>| topic.write_batch(epoch, rows),
+                move |epoch, rows: Vec<(Row, i64)>| writer.write(epoch, rows),
             );
         }
         Ok(())

@@ -1,6 +1,10 @@
-//! Engine errors: building a pipeline, opening sources, running.
+//! Engine errors: building a pipeline, opening sources, bad run options, running. Sinks keep
+//! their own error types; they reach these as boxed causes, so this module imports none of them.
 
 use tributary_operators::PlanError;
+
+/// Any sink's own error.
+pub type SinkCause = Box<dyn std::error::Error + Send + Sync>;
 
 /// A pipeline definition that cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -16,13 +20,13 @@ pub enum BuildError {
         /// What is wrong.
         reason: String,
     },
-    /// An Iceberg table could not be opened or recovered.
-    #[error("iceberg table `{table}`: {cause}")]
-    Iceberg {
-        /// The table.
-        table: String,
+    /// A sink could not open or recover what an output writes to.
+    #[error("{sink}: {cause}")]
+    Sink {
+        /// The sink and what it writes, e.g. "iceberg table `demo.orders`".
+        sink: String,
         /// What went wrong.
-        cause: crate::sinks::iceberg::IcebergError,
+        cause: SinkCause,
     },
     /// Two sinks share a name.
     #[error("output `{0}` is declared twice")]
@@ -101,6 +105,18 @@ pub enum SourceError {
     },
 }
 
+/// A run option that is not understood.
+#[derive(Debug, thiserror::Error)]
+#[error("bad {option} `{value}`: {reason}")]
+pub struct OptionError {
+    /// The option, e.g. `--kafka-sink`.
+    pub option: String,
+    /// What the user passed (secrets removed).
+    pub value: String,
+    /// Why it is not understood, and what would be.
+    pub reason: String,
+}
+
 /// A pipeline run that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -115,21 +131,16 @@ pub enum RunError {
     /// A source failed.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// A sink could not write.
-    #[error("sink `{sink}` failed: {cause}")]
+    /// A run option is not understood.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    /// A sink could not open, write or commit.
+    #[error("{sink} failed: {cause}")]
     Sink {
-        /// The sink.
-        sink: String,
-        /// The I/O error.
-        cause: std::io::Error,
-    },
-    /// An Iceberg sink could not open, write or commit its table.
-    #[error("iceberg sink `{sink}` failed: {cause}")]
-    Iceberg {
-        /// The table.
+        /// The sink and what it writes, e.g. "console `status`", "iceberg table `demo.t`".
         sink: String,
         /// What went wrong.
-        cause: crate::sinks::iceberg::IcebergError,
+        cause: SinkCause,
     },
     /// The metrics endpoint could not be bound.
     #[error("cannot serve metrics on {addr}: {cause}")]

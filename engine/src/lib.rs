@@ -1,18 +1,28 @@
 //! Tributary engine: the runtime (workers, epochs, backpressure), the `PipelineBuilder` that
 //! pipelines use, and the sources and sinks at the edges.
 
-pub mod builder;
+#![warn(missing_docs)]
+
+mod builder;
 pub mod error;
-pub mod ingest;
+mod ingest;
+pub mod kafka_client;
 pub mod metrics;
-pub mod progress;
-pub mod runtime;
+#[cfg(test)]
+mod module_graph;
+mod names;
+mod options;
+pub mod positions;
+mod progress;
+mod redact;
+mod runtime;
 pub mod sinks;
 pub mod sources;
 
-pub use builder::{Pipeline, PipelineBuilder, Table};
-pub use error::{BuildError, RunError, SourceError};
-pub use runtime::{run, RunOptions, RunSummary};
+pub use builder::{BuildFn, Pipeline, PipelineBuilder, Table};
+pub use error::{BuildError, OptionError, RunError, SourceError};
+pub use options::RunOptions;
+pub use runtime::{run, RunSummary};
 pub use sinks::console::{ConsoleFormat, ConsoleMode, ConsoleOptions};
 pub use sinks::iceberg::{DeleteMode, IcebergOptions, Partition};
 pub use sinks::{shared_writer, SharedWriter};

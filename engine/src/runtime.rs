@@ -4,7 +4,6 @@
 //! every closed epoch.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,17 +15,14 @@ use timely::worker::Worker;
 use tributary_operators::dataflow::Time;
 use tributary_operators::{DeadLetterKind, RawRecord};
 
-use crate::builder::{Pipeline, PipelineBuilder, SinkContext};
+use crate::builder::{Pipeline, PipelineBuilder};
 use crate::error::RunError;
 use crate::ingest::{Emit, EpochClock, EpochRecord, Ingestor};
 use crate::metrics::Metrics;
+use crate::options::RunOptions;
 use crate::progress::Progress;
-use crate::sinks::console::ConsoleOptions;
-use crate::sinks::dead_letter::DeadLetterSink;
-use crate::sinks::iceberg::{EpochLedger, IcebergOptions, IcebergSinks};
-use crate::sinks::kafka::KafkaSinkSpec;
-use crate::sinks::{Durability, FailureSlot, SharedWriter};
-use crate::sources::{Poll, Source, SourceSpec};
+use crate::sinks::{Durability, FailureSlot, SinkContext, SinkStats};
+use crate::sources::{Poll, Source};
 
 /// Epochs that may be closed but not yet handled by every sink before the source pauses.
 const MAX_EPOCHS_IN_FLIGHT: Time = 4;
@@ -34,43 +30,6 @@ const MAX_EPOCHS_IN_FLIGHT: Time = 4;
 /// are still in the caches when the next operators take them in the same step (8,192 cost
 /// orders-replica about a tenth more CPU time).
 const POLL_BATCH: usize = 1024;
-
-/// How to run a pipeline.
-#[derive(Clone)]
-pub struct RunOptions {
-    /// Where records come from.
-    pub source: SourceSpec,
-    /// Timely worker threads.
-    pub workers: usize,
-    /// Close epochs at most this often (at transaction boundaries).
-    pub epoch: Duration,
-    /// Stop once the source is drained and every sink has committed.
-    pub until_idle: bool,
-    /// Console output settings.
-    pub console: ConsoleOptions,
-    /// Also write every named output to Kafka.
-    pub kafka_sink: Option<KafkaSinkSpec>,
-    /// JSONL file for dead letters.
-    pub dead_letter: Option<SharedWriter>,
-    /// Where Iceberg tables live and how often they commit.
-    pub iceberg: IcebergOptions,
-    /// Serve Prometheus metrics here.
-    pub metrics_addr: Option<SocketAddr>,
-    /// Set (e.g. by a signal handler) to stop reading, finish the open epoch, let every sink
-    /// write it, and return normally.
-    pub shutdown: Option<Arc<AtomicBool>>,
-}
-
-impl std::fmt::Debug for RunOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunOptions")
-            .field("source", &self.source)
-            .field("workers", &self.workers)
-            .field("epoch", &self.epoch)
-            .field("until_idle", &self.until_idle)
-            .finish_non_exhaustive()
-    }
-}
 
 /// What a finished run did.
 #[derive(Debug, Clone)]
@@ -89,12 +48,8 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Per closed epoch: time from its close until every sink had handled it.
     pub epoch_latencies: Vec<Duration>,
-    /// Iceberg snapshots committed.
-    pub iceberg_commits: u64,
-    /// Rows appended to Iceberg tables.
-    pub iceberg_rows_written: u64,
-    /// Time Iceberg sinks spent encoding rows and committing (all sinks).
-    pub iceberg_busy: Duration,
+    /// What each kind of durable sink did (`iceberg`: snapshots, rows, time).
+    pub sinks: BTreeMap<String, SinkStats>,
 }
 
 /// Builds `pipeline` on `options.workers` timely workers and runs it.
@@ -104,33 +59,24 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     let streams = source.stream_names();
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = options.metrics_addr {
-        crate::metrics::http::serve(addr, Arc::clone(&metrics), pipeline.name)
+        crate::metrics::http::serve(addr, Arc::clone(&metrics), pipeline.name())
             .map_err(|cause| RunError::Metrics { addr, cause })?;
     }
     let failure: FailureSlot = Arc::default();
-    let sinks = SinkContext {
-        console: options.console.clone(),
-        kafka: options.kafka_sink.clone().map(Arc::new),
-        dead_letters: DeadLetterSink {
-            file: options.dead_letter.clone(),
-            stream_names: Arc::new(streams.clone()),
-            metrics: Arc::clone(&metrics),
-            failure: Arc::clone(&failure),
-        },
-        metrics: Arc::clone(&metrics),
-        failure: Arc::clone(&failure),
-        durability: Durability::default(),
-        iceberg: IcebergSinks::new(options.iceberg.clone(), pipeline.name),
-        ledger: EpochLedger::default(),
-    };
+    let sinks = SinkContext::for_run(
+        options.sink_settings(pipeline.name(), &streams),
+        &metrics,
+        &failure,
+    );
+    let sink_stats = sinks.clone();
     let workers = options.workers.max(1);
     let described = source.describe();
     let others = source.split_off(workers)?;
     let readers: Vec<Option<Box<dyn Source>>> =
         std::iter::once(source).chain(others).map(Some).collect();
-    tracing::info!(pipeline = pipeline.name, source = %described, workers, readers = readers.len(), "starting");
+    tracing::info!(pipeline = pipeline.name(), source = %described, workers, readers = readers.len(), "starting");
     let readers = Arc::new(Mutex::new(readers));
-    let pipeline = *pipeline;
+    let pipeline = pipeline.clone();
     let epoch = options.epoch;
     let clock = EpochClock::default();
     let worker_metrics = Arc::clone(&metrics);
@@ -191,9 +137,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         streams,
         elapsed: started.elapsed(),
         epoch_latencies,
-        iceberg_commits: Metrics::get(&metrics.iceberg_commits),
-        iceberg_rows_written: Metrics::get(&metrics.iceberg_rows_written),
-        iceberg_busy: Duration::from_micros(Metrics::get(&metrics.iceberg_busy_us)),
+        sinks: sink_stats.stats(),
     };
     let skipped = metrics
         .decode
@@ -253,13 +197,10 @@ fn resume(
 ) -> Result<(Box<dyn Source>, Ingestor), RunError> {
     let ingestor = Ingestor::new(Arc::clone(metrics), interval)
         .with_ledger(sinks.ledger.clone(), reader.stream_names());
-    let point = sinks
-        .iceberg
-        .resume_point()
-        .map_err(|cause| RunError::Iceberg {
-            sink: "resume".into(),
-            cause,
-        })?;
+    let point = sinks.resume_point().map_err(|cause| RunError::Sink {
+        sink: "resume".into(),
+        cause: cause.into(),
+    })?;
     let Some((positions, epoch)) = point else {
         return Ok((reader, ingestor));
     };
@@ -285,10 +226,12 @@ fn build(
     worker.dataflow::<Time, _, _>(|scope| {
         let (input, raw) = scope.new_input::<Vec<RawRecord>>();
         let mut builder = PipelineBuilder::new(raw, sinks);
-        let built = (pipeline.build)(&mut builder).map_err(|cause| RunError::Build {
-            pipeline: pipeline.name.to_owned(),
-            cause,
-        });
+        let built = pipeline
+            .build(&mut builder)
+            .map_err(|cause| RunError::Build {
+                pipeline: pipeline.name().to_owned(),
+                cause,
+            });
         let probe = builder.finish();
         (input, probe, built)
     })

@@ -1,10 +1,15 @@
 //! Tributary operators: the data model, the Debezium codec, and pure dataflow operators.
 //! Nothing here does I/O; the engine feeds sources in and drains sinks out.
 
+#![warn(missing_docs)]
+
 pub mod dataflow;
 pub mod debezium;
 pub mod event;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+#[cfg(test)]
+mod fuzzing_tests;
 pub mod row;
 pub mod schema;
 pub mod time;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use crate::value::Value;
+use crate::schema::Schema;
+use crate::value::{write_json_string, Value};
 
 /// Values of a row that [`Row::prefetch`] loads: every other one (24 bytes each), so every
 /// cache line of a row's first 200-odd bytes.
@@ -52,6 +53,25 @@ pub fn prefetched<T>(
 pub struct Row(Arc<[Value]>);
 
 impl Row {
+    /// Appends the row as a JSON object, `{"column":value,…}` in `schema` order.
+    pub fn write_json_object(&self, schema: &Schema, out: &mut String) {
+        out.push('{');
+        self.write_json_fields(schema, out);
+        out.push('}');
+    }
+
+    /// Appends the row's `"column":value` pairs, comma-separated, without braces.
+    pub fn write_json_fields(&self, schema: &Schema, out: &mut String) {
+        for (i, (column, value)) in schema.columns.iter().zip(self.iter()).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_json_string(&column.name, out);
+            out.push(':');
+            value.write_json(out);
+        }
+    }
+
     /// Builds a row from its values.
     pub fn new(values: Vec<Value>) -> Self {
         Row(values.into())

@@ -253,14 +253,11 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
                 max_rows: 20,
                 writer: shared_writer(std::io::sink()),
             },
-            kafka_sink: None,
-            dead_letter: None,
-            metrics_addr: None,
-            shutdown: None,
             iceberg: IcebergOptions {
                 write: config.iceberg,
                 ..IcebergOptions::new(&warehouse)
             },
+            ..RunOptions::default()
         },
     );
     let cpu_after = process::cpu_time();
@@ -268,6 +265,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     let _ = std::fs::remove_dir_all(&warehouse);
     drop(workload);
     let summary = summary?;
+    let iceberg = summary.sinks.get("iceberg").cloned().unwrap_or_default();
     let mut latencies = summary.epoch_latencies.clone();
     latencies.sort();
     let percentile = |p: f64| {
@@ -277,7 +275,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
             .unwrap_or_default()
     };
     Ok(BenchReport {
-        pipeline: pipeline.name.to_owned(),
+        pipeline: pipeline.name().to_owned(),
         records: record_count,
         decoded: summary.events,
         dead_letters: summary.dead_letters.values().sum(),
@@ -289,9 +287,9 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
         rss_before,
         rss_peak: sampler.stop().max(rss_before),
         live_keys,
-        iceberg_rows: summary.iceberg_rows_written,
-        iceberg_commits: summary.iceberg_commits,
-        iceberg_busy: summary.iceberg_busy,
+        iceberg_rows: iceberg.rows_written,
+        iceberg_commits: iceberg.commits,
+        iceberg_busy: iceberg.busy,
         cpu: (
             cpu_after.0.saturating_sub(cpu_before.0),
             cpu_after.1.saturating_sub(cpu_before.1),

@@ -8,12 +8,14 @@ use tributary_engine::{case, col, concat_ws, epoch_millis, BuildError, Pipeline,
 use crate::tables::{customers_schema, CUSTOMERS};
 
 /// The pipeline.
-pub const PIPELINE: Pipeline = Pipeline {
-    name: "customers-analytics",
-    about: "customers changes as analytics rows (full_name, location, operation, LSN) appended \
+pub fn pipeline() -> Pipeline {
+    Pipeline::new(
+        "customers-analytics",
+        "customers changes as analytics rows (full_name, location, operation, LSN) appended \
             to Iceberg analytics.customers_analytics",
-    build,
-};
+        build,
+    )
+}
 
 fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     let customers = p.table(CUSTOMERS, customers_schema(), &["id"])?;

@@ -7,12 +7,13 @@ use tributary_engine::{BuildError, Pipeline, PipelineBuilder};
 use crate::tables::{customers_schema, CUSTOMERS};
 
 /// The pipeline.
-pub const PIPELINE: Pipeline = Pipeline {
-    name: "customers-changelog",
-    about:
+pub fn pipeline() -> Pipeline {
+    Pipeline::new(
+        "customers-changelog",
         "every customers change (before/after) appended to Iceberg analytics.customers_changelog",
-    build,
-};
+        build,
+    )
+}
 
 fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     let customers = p.table(CUSTOMERS, customers_schema(), &["id"])?;

@@ -1,7 +1,10 @@
-//! Tributary's pipelines, one module each, and the registry the CLI looks them up in.
+//! Tributary's pipelines, one module each, the registry the CLI looks them up in, and the
+//! command line as a library ([`cli::main`]) for crates that bring pipelines of their own.
+
+#![warn(missing_docs)]
 
 pub mod bench;
-pub mod config;
+pub mod cli;
 pub mod customers_analytics;
 pub mod customers_changelog;
 pub mod huge_pages;
@@ -12,16 +15,18 @@ pub mod tables;
 
 use tributary_engine::Pipeline;
 
-/// Every pipeline, in the order `tributary pipelines` lists them.
-pub const PIPELINES: &[Pipeline] = &[
-    op_counts::PIPELINE,
-    orders_replica::PIPELINE,
-    products_lake::PIPELINE,
-    customers_changelog::PIPELINE,
-    customers_analytics::PIPELINE,
-];
+/// Every built-in pipeline, in the order `tributary pipelines` lists them.
+pub fn pipelines() -> Vec<Pipeline> {
+    vec![
+        op_counts::pipeline(),
+        orders_replica::pipeline(),
+        products_lake::pipeline(),
+        customers_changelog::pipeline(),
+        customers_analytics::pipeline(),
+    ]
+}
 
-/// Finds a pipeline by name.
-pub fn find(name: &str) -> Option<&'static Pipeline> {
-    PIPELINES.iter().find(|p| p.name == name)
+/// Finds a built-in pipeline by name.
+pub fn find(name: &str) -> Option<Pipeline> {
+    pipelines().into_iter().find(|p| p.name() == name)
 }

@@ -8,11 +8,13 @@ use tributary_engine::{col, count, sum, BuildError, Pipeline, PipelineBuilder, W
 use crate::tables::{orders_schema, ORDERS};
 
 /// The pipeline.
-pub const PIPELINE: Pipeline = Pipeline {
-    name: "op-counts",
-    about: "event counts and quantity by Debezium op, all-time and per 10 s window",
-    build,
-};
+pub fn pipeline() -> Pipeline {
+    Pipeline::new(
+        "op-counts",
+        "event counts and quantity by Debezium op, all-time and per 10 s window",
+        build,
+    )
+}
 
 /// Window size of the windowed counts.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -29,7 +31,7 @@ fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
         ]
     };
 
-    p.console("op_counts", &changes.group_by(["op"])?.agg(measures())?)?;
+    p.output("op_counts", &changes.group_by(["op"])?.agg(measures())?)?;
 
     let windowed = changes.window(
         "op_counts/10s",
@@ -39,6 +41,6 @@ fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     let per_window = windowed
         .group_by(["window_start", "window_end", "op"])?
         .agg(measures())?;
-    p.console("op_counts_10s", &per_window)?;
+    p.output("op_counts_10s", &per_window)?;
     Ok(())
 }

@@ -7,11 +7,13 @@ use tributary_engine::{col, count, sum, BuildError, Pipeline, PipelineBuilder};
 use crate::tables::{orders_schema, ORDERS};
 
 /// The pipeline.
-pub const PIPELINE: Pipeline = Pipeline {
-    name: "orders-replica",
-    about: "orders replicated to Iceberg demo.orders_realtime_replica; count and revenue by status",
-    build,
-};
+pub fn pipeline() -> Pipeline {
+    Pipeline::new(
+        "orders-replica",
+        "orders replicated to Iceberg demo.orders_realtime_replica; count and revenue by status",
+        build,
+    )
+}
 
 fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     let orders = p.table(ORDERS, orders_schema(), &["order_id"])?;
@@ -20,6 +22,6 @@ fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
         count().alias("order_count"),
         sum(col("quantity") * col("price")).alias("total_revenue"),
     ])?;
-    p.console("status", &by_status)?;
+    p.output("status", &by_status)?;
     Ok(())
 }

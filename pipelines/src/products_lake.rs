@@ -8,11 +8,13 @@ use tributary_engine::{BuildError, Partition, Pipeline, PipelineBuilder};
 use crate::tables::{products_schema, PRODUCTS};
 
 /// The pipeline.
-pub const PIPELINE: Pipeline = Pipeline {
-    name: "products-lake",
-    about: "products upserted into Iceberg lake.products, partitioned by year and month",
-    build,
-};
+pub fn pipeline() -> Pipeline {
+    Pipeline::new(
+        "products-lake",
+        "products upserted into Iceberg lake.products, partitioned by year and month",
+        build,
+    )
+}
 
 fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     let products = p.table(PRODUCTS, products_schema(), &["product_id"])?;

@@ -23,7 +23,7 @@ use tributary_operators::RawRecord;
 
 use self::closing::{Closing, Open, Route};
 use crate::metrics::Metrics;
-use crate::sinks::iceberg::EpochLedger;
+use crate::positions::EpochLedger;
 
 /// An open epoch closes (at the next transaction boundary) once it holds this many records,
 /// whatever the interval: with at most a few epochs in flight, this bounds buffered memory.
@@ -164,6 +164,7 @@ impl Ingestor {
 
     /// Takes a stream that is quiet this long inside a transaction as complete (default:
     /// [`quiet_after`] the interval).
+    #[cfg(test)]
     pub fn with_quiet(mut self, quiet: Duration) -> Self {
         self.quiet = quiet;
         self

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use tributary_operators::Position;
 
 use super::*;
-use crate::sources::StreamPositions;
+use crate::positions::{EpochLedger, StreamPositions};
 
 /// What a test record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,9 +67,9 @@ impl DeadLetterSink {
             if let Err(cause) = result {
                 record_failure(
                     &self.failure,
-                    crate::RunError::Sink {
-                        sink: "dead-letter".into(),
-                        cause,
+                    crate::error::RunError::Sink {
+                        sink: "dead-letter file".into(),
+                        cause: cause.into(),
                     },
                 );
             }

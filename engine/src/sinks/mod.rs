@@ -6,6 +6,10 @@ pub mod console;
 pub mod dead_letter;
 pub mod iceberg;
 pub mod kafka;
+mod outputs;
+
+pub use outputs::{OutputContext, OutputSink, OutputSpec, OutputWriter, SinkStats};
+pub(crate) use outputs::{SinkContext, SinkSettings};
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use tributary_operators::{Position, RawRecord};
 
-use super::{single_stream_resume, Poll, Source, StreamPositions};
+use super::{single_stream_resume, Poll, Source};
 use crate::error::SourceError;
+use crate::positions::StreamPositions;
 
 /// Splits a byte stream into numbered, non-blank lines.
 #[derive(Debug)]
@@ -91,6 +92,7 @@ impl<R: BufRead> LineSplitter<R> {
 
 /// Splits `data` as the file source would and decodes every line against the fuzzing catalog;
 /// returns the number of events (for fuzzers and no-panic tests).
+#[cfg(feature = "fuzzing")]
 pub fn read_all_lines(data: &[u8]) -> usize {
     let catalog = tributary_operators::fuzzing::catalog();
     let mut splitter = LineSplitter::new(data);

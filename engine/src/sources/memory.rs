@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use tributary_operators::RawRecord;
 
-use super::{Poll, Source, StreamPositions};
+use super::{Poll, Source};
 use crate::error::SourceError;
+use crate::positions::StreamPositions;
 
 /// Serves shared slices of records once, one slice per stream.
 #[derive(Debug)]

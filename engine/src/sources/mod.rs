@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tributary_operators::RawRecord;
 
 use crate::error::SourceError;
+use crate::positions::StreamPositions;
 
 /// What a poll found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,10 +69,6 @@ pub trait Source: Send {
         false
     }
 }
-
-/// Source positions by stream name (as [`Source::stream_names`] gives them): the last offset
-/// included. This is what durable sinks record with each commit.
-pub type StreamPositions = BTreeMap<String, u64>;
 
 /// The offset to skip through for a single-stream source named `name`, or an error if `after`
 /// names other streams (the run reads a different source than the one that was committed).
@@ -140,7 +137,7 @@ impl SourceSpec {
             return postgres::PostgresSourceSpec::parse(rest)
                 .map(SourceSpec::Postgres)
                 .map_err(|reason| SourceError::BadSpec {
-                    spec: postgres::without_password(spec),
+                    spec: crate::redact::without_password(spec),
                     reason,
                 });
         }

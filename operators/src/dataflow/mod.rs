@@ -31,3 +31,6 @@ pub fn route_hash<H: std::hash::Hash + ?Sized>(value: &H) -> u64 {
     use std::hash::BuildHasher;
     rustc_hash::FxBuildHasher.hash_one(value)
 }
+
+#[cfg(test)]
+mod oracle_tests;

@@ -2,6 +2,7 @@
 //! tombstones, the `source` block, keys, and logical types, into typed [`ChangeEvent`]s. Parsing
 //! borrows from the input and reads declared columns straight into rows.
 
+#[cfg(any(test, feature = "fuzzing"))]
 mod agreement;
 mod connect;
 mod convert;
@@ -20,6 +21,7 @@ use crate::row::{Key, Row};
 use crate::schema::{TableCatalog, TableId, TableSpec};
 use crate::value::Value;
 
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use agreement::scanner_agrees_with_serde;
 pub use connect::FieldSchemas;
 use envelope::Record;

@@ -9,7 +9,9 @@
 use std::borrow::Cow;
 
 use super::order::FieldOrder;
-pub(super) use fields::{record, record_into, row_in_order, AfterGuess, FieldOrders, Level};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(super) use fields::record;
+pub(super) use fields::{record_into, row_in_order, AfterGuess, FieldOrders, Level};
 use runs::{digits_end, string_stop};
 
 /// Deepest nesting the scanner walks; deeper documents go to `serde_json` (limit 128).

@@ -17,32 +17,13 @@ pub fn render_jsonl(batch: Time, output: &str, schema: &Schema, rows: &[(Row, i6
         } else {
             ",\"diff\":-1,\"row\":{"
         });
-        write_row_fields(schema, row, &mut line);
+        row.write_json_fields(schema, &mut line);
         line.push_str("}}\n");
         for _ in 0..diff.unsigned_abs() {
             out.push_str(&line);
         }
     }
     out
-}
-
-/// Appends `row` as a JSON object, `{"column":value,…}` in schema order.
-pub fn write_row_json(schema: &Schema, row: &Row, out: &mut String) {
-    out.push('{');
-    write_row_fields(schema, row, out);
-    out.push('}');
-}
-
-/// Appends `row`'s `"column":value` pairs, comma-separated, without braces.
-fn write_row_fields(schema: &Schema, row: &Row, out: &mut String) {
-    for (i, (column, value)) in schema.columns.iter().zip(row.iter()).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_json_string(&column.name, out);
-        out.push(':');
-        value.write_json(out);
-    }
 }
 
 /// A Spark `show()`-style table under a `Batch: N` banner, at most `max_rows` rows.

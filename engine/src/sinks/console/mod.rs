@@ -13,10 +13,11 @@ use tributary_operators::{Row, Schema};
 use super::{record_failure, FailureSlot, SharedWriter};
 use crate::metrics::Metrics;
 
-pub use format::{render_jsonl, render_table, write_row_json};
+pub use format::{render_jsonl, render_table};
 
 /// How rows are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ConsoleFormat {
     /// Spark-like boxed tables.
     #[default]
@@ -26,7 +27,8 @@ pub enum ConsoleFormat {
 }
 
 /// Which rows each batch prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ConsoleMode {
     /// The rows that changed in the epoch.
     #[default]
@@ -48,12 +50,30 @@ pub struct ConsoleOptions {
     pub writer: SharedWriter,
 }
 
+impl Default for ConsoleOptions {
+    /// Tables of changed rows (at most 20 per batch) on stdout.
+    fn default() -> Self {
+        ConsoleOptions {
+            format: ConsoleFormat::default(),
+            mode: ConsoleMode::default(),
+            max_rows: 20,
+            writer: super::shared_writer(std::io::stdout()),
+        }
+    }
+}
+
 impl std::fmt::Debug for ConsoleOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsoleOptions")
             .field("format", &self.format)
             .field("mode", &self.mode)
             .finish()
+    }
+}
+
+impl super::OutputWriter for ConsoleOutput {
+    fn write(&mut self, epoch: Time, changes: Vec<(Row, i64)>) {
+        self.write_batch(epoch, changes);
     }
 }
 
@@ -98,7 +118,7 @@ impl ConsoleOutput {
     }
 
     /// Prints one epoch's consolidated changes.
-    pub fn write_batch(&mut self, batch: Time, changes: Vec<(Row, i64)>) {
+    fn write_batch(&mut self, batch: Time, changes: Vec<(Row, i64)>) {
         let changed: u64 = changes.iter().map(|(_, d)| d.unsigned_abs()).sum();
         let text = match self.options.mode {
             ConsoleMode::Update => self.render(batch, &changes),
@@ -128,9 +148,9 @@ impl ConsoleOutput {
             Ok(()) => self.metrics.output_rows(&self.name, changed),
             Err(cause) => record_failure(
                 &self.failure,
-                crate::RunError::Sink {
+                crate::error::RunError::Sink {
                     sink: format!("console `{}`", self.name),
-                    cause,
+                    cause: cause.into(),
                 },
             ),
         }

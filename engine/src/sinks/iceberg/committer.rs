@@ -2,9 +2,8 @@
 //! changes to a committer thread, which commits every commit interval (and at the end), with
 //! the source positions of the last epoch it covers, then reports the epoch durable.
 
-use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,49 +14,8 @@ use tributary_operators::{Diff, Row};
 
 use super::{IcebergError, OpenedTable, TableWriter};
 use crate::metrics::Metrics;
+use crate::positions::EpochLedger;
 use crate::sinks::{on_closed_epochs, record_failure, Durability, EpochSink, FailureSlot};
-use crate::sources::StreamPositions;
-
-/// Closed epochs and the source positions each covers, by stream name; written by the reading
-/// workers before an epoch's close reaches any sink.
-#[derive(Debug, Clone, Default)]
-pub struct EpochLedger {
-    epochs: Arc<Mutex<BTreeMap<Time, StreamPositions>>>,
-}
-
-impl EpochLedger {
-    /// Records that a reader closed `epoch` at `positions` (its streams only; readers of
-    /// disjoint streams record the same epoch side by side).
-    pub fn record(&self, epoch: Time, positions: StreamPositions) {
-        if let Ok(mut epochs) = self.epochs.lock() {
-            let recorded = epochs.entry(epoch).or_default();
-            for (stream, offset) in positions {
-                let last = recorded.entry(stream).or_insert(offset);
-                *last = (*last).max(offset);
-            }
-        }
-    }
-
-    /// Every stream's last offset in the closed epochs at or before `epoch` (a reader that
-    /// had nothing in an epoch records nothing for it).
-    pub(crate) fn positions_through(&self, epoch: Time) -> Option<StreamPositions> {
-        let epochs = self.epochs.lock().ok()?;
-        let mut through: Option<StreamPositions> = None;
-        for positions in epochs.range(..=epoch).map(|(_, p)| p) {
-            let through = through.get_or_insert_with(StreamPositions::new);
-            for (stream, offset) in positions {
-                let last = through.entry(stream.clone()).or_insert(*offset);
-                *last = (*last).max(*offset);
-            }
-        }
-        through
-    }
-
-    /// The latest closed epoch.
-    fn last(&self) -> Option<Time> {
-        self.epochs.lock().ok()?.keys().next_back().copied()
-    }
-}
 
 /// What the committer thread needs besides the writer.
 #[derive(Debug, Clone)]
@@ -150,9 +108,9 @@ impl Committer {
                         tracing::error!(sink = %context.name, %error, "iceberg sink failed");
                         record_failure(
                             &context.failure,
-                            crate::error::RunError::Iceberg {
-                                sink: context.name.clone(),
-                                cause: error,
+                            crate::error::RunError::Sink {
+                                sink: format!("iceberg table `{}`", context.name),
+                                cause: error.into(),
                             },
                         );
                     }

@@ -28,7 +28,7 @@ use tributary_operators::{Row, Schema, Time};
 
 pub use catalog::{Catalog, PostgresCatalog, SqliteCatalog, TableIdent, CATALOG_NAME};
 pub use columns::{iceberg_schema, iceberg_type, ColumnMap};
-pub use committer::{attach, CommitterContext, EpochLedger};
+pub use committer::{attach, CommitterContext};
 pub use encode::encode_parquet;
 pub use maintain::{compact, expire, Compacted};
 pub use partition::Partition;
@@ -38,7 +38,7 @@ pub use table::{
 };
 pub use writer::{CommitStats, TableWriter, WriteMode};
 
-use crate::sources::StreamPositions;
+use crate::positions::StreamPositions;
 
 /// What can go wrong writing Iceberg tables.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +126,8 @@ pub struct IcebergOptions {
 }
 
 /// How an upserting table deletes the rows it replaces or removes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeleteMode {
     /// Position deletes (file, row position): read by every Iceberg reader, pyiceberg
     /// included; the sink keeps `key → (file, position)` for the rows it holds.
@@ -136,19 +137,6 @@ pub enum DeleteMode {
     /// in the sink; readers must support equality deletes (Spark, Trino, Flink, iceberg-rust;
     /// not pyiceberg 0.12).
     Equality,
-}
-
-impl DeleteMode {
-    /// Parses `position` or `equality`.
-    pub fn parse(text: &str) -> Result<Self, IcebergError> {
-        match text {
-            "position" => Ok(DeleteMode::Position),
-            "equality" => Ok(DeleteMode::Equality),
-            other => Err(IcebergError::Config(format!(
-                "--iceberg-deletes {other}: expected position or equality"
-            ))),
-        }
-    }
 }
 
 /// Where the SQL catalog lives.
@@ -166,9 +154,7 @@ impl std::fmt::Debug for CatalogLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CatalogLocation::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            CatalogLocation::Postgres(url) => {
-                f.write_str(&crate::sources::postgres::without_password(url))
-            }
+            CatalogLocation::Postgres(url) => f.write_str(&crate::redact::without_password(url)),
             CatalogLocation::Rest(uri) => f.write_str(uri),
         }
     }

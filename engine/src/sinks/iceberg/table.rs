@@ -22,7 +22,7 @@ use super::catalog::{Catalog, TableIdent};
 use super::columns::{iceberg_schema, schema_of, ColumnMap};
 use super::partition::{unbound_spec, Partition, Partitioner};
 use super::IcebergError;
-use crate::sources::StreamPositions;
+use crate::positions::StreamPositions;
 
 /// Snapshot-summary keys that make restarts exactly-once.
 pub const SUMMARY_PIPELINE: &str = "tributary.pipeline";

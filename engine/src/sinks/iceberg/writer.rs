@@ -16,7 +16,7 @@ use super::commit::Changes;
 use super::keyed::{KeyHash, KeyedSlots};
 use super::table::{Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 use super::{DeleteMode, IcebergError};
-use crate::sources::StreamPositions;
+use crate::positions::StreamPositions;
 
 /// How a table takes changes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,27 +6,15 @@ use std::collections::BTreeMap;
 use tributary_operators::dataflow::Time;
 use tributary_operators::{Row, Schema};
 
-use crate::sinks::console::write_row_json;
-
 /// How output changes are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KafkaSinkFormat {
     /// One message per changed row: `{"op":"c"|"d","batch":N,"before":…,"after":…}`.
     #[default]
     Debezium,
     /// Key → latest row; a tombstone (null value) for a key removed in the epoch.
     Upsert,
-}
-
-impl KafkaSinkFormat {
-    /// Parses `debezium` or `upsert`.
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "debezium" => KafkaSinkFormat::Debezium,
-            "upsert" => KafkaSinkFormat::Upsert,
-            _ => return None,
-        })
-    }
 }
 
 /// One message to produce.
@@ -63,15 +51,15 @@ impl Encoder {
     fn key_of(&self, row: &Row) -> String {
         let mut out = String::new();
         match &self.key {
-            Some((indices, schema)) => write_row_json(schema, &row.project(indices), &mut out),
-            None => write_row_json(&self.schema, row, &mut out),
+            Some((indices, schema)) => row.project(indices).write_json_object(schema, &mut out),
+            None => row.write_json_object(&self.schema, &mut out),
         }
         out
     }
 
     fn row_json(&self, row: &Row) -> String {
         let mut out = String::new();
-        write_row_json(&self.schema, row, &mut out);
+        row.write_json_object(&self.schema, &mut out);
         out
     }
 
@@ -188,9 +176,6 @@ mod tests {
         let out = encoder.encode(1, &[(row(3, "x"), -1)]);
         assert_eq!(out[0].key, r#"{"id":3,"status":"x"}"#);
         assert_eq!(out[0].value, None);
-        assert_eq!(
-            KafkaSinkFormat::parse("upsert"),
-            Some(KafkaSinkFormat::Upsert)
-        );
+        assert_eq!("upsert".parse(), Ok(KafkaSinkFormat::Upsert));
     }
 }

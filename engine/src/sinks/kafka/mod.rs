@@ -15,11 +15,10 @@ use tributary_operators::{Row, Schema};
 
 use self::encode::{Encoder, KafkaSinkFormat};
 use super::{record_failure, FailureSlot};
-use crate::error::{RunError, SourceError};
-use crate::sources::kafka::client::{
-    fetch_with_retries, ErrorLog, KafkaClientOptions, QuietContext,
+use crate::error::{OptionError, RunError};
+use crate::kafka_client::{
+    fetch_with_retries, parse_brokers, ErrorLog, KafkaClientOptions, QuietContext,
 };
-use crate::sources::kafka::parse_brokers;
 
 /// A parsed `--kafka-sink kafka://HOST:PORT[,HOST:PORT][/PREFIX]` with its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,13 +36,14 @@ pub struct KafkaSinkSpec {
 
 impl KafkaSinkSpec {
     /// Parses `kafka://HOST:PORT[,HOST:PORT][/PREFIX]`.
-    pub fn parse(spec: &str) -> Result<Self, SourceError> {
-        let bad = |reason: String| SourceError::BadSpec {
-            spec: spec.to_owned(),
+    pub fn parse(spec: &str) -> Result<Self, OptionError> {
+        let bad = |reason: String| OptionError {
+            option: "--kafka-sink".into(),
+            value: spec.to_owned(),
             reason,
         };
         let rest = spec.strip_prefix("kafka://").ok_or_else(|| {
-            bad("--kafka-sink needs kafka://HOST:PORT[/PREFIX], e.g. kafka://localhost:9092".into())
+            bad("expected kafka://HOST:PORT[/PREFIX], e.g. kafka://localhost:9092".into())
         })?;
         let (brokers, prefix) = match rest.split_once('/') {
             Some((brokers, prefix)) => (brokers, Some(prefix.trim_end_matches('.'))),
@@ -89,6 +89,12 @@ impl std::fmt::Debug for KafkaOutput {
     }
 }
 
+impl super::OutputWriter for KafkaOutput {
+    fn write(&mut self, epoch: Time, changes: Vec<(Row, i64)>) {
+        self.write_batch(epoch, changes);
+    }
+}
+
 impl KafkaOutput {
     /// The output `name` with rows of `schema` keyed by `key`; connects on the first batch.
     pub fn new(
@@ -116,7 +122,7 @@ impl KafkaOutput {
             &self.failure,
             RunError::Sink {
                 sink: format!("kafka `{}` (topic {})", self.name, self.topic),
-                cause: std::io::Error::other(cause),
+                cause: cause.into(),
             },
         );
     }
@@ -166,7 +172,7 @@ impl KafkaOutput {
     }
 
     /// Produces one epoch's consolidated changes and waits until the broker has them all.
-    pub fn write_batch(&mut self, batch: Time, changes: Vec<(Row, i64)>) {
+    fn write_batch(&mut self, batch: Time, changes: Vec<(Row, i64)>) {
         // After any failure of the run, stop writing (the run is ending with that error).
         if self.failed || self.failure.lock().map_or(true, |f| f.is_some()) {
             return;

@@ -9,8 +9,9 @@ pub use orders::{
     STATUSES,
 };
 
-use super::{single_stream_resume, Poll, Source, StreamPositions};
+use super::{single_stream_resume, Poll, Source};
 use crate::error::SourceError;
+use crate::positions::StreamPositions;
 
 /// Serves the orders workload; positions are the record numbers a generated file would have
 /// as line numbers.

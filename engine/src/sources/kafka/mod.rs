@@ -3,11 +3,10 @@
 //! one position stream (`TOPIC/PARTITION`, offset = Kafka offset). Group offsets are committed
 //! only for acknowledged (durably handled) epochs.
 
-pub mod client;
 pub mod idle;
 mod spec;
 
-pub use spec::{parse_brokers, KafkaSourceSpec, StartFrom};
+pub use spec::{KafkaSourceSpec, StartFrom};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,10 +18,11 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use tributary_operators::{Position, RawRecord, TopicName};
 
-use self::client::{fetch_with_retries, ErrorLog, QuietContext};
 use self::idle::CatchUp;
-use super::{Poll, Source, StreamPositions};
+use super::{Poll, Source};
 use crate::error::SourceError;
+use crate::kafka_client::{fetch_with_retries, ErrorLog, QuietContext};
+use crate::positions::StreamPositions;
 
 /// A consumer with the spec's client settings; offsets are only ever committed explicitly.
 fn new_consumer(spec: &KafkaSourceSpec) -> Result<BaseConsumer<QuietContext>, SourceError> {

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use super::client::KafkaClientOptions;
 use super::idle;
+use crate::kafka_client::{parse_brokers, KafkaClientOptions};
 
 /// Where partitions without a resume position start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StartFrom {
     /// The oldest retained message.
     #[default]
@@ -16,18 +17,6 @@ pub enum StartFrom {
     Latest,
     /// The consumer group's committed offset (earliest where there is none).
     Committed,
-}
-
-impl StartFrom {
-    /// Parses `earliest`, `latest` or `committed`.
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "earliest" => StartFrom::Earliest,
-            "latest" => StartFrom::Latest,
-            "committed" => StartFrom::Committed,
-            _ => return None,
-        })
-    }
 }
 
 /// A parsed `kafka://HOST:PORT[,HOST:PORT…]/TOPIC[,TOPIC…]` source with its client settings.
@@ -79,19 +68,6 @@ impl KafkaSourceSpec {
     }
 }
 
-/// Checks `HOST:PORT[,HOST:PORT]`.
-pub fn parse_brokers(brokers: &str) -> Result<(), String> {
-    for broker in brokers.split(',') {
-        let ok = broker
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !ok {
-            return Err(format!("`{broker}` is not HOST:PORT"));
-        }
-    }
-    Ok(())
-}
-
 fn valid_topic(topic: &str) -> bool {
     topic.len() <= 249
         && topic
@@ -122,8 +98,8 @@ mod tests {
 
     #[test]
     fn start_modes() {
-        assert_eq!(StartFrom::parse("committed"), Some(StartFrom::Committed));
-        assert_eq!(StartFrom::parse("latest"), Some(StartFrom::Latest));
-        assert_eq!(StartFrom::parse("nope"), None);
+        assert_eq!("committed".parse(), Ok(StartFrom::Committed));
+        assert_eq!("latest".parse(), Ok(StartFrom::Latest));
+        assert!("nope".parse::<StartFrom>().is_err());
     }
 }

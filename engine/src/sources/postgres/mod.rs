@@ -29,8 +29,9 @@ use tributary_operators::RawRecord;
 
 use self::server::SESSION_OPTIONS;
 use self::session::{Feed, Session};
-use super::{single_stream_resume, Poll, Source, StreamPositions};
+use super::{single_stream_resume, Poll, Source};
 use crate::error::SourceError;
+use crate::positions::StreamPositions;
 
 /// Transactions (or snapshot batches) buffered between the session and the reading worker.
 const FEED_CAPACITY: usize = 64;
@@ -195,20 +196,6 @@ impl PostgresSourceSpec {
         config.tls = self.ssl_mode.replication(self.ssl_root_cert.as_ref());
         config.application_name = Some(format!("tributary/{}", self.slot));
         config
-    }
-}
-
-/// `scheme://user:password@rest` → `scheme://user@rest`, for messages.
-pub fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((credentials, host)) => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}")
-        }
-        None => url.to_owned(),
     }
 }
 

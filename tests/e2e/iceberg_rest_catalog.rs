@@ -1,0 +1,120 @@
+//! The Iceberg REST catalog (`--catalog http://…`) against a REST server in its own process
+//! (`tests/py/rest_catalog.py`, pyiceberg's commit validation behind the REST endpoints):
+//! `orders-replica` registers its table, commits every snapshot as REST requirements and
+//! updates, is killed (`kill -9`) twice mid-run and resumes from the table the catalog serves;
+//! then pyiceberg's RestCatalog reads every snapshot equal to the oracle at its recorded line.
+//! Compaction and expiry commit through REST too; a missing token is one clear error.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::process::Command;
+
+use crate::support::iceberg::{check_snapshots, pyiceberg_available, read_table_with};
+use crate::support::rest::RestServer;
+use crate::support::{
+    kill_twice_then_finish, orders_lines, replica_run, tributary_bin, write_lines,
+};
+
+const TABLE: &str = "demo.orders_realtime_replica";
+const TOKEN: &str = "tributary-test-token";
+
+#[test]
+fn rest_catalog_resumes_after_kills_and_pyiceberg_reads_it() {
+    if !pyiceberg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = RestServer::start(&dir.path().join("rest.db"), Some(TOKEN));
+    let path = dir.path().join("orders.jsonl");
+    let lines = orders_lines(60_000, 5_000, 31);
+    write_lines(&path, &lines);
+    let source = format!("file:{}", path.display());
+    let warehouse = dir.path().join("warehouse");
+    let command = || {
+        let mut command = replica_run(&source, &warehouse);
+        command
+            .args(["--catalog", &server.uri, "--workers", "2"])
+            .env("TRIBUTARY_REST_TOKEN", TOKEN);
+        command
+    };
+    kill_twice_then_finish(command);
+    assert!(
+        !warehouse.join("catalog.db").exists(),
+        "no SQLite catalog is made when the catalog is REST"
+    );
+
+    let read = || {
+        read_table_with(
+            warehouse.to_str().unwrap(),
+            Some(&server.uri),
+            &[("TRIBUTARY_REST_TOKEN", TOKEN.to_owned())],
+            TABLE,
+            false,
+        )
+        .0
+    };
+    let snapshots = read();
+    assert!(snapshots.len() >= 2, "only {} snapshots", snapshots.len());
+    let last = check_snapshots(&snapshots, &source, &lines);
+    assert_eq!(
+        last,
+        lines.len() as u64,
+        "the last snapshot covers the file"
+    );
+
+    // Maintenance commits through the REST catalog as well.
+    let maintain = |args: &[&str]| {
+        let mut all = vec!["maintain"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[
+            "--warehouse",
+            warehouse.to_str().unwrap(),
+            "--catalog",
+            &server.uri,
+        ]);
+        let output = Command::new(tributary_bin())
+            .args(&all)
+            .env("TRIBUTARY_REST_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    maintain(&["compact", TABLE]);
+    maintain(&["expire", TABLE, "--older-than", "0s"]);
+    let after = read();
+    assert_eq!(after.len(), 1, "expiry left only the current snapshot");
+    assert_eq!(
+        after[0].rows,
+        snapshots.last().unwrap().rows,
+        "compaction kept the rows"
+    );
+
+    // Without the token the catalog refuses, and the run says how to fix it.
+    let refused = run_tributary_refused(&warehouse, &server.uri);
+    assert!(
+        refused.contains("HTTP 401") && refused.contains("TRIBUTARY_REST_TOKEN"),
+        "{refused}"
+    );
+}
+
+fn run_tributary_refused(warehouse: &std::path::Path, uri: &str) -> String {
+    let output = Command::new(tributary_bin())
+        .args([
+            "run",
+            "orders-replica",
+            "--source",
+            "generator:10",
+            "--until-idle",
+        ])
+        .args(["--warehouse", warehouse.to_str().unwrap(), "--catalog", uri])
+        .env("RUST_LOG", "warn")
+        .env_remove("TRIBUTARY_REST_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
