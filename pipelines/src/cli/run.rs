@@ -99,6 +99,11 @@ pub struct RunConfig {
     /// [default: 30000]
     #[arg(long)]
     pub kafka_connect_timeout_ms: Option<u64>,
+    /// With --until-idle: how long no Kafka message may arrive, once the high watermarks seen
+    /// at start are reached, before the source counts as drained, in milliseconds.
+    /// [default: 2000]
+    #[arg(long)]
+    pub kafka_idle_ms: Option<u64>,
     /// Also write every output to Kafka topic PREFIX.OUTPUT: kafka://HOST:PORT[/PREFIX]
     /// (PREFIX defaults to the pipeline name).
     #[arg(long)]
@@ -226,6 +231,9 @@ impl RunConfig {
                 .clone()
                 .unwrap_or_else(|| format!("tributary-{pipeline}"));
             kafka.start = self.kafka_start.unwrap_or_default();
+            kafka.idle_quiet = self
+                .kafka_idle_ms
+                .map_or(kafka.idle_quiet, Duration::from_millis);
             kafka.client = client.clone();
         }
         if let SourceSpec::Postgres(postgres) = &mut source {
