@@ -2,7 +2,7 @@
 //! sinks, without naming timely or differential types.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,7 +20,8 @@ use tributary_operators::{
 };
 
 use crate::error::BuildError;
-use crate::sinks::iceberg::{self, CommitterContext, Partition, TableIdent, WriteMode};
+use crate::positions::StreamPositions;
+use crate::sinks::iceberg::{self, Committed, CommitterContext, Partition, TableIdent, WriteMode};
 use crate::sinks::{on_closed_epochs, OutputContext, OutputSpec, SinkContext};
 
 /// What builds a pipeline: declares its tables, relations and outputs (called once per worker).
@@ -138,6 +139,9 @@ pub struct PipelineBuilder<'s> {
     columns_read: Vec<ColumnsRead>,
     side: SideOutputs<'s>,
     outputs: BTreeSet<String>,
+    /// Per source table, what a durable sink already holds of it (the sink and its committed
+    /// positions): the decoder drops those events when the source replays them.
+    held: BTreeMap<TableId, (String, StreamPositions)>,
     probe: ProbeHandle<Time>,
     sinks: SinkContext,
 }
@@ -159,6 +163,7 @@ impl<'s> PipelineBuilder<'s> {
             columns_read: Vec::new(),
             side: Rc::default(),
             outputs: BTreeSet::new(),
+            held: BTreeMap::new(),
             probe: ProbeHandle::new(),
             sinks,
         }
@@ -265,6 +270,7 @@ impl<'s> PipelineBuilder<'s> {
                 partitions,
             )
             .map_err(iceberg_error)?;
+        self.hold(table.id, name, &opened.committed)?;
         let recovered = opened.committed.epoch.is_some();
         let scope = table.events.borrow().inner.scope();
         let seed: Vec<(ChangeEvent, Time, i64)> = opened
@@ -302,6 +308,7 @@ impl<'s> PipelineBuilder<'s> {
                 .carrying(table::CHANGE_COLUMNS.len(), 0)
                 .chain(table.read.origins()),
         )
+        .with_tables([table.id])
     }
 
     /// Appends every row of `relation` (e.g. a table's `changes()`) to the Iceberg table `name`
@@ -327,6 +334,9 @@ impl<'s> PipelineBuilder<'s> {
             .iceberg
             .open(&ident, relation.schema(), WriteMode::Append, &[])
             .map_err(iceberg_error)?;
+        for &source in relation.tables() {
+            self.hold(source, name, &opened.committed)?;
+        }
         iceberg::attach(
             relation.rows(),
             &self.probe,
@@ -334,6 +344,42 @@ impl<'s> PipelineBuilder<'s> {
             self.committer_context(name, false),
         );
         Ok(())
+    }
+
+    /// Source table `table` feeds the durable sink `sink`, which holds it up to `committed`:
+    /// a restart that replays from earlier (for another table's sake) drops those events.
+    fn hold(
+        &mut self,
+        table: TableId,
+        sink: &str,
+        committed: &Committed,
+    ) -> Result<(), BuildError> {
+        if committed.epoch.is_none() {
+            return Ok(());
+        }
+        match self.held.get(&table) {
+            Some((other, positions)) if *positions != committed.positions => {
+                Err(BuildError::Sink {
+                    sink: format!("iceberg table `{sink}`"),
+                    cause: format!(
+                        "it and `{other}` are both fed by `{}` but were last committed at \
+                         different source positions ({:?} and {positions:?}); run them as \
+                         separate pipelines until one catches up",
+                        self.catalog
+                            .get(table)
+                            .map_or("?", |spec| spec.name.as_str()),
+                        committed.positions
+                    )
+                    .into(),
+                })
+            }
+            Some(_) => Ok(()),
+            None => {
+                self.held
+                    .insert(table, (sink.to_owned(), committed.positions.clone()));
+                Ok(())
+            }
+        }
     }
 
     fn committer_context(&self, name: &str, skip_epoch_zero: bool) -> CommitterContext {
@@ -403,6 +449,7 @@ impl<'s> PipelineBuilder<'s> {
             side,
             probe,
             sinks,
+            held,
             ..
         } = self;
         let dead = side
@@ -414,7 +461,17 @@ impl<'s> PipelineBuilder<'s> {
                 catalog.decode_only(id as TableId, columns);
             }
         }
-        router.build(Arc::new(catalog), Arc::clone(&sinks.metrics.decode));
+        let held = (0..catalog.len() as TableId)
+            .map(|id| match held.get(&id) {
+                Some((_, positions)) => sinks
+                    .streams
+                    .iter()
+                    .map(|stream| positions.get(stream).copied())
+                    .collect(),
+                None => Vec::new(),
+            })
+            .collect();
+        router.build(Arc::new(catalog), Arc::clone(&sinks.metrics.decode), held);
         let sink = sinks.dead_letters;
         on_closed_epochs(&dead, "dead-letters", &probe, move |_epoch, letters| {
             sink.write(letters)
@@ -466,6 +523,7 @@ impl<'s> Table<'s> {
             Rc::clone(&self.side),
         )
         .with_origins(self.carrying(table::CHANGE_COLUMNS.len(), 0))
+        .with_tables([self.id])
     }
 
     /// Every change as the row it leaves (for deletes, the row it removed): `op`,
@@ -477,12 +535,14 @@ impl<'s> Table<'s> {
             Rc::clone(&self.side),
         )
         .with_origins(self.carrying(table::CHANGED_ROW_COLUMNS.len(), 0))
+        .with_tables([self.id])
     }
 
     /// The current state with each row's last `cdc_operation` (c/u/r) and `cdc_timestamp`.
     pub fn replica(&self) -> Relation<'s> {
         self.upserted(&self.replica, "replica", table::replica)
             .with_origins(self.carrying(0, table::REPLICA_COLUMNS.len()))
+            .with_tables([self.id])
     }
 
     /// Adds events that rebuild recovered state; only before the state is first used.
@@ -502,6 +562,7 @@ impl<'s> Table<'s> {
     pub fn state(&self) -> Relation<'s> {
         self.upserted(&self.state, "state", table::state)
             .with_origins(self.carrying(0, 0))
+            .with_tables([self.id])
     }
 
     /// Origins of a relation with `before` computed columns, then the table's columns, then

@@ -157,6 +157,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         records = summary.records,
         events = summary.events,
         dead_letters = metrics.dead_letter_total(),
+        already_held = Metrics::get(&metrics.decode.already_held),
         epochs = summary.epochs.len(),
         elapsed_s = format!("{seconds:.2}"),
         events_per_s = (summary.events as f64 / seconds) as u64,

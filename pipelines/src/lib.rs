@@ -11,6 +11,7 @@ pub mod huge_pages;
 pub mod op_counts;
 pub mod orders_replica;
 pub mod products_lake;
+pub mod shop_replica;
 pub mod tables;
 
 use tributary_engine::Pipeline;
@@ -23,6 +24,7 @@ pub fn pipelines() -> Vec<Pipeline> {
         products_lake::pipeline(),
         customers_changelog::pipeline(),
         customers_analytics::pipeline(),
+        shop_replica::pipeline(),
     ]
 }
 

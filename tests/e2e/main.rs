@@ -25,6 +25,7 @@ mod kafka_errors;
 mod kafka_pipelines;
 mod kafka_restart;
 mod kafka_throughput;
+mod many_tables;
 mod op_counts_cli;
 mod operability;
 mod postgres_errors;

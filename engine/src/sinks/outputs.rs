@@ -110,6 +110,8 @@ pub(crate) struct SinkContext {
     /// The tables pipelines declare (`iceberg_replica`, `iceberg_append`).
     pub iceberg: IcebergSinks,
     pub ledger: EpochLedger,
+    /// The source's stream names, by stream index.
+    pub streams: Arc<Vec<String>>,
 }
 
 /// The sink settings of a run.
@@ -148,6 +150,7 @@ impl SinkContext {
             durability: Durability::default(),
             iceberg: IcebergSinks::new(settings.iceberg.clone(), settings.pipeline),
             ledger: EpochLedger::default(),
+            streams: Arc::new(settings.streams.to_vec()),
         }
     }
 

@@ -35,6 +35,8 @@ pub struct DecodeStats {
     pub skipped: AtomicU64,
     /// Names of the tables skipped.
     pub skipped_tables: Mutex<BTreeSet<String>>,
+    /// Events replayed from the source that a durable sink of their table already holds.
+    pub already_held: AtomicU64,
     by_table: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -164,8 +166,15 @@ impl<'s> DecodeRouter<'s> {
         self.dead.clone()
     }
 
-    /// Finishes the operator: it decodes against `catalog` and counts into `stats`.
-    pub fn build(self, catalog: Arc<TableCatalog>, stats: Arc<DecodeStats>) {
+    /// Finishes the operator: it decodes against `catalog` and counts into `stats`. `held[t][s]`
+    /// is the last offset of stream `s` that a durable sink of table `t` already holds: those
+    /// events are dropped (a restart replays them for another table's sake).
+    pub fn build(
+        self,
+        catalog: Arc<TableCatalog>,
+        stats: Arc<DecodeStats>,
+        held: Vec<Vec<Option<u64>>>,
+    ) {
         let DecodeRouter {
             builder,
             mut input,
@@ -186,7 +195,7 @@ impl<'s> DecodeRouter<'s> {
                     let Some(&time) = capability.least() else {
                         return;
                     };
-                    let (mut events, mut tombstones, mut skipped) = (0, 0, 0);
+                    let (mut events, mut tombstones, mut skipped, mut replayed) = (0, 0, 0, 0);
                     // Records of this stamp not decoded yet: a table's buffer is sized for
                     // them (up to a cap) when it starts, so it is not regrown (which copies
                     // every event) and one message carries many events.
@@ -196,6 +205,10 @@ impl<'s> DecodeRouter<'s> {
                             remaining -= 1;
                             match decode_with(&raw, &catalog, &mut cache) {
                                 Decoded::Event(event) => {
+                                    if is_held(&held, &event) {
+                                        replayed += 1;
+                                        continue;
+                                    }
                                     if event.op == Op::Tombstone {
                                         tombstones += 1;
                                     } else {
@@ -242,6 +255,7 @@ impl<'s> DecodeRouter<'s> {
                     DecodeStats::count(&stats.events, events);
                     DecodeStats::count(&stats.tombstones, tombstones);
                     DecodeStats::count(&stats.skipped, skipped);
+                    DecodeStats::count(&stats.already_held, replayed);
                     for (output, buffer) in tables.iter_mut().zip(per_table.iter_mut()) {
                         send(output, buffer, &capability, &catalog, &stats);
                     }
@@ -253,6 +267,15 @@ impl<'s> DecodeRouter<'s> {
             }
         });
     }
+}
+
+/// Whether a durable sink of the event's table already holds it.
+fn is_held(held: &[Vec<Option<u64>>], event: &ChangeEvent) -> bool {
+    held.get(event.table as usize)
+        .and_then(|streams| streams.get(event.position.stream as usize))
+        .copied()
+        .flatten()
+        .is_some_and(|last| event.position.offset <= last)
 }
 
 /// Sends a table's buffered events (if any) and counts its changes; leaves the buffer empty.

@@ -9,7 +9,7 @@ use super::lineage::Origin;
 use super::Collection;
 use crate::event::DeadLetter;
 use crate::row::Row;
-use crate::schema::Schema;
+use crate::schema::{Schema, TableId};
 
 /// A problem in a pipeline definition, found while building it (unknown column, bad type).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +29,8 @@ pub struct Relation<'s> {
     side: SideOutputs<'s>,
     /// Per column, the source-table column it carries unchanged (`None`: computed here).
     origins: Rc<[Option<Origin>]>,
+    /// The source tables its rows derive from.
+    tables: Rc<[TableId]>,
 }
 
 impl std::fmt::Debug for Relation<'_> {
@@ -55,7 +57,19 @@ impl<'s> Relation<'s> {
             rows,
             side,
             origins: Rc::new([]),
+            tables: Rc::new([]),
         }
+    }
+
+    /// The same relation, derived from these source tables.
+    pub fn with_tables(mut self, tables: impl IntoIterator<Item = TableId>) -> Self {
+        self.tables = tables.into_iter().collect();
+        self
+    }
+
+    /// The source tables its rows derive from (a durable sink resumes them).
+    pub fn tables(&self) -> &[TableId] {
+        &self.tables
     }
 
     /// The same relation, its columns carrying these source-table columns (one per column).
@@ -109,6 +123,7 @@ impl<'s> Relation<'s> {
         rows: Collection<'s, Row>,
     ) -> Self {
         Relation::new(Arc::new(schema), key, rows, Rc::clone(&self.side))
+            .with_tables(self.tables.iter().copied())
     }
 
     /// Resolves column names to indices.

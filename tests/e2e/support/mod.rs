@@ -55,11 +55,22 @@ pub fn write_lines(path: &std::path::Path, lines: &[String]) {
 /// commit intervals (so kills land between commits), `--until-idle`, JSONL console output
 /// discarded and only warnings logged; tests add their own options.
 pub fn replica_run(source: &str, warehouse: impl AsRef<std::ffi::OsStr>) -> Command {
+    pipeline_run("orders-replica", source, warehouse, 100)
+}
+
+/// [`replica_run`] for any pipeline and commit interval.
+pub fn pipeline_run(
+    pipeline: &str,
+    source: &str,
+    warehouse: impl AsRef<std::ffi::OsStr>,
+    commit_ms: u64,
+) -> Command {
     let mut command = Command::new(tributary_bin());
     command
-        .args(["run", "orders-replica", "--source", source, "--warehouse"])
+        .args(["run", pipeline, "--source", source, "--warehouse"])
         .arg(warehouse)
-        .args(["--until-idle", "--epoch-ms", "20", "--commit-ms", "100"])
+        .args(["--until-idle", "--epoch-ms", "20", "--commit-ms"])
+        .arg(commit_ms.to_string())
         .args(["--console-format", "jsonl"])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null());

@@ -15,7 +15,7 @@ mod rest;
 mod table;
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -446,37 +446,89 @@ impl IcebergSinks {
         Ok(opened)
     }
 
-    /// Where the source resumes: the positions every table committed, and the last epoch.
-    /// Tables committed at different positions cannot both be resumed exactly.
+    /// Where the source resumes: per stream, the earliest position any table still needs,
+    /// and the last epoch any table committed. Tables ahead of that drop what they already
+    /// hold (see `PipelineBuilder`); a table with no snapshot yet starts from there.
     pub fn resume_point(&self) -> Result<Option<(StreamPositions, Time)>, IcebergError> {
         let tables = self
             .tables
             .lock()
             .map_err(|_| IcebergError::Inconsistent("a worker failed while opening".into()))?;
-        let mut point: Option<(&TableIdent, &Committed)> = None;
-        let fresh = tables.iter().find(|(_, t)| t.committed.epoch.is_none());
-        for (ident, opened) in tables.iter() {
-            let Some(_) = opened.committed.epoch else {
-                continue;
-            };
-            if let Some((new, _)) = fresh {
-                return Err(IcebergError::Config(format!(
-                    "table {ident} resumes from its last snapshot but {new} has none, so it \
-                     would miss what came before; write {new} from a separate pipeline run"
-                )));
-            }
-            match point {
-                Some((first, committed)) if committed.positions != opened.committed.positions => {
-                    return Err(IcebergError::Config(format!(
-                        "tables {first} and {ident} were last committed at different source \
-                         positions ({:?} and {:?}); resume them with separate pipelines",
-                        committed.positions, opened.committed.positions
-                    )))
-                }
-                Some(_) => {}
-                None => point = Some((ident, &opened.committed)),
-            }
+        let committed: Vec<(&TableIdent, &Committed)> = tables
+            .iter()
+            .map(|(ident, t)| (ident, &t.committed))
+            .collect();
+        Ok(resume_from(&committed))
+    }
+}
+
+/// The resume point of tables committed as `tables` say (see [`IcebergSinks::resume_point`]).
+fn resume_from(tables: &[(&TableIdent, &Committed)]) -> Option<(StreamPositions, Time)> {
+    let resumed: Vec<&Committed> = tables
+        .iter()
+        .filter_map(|(_, c)| c.epoch.is_some().then_some(*c))
+        .collect();
+    let epoch = resumed.iter().filter_map(|c| c.epoch).max()?;
+    for (ident, _) in tables.iter().filter(|(_, c)| c.epoch.is_none()) {
+        tracing::warn!(
+            table = %ident,
+            "this table has no snapshot yet while the pipeline's other tables resume: it \
+             starts from their resume point, without the source's earlier rows"
+        );
+    }
+    let streams: BTreeSet<&String> = resumed.iter().flat_map(|c| c.positions.keys()).collect();
+    let positions = streams
+        .into_iter()
+        .filter_map(|stream| {
+            // A table that never saw the stream needs all of it.
+            let earliest = resumed
+                .iter()
+                .map(|c| c.positions.get(stream).copied())
+                .min()
+                .flatten()?;
+            Some((stream.clone(), earliest))
+        })
+        .collect();
+    Some((positions, epoch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed(epoch: Option<Time>, positions: &[(&str, u64)]) -> Committed {
+        Committed {
+            epoch,
+            positions: positions
+                .iter()
+                .map(|(s, o)| ((*s).to_owned(), *o))
+                .collect(),
         }
-        Ok(point.and_then(|(_, committed)| Some((committed.positions.clone(), committed.epoch?))))
+    }
+
+    #[test]
+    fn tables_resume_from_the_earliest_position_any_of_them_needs() {
+        let (a, b, c) = (
+            TableIdent::parse("ns.a").unwrap(),
+            TableIdent::parse("ns.b").unwrap(),
+            TableIdent::parse("ns.c").unwrap(),
+        );
+        let ahead = committed(Some(9), &[("t/0", 90), ("t/1", 40)]);
+        let idle = committed(Some(3), &[("t/0", 30), ("t/1", 45)]);
+        let fresh = committed(None, &[]);
+        let (positions, epoch) = resume_from(&[(&a, &ahead), (&b, &idle), (&c, &fresh)]).unwrap();
+        assert_eq!(epoch, 9, "epochs go on after the newest");
+        assert_eq!(
+            positions,
+            StreamPositions::from([("t/0".into(), 30), ("t/1".into(), 40)])
+        );
+        let partial = committed(Some(4), &[("t/0", 50)]);
+        let (positions, _) = resume_from(&[(&a, &ahead), (&b, &partial)]).unwrap();
+        assert_eq!(
+            positions,
+            StreamPositions::from([("t/0".into(), 50)]),
+            "a stream one table never saw is read from its start"
+        );
+        assert_eq!(resume_from(&[(&c, &fresh)]), None);
     }
 }

@@ -1,0 +1,204 @@
+//! One pipeline, three Iceberg tables, exactly once: `shop-replica` keeps `orders`, `customers`
+//! and `products` in tables of their own, where `products` changes only at the start and the
+//! end of the source, so for most of the run it commits nothing and its recorded position
+//! lags. Killed (`kill -9`) and restarted, and restarted again after the source grew, the
+//! source replays from the earliest position any table needs and each table skips what it
+//! holds: pyiceberg then reads every snapshot of every table equal to the source replayed to
+//! the position it records.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value as Json};
+
+use crate::support::iceberg::{pyiceberg_available, read_table, ReplicaOracle, SnapshotRead};
+use crate::support::{kill_after, orders_lines, pipeline_run, write_lines};
+
+const ORDERS: &str = "public.orders";
+const CUSTOMERS: &str = "public.customers";
+const PRODUCTS: &str = "public.products";
+
+/// A customers or products change as Debezium writes it, a transaction of its own.
+fn change(table: &str, key: &str, id: u64, after: Option<Json>, i: usize) -> String {
+    let ts_ms = 1_700_000_000_000 + i as i64;
+    let op = if after.is_some() { "u" } else { "d" };
+    json!({
+        "before": {key: id}, "after": after, "op": op, "ts_ms": ts_ms,
+        "source": {"ts_ms": ts_ms, "name": "dbserver1", "schema": "public", "table": table,
+                   "txId": 50_000_000 + i},
+    })
+    .to_string()
+}
+
+/// The orders workload with customers changes between its transactions, and products
+/// changes only in the first and last tenth.
+fn workload() -> Vec<String> {
+    let orders = orders_lines(40_000, 2_000, 17);
+    let mut lines = Vec::new();
+    let mut last_tx = None;
+    for (i, line) in orders.iter().enumerate() {
+        let tx = serde_json::from_str::<Json>(line).unwrap()["source"]["txId"].as_u64();
+        if tx.is_some() && tx != last_tx {
+            if i % 3 == 0 {
+                let id = (i as u64 * 7919) % 300;
+                let after = (i % 11 != 0).then(|| {
+                    json!({"id": id, "first_name": format!("F{id}"), "last_name": "L",
+                           "email": format!("c{id}.{i}@example.com"), "city": "Porto",
+                           "country": "PT"})
+                });
+                lines.push(change("customers", "id", id, after, i));
+            }
+            let edge = i < orders.len() / 10 || i > orders.len() * 9 / 10;
+            if edge && i % 5 == 0 {
+                let id = (i as u64 * 104_729) % 50;
+                let after = (i % 7 != 0).then(|| {
+                    json!({"product_id": id, "name": format!("product {id}"),
+                           "category": "tools", "price": format!("{}.{:02}", i % 300, i % 100),
+                           "created_at": 1_672_531_200_000_000i64 + i as i64})
+                });
+                lines.push(change("products", "product_id", id, after, i));
+            }
+            last_tx = tx;
+        }
+        lines.push(line.clone());
+    }
+    lines
+}
+
+/// `table`'s replica after the first `through` lines: key → the last `after` with its
+/// `cdc_operation` and `cdc_timestamp`.
+fn replica_of(lines: &[String], through: u64, table: &str, key: &str) -> Vec<Json> {
+    let mut rows: BTreeMap<i64, Json> = BTreeMap::new();
+    for line in &lines[..through as usize] {
+        let event: Json = serde_json::from_str(line).unwrap();
+        if event["source"]["table"] != table {
+            continue;
+        }
+        let id = event["before"][key].as_i64().unwrap();
+        match event["op"].as_str().unwrap() {
+            "d" => {
+                rows.remove(&id);
+            }
+            op => {
+                let mut row = event["after"].clone();
+                row["cdc_operation"] = json!(op);
+                row["cdc_timestamp"] = json!(event["source"]["ts_ms"].as_i64().unwrap() * 1000);
+                rows.insert(id, row);
+            }
+        }
+    }
+    let mut rows: Vec<Json> = rows.into_values().collect();
+    rows.sort_by_key(|r| r.to_string());
+    rows
+}
+
+fn orders_at(lines: &[String], through: u64) -> Vec<Json> {
+    let mut oracle = ReplicaOracle::default();
+    for line in &lines[..through as usize] {
+        let table = serde_json::from_str::<Json>(line).unwrap()["source"]["table"].clone();
+        if table != "customers" && table != "products" {
+            oracle.apply(line);
+        }
+    }
+    oracle.rows()
+}
+
+/// Every snapshot of `table` equals `oracle` at the position it records; returns the current
+/// snapshot's position.
+fn check_every_snapshot(
+    snapshots: &[SnapshotRead],
+    stream: &str,
+    table: &str,
+    oracle: impl Fn(u64) -> Vec<Json>,
+) -> u64 {
+    let mut previous = 0;
+    for (i, snapshot) in snapshots.iter().enumerate() {
+        let position = snapshot.position(stream);
+        assert!(position >= previous, "{table}: snapshot {i} goes back");
+        previous = position;
+        let expected = oracle(position);
+        assert!(
+            snapshot.rows == expected,
+            "{table}: snapshot {i} (line {position}) has {} rows, the replay {}",
+            snapshot.rows.len(),
+            expected.len()
+        );
+    }
+    previous
+}
+
+/// The position of `table`'s current snapshot.
+fn current_position(warehouse: &std::path::Path, table: &str, stream: &str) -> u64 {
+    let (current, _) = read_table(warehouse, table, true);
+    current.last().map_or(0, |s| s.position(stream))
+}
+
+#[test]
+fn three_tables_one_mostly_idle_come_back_exact_after_kills() {
+    if !pyiceberg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lines = workload();
+    let path = dir.path().join("shop.jsonl");
+    let source = format!("file:{}", path.display());
+    let stream = source.as_str();
+    let warehouse = dir.path().join("warehouse");
+    let command = || pipeline_run("shop-replica", &source, &warehouse, 250);
+
+    // 1. Most of the source, with kills: products commits nothing after the first tenth.
+    let first = lines.len() * 6 / 10;
+    write_lines(&path, &lines[..first]);
+    assert!(
+        kill_after(command, &[300, 700, 1100]) > 0,
+        "no run was killed"
+    );
+    let output = command().output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (orders_at_end, products_at_end) = (
+        current_position(&warehouse, ORDERS, stream),
+        current_position(&warehouse, PRODUCTS, stream),
+    );
+    assert_eq!(orders_at_end, first as u64);
+    assert!(
+        products_at_end < orders_at_end / 2,
+        "products lags (at line {products_at_end}, orders at {orders_at_end})"
+    );
+
+    // 2. The rest: the source replays from where products left off, and the other tables
+    //    drop what they hold.
+    write_lines(&path, &lines);
+    let output = command().env("RUST_LOG", "info").output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let held: u64 = log
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("already_held="))
+        .and_then(|n| n.parse().ok())
+        .expect("already_held=N in the finished line");
+    assert!(held > 0, "the replay reached tables that held it: {log}");
+
+    let total = lines.len() as u64;
+    let (orders, _) = read_table(&warehouse, ORDERS, false);
+    let at = check_every_snapshot(&orders, stream, ORDERS, |p| orders_at(&lines, p));
+    assert_eq!(at, total);
+    for (table, source_table, key) in [
+        (CUSTOMERS, "customers", "id"),
+        (PRODUCTS, "products", "product_id"),
+    ] {
+        let (snapshots, _) = read_table(&warehouse, table, false);
+        check_every_snapshot(&snapshots, stream, table, |p| {
+            replica_of(&lines, p, source_table, key)
+        });
+        assert_eq!(
+            snapshots.last().map(|s| s.rows.clone()),
+            Some(replica_of(&lines, total, source_table, key)),
+            "{table} ends equal to the source"
+        );
+    }
+}
