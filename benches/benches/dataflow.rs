@@ -27,13 +27,7 @@ fn events() -> (Vec<ChangeEvent>, TableSpec) {
         .into_iter()
         .enumerate()
         .filter_map(|(i, line)| {
-            let raw = RawRecord::line(
-                line.as_bytes(),
-                Position {
-                    stream: 0,
-                    offset: i as u64 + 1,
-                },
-            );
+            let raw = RawRecord::line(line.as_bytes(), Position::new(0, i as u64 + 1));
             match decode_with(&raw, &catalog, &mut cache) {
                 Decoded::Event(event) => Some(event),
                 _ => None,

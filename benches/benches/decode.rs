@@ -16,15 +16,7 @@ fn bench_decode(c: &mut Criterion) {
         let records: Vec<RawRecord> = workload_lines(10_000, schema)
             .into_iter()
             .enumerate()
-            .map(|(i, line)| {
-                RawRecord::line(
-                    line.as_bytes(),
-                    Position {
-                        stream: 0,
-                        offset: i as u64 + 1,
-                    },
-                )
-            })
+            .map(|(i, line)| RawRecord::line(line.as_bytes(), Position::new(0, i as u64 + 1)))
             .collect();
         let bytes: usize = records
             .iter()
@@ -56,10 +48,7 @@ fn bench_kafka_keys(c: &mut Criterion) {
                 key: Some(Arc::from(kafka_key(100_000 + i * 7, schema).as_bytes())),
                 value: None,
                 topic: Some(TopicName::new(ORDERS_TOPIC)),
-                position: Position {
-                    stream: 0,
-                    offset: i,
-                },
+                position: Position::new(0, i),
                 line: false,
             })
             .collect();

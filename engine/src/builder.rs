@@ -461,12 +461,17 @@ impl<'s> PipelineBuilder<'s> {
                 catalog.decode_only(id as TableId, columns);
             }
         }
+        // Only what a table holds beyond where the source resumes is replayed to it.
+        let resume = sinks.resume_point().ok().flatten().unwrap_or_default().0;
         let held = (0..catalog.len() as TableId)
             .map(|id| match held.get(&id) {
                 Some((_, positions)) => sinks
                     .streams
                     .iter()
-                    .map(|stream| positions.get(stream).copied())
+                    .map(|stream| {
+                        let last = positions.get(stream).copied();
+                        last.filter(|last| resume.get(stream).is_none_or(|r| last > r))
+                    })
                     .collect(),
                 None => Vec::new(),
             })

@@ -53,14 +53,31 @@ impl Op {
     }
 }
 
-/// Where a record came from: a source stream (file, Kafka partition) and an offset in it.
-/// Positions order the events of one stream; the engine maps `stream` to a name.
+/// Where a record came from: a source stream (file, Kafka partition, replication slot) and an
+/// offset in it. Positions order the events of one stream; the engine maps `stream` to a
+/// name. Offsets never decrease along a stream, so a committed offset divides it into what a
+/// sink holds and what it does not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Position {
     /// Index of the source stream (a file, a topic partition).
     pub stream: u32,
-    /// Offset within the stream: a 1-based line number for files, the offset for Kafka.
+    /// Offset within the stream: a 1-based line number for files, the offset for Kafka, the
+    /// commit LSN for PostgreSQL.
     pub offset: u64,
+    /// Order among the records that share an offset (the changes of one PostgreSQL
+    /// transaction, which all carry its commit LSN).
+    pub seq: u32,
+}
+
+impl Position {
+    /// The position `offset` of stream `stream` (the only record there).
+    pub fn new(stream: u32, offset: u64) -> Self {
+        Position {
+            stream,
+            offset,
+            seq: 0,
+        }
+    }
 }
 
 /// Bytes as a source delivers them, before decoding.

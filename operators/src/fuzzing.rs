@@ -64,10 +64,7 @@ pub fn decode_all_ways(data: &[u8]) -> usize {
     let catalog = catalog();
     let mut cache = SchemaCache::default();
     let bytes: Arc<[u8]> = Arc::from(data);
-    let position = Position {
-        stream: 0,
-        offset: 1,
-    };
+    let position = Position::new(0, 1);
     let topic = Some(crate::topic::TopicName::new("dbserver1.public.orders"));
     let mut records = vec![
         RawRecord::line(data, position),

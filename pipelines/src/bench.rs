@@ -206,10 +206,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     while workload.next_line(&mut line) {
         let stream = partition_of(workload.last_key(), partitions);
         let records = &mut streams[stream];
-        let position = Position {
-            stream: stream as u32,
-            offset: records.len() as u64 + 1,
-        };
+        let position = Position::new(stream as u32, records.len() as u64 + 1);
         let record = if config.kafka_records {
             // What the Kafka source delivers for Debezium's message: a tombstone's value is null.
             let key = kafka_key(workload.last_key(), config.schema);

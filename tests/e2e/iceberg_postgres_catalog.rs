@@ -6,13 +6,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use crate::support::iceberg::{check_snapshots, pyiceberg_available, read_table_with};
+use crate::support::iceberg::{pyiceberg_available, replica_survives_kills, Lake};
 use crate::support::postgres::Postgres;
-use crate::support::{
-    kill_twice_then_finish, orders_lines, replica_run, run_tributary, write_lines,
-};
-
-const TABLE: &str = "demo.orders_realtime_replica";
+use crate::support::run_tributary;
 
 #[test]
 fn postgres_catalog_resumes_after_kills_and_pyiceberg_reads_it() {
@@ -25,35 +21,17 @@ fn postgres_catalog_resumes_after_kills_and_pyiceberg_reads_it() {
     pg.psql("postgres", "CREATE DATABASE lake");
     let catalog = pg.url("postgres", "lake");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orders.jsonl");
-    let lines = orders_lines(60_000, 5_000, 29);
-    write_lines(&path, &lines);
-    let source = format!("file:{}", path.display());
     let warehouse = dir.path().join("warehouse");
-    let command = || {
-        let mut command = replica_run(&source, &warehouse);
-        command.args(["--catalog", &catalog]);
-        command
+    let lake = Lake {
+        warehouse: warehouse.to_str().unwrap().to_owned(),
+        catalog: Some(catalog.clone()),
+        reader_catalog: Some(catalog.clone()),
+        ..Lake::default()
     };
-    kill_twice_then_finish(command);
+    replica_survives_kills(&lake, dir.path(), 29);
     assert!(
         !warehouse.join("catalog.db").exists(),
         "no SQLite catalog is made when the catalog is PostgreSQL"
-    );
-
-    let (snapshots, _) = read_table_with(
-        warehouse.to_str().unwrap(),
-        Some(&catalog),
-        &[],
-        TABLE,
-        false,
-    );
-    assert!(snapshots.len() >= 2, "only {} snapshots", snapshots.len());
-    let last = check_snapshots(&snapshots, &source, &lines);
-    assert_eq!(
-        last,
-        lines.len() as u64,
-        "the last snapshot covers the file"
     );
 
     let row = pg.psql(

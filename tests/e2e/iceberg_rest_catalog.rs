@@ -9,11 +9,9 @@
 
 use std::process::Command;
 
-use crate::support::iceberg::{check_snapshots, pyiceberg_available, read_table_with};
+use crate::support::iceberg::{pyiceberg_available, replica_survives_kills, Lake};
 use crate::support::rest::RestServer;
-use crate::support::{
-    kill_twice_then_finish, orders_lines, replica_run, tributary_bin, write_lines,
-};
+use crate::support::tributary_bin;
 
 const TABLE: &str = "demo.orders_realtime_replica";
 const TOKEN: &str = "tributary-test-token";
@@ -25,41 +23,18 @@ fn rest_catalog_resumes_after_kills_and_pyiceberg_reads_it() {
     }
     let dir = tempfile::tempdir().unwrap();
     let server = RestServer::start(&dir.path().join("rest.db"), Some(TOKEN));
-    let path = dir.path().join("orders.jsonl");
-    let lines = orders_lines(60_000, 5_000, 31);
-    write_lines(&path, &lines);
-    let source = format!("file:{}", path.display());
     let warehouse = dir.path().join("warehouse");
-    let command = || {
-        let mut command = replica_run(&source, &warehouse);
-        command
-            .args(["--catalog", &server.uri, "--workers", "2"])
-            .env("TRIBUTARY_REST_TOKEN", TOKEN);
-        command
+    let lake = Lake {
+        warehouse: warehouse.to_str().unwrap().to_owned(),
+        catalog: Some(server.uri.clone()),
+        reader_catalog: Some(server.uri.clone()),
+        args: vec!["--workers".into(), "2".into()],
+        env: vec![("TRIBUTARY_REST_TOKEN", TOKEN.to_owned())],
     };
-    kill_twice_then_finish(command);
+    let snapshots = replica_survives_kills(&lake, dir.path(), 31);
     assert!(
         !warehouse.join("catalog.db").exists(),
         "no SQLite catalog is made when the catalog is REST"
-    );
-
-    let read = || {
-        read_table_with(
-            warehouse.to_str().unwrap(),
-            Some(&server.uri),
-            &[("TRIBUTARY_REST_TOKEN", TOKEN.to_owned())],
-            TABLE,
-            false,
-        )
-        .0
-    };
-    let snapshots = read();
-    assert!(snapshots.len() >= 2, "only {} snapshots", snapshots.len());
-    let last = check_snapshots(&snapshots, &source, &lines);
-    assert_eq!(
-        last,
-        lines.len() as u64,
-        "the last snapshot covers the file"
     );
 
     // Maintenance commits through the REST catalog as well.
@@ -85,7 +60,7 @@ fn rest_catalog_resumes_after_kills_and_pyiceberg_reads_it() {
     };
     maintain(&["compact", TABLE]);
     maintain(&["expire", TABLE, "--older-than", "0s"]);
-    let after = read();
+    let after = lake.read(TABLE);
     assert_eq!(after.len(), 1, "expiry left only the current snapshot");
     assert_eq!(
         after[0].rows,

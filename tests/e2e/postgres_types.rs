@@ -7,33 +7,20 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
 use crate::support::postgres::Postgres;
+use crate::support::Capture;
 use crate::support::{parse_console, table_at};
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
     run, shared_writer, BuildError, Column, ColumnType, ConsoleFormat, ConsoleMode, ConsoleOptions,
     IcebergOptions, Pipeline, PipelineBuilder, RunOptions, Schema,
 };
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn kinds_schema() -> Schema {
     Schema::new(vec![

@@ -9,8 +9,6 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::iceberg::{pyiceberg_available, read_table};
@@ -18,6 +16,7 @@ use crate::support::kafka::{Broker, Outgoing};
 use crate::support::transactions::{
     for_kafka, oracles, transaction_fixture, whole_transactions_through, TxStream,
 };
+use crate::support::Capture;
 use crate::support::{parse_console, table_at, ConsoleLine};
 use tributary_engine::sources::SourceSpec;
 use tributary_engine::{
@@ -27,19 +26,6 @@ use tributary_engine::{
 
 const TABLE: &str = "demo.orders_realtime_replica";
 const TOPIC: &str = "dbserver1.public.orders";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Runs `orders-replica` to the end of `source` with an epoch per transaction and a commit per
 /// epoch; returns its summary and console lines.

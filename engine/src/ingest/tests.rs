@@ -33,7 +33,7 @@ fn record(stream: u32, offset: u64, kind: Kind) -> RawRecord {
         key: None,
         value: value.map(|v| Arc::from(v.as_bytes())),
         topic: None,
-        position: Position { stream, offset },
+        position: Position::new(stream, offset),
         line: true,
     }
 }

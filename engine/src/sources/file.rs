@@ -78,13 +78,7 @@ impl<R: BufRead> LineSplitter<R> {
         }
         let line = &self.partial[..end];
         if !line.iter().all(u8::is_ascii_whitespace) {
-            out.push(RawRecord::line(
-                line,
-                Position {
-                    stream: 0,
-                    offset: self.line_number,
-                },
-            ));
+            out.push(RawRecord::line(line, Position::new(0, self.line_number)));
         }
         self.partial.clear();
     }

@@ -115,10 +115,7 @@ mod tests {
     fn stream(index: u32, len: u64) -> Arc<[RawRecord]> {
         (1..=len)
             .map(|offset| {
-                let position = Position {
-                    stream: index,
-                    offset,
-                };
+                let position = Position::new(index, offset);
                 RawRecord::line(format!("{index}:{offset}").as_bytes(), position)
             })
             .collect()

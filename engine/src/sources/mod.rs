@@ -35,7 +35,8 @@ pub trait Source: Send {
     /// Names of the streams that positions refer to, by stream index.
     fn stream_names(&self) -> Vec<String>;
 
-    /// Appends up to `max` records to `out`.
+    /// Appends up to `max` records to `out`. A stream's offsets never decrease, so a position
+    /// a sink committed divides the stream into what it holds and what it does not.
     fn poll(&mut self, out: &mut Vec<RawRecord>, max: usize) -> Result<Poll, SourceError>;
 
     /// Narrows this source to the first of at most `parts` parts that different workers read

@@ -98,7 +98,11 @@ impl std::fmt::Debug for DecodeRouter<'_> {
 const RUN_BITS: u32 = 6;
 
 fn spread(record: &RawRecord) -> u64 {
-    (record.position.offset >> RUN_BITS) ^ u64::from(record.position.stream).rotate_left(32)
+    let offset = record
+        .position
+        .offset
+        .wrapping_add(u64::from(record.position.seq));
+    (offset >> RUN_BITS) ^ u64::from(record.position.stream).rotate_left(32)
 }
 
 /// Where each raw record is decoded. With several workers, a record whose Kafka key reads as

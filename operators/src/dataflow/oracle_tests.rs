@@ -63,7 +63,7 @@ fn to_event((_, op, id, status, quantity, cents, ts): Change, offset: u64) -> Ch
         },
         before: None,
         after: matches!(op, Op::Create | Op::Update | Op::Read).then_some(row),
-        position: Position { stream: 0, offset },
+        position: Position::new(0, offset),
         event_time_ms: ts * 1000,
         tx: None,
         source_lsn: None,

@@ -152,10 +152,7 @@ pub fn replica_seed_event(table: TableId, spec: &TableSpec, row: &Row, index: u6
         key: Key::of(&after, &spec.key),
         before: None,
         after: Some(after),
-        position: Position {
-            stream: u32::MAX,
-            offset: index,
-        },
+        position: Position::new(u32::MAX, index),
         event_time_ms,
         tx: None,
         source_lsn: None,

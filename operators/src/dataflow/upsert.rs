@@ -324,7 +324,7 @@ mod tests {
             key: Key::new(if keyed { vec![Value::Int(id)] } else { vec![] }),
             before: None,
             after: is_upsert(op).then(|| row(id, status)),
-            position: Position { stream: 0, offset },
+            position: Position::new(0, offset),
             event_time_ms: 0,
             tx: None,
             source_lsn: None,

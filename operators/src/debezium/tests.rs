@@ -33,13 +33,7 @@ fn catalog() -> TableCatalog {
 }
 
 fn line(text: &str) -> RawRecord {
-    RawRecord::line(
-        text.as_bytes(),
-        Position {
-            stream: 0,
-            offset: 7,
-        },
-    )
+    RawRecord::line(text.as_bytes(), Position::new(0, 7))
 }
 
 fn event(text: &str) -> ChangeEvent {
@@ -163,10 +157,7 @@ fn kafka_key_wins_and_tombstones_need_a_topic() {
         key: Some(Arc::from(&b"{\"order_id\":8}"[..])),
         value: None,
         topic: Some(crate::topic::TopicName::new("dbserver1.public.orders")),
-        position: Position {
-            stream: 1,
-            offset: 3,
-        },
+        position: Position::new(1, 3),
         line: false,
     };
     match decode(&kafka, &catalog()) {
@@ -183,10 +174,7 @@ fn a_kafka_records_key_is_read_without_its_value_as_decoding_reads_it() {
             format!(r#"{{"before":null,"after":{{"order_id":8}},{SOURCE},"op":"c"}}"#).as_bytes(),
         )),
         topic: topic.map(crate::topic::TopicName::new),
-        position: Position {
-            stream: 0,
-            offset: 1,
-        },
+        position: Position::new(0, 1),
         line: false,
     };
     let orders = Some("dbserver1.public.orders");

@@ -18,6 +18,20 @@ pub mod rest;
 pub mod s3;
 pub mod transactions;
 
+/// A console writer that keeps what it is given, for in-process runs.
+#[derive(Clone, Default)]
+pub struct Capture(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Path of the `tributary` binary (cargo builds it for this test target).
 pub fn tributary_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tributary"))

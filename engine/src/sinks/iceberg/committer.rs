@@ -147,6 +147,10 @@ impl Committer {
     }
 }
 
+/// An idle table (nothing to commit) still records how far the source is this often (at
+/// least), in a snapshot without files.
+const IDLE_REFRESH: Duration = Duration::from_secs(30);
+
 fn run(
     mut writer: TableWriter,
     messages: Receiver<Message>,
@@ -156,6 +160,8 @@ fn run(
     // epoch before a reported frontier.
     let mut through: Option<Time> = None;
     let mut last_commit = Instant::now();
+    let mut last_snapshot = Instant::now();
+    let refresh = IDLE_REFRESH.max(context.interval);
     loop {
         let wait = context.interval.saturating_sub(last_commit.elapsed());
         match messages.recv_timeout(wait) {
@@ -172,14 +178,17 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
                 if let Some(last) = context.ledger.last() {
-                    commit(&mut writer, last, context)?;
+                    commit(&mut writer, last, true, context)?;
                 }
                 return Ok(());
             }
         }
         if last_commit.elapsed() >= context.interval {
             if let Some(through) = through {
-                commit(&mut writer, through, context)?;
+                let idle_long = last_snapshot.elapsed() >= refresh;
+                if commit(&mut writer, through, idle_long, context)? {
+                    last_snapshot = Instant::now();
+                }
             }
             last_commit = Instant::now();
         }
@@ -191,17 +200,22 @@ fn add_busy(context: &CommitterContext, since: Instant) {
     Metrics::add(&context.metrics.iceberg_busy_us, micros);
 }
 
+/// Commits the epochs through `through` (see [`TableWriter::commit`] for `even_if_unchanged`);
+/// true if a snapshot was written. The table counts as durable only as far as its snapshots
+/// record: sources are acknowledged no further than any table's recorded positions.
 fn commit(
     writer: &mut TableWriter,
     through: Time,
+    even_if_unchanged: bool,
     context: &CommitterContext,
-) -> Result<(), IcebergError> {
+) -> Result<bool, IcebergError> {
     let Some(positions) = context.ledger.positions_through(through) else {
-        return Ok(());
+        return Ok(false);
     };
     let started = Instant::now();
-    let committed = writer.commit(through, &positions)?;
+    let committed = writer.commit(through, &positions, even_if_unchanged)?;
     add_busy(context, started);
+    let written = committed.is_some();
     if let Some(stats) = committed {
         let latency = started.elapsed();
         Metrics::add(&context.metrics.iceberg_commits, 1);
@@ -216,6 +230,8 @@ fn commit(
             "committed iceberg snapshot"
         );
     }
-    context.durability.committed(&context.name, through);
-    Ok(())
+    if let Some(recorded) = writer.committed().epoch {
+        context.durability.committed(&context.name, recorded);
+    }
+    Ok(written)
 }

@@ -292,18 +292,23 @@ impl TableWriter {
     }
 
     /// Commits the applied changes as one snapshot covering epochs up to `epoch` and the
-    /// source `positions`; nothing happens when nothing changed.
+    /// source `positions`. When nothing changed, nothing happens unless `even_if_unchanged`
+    /// and the positions moved: then a snapshot without files records them (an idle table
+    /// keeps up, so that restarts need not replay for it and sources may be acknowledged).
     pub fn commit(
         &mut self,
         epoch: Time,
         positions: &StreamPositions,
+        even_if_unchanged: bool,
     ) -> Result<Option<CommitStats>, IcebergError> {
         let mut merged = self.committed.positions.clone();
         for (stream, offset) in positions {
             let entry = merged.entry(stream.clone()).or_insert(0);
             *entry = (*entry).max(*offset);
         }
-        if !self.has_changes() {
+        let moved = merged != self.committed.positions || self.committed.epoch.is_none();
+        let record_only = even_if_unchanged && moved;
+        if !self.has_changes() && !record_only {
             self.pending.clear();
             return Ok(None);
         }
@@ -489,7 +494,7 @@ mod tests {
                 writer.apply(epoch(&mut dice, &mut state, version)).unwrap();
                 if dice.below(3) == 0 || version == 29 || version == 60 {
                     writer
-                        .commit(version as Time, &StreamPositions::new())
+                        .commit(version as Time, &StreamPositions::new(), false)
                         .unwrap();
                     let expected: Vec<Row> = state.values().cloned().collect();
                     assert_eq!(
@@ -507,7 +512,7 @@ mod tests {
         let warehouse = tempfile::tempdir().unwrap();
         let mut writer = open(warehouse.path(), DeleteMode::Position);
         writer.apply(vec![(row(1, 1), 1)]).unwrap();
-        writer.commit(1, &StreamPositions::new()).unwrap();
+        writer.commit(1, &StreamPositions::new(), false).unwrap();
         // Alone, as half of an update of a key never written, and twice in one epoch.
         for updates in [
             vec![(row(2, 1), -1)],
@@ -517,5 +522,29 @@ mod tests {
             let error = writer.apply(updates).unwrap_err();
             assert!(matches!(error, IcebergError::Inconsistent(_)), "{error}");
         }
+    }
+
+    #[test]
+    fn an_idle_table_records_how_far_the_source_is_without_files() {
+        let warehouse = tempfile::tempdir().unwrap();
+        let mut writer = open(warehouse.path(), DeleteMode::Position);
+        writer.apply(vec![(row(1, 1), 1)]).unwrap();
+        let at = |offset| StreamPositions::from([("s".to_owned(), offset)]);
+        assert!(writer.commit(1, &at(10), false).unwrap().is_some());
+        assert!(
+            writer.commit(2, &at(20), false).unwrap().is_none(),
+            "nothing changed: no snapshot unless asked"
+        );
+        let recorded = writer.commit(3, &at(30), true).unwrap().unwrap();
+        assert_eq!((recorded.rows, recorded.deletes), (0, 0));
+        assert_eq!(writer.committed().epoch, Some(3));
+        assert_eq!(writer.committed().positions, at(30));
+        assert!(
+            writer.commit(4, &at(30), true).unwrap().is_none(),
+            "positions that did not move are not recorded again"
+        );
+        let reopened = open(warehouse.path(), DeleteMode::Position);
+        assert_eq!(reopened.committed().positions, at(30));
+        assert_eq!(table_rows(&reopened), vec![row(1, 1)]);
     }
 }

@@ -50,10 +50,7 @@ impl Source for GeneratorSource {
             self.offset += 1;
             out.push(RawRecord::line(
                 self.line.as_bytes(),
-                Position {
-                    stream: 0,
-                    offset: self.offset,
-                },
+                Position::new(0, self.offset),
             ));
         }
         Ok(Poll::Ready)

@@ -355,7 +355,7 @@ impl Source for KafkaSource {
                 key: message.key().map(Arc::from),
                 value: message.payload().map(Arc::from),
                 topic: Some(self.topics[topic]),
-                position: Position { stream, offset },
+                position: Position::new(stream, offset),
                 line: false,
             });
             got += 1;

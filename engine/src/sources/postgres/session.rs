@@ -296,7 +296,11 @@ impl Session {
                         fallback: None,
                     };
                     let json = change_event('r', None, Some(after), &source);
-                    records.push(record(json, consistent_point));
+                    records.push(record(
+                        json,
+                        consistent_point,
+                        total as usize + records.len(),
+                    ));
                 }
                 if records.is_empty() {
                     break;

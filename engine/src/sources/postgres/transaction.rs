@@ -1,6 +1,5 @@
 //! A PostgreSQL transaction on its way to the pipeline: the relations the server described,
-//! and each change turned into Debezium JSON with the offset that keeps one key's changes in
-//! commit order.
+//! and each change turned into Debezium JSON at the transaction's commit position.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,12 +80,12 @@ pub(super) fn report_schema_change(previous: &TableShape, current: &TableShape) 
     );
 }
 
-/// A transaction being received: its changes as (change LSN, Debezium JSON).
+/// A transaction being received: its changes as Debezium JSON, in WAL order.
 #[derive(Debug)]
 pub(super) struct OpenTransaction {
     pub xid: u64,
     pub ts_ms: i64,
-    pub changes: Vec<(u64, String)>,
+    pub changes: Vec<String>,
 }
 
 impl OpenTransaction {
@@ -174,36 +173,34 @@ impl OpenTransaction {
             }
             RowMessage::Relation(_) | RowMessage::Ignored => {}
         }
-        for event in events {
-            // Offsets increase within a transaction even if the server repeats an LSN.
-            let offset = self
-                .changes
-                .last()
-                .map_or(lsn, |(previous, _)| lsn.max(previous + 1));
-            self.changes.push((offset, event));
-        }
+        self.changes.extend(events);
         Ok(())
     }
 
-    /// The transaction's records. Each change keeps its own LSN as its offset, so changes to
-    /// one key sort in commit order within an epoch (row locks order them in the WAL); the
-    /// last one carries the commit's end LSN, which is what an epoch's position records.
+    /// The transaction's records: all at the commit's end LSN (what an epoch's position
+    /// records, and the order of transactions), in WAL order within it (row locks order one
+    /// key's changes there). A change's own LSN, which may lie below an earlier
+    /// transaction's commit, stays in its `source.lsn`.
     pub(super) fn into_records(self, end_lsn: u64) -> Vec<RawRecord> {
-        let last = self.changes.len().saturating_sub(1);
         self.changes
             .into_iter()
             .enumerate()
-            .map(|(i, (lsn, json))| record(json, if i == last { end_lsn.max(lsn) } else { lsn }))
+            .map(|(i, json)| record(json, end_lsn, i))
             .collect()
     }
 }
 
-pub(super) fn record(json: String, offset: u64) -> RawRecord {
+/// A record at `offset`, the `seq`-th there.
+pub(super) fn record(json: String, offset: u64, seq: usize) -> RawRecord {
     RawRecord {
         key: None,
         value: Some(Arc::from(json.into_bytes().into_boxed_slice())),
         topic: None,
-        position: Position { stream: 0, offset },
+        position: Position {
+            stream: 0,
+            offset,
+            seq: u32::try_from(seq).unwrap_or(u32::MAX),
+        },
         line: false,
     }
 }
