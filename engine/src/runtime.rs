@@ -239,6 +239,8 @@ fn build(
 }
 
 /// A reading worker's loop: poll, assign epochs, send, respect backpressure, report progress.
+/// (Never inlined: `benches/instructions.sh` counts the instructions run inside it.)
+#[inline(never)]
 fn drive(
     worker: &mut Worker,
     mut input: RawInput,

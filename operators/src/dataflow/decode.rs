@@ -188,6 +188,9 @@ impl<'s> DecodeRouter<'s> {
             ..
         } = self;
         let _ = routing_catalog.set(Arc::clone(&catalog));
+        let any_held = held
+            .iter()
+            .any(|streams| streams.iter().any(Option::is_some));
         builder.build(move |_capabilities| {
             let mut cache = SchemaCache::default();
             let mut per_table: Vec<Vec<Update<ChangeEvent>>> = Vec::new();
@@ -209,7 +212,7 @@ impl<'s> DecodeRouter<'s> {
                             remaining -= 1;
                             match decode_with(&raw, &catalog, &mut cache) {
                                 Decoded::Event(event) => {
-                                    if is_held(&held, &event) {
+                                    if any_held && is_held(&held, &event) {
                                         replayed += 1;
                                         continue;
                                     }
