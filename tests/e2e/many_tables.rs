@@ -128,6 +128,66 @@ fn check_every_snapshot(
     previous
 }
 
+/// `tributary tables --consistent` names, per table, a snapshot; together they must be the
+/// source replayed to one position (the furthest of theirs).
+fn check_consistent_cut(warehouse: &std::path::Path, stream: &str, lines: &[String]) {
+    let output = crate::support::run_tributary_ok(&[
+        "tables",
+        "--warehouse",
+        warehouse.to_str().unwrap(),
+        "--consistent",
+        "--format",
+        "json",
+    ]);
+    let listing: Json = serde_json::from_str(&output).unwrap();
+    let cut = listing["consistent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["pipeline"] == "shop-replica")
+        .expect("a consistent cut of shop-replica")
+        .clone();
+    let newest = listing["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["epoch"].as_u64());
+    assert!(
+        newest.max().flatten() > cut["epoch"].as_u64(),
+        "the cut lies behind some table's current snapshot: {listing}"
+    );
+    let chosen = |table: &str| -> Option<SnapshotRead> {
+        let id = cut["snapshots"][table].as_i64()?;
+        let (snapshots, _) = read_table(warehouse, table, false);
+        Some(
+            snapshots
+                .into_iter()
+                .find(|s| s.id == id)
+                .expect("the chosen snapshot"),
+        )
+    };
+    let picked: Vec<(&str, Option<SnapshotRead>)> =
+        [ORDERS, CUSTOMERS, PRODUCTS].map(|t| (t, chosen(t))).into();
+    let at = picked
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().map(|s| s.position(stream)))
+        .max()
+        .expect("some table has a snapshot in the cut");
+    for (table, snapshot) in picked {
+        let rows = snapshot.map(|s| s.rows).unwrap_or_default();
+        let expected = match table {
+            ORDERS => orders_at(lines, at),
+            CUSTOMERS => replica_of(lines, at, "customers", "id"),
+            _ => replica_of(lines, at, "products", "product_id"),
+        };
+        assert!(
+            rows == expected,
+            "{table} in the cut at epoch {} differs from the source at line {at}",
+            cut["epoch"]
+        );
+    }
+}
+
 /// The position of `table`'s current snapshot.
 fn current_position(warehouse: &std::path::Path, table: &str, stream: &str) -> u64 {
     let (current, _) = read_table(warehouse, table, true);
@@ -148,9 +208,10 @@ fn three_tables_one_mostly_idle_come_back_exact_after_kills() {
     let command = || pipeline_run("shop-replica", &source, &warehouse, 250);
 
     // 1. Most of the source, followed, then killed (a run that ends cleanly records every
-    //    table's position): products changes only in the first tenth, so it lags.
+    //    table's position): products changes only in the first tenth, so it lags. The source
+    //    grows in two steps, so that products' last change is not in the first commit.
     let first = lines.len() * 6 / 10;
-    write_lines(&path, &lines[..first]);
+    write_lines(&path, &lines[..first / 12]);
     let log = dir.path().join("followed.log");
     let mut follow = std::process::Command::new(crate::support::tributary_bin());
     let mut child = follow
@@ -169,15 +230,28 @@ fn three_tables_one_mostly_idle_come_back_exact_after_kills() {
             .filter(|l| l.contains("committed iceberg snapshot") && l.contains(ORDERS))
             .count()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while orders_commits() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "orders did not commit twice: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let await_commits = |count: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while orders_commits() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "orders did not commit {count} times: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    await_commits(1);
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        (lines[first / 12..first].join("\n") + "\n").as_bytes(),
+    )
+    .unwrap();
+    await_commits(3);
     child.kill().unwrap();
     child.wait().unwrap();
     let (orders_line, products_line) = (
@@ -188,6 +262,10 @@ fn three_tables_one_mostly_idle_come_back_exact_after_kills() {
         products_line < orders_line,
         "products lags (at line {products_line}, orders at {orders_line})"
     );
+
+    // The tables' snapshots now stand at different positions; `tributary tables --consistent`
+    // picks one of each that together are the source at one point.
+    check_consistent_cut(&warehouse, stream, &lines);
 
     // 2. All of it: the source replays from where products left off, and the other tables
     //    drop what they hold.

@@ -149,7 +149,7 @@ impl SinkContext {
             failure: Arc::clone(failure),
             durability: Durability::default(),
             iceberg: IcebergSinks::new(settings.iceberg.clone(), settings.pipeline),
-            ledger: EpochLedger::default(),
+            ledger: EpochLedger::with_commit_interval(settings.iceberg.commit_interval),
             streams: Arc::new(settings.streams.to_vec()),
         }
     }

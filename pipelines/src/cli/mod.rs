@@ -1,6 +1,6 @@
 //! The `tributary` command line, as a library: [`main`] gives any crate the whole CLI (`run`,
-//! `pipelines`, `generate`, `bench`, `maintain`, `tributary.toml`, signals) over its own
-//! pipelines.
+//! `pipelines`, `generate`, `bench`, `maintain`, `tables`, `tributary.toml`, signals) over its
+//! own pipelines.
 //!
 //! ```no_run
 //! use tributary::cli;
@@ -22,6 +22,7 @@ mod bench;
 mod generate;
 mod maintain;
 mod run;
+mod tables;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Maintain an Iceberg table (run while the pipeline writing it is stopped).
     Maintain(maintain::MaintainArgs),
+    /// List the Iceberg tables with their current snapshot and epoch (--consistent: a
+    /// transaction-consistent cut across each pipeline's tables).
+    Tables(tables::TablesArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -114,6 +118,7 @@ fn dispatch(command: Command, pipelines: &[Pipeline]) -> anyhow::Result<()> {
         Command::Generate(args) => generate::generate(args),
         Command::Bench(args) => bench::bench(args, pipelines),
         Command::Maintain(args) => maintain::maintain(args),
+        Command::Tables(args) => tables::list(args),
     }
 }
 

@@ -12,6 +12,8 @@ use crate::support::price_cents;
 /// One snapshot as pyiceberg reads it.
 #[derive(Debug, Clone)]
 pub struct SnapshotRead {
+    /// Its id.
+    pub id: i64,
     /// Its summary (`tributary.*` and counts).
     pub summary: BTreeMap<String, String>,
     /// `append` or `overwrite`.
@@ -97,6 +99,7 @@ pub fn read_table_with(
             let mut rows = s["rows"].as_array().expect("rows").clone();
             rows.sort_by_key(|r| r.to_string());
             SnapshotRead {
+                id: s["snapshot_id"].as_i64().expect("snapshot_id"),
                 summary: serde_json::from_value(s["summary"].clone()).expect("summary"),
                 operation: s["operation"].as_str().unwrap_or_default().to_owned(),
                 rows,

@@ -57,6 +57,7 @@ pub fn read_table_iceberg_rust(warehouse: &Path, table: &str) -> Vec<SnapshotRea
             let mut rows: Vec<Json> = batches.iter().flat_map(rows_of).collect();
             rows.sort_by_key(|r| r.to_string());
             read.push(SnapshotRead {
+                id: snapshot.snapshot_id(),
                 summary: snapshot
                     .summary()
                     .additional_properties

@@ -55,6 +55,9 @@ pub trait Catalog: Send + fmt::Debug {
     /// The table's current metadata location, if the table exists.
     fn load(&mut self, table: &TableIdent) -> Result<Option<String>, IcebergError>;
 
+    /// Every table of the catalog, sorted.
+    fn list(&mut self) -> Result<Vec<TableIdent>, IcebergError>;
+
     /// Registers a new table (and its namespace); an error if it already exists.
     fn create(&mut self, table: &TableIdent, metadata_location: &str) -> Result<(), IcebergError>;
 
@@ -127,6 +130,25 @@ fn sql_error(cause: rusqlite::Error) -> IcebergError {
 }
 
 impl Catalog for SqliteCatalog {
+    fn list(&mut self) -> Result<Vec<TableIdent>, IcebergError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT table_namespace, table_name FROM iceberg_tables
+                 WHERE catalog_name = ?1 ORDER BY table_namespace, table_name",
+            )
+            .map_err(sql_error)?;
+        let rows = statement
+            .query_map(params![CATALOG_NAME], |row| {
+                Ok(TableIdent {
+                    namespace: row.get(0)?,
+                    name: row.get(1)?,
+                })
+            })
+            .map_err(sql_error)?;
+        rows.collect::<Result<_, _>>().map_err(sql_error)
+    }
+
     fn load(&mut self, table: &TableIdent) -> Result<Option<String>, IcebergError> {
         self.connection
             .query_row(
@@ -273,6 +295,24 @@ fn postgres_reason(error: &postgres::Error) -> String {
 }
 
 impl Catalog for PostgresCatalog {
+    fn list(&mut self) -> Result<Vec<TableIdent>, IcebergError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT table_namespace, table_name FROM iceberg_tables
+                 WHERE catalog_name = $1 ORDER BY table_namespace, table_name",
+                &[&CATALOG_NAME],
+            )
+            .map_err(|e| self.error(&e))?;
+        Ok(rows
+            .iter()
+            .map(|row| TableIdent {
+                namespace: row.get(0),
+                name: row.get(1),
+            })
+            .collect())
+    }
+
     fn load(&mut self, table: &TableIdent) -> Result<Option<String>, IcebergError> {
         let row = self
             .client

@@ -1,6 +1,7 @@
 //! The sink's moving parts: a dataflow operator on the sink worker hands each closed epoch's
-//! changes to a committer thread, which commits every commit interval (and at the end), with
-//! the source positions of the last epoch it covers, then reports the epoch durable.
+//! changes to a committer thread, which commits at the ledger's commit points (one per commit
+//! interval, the same epochs for every table) and at the end, with the source positions of the
+//! last epoch it covers, then reports how far the table is durable.
 
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -151,47 +152,100 @@ impl Committer {
 /// least), in a snapshot without files.
 const IDLE_REFRESH: Duration = Duration::from_secs(30);
 
+/// The committer thread: applies each closed epoch's changes in order and commits at the
+/// ledger's commit points (the same epochs for every table of the run), and at the end.
 fn run(
     mut writer: TableWriter,
     messages: Receiver<Message>,
     context: &CommitterContext,
 ) -> Result<(), IcebergError> {
-    // The newest epoch known complete: every epoch handed over is complete, and so is every
-    // epoch before a reported frontier.
-    let mut through: Option<Time> = None;
-    let mut last_commit = Instant::now();
-    let mut last_snapshot = Instant::now();
-    let refresh = IDLE_REFRESH.max(context.interval);
+    let mut state = CommitState {
+        committed: None,
+        first_changed: None,
+        last_snapshot: Instant::now(),
+        refresh: IDLE_REFRESH.max(context.interval),
+    };
+    // The newest epoch known complete.
+    let mut complete: Option<Time> = None;
     loop {
-        let wait = context.interval.saturating_sub(last_commit.elapsed());
-        match messages.recv_timeout(wait) {
+        match messages.recv_timeout(context.interval.max(Duration::from_millis(10))) {
             Ok(Message::Epoch(0, _)) if context.skip_epoch_zero => {}
             Ok(Message::Epoch(epoch, updates)) => {
+                // Every epoch before this one is complete: commit points among them first.
+                state.commit_before(&mut writer, epoch, context)?;
                 let started = Instant::now();
                 writer.apply(updates)?;
                 add_busy(context, started);
-                through = through.max(Some(epoch));
+                state.first_changed.get_or_insert(epoch);
+                complete = complete.max(Some(epoch));
             }
             Ok(Message::Frontier(frontier)) => {
-                through = through.max(frontier.checked_sub(1));
+                state.commit_before(&mut writer, frontier, context)?;
+                complete = complete.max(frontier.checked_sub(1));
             }
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                // Nothing new for an interval (a quiet source): commit what is complete.
+                if let Some(epoch) = complete {
+                    context.ledger.propose_commit_point(epoch);
+                    state.commit_before(&mut writer, epoch + 1, context)?;
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 if let Some(last) = context.ledger.last() {
-                    commit(&mut writer, last, true, context)?;
+                    state.commit(&mut writer, last, true, context)?;
                 }
                 return Ok(());
             }
         }
-        if last_commit.elapsed() >= context.interval {
-            if let Some(through) = through {
-                let idle_long = last_snapshot.elapsed() >= refresh;
-                if commit(&mut writer, through, idle_long, context)? {
-                    last_snapshot = Instant::now();
-                }
+    }
+}
+
+/// What the committer thread knows between messages.
+struct CommitState {
+    /// The last commit point committed in this run.
+    committed: Option<Time>,
+    /// The first epoch with changes since the last snapshot.
+    first_changed: Option<Time>,
+    last_snapshot: Instant,
+    refresh: Duration,
+}
+
+impl CommitState {
+    /// Commits through the newest commit point before `bound`, if not done yet.
+    fn commit_before(
+        &mut self,
+        writer: &mut TableWriter,
+        bound: Time,
+        context: &CommitterContext,
+    ) -> Result<(), IcebergError> {
+        match context.ledger.commit_point_before(bound) {
+            Some(point) if self.committed < Some(point) => {
+                let idle_long = self.last_snapshot.elapsed() >= self.refresh;
+                self.commit(writer, point, idle_long, context)
             }
-            last_commit = Instant::now();
+            _ => Ok(()),
         }
+    }
+
+    fn commit(
+        &mut self,
+        writer: &mut TableWriter,
+        through: Time,
+        even_if_unchanged: bool,
+        context: &CommitterContext,
+    ) -> Result<(), IcebergError> {
+        self.committed = Some(through);
+        if commit(
+            writer,
+            through,
+            self.first_changed,
+            even_if_unchanged,
+            context,
+        )? {
+            self.first_changed = None;
+            self.last_snapshot = Instant::now();
+        }
+        Ok(())
     }
 }
 
@@ -200,12 +254,14 @@ fn add_busy(context: &CommitterContext, since: Instant) {
     Metrics::add(&context.metrics.iceberg_busy_us, micros);
 }
 
-/// Commits the epochs through `through` (see [`TableWriter::commit`] for `even_if_unchanged`);
+/// Commits the epochs through `through`, whose changes start at `first_changed` (see
+/// [`TableWriter::commit`] for `even_if_unchanged`);
 /// true if a snapshot was written. The table counts as durable only as far as its snapshots
 /// record: sources are acknowledged no further than any table's recorded positions.
 fn commit(
     writer: &mut TableWriter,
     through: Time,
+    first_changed: Option<Time>,
     even_if_unchanged: bool,
     context: &CommitterContext,
 ) -> Result<bool, IcebergError> {
@@ -213,7 +269,7 @@ fn commit(
         return Ok(false);
     };
     let started = Instant::now();
-    let committed = writer.commit(through, &positions, even_if_unchanged)?;
+    let committed = writer.commit(through, &positions, first_changed, even_if_unchanged)?;
     add_busy(context, started);
     let written = committed.is_some();
     if let Some(stats) = committed {

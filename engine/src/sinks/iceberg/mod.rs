@@ -8,6 +8,7 @@ mod columns;
 mod commit;
 mod committer;
 mod encode;
+mod inspect;
 mod keyed;
 mod maintain;
 mod partition;
@@ -30,11 +31,13 @@ pub use catalog::{Catalog, PostgresCatalog, SqliteCatalog, TableIdent, CATALOG_N
 pub use columns::{iceberg_schema, iceberg_type, ColumnMap};
 pub use committer::{attach, CommitterContext};
 pub use encode::encode_parquet;
+pub use inspect::{consistent_cuts, tables, Cut, SnapshotInfo, TableInfo};
 pub use maintain::{compact, expire, Compacted};
 pub use partition::Partition;
 pub use rest::RestCatalog;
 pub use table::{
-    Committed, IcebergTable, StoredRow, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS,
+    Committed, IcebergTable, StoredRow, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
+    SUMMARY_POSITIONS,
 };
 pub use writer::{CommitStats, TableWriter, WriteMode};
 

@@ -140,6 +140,38 @@ impl RestCatalog {
 }
 
 impl Catalog for RestCatalog {
+    fn list(&mut self) -> Result<Vec<TableIdent>, IcebergError> {
+        let (status, body) = self.request(Method::GET, "namespaces", None)?;
+        if !status.is_success() {
+            return Err(self.failure("listing namespaces", status, &body));
+        }
+        let mut tables = Vec::new();
+        for namespace in body["namespaces"].as_array().into_iter().flatten() {
+            let parts: Vec<&str> = namespace
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|part| part.as_str())
+                .collect();
+            let namespace = parts.join(".");
+            let path = format!("namespaces/{}/tables", namespace_path(&namespace));
+            let (status, body) = self.request(Method::GET, &path, None)?;
+            if !status.is_success() {
+                return Err(self.failure(&format!("listing {namespace}"), status, &body));
+            }
+            for table in body["identifiers"].as_array().into_iter().flatten() {
+                if let Some(name) = table["name"].as_str() {
+                    tables.push(TableIdent {
+                        namespace: namespace.clone(),
+                        name: name.to_owned(),
+                    });
+                }
+            }
+        }
+        tables.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(tables)
+    }
+
     fn load(&mut self, table: &TableIdent) -> Result<Option<String>, IcebergError> {
         let (status, body) = self.request(Method::GET, &Self::table_path(table), None)?;
         match status {

@@ -30,6 +30,9 @@ pub const SUMMARY_PIPELINE: &str = "tributary.pipeline";
 pub const SUMMARY_EPOCH: &str = "tributary.epoch";
 /// The source positions (JSON object: stream → last offset) a snapshot covers.
 pub const SUMMARY_POSITIONS: &str = "tributary.source-positions";
+/// The first epoch whose changes a snapshot adds (its epoch + 1 when it adds none): with
+/// `tributary.epoch`, what tells whether a table's snapshot holds its state at a given epoch.
+pub const SUMMARY_FIRST_EPOCH: &str = "tributary.first-epoch";
 
 /// An open table.
 #[derive(Debug)]
@@ -424,7 +427,7 @@ impl IcebergTable {
     }
 }
 
-fn io_runtime() -> Result<tokio::runtime::Runtime, IcebergError> {
+pub(super) fn io_runtime() -> Result<tokio::runtime::Runtime, IcebergError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

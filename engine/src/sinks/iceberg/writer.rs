@@ -14,7 +14,10 @@ use tributary_operators::{Diff, Key, Row, Time};
 
 use super::commit::Changes;
 use super::keyed::{KeyHash, KeyedSlots};
-use super::table::{Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
+use super::table::{
+    Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
+    SUMMARY_POSITIONS,
+};
 use super::{DeleteMode, IcebergError};
 use crate::positions::StreamPositions;
 
@@ -292,13 +295,16 @@ impl TableWriter {
     }
 
     /// Commits the applied changes as one snapshot covering epochs up to `epoch` and the
-    /// source `positions`. When nothing changed, nothing happens unless `even_if_unchanged`
-    /// and the positions moved: then a snapshot without files records them (an idle table
-    /// keeps up, so that restarts need not replay for it and sources may be acknowledged).
+    /// source `positions`; `first_changed` is the first epoch whose changes it holds (recorded
+    /// for readers that look for consistent cuts across tables). When nothing changed, nothing
+    /// happens unless `even_if_unchanged` and the positions moved: then a snapshot without
+    /// files records them (an idle table keeps up, so that restarts need not replay for it
+    /// and sources may be acknowledged).
     pub fn commit(
         &mut self,
         epoch: Time,
         positions: &StreamPositions,
+        first_changed: Option<Time>,
         even_if_unchanged: bool,
     ) -> Result<Option<CommitStats>, IcebergError> {
         let mut merged = self.committed.positions.clone();
@@ -307,8 +313,9 @@ impl TableWriter {
             *entry = (*entry).max(*offset);
         }
         let moved = merged != self.committed.positions || self.committed.epoch.is_none();
-        let record_only = even_if_unchanged && moved;
-        if !self.has_changes() && !record_only {
+        let changed = self.has_changes();
+        let record_only = !changed && even_if_unchanged && moved;
+        if !changed && !record_only {
             self.pending.clear();
             return Ok(None);
         }
@@ -337,6 +344,13 @@ impl TableWriter {
             (SUMMARY_PIPELINE.to_owned(), self.pipeline.clone()),
             (SUMMARY_EPOCH.to_owned(), epoch.to_string()),
             (SUMMARY_POSITIONS.to_owned(), positions_json),
+            (
+                SUMMARY_FIRST_EPOCH.to_owned(),
+                first_changed
+                    .filter(|_| changed)
+                    .unwrap_or(epoch + 1)
+                    .to_string(),
+            ),
         ]);
         let outcome = self.table.commit(
             Changes {
@@ -494,7 +508,7 @@ mod tests {
                 writer.apply(epoch(&mut dice, &mut state, version)).unwrap();
                 if dice.below(3) == 0 || version == 29 || version == 60 {
                     writer
-                        .commit(version as Time, &StreamPositions::new(), false)
+                        .commit(version as Time, &StreamPositions::new(), None, false)
                         .unwrap();
                     let expected: Vec<Row> = state.values().cloned().collect();
                     assert_eq!(
@@ -512,7 +526,9 @@ mod tests {
         let warehouse = tempfile::tempdir().unwrap();
         let mut writer = open(warehouse.path(), DeleteMode::Position);
         writer.apply(vec![(row(1, 1), 1)]).unwrap();
-        writer.commit(1, &StreamPositions::new(), false).unwrap();
+        writer
+            .commit(1, &StreamPositions::new(), None, false)
+            .unwrap();
         // Alone, as half of an update of a key never written, and twice in one epoch.
         for updates in [
             vec![(row(2, 1), -1)],
@@ -530,17 +546,17 @@ mod tests {
         let mut writer = open(warehouse.path(), DeleteMode::Position);
         writer.apply(vec![(row(1, 1), 1)]).unwrap();
         let at = |offset| StreamPositions::from([("s".to_owned(), offset)]);
-        assert!(writer.commit(1, &at(10), false).unwrap().is_some());
+        assert!(writer.commit(1, &at(10), Some(1), false).unwrap().is_some());
         assert!(
-            writer.commit(2, &at(20), false).unwrap().is_none(),
+            writer.commit(2, &at(20), None, false).unwrap().is_none(),
             "nothing changed: no snapshot unless asked"
         );
-        let recorded = writer.commit(3, &at(30), true).unwrap().unwrap();
+        let recorded = writer.commit(3, &at(30), None, true).unwrap().unwrap();
         assert_eq!((recorded.rows, recorded.deletes), (0, 0));
         assert_eq!(writer.committed().epoch, Some(3));
         assert_eq!(writer.committed().positions, at(30));
         assert!(
-            writer.commit(4, &at(30), true).unwrap().is_none(),
+            writer.commit(4, &at(30), None, true).unwrap().is_none(),
             "positions that did not move are not recorded again"
         );
         let reopened = open(warehouse.path(), DeleteMode::Position);
