@@ -23,6 +23,7 @@ use crate::error::BuildError;
 use crate::positions::StreamPositions;
 use crate::sinks::iceberg::{self, Committed, CommitterContext, Partition, TableIdent, WriteMode};
 use crate::sinks::{on_closed_epochs, OutputContext, OutputSpec, SinkContext};
+use crate::sources::SourceTable;
 
 /// What builds a pipeline: declares its tables, relations and outputs (called once per worker).
 pub type BuildFn = dyn for<'s> Fn(&mut PipelineBuilder<'s>) -> Result<(), BuildError> + Send + Sync;
@@ -144,6 +145,19 @@ pub struct PipelineBuilder<'s> {
     held: BTreeMap<TableId, (String, StreamPositions)>,
     probe: ProbeHandle<Time>,
     sinks: SinkContext,
+    source: Arc<SourceCatalog>,
+}
+
+/// What the run's source said about its tables before the dataflow was built, for pipelines
+/// that take their tables from it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SourceCatalog {
+    /// The source, as logs describe it.
+    pub source: String,
+    /// Its tables (those `--tables` selects); `None`: the source describes none.
+    pub tables: Option<Vec<SourceTable>>,
+    /// `--namespace`.
+    pub namespace: Option<String>,
 }
 
 impl std::fmt::Debug for PipelineBuilder<'_> {
@@ -156,7 +170,11 @@ impl std::fmt::Debug for PipelineBuilder<'_> {
 }
 
 impl<'s> PipelineBuilder<'s> {
-    pub(crate) fn new(raw: Stream<'s, RawRecord>, sinks: SinkContext) -> Self {
+    pub(crate) fn new(
+        raw: Stream<'s, RawRecord>,
+        sinks: SinkContext,
+        source: Arc<SourceCatalog>,
+    ) -> Self {
         PipelineBuilder {
             router: DecodeRouter::new(raw, "decode"),
             catalog: TableCatalog::default(),
@@ -166,7 +184,64 @@ impl<'s> PipelineBuilder<'s> {
             held: BTreeMap::new(),
             probe: ProbeHandle::new(),
             sinks,
+            source,
         }
+    }
+
+    /// The tables the source describes (with `--tables`, those it selects): their names,
+    /// schemas and primary keys. An error for sources that carry no schemas ahead of their
+    /// data (files and Kafka today).
+    pub fn source_tables(&self) -> Result<&[SourceTable], BuildError> {
+        self.source.tables.as_deref().ok_or_else(|| {
+            BuildError::SourceTables(format!(
+                "source `{}` does not describe its tables; read them from PostgreSQL \
+                 (--source postgres://…), or declare each table's schema in the pipeline",
+                self.source.source
+            ))
+        })
+    }
+
+    /// `--namespace`: where pipelines that take their tables from the source put their
+    /// Iceberg tables (`None`: in the source's schema, e.g. `public`).
+    pub fn namespace(&self) -> Option<&str> {
+        self.source.namespace.as_deref()
+    }
+
+    /// Declares the source table `name` (`server.schema.table`) with the schema the source
+    /// describes, keyed by `key`, or by its primary key when `key` is empty. Fails when the
+    /// source does not describe it (naming the tables it does) or it has no key.
+    pub fn source_table(&mut self, name: &str, key: &[&str]) -> Result<Table<'s>, BuildError> {
+        let tables = self.source_tables()?;
+        let Some(found) = tables.iter().find(|t| t.name == name).cloned() else {
+            let known: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+            return Err(BuildError::Table {
+                table: name.to_owned(),
+                reason: format!(
+                    "the source does not describe it (it has: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
+        };
+        let key: Vec<&str> = if key.is_empty() {
+            found.key.iter().map(String::as_str).collect()
+        } else {
+            key.to_vec()
+        };
+        self.table(name, found.schema, &key)
+    }
+
+    /// Declares a source table without a primary key: only its changes can be read
+    /// ([`KeylessTable::changed_rows`]), as an append-only log.
+    pub fn keyless_table(
+        &mut self,
+        name: &str,
+        schema: Schema,
+    ) -> Result<KeylessTable<'s>, BuildError> {
+        self.declare(name, schema, Vec::new()).map(KeylessTable)
     }
 
     /// Declares a source table by its Debezium name (`server.schema.table`, also its Kafka
@@ -182,7 +257,10 @@ impl<'s> PipelineBuilder<'s> {
             reason,
         };
         if key.is_empty() {
-            return Err(table_error("needs a primary key".into()));
+            return Err(table_error(
+                "needs a primary key (a table without one: `keyless_table`, for its changes)"
+                    .into(),
+            ));
         }
         let key = key
             .iter()
@@ -192,6 +270,19 @@ impl<'s> PipelineBuilder<'s> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        self.declare(name, schema, key)
+    }
+
+    fn declare(
+        &mut self,
+        name: &str,
+        schema: Schema,
+        key: Vec<usize>,
+    ) -> Result<Table<'s>, BuildError> {
+        let table_error = |reason: String| BuildError::Table {
+            table: name.to_owned(),
+            reason,
+        };
         for column in &schema.columns {
             if let ColumnType::Decimal { precision, scale } = column.ty {
                 if precision > 38 || scale > precision {
@@ -493,6 +584,22 @@ type UpsertBuilder<'s> = fn(
     &str,
     Arc<std::sync::atomic::AtomicI64>,
 ) -> Relation<'s>;
+
+/// A declared source table without a primary key: its changes only.
+#[derive(Debug)]
+pub struct KeylessTable<'s>(Table<'s>);
+
+impl<'s> KeylessTable<'s> {
+    /// Every change as the row it leaves; see [`Table::changed_rows`].
+    pub fn changed_rows(&self) -> Relation<'s> {
+        self.0.changed_rows()
+    }
+
+    /// The table's declaration.
+    pub fn spec(&self) -> &TableSpec {
+        self.0.spec()
+    }
+}
 
 /// A declared source table.
 pub struct Table<'s> {

@@ -31,6 +31,9 @@ pub enum BuildError {
     /// Two sinks share a name.
     #[error("output `{0}` is declared twice")]
     DuplicateOutput(String),
+    /// The pipeline takes tables from the source, and the source does not describe them.
+    #[error("{0}")]
+    SourceTables(String),
 }
 
 /// A source that cannot be opened or read.

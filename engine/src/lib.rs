@@ -19,13 +19,14 @@ mod runtime;
 pub mod sinks;
 pub mod sources;
 
-pub use builder::{BuildFn, Pipeline, PipelineBuilder, Table};
+pub use builder::{BuildFn, KeylessTable, Pipeline, PipelineBuilder, Table};
 pub use error::{BuildError, OptionError, RunError, SourceError};
 pub use options::RunOptions;
 pub use runtime::{run, RunSummary};
 pub use sinks::console::{ConsoleFormat, ConsoleMode, ConsoleOptions};
 pub use sinks::iceberg::{DeleteMode, IcebergOptions, Partition};
 pub use sinks::{shared_writer, SharedWriter};
+pub use sources::{SourceTable, TableFilter};
 pub use tributary_operators::{
     avg, case, col, concat_ws, count, epoch_millis, lit, sum, Column, ColumnType, Relation, Schema,
     Window,

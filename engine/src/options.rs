@@ -10,7 +10,7 @@ use crate::sinks::console::ConsoleOptions;
 use crate::sinks::iceberg::IcebergOptions;
 use crate::sinks::kafka::KafkaSinkSpec;
 use crate::sinks::{SharedWriter, SinkSettings};
-use crate::sources::SourceSpec;
+use crate::sources::{SourceSpec, TableFilter};
 
 /// How to run a pipeline.
 #[derive(Clone)]
@@ -36,6 +36,10 @@ pub struct RunOptions {
     /// Set (e.g. by a signal handler) to stop reading, finish the open epoch, let every sink
     /// write it, and return normally.
     pub shutdown: Option<Arc<AtomicBool>>,
+    /// `--tables`: which source tables pipelines that take their tables from the source read.
+    pub tables: Option<TableFilter>,
+    /// `--namespace`: the Iceberg namespace such pipelines write to (default: the source's).
+    pub namespace: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +57,8 @@ impl Default for RunOptions {
             iceberg: IcebergOptions::new("warehouse"),
             metrics_addr: None,
             shutdown: None,
+            tables: None,
+            namespace: None,
         }
     }
 }

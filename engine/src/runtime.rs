@@ -15,7 +15,7 @@ use timely::worker::Worker;
 use tributary_operators::dataflow::Time;
 use tributary_operators::{DeadLetterKind, RawRecord};
 
-use crate::builder::{Pipeline, PipelineBuilder};
+use crate::builder::{Pipeline, PipelineBuilder, SourceCatalog};
 use crate::error::RunError;
 use crate::ingest::{Emit, EpochClock, EpochRecord, Ingestor};
 use crate::metrics::Metrics;
@@ -55,7 +55,13 @@ pub struct RunSummary {
 /// Builds `pipeline` on `options.workers` timely workers and runs it.
 pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
+    let tables = options.source.discover(options.tables.as_ref())?;
     let mut source = options.source.open(!options.until_idle)?;
+    let catalog = Arc::new(SourceCatalog {
+        source: source.describe(),
+        tables,
+        namespace: options.namespace.clone(),
+    });
     let streams = source.stream_names();
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = options.metrics_addr {
@@ -88,7 +94,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let sinks = sinks.clone();
-        let (input, probe, built) = build(worker, &pipeline, sinks.clone());
+        let (input, probe, built) = build(worker, &pipeline, sinks.clone(), &catalog);
         let reader = readers
             .lock()
             .ok()
@@ -223,10 +229,11 @@ fn build(
     worker: &mut Worker,
     pipeline: &Pipeline,
     sinks: SinkContext,
+    catalog: &Arc<SourceCatalog>,
 ) -> (RawInput, ProbeHandle<Time>, Result<(), RunError>) {
     worker.dataflow::<Time, _, _>(|scope| {
         let (input, raw) = scope.new_input::<Vec<RawRecord>>();
-        let mut builder = PipelineBuilder::new(raw, sinks);
+        let mut builder = PipelineBuilder::new(raw, sinks, Arc::clone(catalog));
         let built = pipeline
             .build(&mut builder)
             .map_err(|cause| RunError::Build {

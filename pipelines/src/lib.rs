@@ -11,6 +11,7 @@ pub mod huge_pages;
 pub mod op_counts;
 pub mod orders_replica;
 pub mod products_lake;
+pub mod replicate;
 pub mod shop_replica;
 pub mod tables;
 
@@ -25,6 +26,7 @@ pub fn pipelines() -> Vec<Pipeline> {
         customers_changelog::pipeline(),
         customers_analytics::pipeline(),
         shop_replica::pipeline(),
+        replicate::pipeline(),
     ]
 }
 

@@ -32,6 +32,7 @@ mod postgres_errors;
 mod postgres_replica;
 mod postgres_types;
 mod products_lake;
+mod replicate;
 mod sink_contract;
 mod status_per_epoch;
 mod whole_transactions;

@@ -20,7 +20,8 @@ from pyiceberg.catalog.sql import SqlCatalog
 
 
 def plain(table: pa.Table) -> list:
-    """Rows as JSON-friendly dicts: timestamps as integer microseconds, decimals as text."""
+    """Rows as JSON-friendly dicts: timestamps as integer microseconds, decimals as text, dates
+    as YYYY-MM-DD, binary as hex."""
     columns = {}
     for name in table.column_names:
         column = table.column(name)
@@ -29,6 +30,10 @@ def plain(table: pa.Table) -> list:
         values = column.to_pylist()
         if pa.types.is_decimal(column.type):
             values = [None if v is None else str(v) for v in values]
+        elif pa.types.is_date(column.type):
+            values = [None if v is None else v.isoformat() for v in values]
+        elif pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            values = [None if v is None else v.hex() for v in values]
         columns[name] = values
     rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))

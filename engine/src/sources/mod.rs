@@ -165,9 +165,79 @@ impl SourceSpec {
     }
 }
 
+/// A table the source describes itself: its name as its change events carry it
+/// (`server.schema.table`), its columns and its primary key (empty: the table has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTable {
+    /// `server.schema.table`.
+    pub name: String,
+    /// The source schema (PostgreSQL's `public`).
+    pub namespace: String,
+    /// The table's own name.
+    pub table: String,
+    /// Its columns, with Tributary types.
+    pub schema: tributary_operators::Schema,
+    /// Primary key columns, in key order.
+    pub key: Vec<String>,
+}
+
+/// `--tables REGEX`: which source tables a run reads, matched whole against `schema.table`.
+#[derive(Debug, Clone)]
+pub struct TableFilter(regex::Regex);
+
+impl TableFilter {
+    /// Compiles `pattern` (anchored at both ends).
+    pub fn new(pattern: &str) -> Result<TableFilter, String> {
+        regex::Regex::new(&format!("^(?:{pattern})$"))
+            .map(TableFilter)
+            .map_err(|e| {
+                // The parser's message ends with the reason, after a picture of where.
+                let error = e.to_string();
+                let reason = error.lines().last().unwrap_or_default();
+                let reason = reason.trim_start_matches("error: ");
+                format!("--tables `{pattern}` is not a regular expression: {reason}")
+            })
+    }
+
+    /// Whether `namespace.table` matches.
+    pub fn matches(&self, namespace: &str, table: &str) -> bool {
+        self.0.is_match(&format!("{namespace}.{table}"))
+    }
+}
+
+impl PartialEq for TableFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl SourceSpec {
+    /// The tables the source describes with their schemas (matching `filter`), for pipelines
+    /// that take their tables from the source; `None` when the source carries no schemas
+    /// ahead of its data.
+    pub fn discover(
+        &self,
+        filter: Option<&TableFilter>,
+    ) -> Result<Option<Vec<SourceTable>>, SourceError> {
+        match self {
+            SourceSpec::Postgres(spec) => postgres::discover::discover(spec, filter).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_filters_match_whole_names() {
+        let filter = TableFilter::new("public\\.(orders|customers)").unwrap();
+        assert!(filter.matches("public", "orders"));
+        assert!(!filter.matches("public", "orders_archive"));
+        assert!(!filter.matches("audit", "orders"));
+        assert!(TableFilter::new("(").is_err());
+    }
 
     #[test]
     fn parses_specs() {

@@ -22,7 +22,7 @@ use tributary_engine::kafka_client::{KafkaClientOptions, DEFAULT_CONNECT_TIMEOUT
 use tributary_engine::sinks::kafka::encode::KafkaSinkFormat;
 use tributary_engine::sinks::kafka::KafkaSinkSpec;
 use tributary_engine::sources::kafka::StartFrom;
-use tributary_engine::sources::SourceSpec;
+use tributary_engine::sources::{SourceSpec, TableFilter};
 use tributary_engine::{
     shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, DeleteMode, IcebergOptions,
     Pipeline, RunOptions,
@@ -39,6 +39,14 @@ pub struct RunConfig {
     /// postgres://USER@HOST[:PORT]/DB?publication=P&slot=S.  [default: generator]
     #[arg(long)]
     pub source: Option<String>,
+    /// Source tables to read, a regular expression matched whole against `schema.table`
+    /// (e.g. 'public\.(orders|customers)'); for pipelines that take their tables from the
+    /// source (`replicate`).  [default: every published table]
+    #[arg(long, value_name = "REGEX")]
+    pub tables: Option<String>,
+    /// Iceberg namespace for the tables `replicate` writes.  [default: the source schema]
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
     /// Timely worker threads.  [default: 1]
     #[arg(long)]
     pub workers: Option<usize>,
@@ -219,6 +227,13 @@ impl RunConfig {
             dead_letter,
             metrics_addr: self.metrics_addr,
             shutdown: Some(shutdown_on_signals()?),
+            tables: self
+                .tables
+                .as_deref()
+                .map(TableFilter::new)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            namespace: self.namespace.clone(),
         })
     }
 

@@ -8,6 +8,7 @@
 //! committed and skips transactions that ended at or before it. The slot's confirmed flush LSN
 //! advances only to what every durable sink committed.
 
+pub mod discover;
 pub mod encode;
 pub mod pgoutput;
 mod server;

@@ -165,12 +165,13 @@ pub(super) async fn preflight(
         tables.push((schema, table));
     }
     if !without_identity.is_empty() {
-        return Err(fail(format!(
-            "table(s) {list} have no primary key and no REPLICA IDENTITY, so their updates and \
-             deletes cannot be captured (PostgreSQL even rejects them); add a primary key or run \
-             `ALTER TABLE … REPLICA IDENTITY FULL` for each",
-            list = without_identity.join(", ")
-        )));
+        // Their inserts replicate; PostgreSQL itself rejects their updates and deletes.
+        tracing::warn!(
+            tables = %without_identity.join(", "),
+            "no primary key and no REPLICA IDENTITY: PostgreSQL rejects updates and deletes of \
+             these tables while they are published; add a primary key or run `ALTER TABLE … \
+             REPLICA IDENTITY FULL`"
+        );
     }
     if tables.is_empty() {
         return Err(fail(format!(

@@ -1,0 +1,40 @@
+//! `replicate`: every table the source describes (PostgreSQL: every published table, or those
+//! `--tables` selects) kept in an Iceberg table of its own, `<schema>.<table>` (or
+//! `<--namespace>.<table>`), with no code: its current state upserted by its primary key plus
+//! `cdc_operation` and `cdc_timestamp`, as `orders-replica` keeps orders. A table without a
+//! primary key becomes an append-only change log instead (`op`, `event_time`, `source_lsn`,
+//! then its columns).
+
+use tributary_engine::{BuildError, Pipeline, PipelineBuilder};
+
+/// The pipeline.
+pub fn pipeline() -> Pipeline {
+    Pipeline::new(
+        "replicate",
+        "every source table (PostgreSQL's published tables; --tables REGEX) replicated to an \
+         Iceberg table of its own, schemas from the source",
+        build,
+    )
+}
+
+fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
+    let tables = p.source_tables()?.to_vec();
+    if tables.is_empty() {
+        return Err(BuildError::SourceTables(
+            "the source has no table that --tables selects".into(),
+        ));
+    }
+    for source in tables {
+        let namespace = p.namespace().unwrap_or(&source.namespace).to_owned();
+        let iceberg_name = format!("{namespace}.{}", source.table);
+        if source.key.is_empty() {
+            let table = p.keyless_table(&source.name, source.schema)?;
+            p.iceberg_append(&iceberg_name, &table.changed_rows())?;
+        } else {
+            let key: Vec<&str> = source.key.iter().map(String::as_str).collect();
+            let table = p.table(&source.name, source.schema.clone(), &key)?;
+            p.iceberg_replica(&iceberg_name, &table)?;
+        }
+    }
+    Ok(())
+}
