@@ -150,7 +150,7 @@ pub struct PipelineBuilder<'s> {
 
 /// What the run's source said about its tables before the dataflow was built, for pipelines
 /// that take their tables from it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct SourceCatalog {
     /// The source, as logs describe it.
     pub source: String,
@@ -158,6 +158,9 @@ pub(crate) struct SourceCatalog {
     pub tables: Option<Vec<SourceTable>>,
     /// `--namespace`.
     pub namespace: Option<String>,
+    /// The schemas the pipeline declared for source tables it follows ([`PipelineBuilder::replicate`]):
+    /// the source stops before a change that no longer fits them.
+    pub followed: std::sync::Mutex<BTreeMap<String, Schema>>,
 }
 
 impl std::fmt::Debug for PipelineBuilder<'_> {
@@ -232,6 +235,38 @@ impl<'s> PipelineBuilder<'s> {
             key.to_vec()
         };
         self.table(name, found.schema, &key)
+    }
+
+    /// Keeps the source table `source` (as [`source_tables`](Self::source_tables) describes
+    /// it) in the Iceberg table `name`, following its schema: upserted by its primary key with
+    /// `cdc_operation` and `cdc_timestamp` (see [`iceberg_replica`](Self::iceberg_replica)),
+    /// or, without a key, as an append-only log of its changed rows. Columns other than the
+    /// key may be NULL (rows replayed from before a column was added lack it); columns the
+    /// table has and the source dropped stay (NULL from then on); the Iceberg schema evolves
+    /// to take new columns and widened types. A later change the schema does not fit stops
+    /// the source before it, and the run restarts with the new schema.
+    pub fn replicate(&mut self, source: &SourceTable, name: &str) -> Result<(), BuildError> {
+        let sink_error = |cause: iceberg::IcebergError| BuildError::Sink {
+            sink: format!("iceberg table `{name}`"),
+            cause: cause.into(),
+        };
+        let ident = TableIdent::parse(name).map_err(sink_error)?;
+        let existing = self
+            .sinks
+            .iceberg
+            .existing_schema(&ident)
+            .map_err(sink_error)?;
+        let schema = followed_schema(source, existing.as_ref());
+        if let Ok(mut followed) = self.source.followed.lock() {
+            followed.insert(source.name.clone(), schema.clone());
+        }
+        if source.key.is_empty() {
+            let table = self.keyless_table(&source.name, schema)?;
+            return self.iceberg_append(name, &table.changed_rows());
+        }
+        let key: Vec<&str> = source.key.iter().map(String::as_str).collect();
+        let table = self.table(&source.name, schema, &key)?;
+        self.iceberg_replica(name, &table).map(|_| ())
     }
 
     /// Declares a source table without a primary key: only its changes can be read
@@ -584,6 +619,35 @@ type UpsertBuilder<'s> = fn(
     &str,
     Arc<std::sync::atomic::AtomicI64>,
 ) -> Relation<'s>;
+
+/// The schema a followed source table is declared with: the source's columns, NULL allowed
+/// outside the key, then the columns an existing Iceberg table keeps that the source dropped
+/// (the replica's and change log's own columns aside).
+fn followed_schema(source: &SourceTable, existing: Option<&Schema>) -> Schema {
+    let mut columns: Vec<tributary_operators::Column> = source
+        .schema
+        .columns
+        .iter()
+        .map(|column| {
+            let mut column = column.clone();
+            column.nullable |= !source.key.iter().any(|k| **k == *column.name);
+            column
+        })
+        .collect();
+    let computed = table::REPLICA_COLUMNS
+        .iter()
+        .chain(&table::CHANGED_ROW_COLUMNS);
+    let computed: Vec<&str> = computed.copied().collect();
+    for column in existing.map(|s| s.columns.as_slice()).unwrap_or_default() {
+        let known = columns.iter().any(|c| c.name == column.name);
+        if !known && !computed.contains(&column.name.as_ref()) {
+            let mut kept = column.clone();
+            kept.nullable = true;
+            columns.push(kept);
+        }
+    }
+    Schema::new(columns)
+}
 
 /// A declared source table without a primary key: its changes only.
 #[derive(Debug)]

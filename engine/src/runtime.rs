@@ -50,10 +50,43 @@ pub struct RunSummary {
     pub epoch_latencies: Vec<Duration>,
     /// What each kind of durable sink did (`iceberg`: snapshots, rows, time).
     pub sinks: BTreeMap<String, SinkStats>,
+    /// The run stopped early, everything before committed, because a table it follows changed
+    /// its schema (what changed): run it again to go on with the new schema.
+    pub schema_changed: Option<String>,
 }
 
-/// Builds `pipeline` on `options.workers` timely workers and runs it.
+/// Builds `pipeline` on `options.workers` timely workers and runs it. When a table whose schema
+/// the pipeline took from the source changes it, the run commits what came before, then
+/// builds the pipeline again with the new schema and goes on from there.
 pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = options.metrics_addr {
+        crate::metrics::http::serve(addr, Arc::clone(&metrics), pipeline.name())
+            .map_err(|cause| RunError::Metrics { addr, cause })?;
+    }
+    let stopping = options.shutdown.clone().unwrap_or_default();
+    loop {
+        let mut summary = run_once(pipeline, &options, &metrics, &stopping)?;
+        match &summary.schema_changed {
+            Some(change) if !stopping.load(Ordering::Relaxed) => {
+                tracing::info!(%change, "a source table's schema changed: everything before it is committed; building the pipeline again with the new schema");
+            }
+            _ => {
+                summary.elapsed = started.elapsed();
+                return Ok(summary);
+            }
+        }
+    }
+}
+
+/// One build and run of `pipeline`, until the source is drained, a stop, or a schema change.
+fn run_once(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    metrics: &Arc<Metrics>,
+    stopping: &Arc<AtomicBool>,
+) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let tables = options.source.discover(options.tables.as_ref())?;
     let mut source = options.source.open(!options.until_idle)?;
@@ -61,17 +94,14 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         source: source.describe(),
         tables,
         namespace: options.namespace.clone(),
+        followed: Default::default(),
     });
+    let schema_changed: Arc<Mutex<Option<String>>> = Arc::default();
     let streams = source.stream_names();
-    let metrics = Arc::new(Metrics::default());
-    if let Some(addr) = options.metrics_addr {
-        crate::metrics::http::serve(addr, Arc::clone(&metrics), pipeline.name())
-            .map_err(|cause| RunError::Metrics { addr, cause })?;
-    }
     let failure: FailureSlot = Arc::default();
     let sinks = SinkContext::for_run(
         options.sink_settings(pipeline.name(), &streams),
-        &metrics,
+        metrics,
         &failure,
     );
     let sink_stats = sinks.clone();
@@ -85,11 +115,12 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
     let pipeline = pipeline.clone();
     let epoch = options.epoch;
     let clock = EpochClock::default();
-    let worker_metrics = Arc::clone(&metrics);
+    let worker_metrics = Arc::clone(metrics);
     let controls = Controls {
         failure: Arc::clone(&failure),
-        shutdown: options.shutdown.clone().unwrap_or_default(),
+        shutdown: Arc::clone(stopping),
         durability: sinks.durability.clone(),
+        schema_changed: Arc::clone(&schema_changed),
     };
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -100,7 +131,12 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
             .ok()
             .and_then(|mut r| r.get_mut(worker.index()).and_then(Option::take));
         let outcome = match (built, reader) {
-            (Ok(()), Some(reader)) => {
+            (Ok(()), Some(mut reader)) => {
+                if let Ok(followed) = catalog.followed.lock() {
+                    if !followed.is_empty() {
+                        reader.follow_schemas(&followed);
+                    }
+                }
                 resume(reader, &sinks, &worker_metrics, epoch).and_then(|(reader, ingestor)| {
                     let ingestor = ingestor.with_clock(clock.clone());
                     drive(worker, input, &probe, reader, ingestor, &controls)
@@ -144,6 +180,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         elapsed: started.elapsed(),
         epoch_latencies,
         sinks: sink_stats.stats(),
+        schema_changed: schema_changed.lock().ok().and_then(|mut s| s.take()),
     };
     let skipped = metrics
         .decode
@@ -221,6 +258,8 @@ struct Controls {
     failure: FailureSlot,
     shutdown: Arc<AtomicBool>,
     durability: Durability,
+    /// A source stopped before a change of a followed table's schema (what changed).
+    schema_changed: Arc<Mutex<Option<String>>>,
 }
 
 type RawInput = InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<RawRecord>>>;
@@ -260,6 +299,7 @@ fn drive(
         failure,
         shutdown,
         durability,
+        schema_changed,
     } = controls;
     // A resumed run starts past epoch 0, which carries only the state sinks recovered.
     input.advance_to(ingestor.epoch());
@@ -311,7 +351,14 @@ fn drive(
             Poll::Idle => {
                 worker.step_or_park(Some(Duration::from_millis(20)));
             }
-            Poll::Finished => break,
+            Poll::Finished => {
+                if let (Some(change), Ok(mut slot)) =
+                    (source.schema_changed(), schema_changed.lock())
+                {
+                    slot.get_or_insert_with(|| change.to_owned());
+                }
+                break;
+            }
         }
         worker.step();
         while probe.less_than(&ingestor.epoch().saturating_sub(MAX_EPOCHS_IN_FLIGHT))

@@ -3,7 +3,8 @@
 //! `<--namespace>.<table>`), with no code: its current state upserted by its primary key plus
 //! `cdc_operation` and `cdc_timestamp`, as `orders-replica` keeps orders. A table without a
 //! primary key becomes an append-only change log instead (`op`, `event_time`, `source_lsn`,
-//! then its columns).
+//! then its columns). Schemas follow the source: new columns and widened types evolve the
+//! Iceberg tables; see [`PipelineBuilder::replicate`].
 
 use tributary_engine::{BuildError, Pipeline, PipelineBuilder};
 
@@ -26,15 +27,7 @@ fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     }
     for source in tables {
         let namespace = p.namespace().unwrap_or(&source.namespace).to_owned();
-        let iceberg_name = format!("{namespace}.{}", source.table);
-        if source.key.is_empty() {
-            let table = p.keyless_table(&source.name, source.schema)?;
-            p.iceberg_append(&iceberg_name, &table.changed_rows())?;
-        } else {
-            let key: Vec<&str> = source.key.iter().map(String::as_str).collect();
-            let table = p.table(&source.name, source.schema.clone(), &key)?;
-            p.iceberg_replica(&iceberg_name, &table)?;
-        }
+        p.replicate(&source, &format!("{namespace}.{}", source.table))?;
     }
     Ok(())
 }

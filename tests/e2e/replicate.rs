@@ -241,3 +241,150 @@ fn every_published_table_is_replicated_exactly_across_kills() {
     assert_eq!(names.len(), 13, "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("audit.")), "{names:?}");
 }
+
+/// Schema changes: ADD COLUMN while a run follows the slot stops the stream before the first
+/// change that carries it, evolves the Iceberg table (a new optional field) and goes on; DROP
+/// COLUMN and `ALTER COLUMN … TYPE bigint` between runs evolve it at start (the dropped column
+/// stays, NULL from then on; int widened to long), and the older changes replayed with the
+/// old shape still fit; pyiceberg reads the evolved table, older snapshots included. An incompatible change
+/// (text → integer) stops the run with one error line and the committed data intact.
+#[test]
+fn schema_changes_evolve_the_tables_and_an_incompatible_one_stops_cleanly() {
+    let Some(pg) = Postgres::start_or_skip("replicate_evolution") else {
+        return;
+    };
+    if !pyiceberg_available() {
+        return;
+    }
+    pg.psql("postgres", "CREATE DATABASE shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, qty int, note text);
+         CREATE TABLE other (id int PRIMARY KEY, v text);
+         INSERT INTO items SELECT i, 'item ' || i, i, 'note ' || i FROM generate_series(1, 20) i;
+         INSERT INTO other VALUES (1, 'a');
+         CREATE PUBLICATION tributary FOR ALL TABLES;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let source = pg.url("postgres", "shop");
+    let run = || {
+        std::process::Command::new(crate::support::tributary_bin())
+            .args(["run", "replicate", "--source", &source, "--warehouse"])
+            .arg(&warehouse)
+            .args(["--until-idle", "--epoch-ms", "20", "--commit-ms", "100"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let run_ok = || {
+        let output = run();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{log}");
+        log
+    };
+    let items_now = || select(&pg, "SELECT row_to_json(t) FROM (SELECT * FROM items) t");
+    // Iceberg's items without the columns PostgreSQL no longer has.
+    let items_in_iceberg = |dropped: &[&str]| -> Vec<Json> {
+        let mut rows = current(&warehouse, "public.items");
+        for row in &mut rows {
+            for column in dropped {
+                row.as_object_mut().unwrap().remove(*column);
+            }
+        }
+        rows.sort_by_key(|r| r.to_string());
+        rows
+    };
+    run_ok();
+    assert_eq!(items_in_iceberg(&[]), items_now());
+
+    // ADD COLUMN while a run follows the slot: the stream stops before the first change that
+    // carries the new column, the table evolves, and the run goes on.
+    let log_path = dir.path().join("follow.log");
+    let mut follow = std::process::Command::new(crate::support::tributary_bin())
+        .args(["run", "replicate", "--source", &source, "--warehouse"])
+        .arg(&warehouse)
+        .args(["--epoch-ms", "20", "--commit-ms", "100"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let wait_for = |what: &dyn Fn() -> bool, why: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !what() {
+            assert!(std::time::Instant::now() < deadline, "{why}: {}", log());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_for(&|| log().contains("streaming changes"), "the run streams");
+    pg.psql(
+        "shop",
+        "UPDATE items SET qty = qty + 1 WHERE id <= 5;
+         ALTER TABLE items ADD COLUMN color text;
+         INSERT INTO items VALUES (21, 'item 21', 21, 'note 21', 'red');
+         UPDATE items SET color = 'blue' WHERE id = 2;
+         INSERT INTO other VALUES (2, 'b');",
+    );
+    wait_for(
+        &|| log().contains("building the pipeline again"),
+        "the run restarts for the new column",
+    );
+    assert!(
+        log().contains("column `color` (string) was added"),
+        "{}",
+        log()
+    );
+    wait_for(
+        &|| items_in_iceberg(&[]) == items_now(),
+        "items reaches the source",
+    );
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    // DROP COLUMN, then widen qty to bigint and use the room.
+    pg.psql(
+        "shop",
+        "ALTER TABLE items DROP COLUMN note;
+         UPDATE items SET name = 'renamed' WHERE id = 3;
+         ALTER TABLE items ALTER COLUMN qty TYPE bigint;
+         INSERT INTO items VALUES (22, 'item 22', 5000000000, 'green');",
+    );
+    run_ok();
+    assert_eq!(items_in_iceberg(&["note"]), items_now());
+    let rows = current(&warehouse, "public.items");
+    let note = |id: i64| rows.iter().find(|r| r["id"] == id).unwrap()["note"].clone();
+    assert_eq!(
+        note(1),
+        "note 1",
+        "an untouched row keeps the dropped column's value"
+    );
+    assert_eq!(note(3), Json::Null, "a row changed after the drop has none");
+    // Every snapshot reads under the evolved schema: new columns NULL in older ones.
+    let (snapshots, _) = read_table(&warehouse, "public.items", false);
+    assert!(snapshots.len() >= 3);
+    assert!(snapshots[0].rows.iter().all(|r| r["color"].is_null()));
+    assert_eq!(
+        current(&warehouse, "public.other"),
+        select(&pg, "SELECT row_to_json(t) FROM other t"),
+    );
+
+    // An incompatible change: the run stops with one line; what was committed stays.
+    let before = current(&warehouse, "public.items");
+    pg.psql(
+        "shop",
+        "ALTER TABLE items ALTER COLUMN name TYPE int USING length(name);
+         INSERT INTO items VALUES (23, 7, 1, NULL);",
+    );
+    let output = run();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    for needle in ["public.items", "`name`", "string", "int"] {
+        assert!(errors[0].contains(needle), "`{needle}` in: {}", errors[0]);
+    }
+    assert_eq!(current(&warehouse, "public.items"), before);
+}

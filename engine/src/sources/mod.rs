@@ -63,6 +63,17 @@ pub trait Source: Send {
         false
     }
 
+    /// The pipeline declared these tables (`server.schema.table` → schema) from the schemas
+    /// the source described: a source that sees one change so that its rows no longer fit
+    /// stops before that change ([`Poll::Finished`], then [`Source::schema_changed`]), so that
+    /// the run can restart with the new schema.
+    fn follow_schemas(&mut self, _schemas: &BTreeMap<String, tributary_operators::Schema>) {}
+
+    /// Why the source finished early: a followed table's schema changed (what changed).
+    fn schema_changed(&self) -> Option<&str> {
+        None
+    }
+
     /// True when every record polled so far ends a whole source transaction (the source reads
     /// whole transactions, e.g. PostgreSQL's committed ones): a due epoch may close now rather
     /// than wait for a quiet stream's transaction to go on.

@@ -103,6 +103,100 @@ pub fn iceberg_schema(schema: &Schema, key: &[usize]) -> Result<IcebergSchema, I
         .map_err(IcebergError::from)
 }
 
+/// What a table's schema needs to take a pipeline's rows: `None` when it takes them as it is;
+/// else the evolved schema (fields keep their ids): a column the table lacks becomes a new
+/// optional field (`last_column_id` + 1, …), a type widens where Iceberg allows it (int →
+/// long, decimal precision up at the same scale), a required field the rows may leave NULL
+/// becomes optional, and the table's columns the rows lack stay, optional. Anything else is an
+/// error naming the column, both types and the remedy.
+pub fn evolve(
+    schema: &Schema,
+    key: &[usize],
+    table: &IcebergSchema,
+    last_column_id: i32,
+) -> Result<Option<IcebergSchema>, IcebergError> {
+    let mut next_id = last_column_id.max(table.highest_field_id());
+    let mut changed = false;
+    let mut fields = Vec::with_capacity(schema.len());
+    for (i, column) in schema.columns.iter().enumerate() {
+        let wanted = iceberg_type(&column.ty);
+        let required = !column.nullable || key.contains(&i);
+        let Some(field) = table.field_by_name(&column.name) else {
+            next_id += 1;
+            changed = true;
+            let name = column.name.as_ref();
+            fields.push(Arc::new(NestedField::optional(next_id, name, wanted)));
+            continue;
+        };
+        let ty = if *field.field_type == wanted {
+            wanted
+        } else if widens(&field.field_type, &wanted) {
+            changed = true;
+            wanted
+        } else {
+            return Err(IcebergError::SchemaMismatch(format!(
+                "column `{}` is {} in the table and {} in the source; Iceberg cannot change \
+                 it that way (it widens int to long, float to double and a decimal's \
+                 precision); write to a new table, or cast the column back in the source",
+                column.name, field.field_type, column.ty
+            )));
+        };
+        let optional = !field.required || !required;
+        changed |= field.required && optional;
+        fields.push(Arc::new(if optional {
+            NestedField::optional(field.id, field.name.as_str(), ty)
+        } else {
+            NestedField::required(field.id, field.name.as_str(), ty)
+        }));
+    }
+    let identifiers: Vec<i32> = table.identifier_field_ids().collect();
+    for field in table.as_struct().fields() {
+        if schema.index_of(&field.name).is_some() {
+            continue;
+        }
+        if identifiers.contains(&field.id) {
+            return Err(IcebergError::SchemaMismatch(format!(
+                "key column `{}` of the table is gone from the source; write to a new table",
+                field.name
+            )));
+        }
+        changed |= field.required;
+        fields.push(Arc::new(NestedField::optional(
+            field.id,
+            field.name.as_str(),
+            (*field.field_type).clone(),
+        )));
+    }
+    if !changed {
+        return Ok(None);
+    }
+    IcebergSchema::builder()
+        .with_fields(fields)
+        .with_identifier_field_ids(identifiers)
+        .build()
+        .map(Some)
+        .map_err(IcebergError::from)
+}
+
+/// Whether Iceberg lets a column of type `from` become `to`.
+fn widens(from: &Type, to: &Type) -> bool {
+    use PrimitiveType::{Decimal, Double, Float, Int, Long};
+    match (from, to) {
+        (Type::Primitive(from), Type::Primitive(to)) => match (from, to) {
+            (Int, Long) | (Float, Double) => true,
+            (
+                Decimal { precision, scale },
+                Decimal {
+                    precision: wider,
+                    scale: same,
+                },
+            ) => wider >= precision && same == scale,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// How the columns of a Tributary schema sit in a table's Iceberg schema.
 #[derive(Debug, Clone)]
 pub struct ColumnMap {
@@ -261,6 +355,10 @@ fn read_array(ty: &ColumnType, array: &dyn Array) -> Result<Vec<Value>, IcebergE
     Ok(match ty {
         ColumnType::Bool => read!(BooleanArray, |v| Value::Bool(v)),
         ColumnType::Int32 => read!(Int32Array, |v| Value::Int(i64::from(v))),
+        // Files written before the column was widened from int hold 32-bit values.
+        ColumnType::Int64 if array.data_type() == &DataType::Int32 => {
+            read!(Int32Array, |v| Value::Int(i64::from(v)))
+        }
         ColumnType::Int64 => read!(Int64Array, |v| Value::Int(v)),
         ColumnType::Float64 => read!(Float64Array, |v| Value::Float(Float(v))),
         // (Iceberg decimals have at most 38 digits, so the scale always fits.)
@@ -281,6 +379,71 @@ fn read_array(ty: &ColumnType, array: &dyn Array) -> Result<Vec<Value>, IcebergE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schemas_evolve_where_iceberg_allows() {
+        let before = Schema::new(vec![
+            Column::new("id", ColumnType::Int64).not_null(),
+            Column::new("n", ColumnType::Int32).not_null(),
+            Column::new("gone", ColumnType::String).not_null(),
+            Column::new(
+                "price",
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2,
+                },
+            ),
+        ]);
+        let table = iceberg_schema(&before, &[0]).unwrap();
+        assert!(
+            evolve(&before, &[0], &table, 4).unwrap().is_none(),
+            "as it is"
+        );
+        let after = Schema::new(vec![
+            Column::new("id", ColumnType::Int64).not_null(),
+            Column::new("added", ColumnType::String).not_null(),
+            Column::new("n", ColumnType::Int64),
+            Column::new(
+                "price",
+                ColumnType::Decimal {
+                    precision: 12,
+                    scale: 2,
+                },
+            ),
+        ]);
+        let evolved = evolve(&after, &[0], &table, 4).unwrap().unwrap();
+        let field = |name: &str| evolved.field_by_name(name).unwrap().clone();
+        assert_eq!((field("id").id, field("id").required), (1, true));
+        assert_eq!(field("added").id, 5, "a new field id");
+        assert!(!field("added").required, "added columns are optional");
+        assert_eq!(*field("n").field_type, Type::Primitive(PrimitiveType::Long));
+        assert!(!field("n").required);
+        assert!(!field("gone").required, "a dropped column stays, optional");
+        assert_eq!(evolved.identifier_field_ids().collect::<Vec<_>>(), [1]);
+        // The evolved table takes the new rows.
+        assert!(ColumnMap::new(&after, &evolved).is_ok());
+
+        let narrowed = Schema::new(vec![
+            Column::new("id", ColumnType::Int64).not_null(),
+            Column::new("n", ColumnType::String),
+        ]);
+        let error = evolve(&narrowed, &[0], &table, 4).unwrap_err().to_string();
+        assert!(
+            error.contains("`n` is int in the table and string"),
+            "{error}"
+        );
+        let rescaled = Schema::new(vec![
+            Column::new("id", ColumnType::Int64).not_null(),
+            Column::new(
+                "price",
+                ColumnType::Decimal {
+                    precision: 12,
+                    scale: 3,
+                },
+            ),
+        ]);
+        assert!(evolve(&rescaled, &[0], &table, 4).is_err());
+    }
 
     #[test]
     fn rows_survive_a_round_trip_through_arrow() {

@@ -390,6 +390,21 @@ impl IcebergSinks {
         }
     }
 
+    /// The current schema of table `ident`, if it exists (and this run writes Iceberg).
+    pub fn existing_schema(&self, ident: &TableIdent) -> Result<Option<Schema>, IcebergError> {
+        if !self.options.write {
+            return Ok(None);
+        }
+        let (mut catalog, io, _) = self.options.open()?;
+        let Some(location) = catalog.load(ident)? else {
+            return Ok(None);
+        };
+        let metadata = table::io_runtime()?
+            .block_on(iceberg::spec::TableMetadata::read_from(&io, &location))
+            .map_err(|e| IcebergError::iceberg(format!("reading {location}"), e))?;
+        columns::schema_of(metadata.current_schema()).map(Some)
+    }
+
     /// False when Iceberg outputs are computed but not written.
     pub fn writes(&self) -> bool {
         self.options.write

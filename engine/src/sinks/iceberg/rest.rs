@@ -242,19 +242,30 @@ impl Catalog for RestCatalog {
     }
 }
 
-/// What turns `base` into `new` as REST requirements and updates: the snapshots added and
-/// removed, and `main` moved; required: the same table, and `main` still where `base` had it.
+/// What turns `base` into `new` as REST requirements and updates: a new current schema, the
+/// snapshots added and removed, and `main` moved; required: the same table, `main` still where
+/// `base` had it (and the schema `base` had, when it changes).
 pub fn changes(
     base: &TableMetadata,
     new: &TableMetadata,
 ) -> (Vec<TableRequirement>, Vec<TableUpdate>) {
-    let requirements = vec![
+    let mut requirements = vec![
         TableRequirement::UuidMatch { uuid: base.uuid() },
         TableRequirement::RefSnapshotIdMatch {
             r#ref: MAIN.to_owned(),
             snapshot_id: base.current_snapshot_id(),
         },
     ];
+    let mut updates = Vec::new();
+    if new.current_schema_id() != base.current_schema_id() {
+        requirements.push(TableRequirement::CurrentSchemaIdMatch {
+            current_schema_id: base.current_schema_id(),
+        });
+        updates.push(TableUpdate::AddSchema {
+            schema: (**new.current_schema()).clone(),
+        });
+        updates.push(TableUpdate::SetCurrentSchema { schema_id: -1 });
+    }
     let had: HashSet<i64> = base.snapshots().map(|s| s.snapshot_id()).collect();
     let has: HashSet<i64> = new.snapshots().map(|s| s.snapshot_id()).collect();
     let mut added: Vec<_> = new
@@ -262,12 +273,9 @@ pub fn changes(
         .filter(|s| !had.contains(&s.snapshot_id()))
         .collect();
     added.sort_by_key(|s| s.sequence_number());
-    let mut updates: Vec<TableUpdate> = added
-        .into_iter()
-        .map(|snapshot| TableUpdate::AddSnapshot {
-            snapshot: (**snapshot).clone(),
-        })
-        .collect();
+    updates.extend(added.into_iter().map(|snapshot| TableUpdate::AddSnapshot {
+        snapshot: (**snapshot).clone(),
+    }));
     if let Some(current) = new.current_snapshot_id() {
         if base.current_snapshot_id() != Some(current) {
             updates.push(TableUpdate::SetSnapshotRef {

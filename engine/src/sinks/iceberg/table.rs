@@ -19,7 +19,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tributary_operators::{Key, Row, Schema, Time};
 
 use super::catalog::{Catalog, TableIdent};
-use super::columns::{iceberg_schema, schema_of, ColumnMap};
+use super::columns::{evolve, iceberg_schema, schema_of, ColumnMap};
 use super::partition::{unbound_spec, Partition, Partitioner};
 use super::IcebergError;
 use crate::positions::StreamPositions;
@@ -100,7 +100,13 @@ impl IcebergTable {
                 let metadata = runtime
                     .block_on(TableMetadata::read_from(&io, &location))
                     .map_err(|e| IcebergError::iceberg(format!("reading {location}"), e))?;
-                (metadata, location)
+                Self::evolved(
+                    catalog.as_mut(),
+                    (&io, &runtime),
+                    &ident,
+                    (schema, key),
+                    (metadata, location),
+                )?
             }
             None => {
                 let location = format!(
@@ -152,6 +158,53 @@ impl IcebergTable {
             metadata,
             metadata_location,
         )
+    }
+
+    /// Evolves an existing table's schema to take `schema`'s rows (see [`evolve`]) as a
+    /// metadata commit of its own: no snapshot changes, earlier rows read NULL in new columns.
+    fn evolved(
+        catalog: &mut dyn Catalog,
+        (io, runtime): (&FileIO, &tokio::runtime::Runtime),
+        ident: &TableIdent,
+        (schema, key): (&Schema, &[usize]),
+        (metadata, location): (TableMetadata, String),
+    ) -> Result<(TableMetadata, String), IcebergError> {
+        let Some(evolved) = evolve(
+            schema,
+            key,
+            metadata.current_schema(),
+            metadata.last_column_id(),
+        )
+        .map_err(|e| IcebergError::SchemaMismatch(format!("table {ident}: {e}")))?
+        else {
+            return Ok((metadata, location));
+        };
+        let fields = |s: &iceberg::spec::Schema| -> Vec<String> {
+            s.as_struct()
+                .fields()
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}{}",
+                        f.name,
+                        f.field_type,
+                        if f.required { " not null" } else { "" }
+                    )
+                })
+                .collect()
+        };
+        let (old, new) = (fields(metadata.current_schema()), fields(&evolved));
+        let next = metadata
+            .clone()
+            .into_builder(Some(location.clone()))
+            .add_current_schema(evolved)
+            .and_then(|b| b.build())
+            .map_err(|e| IcebergError::iceberg(format!("evolving the schema of {ident}"), e))?
+            .metadata;
+        let next_location = swap(catalog, (io, runtime), ident, (&location, &metadata), &next)?;
+        let changes: Vec<&String> = new.iter().filter(|f| !old.contains(f)).collect();
+        tracing::info!(table = %ident, changed = ?changes, "evolved the iceberg table's schema");
+        Ok((next, next_location))
     }
 
     fn loaded(
@@ -244,28 +297,13 @@ impl IcebergTable {
     /// swaps its pointer to a metadata file written here; a REST catalog applies the change
     /// and writes the file itself).
     pub(super) fn swap_metadata(&mut self, metadata: TableMetadata) -> Result<(), IcebergError> {
-        let (io, runtime, current) = (&self.io, &self.runtime, &self.metadata_location);
-        let mut write = || {
-            let next = MetadataLocation::from_str(current)
-                .map_err(|e| IcebergError::iceberg(current, e))?
-                .with_next_version()
-                .with_new_metadata(&metadata);
-            let location = next.to_string();
-            runtime
-                .block_on(metadata.write_to(io, &next))
-                .map_err(|e| IcebergError::iceberg(&location, e))?;
-            Ok(location)
-        };
-        let committed = self.catalog.commit(
+        let location = swap(
+            self.catalog.as_mut(),
+            (&self.io, &self.runtime),
             &self.ident,
-            &self.metadata_location,
-            &self.metadata,
+            (&self.metadata_location, &self.metadata),
             &metadata,
-            &mut write,
         )?;
-        let Some(location) = committed else {
-            return Err(IcebergError::Conflict(self.ident.to_string()));
-        };
         self.metadata = metadata;
         self.metadata_location = location;
         Ok(())
@@ -432,4 +470,30 @@ pub(super) fn io_runtime() -> Result<tokio::runtime::Runtime, IcebergError> {
         .enable_all()
         .build()
         .map_err(|e| IcebergError::Io(format!("cannot start the I/O runtime: {e}")))
+}
+
+/// Commits `next` as the table's metadata after `current` (at `location`) through the catalog
+/// (a SQL catalog swaps its pointer to a metadata file written here; a REST catalog applies the
+/// change and writes the file itself); returns the new metadata's location.
+fn swap(
+    catalog: &mut dyn Catalog,
+    (io, runtime): (&FileIO, &tokio::runtime::Runtime),
+    ident: &TableIdent,
+    (location, current): (&str, &TableMetadata),
+    next: &TableMetadata,
+) -> Result<String, IcebergError> {
+    let mut write = || {
+        let next_location = MetadataLocation::from_str(location)
+            .map_err(|e| IcebergError::iceberg(location, e))?
+            .with_next_version()
+            .with_new_metadata(next);
+        let written = next_location.to_string();
+        runtime
+            .block_on(next.write_to(io, &next_location))
+            .map_err(|e| IcebergError::iceberg(&written, e))?;
+        Ok(written)
+    };
+    catalog
+        .commit(ident, location, current, next, &mut write)?
+        .ok_or_else(|| IcebergError::Conflict(ident.to_string()))
 }

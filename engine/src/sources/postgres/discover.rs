@@ -6,6 +6,7 @@ use tokio_postgres::Client;
 
 use tributary_operators::{Column, ColumnType, Schema};
 
+use super::pgoutput::Relation;
 use super::server::{connect_control, db_error};
 use super::PostgresSourceSpec;
 use crate::error::SourceError;
@@ -80,6 +81,44 @@ pub fn column_type(column: &CatalogColumn) -> (ColumnType, bool) {
         _ => return (ColumnType::String, true),
     };
     (mapped, false)
+}
+
+/// Whether rows of `relation` (a table's shape in the WAL) fit `schema`, the one a pipeline
+/// declared from the source: every column is there, with the same type or one that holds it
+/// (int in long, a decimal in one of more digits at the same scale); else what differs.
+pub fn covers(schema: &Schema, relation: &Relation) -> Result<(), String> {
+    for column in &relation.columns {
+        let (ty, _) = column_type(&CatalogColumn {
+            name: column.name.clone(),
+            type_oid: column.type_oid,
+            type_modifier: column.type_modifier,
+            kind: ('b', ' '),
+            type_name: String::new(),
+            not_null: false,
+        });
+        let declared = schema.index_of(&column.name).map(|i| schema.columns[i].ty);
+        let holds = match (declared, ty) {
+            (Some(declared), ty) if declared == ty => true,
+            (Some(ColumnType::Int64), ColumnType::Int32) => true,
+            (
+                Some(ColumnType::Decimal { precision, scale }),
+                ColumnType::Decimal {
+                    precision: fewer,
+                    scale: same,
+                },
+            ) => fewer <= precision && same == scale,
+            _ => false,
+        };
+        if !holds {
+            return Err(match declared {
+                None => format!("column `{}` ({ty}) was added", column.name),
+                Some(declared) => {
+                    format!("column `{}` changed from {declared} to {ty}", column.name)
+                }
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `numeric(p,s)`'s precision and scale from its type modifier.
@@ -206,6 +245,43 @@ mod tests {
             type_name: "t".into(),
             not_null: false,
         }
+    }
+
+    #[test]
+    fn a_shape_fits_a_schema_that_holds_every_column() {
+        use super::super::pgoutput::RelationColumn;
+        let relation = |columns: &[(&str, u32, i32)]| Relation {
+            oid: 1,
+            schema: "public".into(),
+            table: "t".into(),
+            replica_identity: b'd',
+            columns: columns
+                .iter()
+                .map(|&(name, type_oid, type_modifier)| RelationColumn {
+                    name: name.into(),
+                    type_oid,
+                    type_modifier,
+                    key: false,
+                })
+                .collect(),
+        };
+        let schema = Schema::new(vec![
+            Column::new("id", ColumnType::Int64),
+            Column::new("n", ColumnType::Int32),
+            Column::new("gone", ColumnType::String),
+        ]);
+        assert!(covers(
+            &schema,
+            &relation(&[("id", oid::INT4, -1), ("n", oid::INT4, -1)])
+        )
+        .is_ok());
+        let added = covers(
+            &schema,
+            &relation(&[("id", oid::INT8, -1), ("x", oid::TEXT, -1)]),
+        );
+        assert_eq!(added.unwrap_err(), "column `x` (string) was added");
+        let widened = covers(&schema, &relation(&[("n", oid::INT8, -1)]));
+        assert_eq!(widened.unwrap_err(), "column `n` changed from int to long");
     }
 
     #[test]

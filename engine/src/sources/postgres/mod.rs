@@ -244,6 +244,10 @@ pub struct PostgresSource {
     /// Close the epoch after what the last poll returned.
     boundary: bool,
     caught_up: bool,
+    /// Schemas the pipeline declared from the source, by table.
+    followed: Arc<BTreeMap<String, tributary_operators::Schema>>,
+    /// The stream stopped before a schema change (what changed).
+    schema_changed: Option<String>,
 }
 
 impl PostgresSource {
@@ -260,6 +264,8 @@ impl PostgresSource {
             snapshot_complete: false,
             boundary: false,
             caught_up: false,
+            followed: Arc::default(),
+            schema_changed: None,
         }
     }
 
@@ -279,6 +285,7 @@ impl PostgresSource {
                 relations: Default::default(),
                 server_position: 0,
                 in_transaction: false,
+                followed: Arc::clone(&self.followed),
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -335,6 +342,9 @@ impl Source for PostgresSource {
             if out.len() >= max {
                 return Ok(Poll::Ready);
             }
+            if self.pending.is_empty() && self.schema_changed.is_some() {
+                return Ok(Poll::Finished);
+            }
             let running = self.start()?;
             match running.feed.try_recv() {
                 Ok(Feed::Records(records)) => {
@@ -346,6 +356,7 @@ impl Source for PostgresSource {
                     self.snapshot_complete = true;
                 }
                 Ok(Feed::CaughtUp) => self.caught_up = true,
+                Ok(Feed::SchemaChanged(change)) => self.schema_changed = Some(change),
                 Ok(Feed::Failed(error)) => return Err(error),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -386,6 +397,14 @@ impl Source for PostgresSource {
     fn at_transaction_end(&self) -> bool {
         // The session hands on committed transactions whole; the snapshot ends by a boundary.
         self.pending.is_empty() && !self.in_snapshot
+    }
+
+    fn follow_schemas(&mut self, schemas: &BTreeMap<String, tributary_operators::Schema>) {
+        self.followed = Arc::new(schemas.clone());
+    }
+
+    fn schema_changed(&self) -> Option<&str> {
+        self.schema_changed.as_deref()
     }
 
     fn acknowledge(&mut self, positions: &BTreeMap<u32, u64>) -> Result<(), SourceError> {

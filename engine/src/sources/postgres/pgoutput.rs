@@ -11,6 +11,8 @@ pub struct RelationColumn {
     pub name: String,
     /// Type OID (`pg_type.oid`).
     pub type_oid: u32,
+    /// `atttypmod` (numeric: precision and scale; -1: none).
+    pub type_modifier: i32,
     /// Part of the replica identity (the primary key by default).
     pub key: bool,
 }
@@ -212,10 +214,11 @@ impl Reader<'_> {
             let flags = self.u8()?;
             let name = self.string()?;
             let type_oid = self.u32()?;
-            let _type_modifier = self.u32()?;
+            let type_modifier = self.u32()? as i32;
             columns.push(RelationColumn {
                 name,
                 type_oid,
+                type_modifier,
                 key: flags & 1 == 1,
             });
         }

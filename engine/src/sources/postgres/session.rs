@@ -3,7 +3,7 @@
 //! exported, then streams `pgoutput` transactions and hands each committed one to the source as
 //! Debezium records. Reports the sinks' committed LSN back to the server as the flush position.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,8 +13,9 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use tributary_operators::RawRecord;
+use tributary_operators::{RawRecord, Schema};
 
+use super::discover::covers;
 use super::encode::{change_event, ChangeSource, RowImage};
 use super::pgoutput::{self, Datum, RowMessage};
 use super::server::{
@@ -33,6 +34,9 @@ pub(super) enum Feed {
     Records(Vec<RawRecord>),
     /// The initial snapshot is complete: it forms an epoch of its own.
     SnapshotDone,
+    /// The next transaction changes a table whose schema no longer fits the one the pipeline
+    /// declared (what changed); nothing follows.
+    SchemaChanged(String),
     /// The stream passed the WAL position that was current when the run started.
     CaughtUp,
     /// The session ended with this error.
@@ -60,6 +64,9 @@ pub(super) struct Session {
     pub server_position: u64,
     /// Between a transaction's Begin and Commit (its changes are not handed on yet).
     pub in_transaction: bool,
+    /// Tables whose schema the pipeline declared from the source (`server.schema.table` →
+    /// that schema): a change that no longer fits stops the stream before it.
+    pub followed: Arc<BTreeMap<String, Schema>>,
 }
 
 /// Why streaming stopped early.
@@ -156,6 +163,19 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// How `shape` (a followed table's) no longer fits the schema the pipeline declared.
+    fn unfit(&self, shape: &TableShape) -> Option<String> {
+        let relation = &shape.relation;
+        let name = format!(
+            "{}.{}.{}",
+            self.spec.server, relation.schema, relation.table
+        );
+        let schema = self.followed.get(&name)?;
+        covers(schema, relation)
+            .err()
+            .map(|change| format!("table {name}: {change}"))
     }
 
     /// The flush position to report: what every durable sink committed; and once they have
@@ -348,6 +368,7 @@ impl Session {
                         xid: u64::from(xid),
                         ts_ms: (commit_time_micros + PG_EPOCH_MICROS).div_euclid(1000),
                         changes: Vec::new(),
+                        schema_change: None,
                     });
                 }
                 ReplicationEvent::XLogData {
@@ -362,7 +383,10 @@ impl Session {
                     if let RowMessage::Relation(relation) = message {
                         let shape = TableShape::new(relation);
                         if let Some(previous) = self.relations.get(&shape.relation.oid) {
-                            report_schema_change(previous, &shape);
+                            report_schema_change(previous, &shape, !self.followed.is_empty());
+                        }
+                        if let (Some(tx), Some(change)) = (open.as_mut(), self.unfit(&shape)) {
+                            tx.schema_change.get_or_insert(change);
                         }
                         self.relations.insert(shape.relation.oid, shape);
                     } else if let Some(tx) = open.as_mut() {
@@ -371,12 +395,24 @@ impl Session {
                     }
                 }
                 ReplicationEvent::Commit { end_lsn, .. } => {
-                    self.in_transaction = false;
-                    let Some(tx) = open.take() else { continue };
+                    let Some(tx) = open.take() else {
+                        self.in_transaction = false;
+                        continue;
+                    };
                     let end = end_lsn.as_u64();
                     if end <= self.delivered {
+                        self.in_transaction = false;
                         continue;
                     }
+                    if let Some(change) = tx.schema_change {
+                        // Stop before it (still "in" it: the slot is not confirmed past it);
+                        // the run restarts with the table's new schema and replays it.
+                        self.send(Feed::SchemaChanged(change))
+                            .await
+                            .map_err(Interrupted::Fatal)?;
+                        return Ok(());
+                    }
+                    self.in_transaction = false;
                     self.delivered = end;
                     if !tx.changes.is_empty() {
                         let records = tx.into_records(end);

@@ -48,7 +48,9 @@ impl TableShape {
     }
 }
 
-pub(super) fn report_schema_change(previous: &TableShape, current: &TableShape) {
+/// Logs a table's new shape; `followed`: the pipeline takes its schemas from the source (and
+/// restarts with them), else it keeps its declared ones.
+pub(super) fn report_schema_change(previous: &TableShape, current: &TableShape, followed: bool) {
     if previous.columns == current.columns {
         return;
     }
@@ -69,8 +71,13 @@ pub(super) fn report_schema_change(previous: &TableShape, current: &TableShape) 
         })
         .map(|c| &c.name)
         .collect();
+    let table = format!("{}.{}", current.relation.schema, current.relation.table);
+    if followed {
+        tracing::info!(%table, ?added, ?dropped, ?retyped, "schema change in the source table");
+        return;
+    }
     tracing::warn!(
-        table = %format!("{}.{}", current.relation.schema, current.relation.table),
+        %table,
         ?added,
         ?dropped,
         ?retyped,
@@ -86,6 +93,8 @@ pub(super) struct OpenTransaction {
     pub xid: u64,
     pub ts_ms: i64,
     pub changes: Vec<String>,
+    /// A table it changes no longer fits the schema the pipeline declared from the source.
+    pub schema_change: Option<String>,
 }
 
 impl OpenTransaction {
