@@ -161,6 +161,8 @@ pub(crate) struct SourceCatalog {
     /// The schemas the pipeline declared for source tables it follows ([`PipelineBuilder::replicate`]):
     /// the source stops before a change that no longer fits them.
     pub followed: std::sync::Mutex<BTreeMap<String, Schema>>,
+    /// The pipeline listed the source's tables: a new one rebuilds it.
+    pub listed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PipelineBuilder<'_> {
@@ -192,9 +194,13 @@ impl<'s> PipelineBuilder<'s> {
     }
 
     /// The tables the source describes (with `--tables`, those it selects): their names,
-    /// schemas and primary keys. An error for sources that carry no schemas ahead of their
-    /// data (files and Kafka today).
+    /// schemas and primary keys. A pipeline that asks is built again when a new table
+    /// appears (its first change stops the source before it). An error for sources that carry
+    /// no schemas ahead of their data (files and Kafka today).
     pub fn source_tables(&self) -> Result<&[SourceTable], BuildError> {
+        self.source
+            .listed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.source.tables.as_deref().ok_or_else(|| {
             BuildError::SourceTables(format!(
                 "source `{}` does not describe its tables; read them from PostgreSQL \

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::options::RunOptions;
 use crate::progress::Progress;
 use crate::sinks::{Durability, FailureSlot, SinkContext, SinkStats};
-use crate::sources::{Poll, Source};
+use crate::sources::{Poll, Source, TableFilter};
 
 /// Epochs that may be closed but not yet handled by every sink before the source pauses.
 const MAX_EPOCHS_IN_FLIGHT: Time = 4;
@@ -95,8 +95,13 @@ fn run_once(
         tables,
         namespace: options.namespace.clone(),
         followed: Default::default(),
+        listed: Default::default(),
     });
     let schema_changed: Arc<Mutex<Option<String>>> = Arc::default();
+    let new_tables = options
+        .tables
+        .clone()
+        .or_else(|| TableFilter::new(".*").ok());
     let streams = source.stream_names();
     let failure: FailureSlot = Arc::default();
     let sinks = SinkContext::for_run(
@@ -133,8 +138,10 @@ fn run_once(
         let outcome = match (built, reader) {
             (Ok(()), Some(mut reader)) => {
                 if let Ok(followed) = catalog.followed.lock() {
-                    if !followed.is_empty() {
-                        reader.follow_schemas(&followed);
+                    let listed = catalog.listed.load(Ordering::Relaxed);
+                    if !followed.is_empty() || listed {
+                        let new_tables = new_tables.clone().filter(|_| listed);
+                        reader.follow_schemas(&followed, new_tables);
                     }
                 }
                 resume(reader, &sinks, &worker_metrics, epoch).and_then(|(reader, ingestor)| {

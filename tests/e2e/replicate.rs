@@ -243,7 +243,8 @@ fn every_published_table_is_replicated_exactly_across_kills() {
 }
 
 /// Schema changes: ADD COLUMN while a run follows the slot stops the stream before the first
-/// change that carries it, evolves the Iceberg table (a new optional field) and goes on; DROP
+/// change that carries it, evolves the Iceberg table (a new optional field) and goes on, and a
+/// table created meanwhile gets an Iceberg table of its own the same way; DROP
 /// COLUMN and `ALTER COLUMN … TYPE bigint` between runs evolve it at start (the dropped column
 /// stays, NULL from then on; int widened to long), and the older changes replayed with the
 /// old shape still fit; pyiceberg reads the evolved table, older snapshots included. An incompatible change
@@ -340,6 +341,29 @@ fn schema_changes_evolve_the_tables_and_an_incompatible_one_stops_cleanly() {
     wait_for(
         &|| items_in_iceberg(&[]) == items_now(),
         "items reaches the source",
+    );
+    // A table created (FOR ALL TABLES publishes it) while the run follows: picked up.
+    pg.psql(
+        "shop",
+        "CREATE TABLE late (id int PRIMARY KEY, v text);
+         INSERT INTO late VALUES (1, 'x'), (2, 'y');
+         UPDATE late SET v = 'z' WHERE id = 1;",
+    );
+    wait_for(
+        &|| log().contains("table dbserver1.public.late is new"),
+        "the run restarts for the new table",
+    );
+    let listed = || {
+        let warehouse = warehouse.to_str().unwrap();
+        crate::support::run_tributary_ok(&["tables", "--warehouse", warehouse])
+    };
+    wait_for(
+        &|| {
+            listed().contains("public.late")
+                && current(&warehouse, "public.late")
+                    == select(&pg, "SELECT row_to_json(t) FROM late t")
+        },
+        "late reaches the source",
     );
     follow.kill().unwrap();
     follow.wait().unwrap();

@@ -64,10 +64,16 @@ pub trait Source: Send {
     }
 
     /// The pipeline declared these tables (`server.schema.table` → schema) from the schemas
-    /// the source described: a source that sees one change so that its rows no longer fit
-    /// stops before that change ([`Poll::Finished`], then [`Source::schema_changed`]), so that
-    /// the run can restart with the new schema.
-    fn follow_schemas(&mut self, _schemas: &BTreeMap<String, tributary_operators::Schema>) {}
+    /// the source described, and (`new_tables`) reads every table the filter selects: a
+    /// source that sees one of them change so that its rows no longer fit, or a new table
+    /// the filter selects, stops before that change ([`Poll::Finished`], then
+    /// [`Source::schema_changed`]), so that the run can restart with the new schemas.
+    fn follow_schemas(
+        &mut self,
+        _schemas: &BTreeMap<String, tributary_operators::Schema>,
+        _new_tables: Option<TableFilter>,
+    ) {
+    }
 
     /// Why the source finished early: a followed table's schema changed (what changed).
     fn schema_changed(&self) -> Option<&str> {

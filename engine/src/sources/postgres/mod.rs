@@ -29,8 +29,9 @@ use tokio::sync::{mpsc, watch};
 use tributary_operators::RawRecord;
 
 use self::server::SESSION_OPTIONS;
+use self::session::Followed;
 use self::session::{Feed, Session};
-use super::{single_stream_resume, Poll, Source};
+use super::{single_stream_resume, Poll, Source, TableFilter};
 use crate::error::SourceError;
 use crate::positions::StreamPositions;
 
@@ -244,8 +245,8 @@ pub struct PostgresSource {
     /// Close the epoch after what the last poll returned.
     boundary: bool,
     caught_up: bool,
-    /// Schemas the pipeline declared from the source, by table.
-    followed: Arc<BTreeMap<String, tributary_operators::Schema>>,
+    /// Schemas the pipeline declared from the source, and which new tables it reads.
+    followed: Arc<Followed>,
     /// The stream stopped before a schema change (what changed).
     schema_changed: Option<String>,
 }
@@ -399,8 +400,15 @@ impl Source for PostgresSource {
         self.pending.is_empty() && !self.in_snapshot
     }
 
-    fn follow_schemas(&mut self, schemas: &BTreeMap<String, tributary_operators::Schema>) {
-        self.followed = Arc::new(schemas.clone());
+    fn follow_schemas(
+        &mut self,
+        schemas: &BTreeMap<String, tributary_operators::Schema>,
+        new_tables: Option<TableFilter>,
+    ) {
+        self.followed = Arc::new(Followed {
+            schemas: schemas.clone(),
+            new_tables,
+        });
     }
 
     fn schema_changed(&self) -> Option<&str> {

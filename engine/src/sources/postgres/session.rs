@@ -26,6 +26,7 @@ use super::server::{
 use super::transaction::{record, report_schema_change, OpenTransaction, TableShape};
 use super::PostgresSourceSpec;
 use crate::error::SourceError;
+use crate::sources::TableFilter;
 
 /// What the session hands to the source, in order.
 #[derive(Debug)]
@@ -64,9 +65,18 @@ pub(super) struct Session {
     pub server_position: u64,
     /// Between a transaction's Begin and Commit (its changes are not handed on yet).
     pub in_transaction: bool,
-    /// Tables whose schema the pipeline declared from the source (`server.schema.table` →
-    /// that schema): a change that no longer fits stops the stream before it.
-    pub followed: Arc<BTreeMap<String, Schema>>,
+    /// What the pipeline took from the source: a change that no longer fits stops the stream
+    /// before it.
+    pub followed: Arc<Followed>,
+}
+
+/// The tables a pipeline declared with the source's schemas, and the new ones it would read.
+#[derive(Debug, Default)]
+pub(super) struct Followed {
+    /// `server.schema.table` → the schema declared.
+    pub schemas: BTreeMap<String, Schema>,
+    /// New tables the pipeline reads (`None`: none).
+    pub new_tables: Option<TableFilter>,
 }
 
 /// Why streaming stopped early.
@@ -165,14 +175,20 @@ impl Session {
         }
     }
 
-    /// How `shape` (a followed table's) no longer fits the schema the pipeline declared.
+    /// How `shape` no longer fits the schemas the pipeline declared from the source: a
+    /// followed table's new columns or types, or a new table it would read.
     fn unfit(&self, shape: &TableShape) -> Option<String> {
         let relation = &shape.relation;
         let name = format!(
             "{}.{}.{}",
             self.spec.server, relation.schema, relation.table
         );
-        let schema = self.followed.get(&name)?;
+        let Some(schema) = self.followed.schemas.get(&name) else {
+            let filter = self.followed.new_tables.as_ref()?;
+            return filter
+                .matches(&relation.schema, &relation.table)
+                .then(|| format!("table {name} is new"));
+        };
         covers(schema, relation)
             .err()
             .map(|change| format!("table {name}: {change}"))
@@ -383,7 +399,11 @@ impl Session {
                     if let RowMessage::Relation(relation) = message {
                         let shape = TableShape::new(relation);
                         if let Some(previous) = self.relations.get(&shape.relation.oid) {
-                            report_schema_change(previous, &shape, !self.followed.is_empty());
+                            report_schema_change(
+                                previous,
+                                &shape,
+                                !self.followed.schemas.is_empty(),
+                            );
                         }
                         if let (Some(tx), Some(change)) = (open.as_mut(), self.unfit(&shape)) {
                             tx.schema_change.get_or_insert(change);
