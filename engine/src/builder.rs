@@ -10,7 +10,7 @@ use timely::dataflow::ProbeHandle;
 
 use differential_dataflow::AsCollection;
 use timely::dataflow::operators::ToStream;
-use tributary_operators::dataflow::decode::DecodeRouter;
+use tributary_operators::dataflow::decode::{DecodeRouter, UndeclaredTables};
 use tributary_operators::dataflow::lineage::{ColumnsRead, Origin};
 use tributary_operators::dataflow::relation::SideOutputs;
 
@@ -23,7 +23,7 @@ use crate::error::BuildError;
 use crate::positions::StreamPositions;
 use crate::sinks::iceberg::{self, Committed, CommitterContext, Partition, TableIdent, WriteMode};
 use crate::sinks::{on_closed_epochs, OutputContext, OutputSpec, SinkContext};
-use crate::sources::SourceTable;
+use crate::sources::{SourceTable, TableFilter};
 
 /// What builds a pipeline: declares its tables, relations and outputs (called once per worker).
 pub type BuildFn = dyn for<'s> Fn(&mut PipelineBuilder<'s>) -> Result<(), BuildError> + Send + Sync;
@@ -161,8 +161,11 @@ pub(crate) struct SourceCatalog {
     /// The schemas the pipeline declared for source tables it follows ([`PipelineBuilder::replicate`]):
     /// the source stops before a change that no longer fits them.
     pub followed: std::sync::Mutex<BTreeMap<String, Schema>>,
-    /// The pipeline listed the source's tables: a new one rebuilds it.
+    /// The pipeline listed the source's tables: a new one rebuilds it (or, from sources
+    /// that describe no tables, its events are `no-schema` dead letters).
     pub listed: std::sync::atomic::AtomicBool,
+    /// `--tables`.
+    pub filter: Option<TableFilter>,
 }
 
 impl std::fmt::Debug for PipelineBuilder<'_> {
@@ -203,8 +206,9 @@ impl<'s> PipelineBuilder<'s> {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.source.tables.as_deref().ok_or_else(|| {
             BuildError::SourceTables(format!(
-                "source `{}` does not describe its tables; read them from PostgreSQL \
-                 (--source postgres://…), or declare each table's schema in the pipeline",
+                "source `{}` does not describe its tables: declare them in tributary.toml \
+                 ([[table]] with name, key and columns), or read them from PostgreSQL \
+                 (--source postgres://…)",
                 self.source.source
             ))
         })
@@ -582,6 +586,7 @@ impl<'s> PipelineBuilder<'s> {
             probe,
             sinks,
             held,
+            source: self_source,
             ..
         } = self;
         let dead = side
@@ -594,7 +599,12 @@ impl<'s> PipelineBuilder<'s> {
             }
         }
         // Only what a table holds beyond where the source resumes is replayed to it.
-        let resume = sinks.resume_point().ok().flatten().unwrap_or_default().0;
+        let resume = sinks
+            .resume_point()
+            .ok()
+            .flatten()
+            .map(|point| point.positions)
+            .unwrap_or_default();
         let held = (0..catalog.len() as TableId)
             .map(|id| match held.get(&id) {
                 Some((_, positions)) => sinks
@@ -608,7 +618,27 @@ impl<'s> PipelineBuilder<'s> {
                 None => Vec::new(),
             })
             .collect();
-        router.build(Arc::new(catalog), Arc::clone(&sinks.metrics.decode), held);
+        let undeclared = self_source
+            .listed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| {
+                let filter = self_source.filter.clone();
+                let wanted: UndeclaredTables = Arc::new(move |name: &str| {
+                    let parts: Vec<&str> = name.rsplitn(3, '.').collect();
+                    match (&filter, parts.as_slice()) {
+                        (None, _) => true,
+                        (Some(filter), [table, namespace, ..]) => filter.matches(namespace, table),
+                        (Some(_), _) => false,
+                    }
+                });
+                wanted
+            });
+        router.build(
+            Arc::new(catalog),
+            Arc::clone(&sinks.metrics.decode),
+            held,
+            undeclared,
+        );
         let sink = sinks.dead_letters;
         on_closed_epochs(&dead, "dead-letters", &probe, move |_epoch, letters| {
             sink.write(letters)

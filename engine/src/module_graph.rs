@@ -23,7 +23,8 @@ fn files(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// The modules a file names through `crate::a::b…`, as `a` and `a::b`.
+/// The modules a file names through `crate::a::b…`, as `a` and `a::b` (`b` only if it is a
+/// module).
 fn named(text: &str) -> BTreeSet<(String, Option<String>)> {
     let mut out = BTreeSet::new();
     for (i, _) in text.match_indices("crate::") {
@@ -32,10 +33,11 @@ fn named(text: &str) -> BTreeSet<(String, Option<String>)> {
             .split("::")
             .map(|p| p.split(|c: char| !(c.is_alphanumeric() || c == '_')).next());
         if let Some(Some(top)) = parts.next() {
+            // (A module's name is lower case; `sources::TableFilter` names a type.)
             let second = parts
                 .next()
                 .flatten()
-                .filter(|p| !p.is_empty())
+                .filter(|p| p.starts_with(|c: char| c.is_ascii_lowercase()))
                 .map(str::to_owned);
             out.insert((top.to_owned(), second));
         }

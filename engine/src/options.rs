@@ -10,7 +10,7 @@ use crate::sinks::console::ConsoleOptions;
 use crate::sinks::iceberg::IcebergOptions;
 use crate::sinks::kafka::KafkaSinkSpec;
 use crate::sinks::{SharedWriter, SinkSettings};
-use crate::sources::{SourceSpec, TableFilter};
+use crate::sources::{SourceSpec, SourceTable, TableFilter};
 
 /// How to run a pipeline.
 #[derive(Clone)]
@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub tables: Option<TableFilter>,
     /// `--namespace`: the Iceberg namespace such pipelines write to (default: the source's).
     pub namespace: Option<String>,
+    /// Source tables declared by the user (for sources whose events carry no types); they win
+    /// over the tables a source describes.
+    pub declared_tables: Vec<SourceTable>,
 }
 
 impl Default for RunOptions {
@@ -59,6 +62,7 @@ impl Default for RunOptions {
             shutdown: None,
             tables: None,
             namespace: None,
+            declared_tables: Vec::new(),
         }
     }
 }

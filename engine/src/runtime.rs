@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::options::RunOptions;
 use crate::progress::Progress;
 use crate::sinks::{Durability, FailureSlot, SinkContext, SinkStats};
-use crate::sources::{Poll, Source, TableFilter};
+use crate::sources::{Poll, Source, SourceTable, TableFilter};
 
 /// Epochs that may be closed but not yet handled by every sink before the source pauses.
 const MAX_EPOCHS_IN_FLIGHT: Time = 4;
@@ -88,7 +88,7 @@ fn run_once(
     stopping: &Arc<AtomicBool>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let tables = options.source.discover(options.tables.as_ref())?;
+    let tables = source_tables(options)?;
     let mut source = options.source.open(!options.until_idle)?;
     let catalog = Arc::new(SourceCatalog {
         source: source.describe(),
@@ -96,6 +96,7 @@ fn run_once(
         namespace: options.namespace.clone(),
         followed: Default::default(),
         listed: Default::default(),
+        filter: options.tables.clone(),
     });
     let schema_changed: Arc<Mutex<Option<String>>> = Arc::default();
     let new_tables = options
@@ -216,6 +217,32 @@ fn run_once(
     Ok(summary)
 }
 
+/// The tables the source describes (`--tables` selects), with the declared ones in place of
+/// or beside them; `None` when neither the source nor the user describes any.
+fn source_tables(options: &RunOptions) -> Result<Option<Vec<SourceTable>>, RunError> {
+    let described = options.source.discover(options.tables.as_ref())?;
+    if options.declared_tables.is_empty() {
+        return Ok(described);
+    }
+    let selected = |t: &SourceTable| {
+        let filter = options.tables.as_ref();
+        filter.is_none_or(|f| f.matches(&t.namespace, &t.table))
+    };
+    let declared: Vec<SourceTable> = options
+        .declared_tables
+        .iter()
+        .filter(|t| selected(t))
+        .cloned()
+        .collect();
+    let mut tables: Vec<SourceTable> = described
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !declared.iter().any(|d| d.name == t.name))
+        .collect();
+    tables.extend(declared);
+    Ok(Some(tables))
+}
+
 /// One record per closed epoch from the readers' own (each covers only its streams): the
 /// positions every stream had reached by then.
 fn merge_epochs(mut closed: Vec<EpochRecord>) -> Vec<EpochRecord> {
@@ -252,12 +279,23 @@ fn resume(
         sink: "resume".into(),
         cause: cause.into(),
     })?;
-    let Some((positions, epoch)) = point else {
+    let Some(point) = point else {
         return Ok((reader, ingestor));
     };
-    tracing::info!(source = %reader.describe(), ?positions, epoch, "resuming after the last commit");
-    reader.resume_after(&positions)?;
-    Ok((reader, ingestor.starting_at(epoch + 1)))
+    let ingestor = ingestor.starting_at(point.epoch + 1);
+    if !point.unstarted.is_empty() {
+        if reader.reload() {
+            tracing::info!(tables = ?point.unstarted, source = %reader.describe(), "tables without a snapshot yet: reading the source's whole state again, replacing what every table holds");
+            if !point.appended.is_empty() {
+                tracing::warn!(tables = ?point.appended, "append-only tables that hold rows get the source's current rows appended again (they have no key to replace them by)");
+            }
+            return Ok((reader, ingestor));
+        }
+        tracing::warn!(tables = ?point.unstarted, "tables without a snapshot yet while the pipeline's other tables resume: they start from the resume point, without the source's earlier rows");
+    }
+    tracing::info!(source = %reader.describe(), positions = ?point.positions, epoch = point.epoch, "resuming after the last commit");
+    reader.resume_after(&point.positions)?;
+    Ok((reader, ingestor))
 }
 
 /// What the reading worker watches besides the source.

@@ -169,6 +169,9 @@ pub enum DeadLetterKind {
     TypeMismatch,
     /// An event-time window already closed when the event arrived.
     LateEvent,
+    /// An event of a table the pipeline would read, whose schema nobody declared and its
+    /// events do not carry.
+    NoSchema,
 }
 
 impl DeadLetterKind {
@@ -184,6 +187,7 @@ impl DeadLetterKind {
             DeadLetterKind::KeyMismatch => "key-mismatch",
             DeadLetterKind::TypeMismatch => "type-mismatch",
             DeadLetterKind::LateEvent => "late-event",
+            DeadLetterKind::NoSchema => "no-schema",
         }
     }
 }

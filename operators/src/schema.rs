@@ -82,6 +82,74 @@ impl Column {
         self.nullable = false;
         self
     }
+
+    /// Reads a column as a configuration file declares it: `NAME TYPE [NOT NULL]`, where TYPE
+    /// is Tributary's name (`long`, `decimal(10,2)`, `timestamptz` …) or PostgreSQL's (`bigint`,
+    /// `numeric(10,2)`, `text`, `timestamp with time zone` …).
+    pub fn parse(spec: &str) -> Result<Column, String> {
+        let spec = spec.trim();
+        let (name, rest) = spec
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("`{spec}`: a column is `NAME TYPE [NOT NULL]`"))?;
+        let rest = rest.trim().to_ascii_lowercase();
+        let (ty, nullable) = match rest.strip_suffix("not null") {
+            Some(ty) => (ty.trim_end(), false),
+            None => (rest.as_str(), true),
+        };
+        let ty = ColumnType::parse(ty).map_err(|e| format!("column `{name}`: {e}"))?;
+        Ok(Column {
+            name: Arc::from(name),
+            ty,
+            nullable,
+        })
+    }
+}
+
+impl ColumnType {
+    /// A type by Tributary's name or PostgreSQL's (see [`Column::parse`]).
+    pub fn parse(text: &str) -> Result<ColumnType, String> {
+        let text = text.trim().to_ascii_lowercase();
+        if let Some(args) = ["decimal(", "numeric("]
+            .iter()
+            .find_map(|p| text.strip_prefix(p))
+            .and_then(|a| a.strip_suffix(')'))
+        {
+            let (precision, scale) = args.split_once(',').unwrap_or((args, "0"));
+            let digits = |d: &str| d.trim().parse::<u8>().ok();
+            return match (digits(precision), digits(scale)) {
+                (Some(precision), Some(scale))
+                    if (1..=38).contains(&precision) && scale <= precision =>
+                {
+                    Ok(ColumnType::Decimal { precision, scale })
+                }
+                _ => Err(format!(
+                    "`{text}`: a decimal has 1 to 38 digits and a scale at most that"
+                )),
+            };
+        }
+        Ok(match text.as_str() {
+            "boolean" | "bool" => ColumnType::Bool,
+            "int" | "integer" | "int4" | "smallint" | "int2" => ColumnType::Int32,
+            "long" | "bigint" | "int8" => ColumnType::Int64,
+            "double" | "double precision" | "float8" | "float" | "real" | "float4" => {
+                ColumnType::Float64
+            }
+            "string" | "text" | "varchar" | "character varying" | "char" | "uuid" => {
+                ColumnType::String
+            }
+            "binary" | "bytes" | "bytea" => ColumnType::Bytes,
+            "date" => ColumnType::Date,
+            "timestamp" | "timestamp without time zone" => ColumnType::Timestamp,
+            "timestamptz" | "timestamp with time zone" => ColumnType::TimestampTz,
+            "json" | "jsonb" => ColumnType::Json,
+            other => {
+                return Err(format!(
+                    "unknown type `{other}`; one of boolean, int, long, double, decimal(P,S), \
+                     string, binary, date, timestamp, timestamptz, json (or PostgreSQL's names)"
+                ))
+            }
+        })
+    }
 }
 
 /// An ordered list of columns.
@@ -235,5 +303,33 @@ impl TableCatalog {
     /// True when no table is declared.
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_parse_as_files_declare_them() {
+        assert_eq!(
+            Column::parse("order_id bigint NOT NULL").unwrap(),
+            Column::new("order_id", ColumnType::Int64).not_null()
+        );
+        assert_eq!(
+            Column::parse(" price numeric(10, 2)").unwrap().ty,
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 2
+            }
+        );
+        assert_eq!(
+            Column::parse("at timestamp with time zone").unwrap().ty,
+            ColumnType::TimestampTz
+        );
+        assert!(Column::parse("lonely").is_err());
+        assert!(Column::parse("x decimal(40,2)").is_err());
+        let error = Column::parse("x point").unwrap_err();
+        assert!(error.contains("unknown type `point`"), "{error}");
     }
 }

@@ -1,9 +1,10 @@
 //! `tributary run replicate`, no code: every published table of a real PostgreSQL database
 //! (thirteen in `public`, covering every mapped type, NULLs in every column, a composite key,
 //! a uuid key, a table without a key) becomes an Iceberg table of its own with the schema the
-//! catalog describes; `--tables` leaves out a schema. Killed (`kill -9`) ten times while
+//! catalog describes; `--tables` leaves out a schema, and tables added to the pipeline later
+//! bring a new snapshot that replaces what the others hold. Killed (`kill -9`) ten times while
 //! transactions keep coming and restarted, every table read back by pyiceberg equals `SELECT`
-//! of its source table, and the keyless table's change log holds each insert exactly once.
+//! of its source table, and the keyless table's change log holds each insert once.
 
 #![allow(clippy::unwrap_used)]
 
@@ -159,44 +160,52 @@ fn every_published_table_is_replicated_exactly_across_kills() {
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let source = pg.url("postgres", "shop");
-    let follow = || {
+    let command = |tables: &str, until_idle: bool| {
         let mut command = std::process::Command::new(crate::support::tributary_bin());
         command
-            .args(["run", "replicate", "--source", &source])
-            .args(["--tables", "public\\..*", "--warehouse"])
+            .args(["run", "replicate", "--source", &source, "--tables", tables])
+            .arg("--warehouse")
             .arg(&warehouse)
             .args(["--epoch-ms", "20", "--commit-ms", "100"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null());
+        if until_idle {
+            command.arg("--until-idle");
+        }
         command
     };
-    let run = || {
-        let mut command = follow();
-        command.arg("--until-idle");
-        command
+    let run_ok = |tables: &str| {
+        let output = command(tables, true).output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{log}");
+        log
     };
-    // The initial snapshot, committed whole.
-    let output = run().output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    let every_table = "public\\..*";
+    // Two tables first.
+    run_ok("public\\.(ints|flags)");
+    // Then all of them: the tables added to the pipeline have no snapshot, so the source is
+    // read whole again (a new snapshot that replaces what ints and flags hold); the keyless
+    // table is announced.
+    pg.psql("shop", &changes(1));
+    let log = run_ok(every_table);
+    assert!(
+        log.contains("reading the source's whole state again"),
+        "added tables bring a new snapshot: {log}"
+    );
     assert!(
         log.contains("no primary key") && log.contains("dbserver1.public.events"),
         "the keyless table is announced: {log}"
     );
     // Ten rounds of changes, each followed by a run that follows the slot and is killed after
     // a while (while it starts, streams or commits).
-    for k in 1..=10u64 {
+    for k in 2..=11u64 {
         pg.psql("shop", &changes(k));
         pg.psql("shop", &changes(k + 100));
-        let killed = crate::support::kill_after(follow, &[150 + (k * 137) % 900]);
+        let killed =
+            crate::support::kill_after(|| command(every_table, false), &[150 + (k * 137) % 900]);
         assert_eq!(killed, 1, "a followed run ends only when killed");
     }
-    let output = run().output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_ok(every_table);
 
     for (table, sql) in EXPECTED {
         assert_eq!(
@@ -411,4 +420,89 @@ fn schema_changes_evolve_the_tables_and_an_incompatible_one_stops_cleanly() {
         assert!(errors[0].contains(needle), "`{needle}` in: {}", errors[0]);
     }
     assert_eq!(current(&warehouse, "public.items"), before);
+}
+
+/// Events without types (plain Debezium JSON in a file): `replicate` takes the schemas that
+/// `tributary.toml` declares (`[[table]]`), and the events of a table it would read but nobody
+/// declared become `no-schema` dead letters that say how to declare it; tables `--tables`
+/// leaves out are skipped.
+#[test]
+fn declared_tables_replicate_plain_events_and_undeclared_ones_are_dead_letters() {
+    if !pyiceberg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = crate::support::orders_lines(3_000, 300, 11);
+    let other = |table: &str, i: usize| {
+        serde_json::json!({
+            "before": null, "after": {"id": i, "amount": "1.00"}, "op": "c", "ts_ms": 1,
+            "source": {"name": "dbserver1", "schema": table.split('.').next().unwrap(),
+                       "table": table.split('.').nth(1).unwrap(), "ts_ms": 1,
+                       "txId": 900_000 + i},
+        })
+        .to_string()
+    };
+    for i in 0..7 {
+        lines.insert(i * 300, other("public.refunds", i));
+        lines.insert(i * 300 + 1, other("audit.log", i));
+    }
+    let path = dir.path().join("shop.jsonl");
+    crate::support::write_lines(&path, &lines);
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"pipeline = "replicate"
+source = "file:{}"
+tables = 'public\..*'
+
+[[table]]
+name = "dbserver1.public.orders"
+key = ["order_id"]
+columns = ["order_id bigint not null", "customer_id bigint", "status text", "quantity int",
+           "price numeric(10,2)", "created_at timestamp"]
+"#,
+            path.display()
+        ),
+    )
+    .unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let dead = dir.path().join("dead.jsonl");
+    let output = crate::support::run_tributary(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--warehouse",
+        warehouse.to_str().unwrap(),
+        "--until-idle",
+        "--dead-letter",
+        dead.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut oracle = crate::support::iceberg::ReplicaOracle::default();
+    for line in &lines {
+        if line.contains("\"table\":\"orders\"") {
+            oracle.apply(line);
+        }
+    }
+    let (snapshots, _) = read_table(&warehouse, "public.orders", true);
+    assert_eq!(snapshots.last().unwrap().rows, oracle.rows());
+    let letters: Vec<Json> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 7, "one per refunds event: {letters:?}");
+    for letter in &letters {
+        assert_eq!(letter["kind"], "no-schema");
+        let reason = letter["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("dbserver1.public.refunds") && reason.contains("[[table]]"),
+            "{reason}"
+        );
+    }
 }

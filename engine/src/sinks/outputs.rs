@@ -12,11 +12,11 @@ use tributary_operators::{Row, Schema};
 
 use super::console::{ConsoleOptions, ConsoleOutput};
 use super::dead_letter::DeadLetterSink;
-use super::iceberg::{IcebergError, IcebergOptions, IcebergSinks};
+use super::iceberg::{IcebergError, IcebergOptions, IcebergSinks, ResumePoint};
 use super::kafka::{KafkaOutput, KafkaSinkSpec};
 use super::{Durability, FailureSlot, SharedWriter};
 use crate::metrics::Metrics;
-use crate::positions::{EpochLedger, StreamPositions};
+use crate::positions::EpochLedger;
 
 /// One output a pipeline declares.
 #[derive(Debug, Clone)]
@@ -155,7 +155,7 @@ impl SinkContext {
     }
 
     /// Where the durable sinks' last commits leave the source, and their epoch.
-    pub fn resume_point(&self) -> Result<Option<(StreamPositions, Time)>, IcebergError> {
+    pub fn resume_point(&self) -> Result<Option<ResumePoint>, IcebergError> {
         self.iceberg.resume_point()
     }
 

@@ -50,6 +50,13 @@ pub trait Source: Send {
     /// in `after`, the records at or before that offset. Called once, before the first poll.
     fn resume_after(&mut self, after: &StreamPositions) -> Result<(), SourceError>;
 
+    /// Instead of resuming, reads the source's whole current state again, each table's rows
+    /// after an event that empties what the table held (a database snapshot); true if the
+    /// source can. Called once, before the first poll, instead of [`Source::resume_after`].
+    fn reload(&mut self) -> bool {
+        false
+    }
+
     /// Every durable sink has committed the records up to `positions` (stream index → last
     /// offset). Sources that keep offsets of their own (Kafka consumer groups, replication
     /// slots) may advance them now; they are for monitoring, the sinks' positions are the truth.

@@ -20,7 +20,7 @@ use differential_dataflow::AsCollection;
 
 use super::{route_hash, Collection, Diff, Stream, Time};
 use crate::debezium::{decode_with, kafka_message_key, Decoded, SchemaCache};
-use crate::event::{ChangeEvent, DeadLetter, Op, RawRecord};
+use crate::event::{ChangeEvent, DeadLetter, DeadLetterKind, Op, RawRecord};
 use crate::schema::{TableCatalog, TableId, TableSpec};
 use crate::topic::TopicName;
 
@@ -72,6 +72,9 @@ type RouteOutput<D> = Output<Time, Vec<Update<D>>>;
 
 /// Most events a table's buffer is sized for before it is sent downstream.
 const MESSAGE_EVENTS: usize = 8192;
+
+/// Which tables not in the catalog the pipeline would read (by `server.schema.table`).
+pub type UndeclaredTables = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Builder of the decode-and-route operator: call [`DecodeRouter::table`] for each table, then
 /// [`DecodeRouter::build`] with the finished catalog.
@@ -172,12 +175,15 @@ impl<'s> DecodeRouter<'s> {
 
     /// Finishes the operator: it decodes against `catalog` and counts into `stats`. `held[t][s]`
     /// is the last offset of stream `s` that a durable sink of table `t` already holds: those
-    /// events are dropped (a restart replays them for another table's sake).
+    /// events are dropped (a restart replays them for another table's sake). Events of tables
+    /// not in `catalog` are skipped, or, where `undeclared` says the pipeline would read them,
+    /// become `no-schema` dead letters.
     pub fn build(
         self,
         catalog: Arc<TableCatalog>,
         stats: Arc<DecodeStats>,
         held: Vec<Vec<Option<u64>>>,
+        undeclared: Option<UndeclaredTables>,
     ) {
         let DecodeRouter {
             builder,
@@ -246,6 +252,28 @@ impl<'s> DecodeRouter<'s> {
                                         raw: Arc::from(String::from_utf8_lossy(payload).as_ref()),
                                     };
                                     dead_letters.push((letter, time, 1));
+                                }
+                                Decoded::Skipped { table }
+                                    if undeclared.as_ref().is_some_and(|wanted| wanted(&table)) =>
+                                {
+                                    let payload = raw.value.as_deref().unwrap_or_default();
+                                    dead_letters.push((
+                                        DeadLetter {
+                                            stage: Arc::clone(&stage),
+                                            kind: DeadLetterKind::NoSchema,
+                                            reason: format!(
+                                                "table `{table}` has no schema: its events carry \
+                                                 none; declare it ([[table]] in tributary.toml: \
+                                                 name, key, columns)"
+                                            ),
+                                            position: Some(raw.position),
+                                            raw: Arc::from(
+                                                String::from_utf8_lossy(payload).as_ref(),
+                                            ),
+                                        },
+                                        time,
+                                        1,
+                                    ));
                                 }
                                 Decoded::Skipped { table } => {
                                     skipped += 1;

@@ -22,11 +22,12 @@ use tributary_engine::kafka_client::{KafkaClientOptions, DEFAULT_CONNECT_TIMEOUT
 use tributary_engine::sinks::kafka::encode::KafkaSinkFormat;
 use tributary_engine::sinks::kafka::KafkaSinkSpec;
 use tributary_engine::sources::kafka::StartFrom;
-use tributary_engine::sources::{SourceSpec, TableFilter};
+use tributary_engine::sources::{SourceSpec, SourceTable, TableFilter};
 use tributary_engine::{
     shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, DeleteMode, IcebergOptions,
     Pipeline, RunOptions,
 };
+use tributary_engine::{Column, Schema};
 
 /// Settings for `tributary run`, from flags, from a file, or both (flags win).
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
@@ -47,6 +48,11 @@ pub struct RunConfig {
     /// Iceberg namespace for the tables `replicate` writes.  [default: the source schema]
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// Source tables declared in the file (`[[table]]`: name, key, columns), for sources
+    /// whose events carry no types; they win over what a source describes.
+    #[arg(skip)]
+    #[serde(default)]
+    pub table: Vec<TableDeclaration>,
     /// Timely worker threads.  [default: 1]
     #[arg(long)]
     pub workers: Option<usize>,
@@ -120,6 +126,61 @@ pub struct RunConfig {
     /// (key → row, tombstone on delete).  [default: debezium]
     #[arg(long)]
     pub kafka_sink_format: Option<KafkaSinkFormat>,
+}
+
+/// A source table as `tributary.toml` declares it:
+///
+/// ```toml
+/// [[table]]
+/// name = "dbserver1.public.orders"       # server.schema.table, as its events name it
+/// key = ["order_id"]                      # none: an append-only change log
+/// columns = ["order_id bigint not null", "status text", "price numeric(10,2)"]
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDeclaration {
+    /// `server.schema.table` (or `schema.table`).
+    pub name: String,
+    /// Primary key columns.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// `NAME TYPE [NOT NULL]`, in order.
+    pub columns: Vec<String>,
+}
+
+impl TableDeclaration {
+    fn source_table(&self) -> anyhow::Result<SourceTable> {
+        let parts: Vec<&str> = self.name.split('.').collect();
+        let (namespace, table) = match parts[..] {
+            [.., namespace, table] if !namespace.is_empty() && !table.is_empty() => {
+                (namespace, table)
+            }
+            _ => bail!(
+                "[[table]] `{}`: name it server.schema.table (or schema.table)",
+                self.name
+            ),
+        };
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| Column::parse(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("[[table]] `{}`: {e}", self.name))?;
+        let schema = Schema::new(columns);
+        if let Some(missing) = self.key.iter().find(|k| schema.index_of(k).is_none()) {
+            bail!(
+                "[[table]] `{}`: key column `{missing}` is not among its columns",
+                self.name
+            );
+        }
+        Ok(SourceTable {
+            name: self.name.clone(),
+            namespace: namespace.to_owned(),
+            table: table.to_owned(),
+            schema,
+            key: self.key.clone(),
+        })
+    }
 }
 
 /// A config file that cannot be used.
@@ -234,6 +295,11 @@ impl RunConfig {
                 .transpose()
                 .map_err(anyhow::Error::msg)?,
             namespace: self.namespace.clone(),
+            declared_tables: self
+                .table
+                .iter()
+                .map(TableDeclaration::source_table)
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 

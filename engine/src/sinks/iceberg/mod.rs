@@ -348,6 +348,8 @@ pub struct OpenedTable {
     seed_takers: AtomicUsize,
     /// What the table's last snapshot recorded.
     pub committed: Committed,
+    /// Rows are appended (not upserted by a key).
+    appends: bool,
 }
 
 impl OpenedTable {
@@ -435,6 +437,7 @@ impl IcebergSinks {
             WriteMode::Upsert { key } => key.clone(),
             WriteMode::Append => Vec::new(),
         };
+        let appends = matches!(mode, WriteMode::Append);
         let table = IcebergTable::open_or_create(
             catalog,
             io,
@@ -459,15 +462,15 @@ impl IcebergSinks {
             seed: Mutex::new(Some(Arc::new(rows))),
             seed_takers: AtomicUsize::new(0),
             committed,
+            appends,
         });
         tables.insert(ident.clone(), Arc::clone(&opened));
         Ok(opened)
     }
 
-    /// Where the source resumes: per stream, the earliest position any table still needs,
-    /// and the last epoch any table committed. Tables ahead of that drop what they already
-    /// hold (see `PipelineBuilder`); a table with no snapshot yet starts from there.
-    pub fn resume_point(&self) -> Result<Option<(StreamPositions, Time)>, IcebergError> {
+    /// Where the source resumes (`None`: no table has a snapshot yet). Tables ahead of it drop
+    /// what they already hold (see `PipelineBuilder`).
+    pub fn resume_point(&self) -> Result<Option<ResumePoint>, IcebergError> {
         let tables = self
             .tables
             .lock()
@@ -476,24 +479,43 @@ impl IcebergSinks {
             .iter()
             .map(|(ident, t)| (ident, &t.committed))
             .collect();
-        Ok(resume_from(&committed))
+        Ok(resume_from(&committed).map(|mut point| {
+            point.appended = tables
+                .iter()
+                .filter(|(_, t)| t.appends && t.committed.epoch.is_some())
+                .map(|(ident, _)| ident.to_string())
+                .collect();
+            point
+        }))
     }
 }
 
+/// Where a restarted run's source resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// Per stream, the earliest position any table still needs.
+    pub positions: StreamPositions,
+    /// The last epoch any table committed.
+    pub epoch: Time,
+    /// Tables with no snapshot yet, while others have one: resumed, they miss the source's
+    /// earlier rows, unless the source can read everything again.
+    pub unstarted: Vec<String>,
+    /// Append-only tables with a snapshot: reading everything again appends rows again.
+    pub appended: Vec<String>,
+}
+
 /// The resume point of tables committed as `tables` say (see [`IcebergSinks::resume_point`]).
-fn resume_from(tables: &[(&TableIdent, &Committed)]) -> Option<(StreamPositions, Time)> {
+fn resume_from(tables: &[(&TableIdent, &Committed)]) -> Option<ResumePoint> {
     let resumed: Vec<&Committed> = tables
         .iter()
         .filter_map(|(_, c)| c.epoch.is_some().then_some(*c))
         .collect();
     let epoch = resumed.iter().filter_map(|c| c.epoch).max()?;
-    for (ident, _) in tables.iter().filter(|(_, c)| c.epoch.is_none()) {
-        tracing::warn!(
-            table = %ident,
-            "this table has no snapshot yet while the pipeline's other tables resume: it \
-             starts from their resume point, without the source's earlier rows"
-        );
-    }
+    let unstarted = tables
+        .iter()
+        .filter(|(_, c)| c.epoch.is_none())
+        .map(|(ident, _)| ident.to_string())
+        .collect();
     let streams: BTreeSet<&String> = resumed.iter().flat_map(|c| c.positions.keys()).collect();
     let positions = streams
         .into_iter()
@@ -507,7 +529,12 @@ fn resume_from(tables: &[(&TableIdent, &Committed)]) -> Option<(StreamPositions,
             Some((stream.clone(), earliest))
         })
         .collect();
-    Some((positions, epoch))
+    Some(ResumePoint {
+        positions,
+        epoch,
+        unstarted,
+        appended: Vec::new(),
+    })
 }
 
 #[cfg(test)]
@@ -534,16 +561,18 @@ mod tests {
         let ahead = committed(Some(9), &[("t/0", 90), ("t/1", 40)]);
         let idle = committed(Some(3), &[("t/0", 30), ("t/1", 45)]);
         let fresh = committed(None, &[]);
-        let (positions, epoch) = resume_from(&[(&a, &ahead), (&b, &idle), (&c, &fresh)]).unwrap();
-        assert_eq!(epoch, 9, "epochs go on after the newest");
+        let point = resume_from(&[(&a, &ahead), (&b, &idle), (&c, &fresh)]).unwrap();
+        assert_eq!(point.epoch, 9, "epochs go on after the newest");
         assert_eq!(
-            positions,
+            point.positions,
             StreamPositions::from([("t/0".into(), 30), ("t/1".into(), 40)])
         );
+        assert_eq!(point.unstarted, ["ns.c"]);
         let partial = committed(Some(4), &[("t/0", 50)]);
-        let (positions, _) = resume_from(&[(&a, &ahead), (&b, &partial)]).unwrap();
+        let point = resume_from(&[(&a, &ahead), (&b, &partial)]).unwrap();
+        assert!(point.unstarted.is_empty());
         assert_eq!(
-            positions,
+            point.positions,
             StreamPositions::from([("t/0".into(), 50)]),
             "a stream one table never saw is read from its start"
         );

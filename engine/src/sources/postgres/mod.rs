@@ -249,6 +249,8 @@ pub struct PostgresSource {
     followed: Arc<Followed>,
     /// The stream stopped before a schema change (what changed).
     schema_changed: Option<String>,
+    /// Take a new snapshot even though the sinks committed, emptying each table first.
+    reload: bool,
 }
 
 impl PostgresSource {
@@ -267,6 +269,7 @@ impl PostgresSource {
             caught_up: false,
             followed: Arc::default(),
             schema_changed: None,
+            reload: false,
         }
     }
 
@@ -287,6 +290,7 @@ impl PostgresSource {
                 server_position: 0,
                 in_transaction: false,
                 followed: Arc::clone(&self.followed),
+                reload: self.reload,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -389,6 +393,11 @@ impl Source for PostgresSource {
             self.in_snapshot = false;
         }
         Ok(())
+    }
+
+    fn reload(&mut self) -> bool {
+        self.reload = true;
+        true
     }
 
     fn take_epoch_boundary(&mut self) -> bool {

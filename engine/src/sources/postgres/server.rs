@@ -283,7 +283,8 @@ pub(super) async fn free_slot(
     }
 }
 
-/// A slot left by a run whose sinks committed nothing has no use: drop it for a new snapshot.
+/// A slot is of no use to a run that takes a new snapshot (its sinks committed nothing, or it
+/// reloads): drop it.
 pub(super) async fn drop_stale_slot(
     control: &Client,
     spec: &PostgresSourceSpec,
@@ -291,7 +292,7 @@ pub(super) async fn drop_stale_slot(
     if free_slot(control, spec).await?.is_none() {
         return Ok(());
     }
-    tracing::info!(slot = %spec.slot, "dropping the replication slot of a run whose sinks committed nothing; taking a new snapshot");
+    tracing::info!(slot = %spec.slot, "dropping the replication slot to take a new snapshot");
     control
         .execute("SELECT pg_drop_replication_slot($1)", &[&spec.slot])
         .await

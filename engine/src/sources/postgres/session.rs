@@ -68,6 +68,8 @@ pub(super) struct Session {
     /// What the pipeline took from the source: a change that no longer fits stops the stream
     /// before it.
     pub followed: Arc<Followed>,
+    /// The snapshot replaces what the sinks hold: each table's rows follow a truncate.
+    pub reload: bool,
 }
 
 /// The tables a pipeline declared with the source's schemas, and the new ones it would read.
@@ -308,6 +310,12 @@ impl Session {
                 ts_ms,
                 snapshot: true,
             };
+            if self.reload {
+                let truncate = change_event('t', None, None, &source);
+                let records = vec![record(truncate, consistent_point, total as usize)];
+                total += 1;
+                self.send(Feed::Records(records)).await?;
+            }
             loop {
                 let messages = control
                     .simple_query(&format!(
