@@ -7,12 +7,14 @@ use std::time::Duration;
 use tributary_engine::sources::generator::{
     kafka_key, GeneratorConfig, OrdersWorkload, ORDERS_TOPIC,
 };
-use tributary_engine::sources::SourceSpec;
+use tributary_engine::sources::{SourceSpec, SourceTable};
 use tributary_engine::{
     run, shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, IcebergOptions, Pipeline,
     RunError, RunOptions,
 };
 use tributary_operators::{Position, RawRecord, TopicName};
+
+use crate::tables::orders_schema;
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -35,6 +37,52 @@ pub struct BenchConfig {
     /// Feed records as the Kafka source delivers Debezium's messages (key, value, topic)
     /// instead of JSONL lines.
     pub kafka_records: bool,
+    /// Source tables the orders are spread over by id (`orders_00`, `orders_01`, … when more
+    /// than one), each declared with the orders schema for pipelines that take their tables
+    /// from the source (`replicate`).
+    pub tables: usize,
+    /// Further declared tables that get no events (to measure what an idle table costs).
+    pub idle_tables: usize,
+}
+
+impl Default for BenchConfig {
+    /// A million events over 100,000 keys, one worker and partition, 100 ms epochs, plain JSON
+    /// lines, Iceberg written, one table.
+    fn default() -> Self {
+        BenchConfig {
+            events: 1_000_000,
+            keys: 100_000,
+            workers: 1,
+            partitions: 1,
+            epoch: Duration::from_millis(100),
+            schema: false,
+            iceberg: true,
+            kafka_records: false,
+            tables: 1,
+            idle_tables: 0,
+        }
+    }
+}
+
+/// The orders table split `tables` ways: the name of the one `order_id` goes to.
+fn table_of(order_id: u64, tables: usize) -> Option<String> {
+    (tables > 1).then(|| format!("orders_{:02}", (order_id * 7919) % tables as u64))
+}
+
+/// The orders tables a bench run declares: those that get events, then the idle ones.
+fn declared_tables(config: &BenchConfig) -> Vec<SourceTable> {
+    let names = (0..config.tables as u64)
+        .map(|i| table_of(i, config.tables).unwrap_or_else(|| "orders".to_owned()))
+        .chain((0..config.idle_tables).map(|i| format!("idle_{i:03}")));
+    names
+        .map(|table| SourceTable {
+            name: format!("dbserver1.public.{table}"),
+            namespace: "public".to_owned(),
+            table,
+            schema: orders_schema(),
+            key: vec!["order_id".to_owned()],
+        })
+        .collect()
 }
 
 /// What was measured.
@@ -204,6 +252,11 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     let mut line = String::new();
     let mut bytes = 0u64;
     while workload.next_line(&mut line) {
+        if let Some(table) = table_of(workload.last_key(), config.tables) {
+            line = line
+                .replace("\"table\":\"orders\"", &format!("\"table\":\"{table}\""))
+                .replace(ORDERS_TOPIC, &format!("dbserver1.public.{table}"));
+        }
         let stream = partition_of(workload.last_key(), partitions);
         let records = &mut streams[stream];
         let position = Position::new(stream as u32, records.len() as u64 + 1);
@@ -254,6 +307,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
                 write: config.iceberg,
                 ..IcebergOptions::new(&warehouse)
             },
+            declared_tables: declared_tables(&config),
             ..RunOptions::default()
         },
     );

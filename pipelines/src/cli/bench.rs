@@ -42,6 +42,13 @@ pub struct BenchArgs {
     /// Compute the pipeline's Iceberg tables without writing them (measures the dataflow).
     #[arg(long)]
     no_iceberg: bool,
+    /// Spread the orders over this many source tables by id (orders_00, orders_01, …),
+    /// declared for pipelines that take their tables from the source (`replicate`).
+    #[arg(long, default_value_t = 1)]
+    tables: usize,
+    /// Declare this many more tables that get no events (what an idle table costs).
+    #[arg(long, default_value_t = 0)]
+    idle_tables: usize,
     /// Report format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     format: ReportFormat,
@@ -56,8 +63,11 @@ enum ReportFormat {
 /// Measures a pipeline and prints the report.
 pub fn bench(args: BenchArgs, pipelines: &[Pipeline]) -> anyhow::Result<()> {
     let pipeline = find_pipeline(pipelines, &args.pipeline)?;
-    if args.workers == 0 || args.events == 0 || args.partitions == 0 {
-        bail!("--workers, --partitions and --events must be at least 1");
+    if args.workers == 0 || args.events == 0 || args.partitions == 0 || args.tables == 0 {
+        bail!("--workers, --partitions, --tables and --events must be at least 1");
+    }
+    if args.tables > 1 && args.kafka_records {
+        bail!("--tables above 1 feeds JSON lines; leave out --kafka-records");
     }
     let report = crate::bench::bench(
         pipeline,
@@ -70,6 +80,8 @@ pub fn bench(args: BenchArgs, pipelines: &[Pipeline]) -> anyhow::Result<()> {
             schema: args.schema,
             iceberg: !args.no_iceberg,
             kafka_records: args.kafka_records,
+            tables: args.tables,
+            idle_tables: args.idle_tables,
         },
     )?;
     match args.format {
