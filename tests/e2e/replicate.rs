@@ -11,7 +11,7 @@
 use serde_json::Value as Json;
 
 use crate::support::iceberg::{pyiceberg_available, read_table};
-use crate::support::postgres::Postgres;
+use crate::support::postgres::{parse_lsn, Postgres};
 
 const DDL: &str = "
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -157,6 +157,17 @@ fn every_published_table_is_replicated_exactly_across_kills() {
     }
     pg.psql("postgres", "CREATE DATABASE shop");
     pg.psql("shop", DDL);
+    // `composite`'s state after each transaction, with the WAL position right before it: a
+    // position (a commit's, or a snapshot's consistent point) shows the state of the last
+    // transaction that began before it.
+    let composite = EXPECTED.iter().find(|(t, _)| *t == "composite").unwrap().1;
+    let wal_now = || parse_lsn(pg.psql("shop", "SELECT pg_current_wal_insert_lsn()").trim());
+    let mut states = vec![(0, select(&pg, composite))];
+    let mut commit = |sql: &str| {
+        let before = wal_now();
+        pg.psql("shop", sql);
+        states.push((before, select(&pg, composite)));
+    };
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let source = pg.url("postgres", "shop");
@@ -186,7 +197,7 @@ fn every_published_table_is_replicated_exactly_across_kills() {
     // Then all of them: the tables added to the pipeline have no snapshot, so the source is
     // read whole again (a new snapshot that replaces what ints and flags hold); the keyless
     // table is announced.
-    pg.psql("shop", &changes(1));
+    commit(&changes(1));
     let log = run_ok(every_table);
     assert!(
         log.contains("reading the source's whole state again"),
@@ -199,14 +210,29 @@ fn every_published_table_is_replicated_exactly_across_kills() {
     // Ten rounds of changes, each followed by a run that follows the slot and is killed after
     // a while (while it starts, streams or commits).
     for k in 2..=11u64 {
-        pg.psql("shop", &changes(k));
-        pg.psql("shop", &changes(k + 100));
+        commit(&changes(k));
+        commit(&changes(k + 100));
         let killed =
             crate::support::kill_after(|| command(every_table, false), &[150 + (k * 137) % 900]);
         assert_eq!(killed, 1, "a followed run ends only when killed");
     }
     run_ok(every_table);
 
+    // Every snapshot of `composite` is the source's state at the position it records.
+    let (snapshots, _) = read_table(&warehouse, "public.composite", false);
+    assert!(snapshots.len() >= 3, "{} snapshots", snapshots.len());
+    for (i, snapshot) in snapshots.iter().enumerate() {
+        let lsn = snapshot.position("postgres/tributary_replicate");
+        let k = states
+            .iter()
+            .rposition(|(before, _)| *before < lsn)
+            .unwrap_or_default();
+        assert_eq!(
+            normalized(snapshot.rows.clone()),
+            states[k].1,
+            "snapshot {i} of public.composite (lsn {lsn}) against the source after transaction {k}"
+        );
+    }
     for (table, sql) in EXPECTED {
         assert_eq!(
             current(&warehouse, &format!("public.{table}")),
