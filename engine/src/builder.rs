@@ -10,11 +10,12 @@ use timely::dataflow::ProbeHandle;
 
 use differential_dataflow::AsCollection;
 use timely::dataflow::operators::ToStream;
-use tributary_operators::dataflow::decode::{DecodeRouter, UndeclaredTables};
+use tributary_operators::dataflow::decode::{DecodeRouter, SourceSchemas};
 use tributary_operators::dataflow::lineage::{ColumnsRead, Origin};
 use tributary_operators::dataflow::relation::SideOutputs;
 
 use tributary_operators::dataflow::{table, Collection, Stream, Time};
+use tributary_operators::debezium::DescribedTable;
 use tributary_operators::{
     ChangeEvent, ColumnType, RawRecord, Relation, Row, Schema, TableCatalog, TableId, TableSpec,
 };
@@ -166,6 +167,71 @@ pub(crate) struct SourceCatalog {
     pub listed: std::sync::atomic::AtomicBool,
     /// `--tables`.
     pub filter: Option<TableFilter>,
+    /// Where the decoder puts the tables schema-wrapped records describe (`None`: the source
+    /// describes its tables, or nothing is learnt).
+    pub learning: Option<Learning>,
+}
+
+/// Tables learnt from schema-wrapped records, for sources that describe none ahead of their
+/// data: a record of a table the run lacks, or whose schema its declaration does not hold,
+/// is learnt here and aborts the run (nothing more is committed); the run builds the
+/// pipeline again with what it learnt and replays from the last commit.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Learning {
+    /// By `server.schema.table`; kept across the run's rebuilds.
+    pub learnt: Arc<std::sync::Mutex<BTreeMap<String, SourceTable>>>,
+    /// Tables the user declared: never relearnt.
+    pub declared: Arc<BTreeSet<String>>,
+    /// Set when something was learnt: stop, commit nothing more.
+    pub abort: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SourceCatalog {
+    /// What the decoder does with tables and schemas it does not know.
+    fn decoder_schemas(&self) -> SourceSchemas {
+        let filter = self.filter.clone();
+        let wanted = Arc::new(move |name: &str| {
+            let parts: Vec<&str> = name.rsplitn(3, '.').collect();
+            match (&filter, parts.as_slice()) {
+                (None, _) => true,
+                (Some(filter), [table, namespace, ..]) => filter.matches(namespace, table),
+                (Some(_), _) => false,
+            }
+        });
+        let learn = self.learning.clone().map(|learning| {
+            let learn: Arc<dyn Fn(DescribedTable) + Send + Sync> =
+                Arc::new(move |described: DescribedTable| learning.learn(described));
+            learn
+        });
+        SourceSchemas { wanted, learn }
+    }
+}
+
+impl Learning {
+    fn learn(&self, described: DescribedTable) {
+        if self.declared.contains(&described.name) {
+            return;
+        }
+        let parts: Vec<&str> = described.name.rsplitn(3, '.').collect();
+        let (table, namespace) = match parts.as_slice() {
+            [table, namespace, ..] => ((*table).to_owned(), (*namespace).to_owned()),
+            _ => (described.name.clone(), "default".to_owned()),
+        };
+        let learnt = SourceTable {
+            name: described.name,
+            namespace,
+            table,
+            schema: described.schema,
+            key: described.key,
+        };
+        if let Ok(mut tables) = self.learnt.lock() {
+            if tables.get(&learnt.name) != Some(&learnt) {
+                tracing::info!(table = %learnt.name, columns = %learnt.schema.names(), key = ?learnt.key, "a record describes a table the run does not have (or a new schema of it): rebuilding the pipeline with it");
+                tables.insert(learnt.name.clone(), learnt);
+                self.abort.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for PipelineBuilder<'_> {
@@ -212,6 +278,13 @@ impl<'s> PipelineBuilder<'s> {
                 self.source.source
             ))
         })
+    }
+
+    /// True when the source describes no tables ahead of its data and the run learns them
+    /// from schema-wrapped records as they come (a table's first record rebuilds the
+    /// pipeline with it): a pipeline may start with none.
+    pub fn learns_tables(&self) -> bool {
+        self.source.learning.is_some()
     }
 
     /// `--namespace`: where pipelines that take their tables from the source put their
@@ -528,6 +601,7 @@ impl<'s> PipelineBuilder<'s> {
             metrics: Arc::clone(&s.metrics),
             interval: s.iceberg.commit_interval(),
             skip_epoch_zero,
+            abandoned: Arc::clone(&s.abandoned),
         }
     }
 
@@ -618,26 +692,15 @@ impl<'s> PipelineBuilder<'s> {
                 None => Vec::new(),
             })
             .collect();
-        let undeclared = self_source
+        let source_schemas = self_source
             .listed
             .load(std::sync::atomic::Ordering::Relaxed)
-            .then(|| {
-                let filter = self_source.filter.clone();
-                let wanted: UndeclaredTables = Arc::new(move |name: &str| {
-                    let parts: Vec<&str> = name.rsplitn(3, '.').collect();
-                    match (&filter, parts.as_slice()) {
-                        (None, _) => true,
-                        (Some(filter), [table, namespace, ..]) => filter.matches(namespace, table),
-                        (Some(_), _) => false,
-                    }
-                });
-                wanted
-            });
+            .then(|| self_source.decoder_schemas());
         router.build(
             Arc::new(catalog),
             Arc::clone(&sinks.metrics.decode),
             held,
-            undeclared,
+            source_schemas,
         );
         let sink = sinks.dead_letters;
         on_closed_epochs(&dead, "dead-letters", &probe, move |_epoch, letters| {

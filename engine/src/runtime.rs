@@ -15,7 +15,7 @@ use timely::worker::Worker;
 use tributary_operators::dataflow::Time;
 use tributary_operators::{DeadLetterKind, RawRecord};
 
-use crate::builder::{Pipeline, PipelineBuilder, SourceCatalog};
+use crate::builder::{Learning, Pipeline, PipelineBuilder, SourceCatalog};
 use crate::error::RunError;
 use crate::ingest::{Emit, EpochClock, EpochRecord, Ingestor};
 use crate::metrics::Metrics;
@@ -66,8 +66,9 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
             .map_err(|cause| RunError::Metrics { addr, cause })?;
     }
     let stopping = options.shutdown.clone().unwrap_or_default();
+    let learnt = Arc::default();
     loop {
-        let mut summary = run_once(pipeline, &options, &metrics, &stopping)?;
+        let mut summary = run_once(pipeline, &options, &metrics, &stopping, &learnt)?;
         match &summary.schema_changed {
             Some(change) if !stopping.load(Ordering::Relaxed) => {
                 tracing::info!(%change, "a source table's schema changed: everything before it is committed; building the pipeline again with the new schema");
@@ -86,10 +87,27 @@ fn run_once(
     options: &RunOptions,
     metrics: &Arc<Metrics>,
     stopping: &Arc<AtomicBool>,
+    learnt: &Arc<Mutex<BTreeMap<String, SourceTable>>>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let tables = source_tables(options)?;
+    let described = options.source.discover(options.tables.as_ref())?;
+    // Sources that describe no tables ahead of their data: learn them from their records.
+    let learning = described.is_none().then(|| Learning {
+        learnt: Arc::clone(learnt),
+        declared: Arc::new(
+            options
+                .declared_tables
+                .iter()
+                .map(|t| t.name.clone())
+                .collect(),
+        ),
+        abort: Arc::default(),
+    });
+    let tables = source_tables(options, described, learning.as_ref());
     let mut source = options.source.open(!options.until_idle)?;
+    let abandoned = learning
+        .as_ref()
+        .map_or_else(Arc::default, |l| Arc::clone(&l.abort));
     let catalog = Arc::new(SourceCatalog {
         source: source.describe(),
         tables,
@@ -97,6 +115,7 @@ fn run_once(
         followed: Default::default(),
         listed: Default::default(),
         filter: options.tables.clone(),
+        learning,
     });
     let schema_changed: Arc<Mutex<Option<String>>> = Arc::default();
     let new_tables = options
@@ -105,11 +124,12 @@ fn run_once(
         .or_else(|| TableFilter::new(".*").ok());
     let streams = source.stream_names();
     let failure: FailureSlot = Arc::default();
-    let sinks = SinkContext::for_run(
+    let mut sinks = SinkContext::for_run(
         options.sink_settings(pipeline.name(), &streams),
         metrics,
         &failure,
     );
+    sinks.abandoned = Arc::clone(&abandoned);
     let sink_stats = sinks.clone();
     let workers = options.workers.max(1);
     let described = source.describe();
@@ -127,6 +147,7 @@ fn run_once(
         shutdown: Arc::clone(stopping),
         durability: sinks.durability.clone(),
         schema_changed: Arc::clone(&schema_changed),
+        abandoned: Arc::clone(&abandoned),
     };
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -188,7 +209,15 @@ fn run_once(
         elapsed: started.elapsed(),
         epoch_latencies,
         sinks: sink_stats.stats(),
-        schema_changed: schema_changed.lock().ok().and_then(|mut s| s.take()),
+        schema_changed: schema_changed
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .or_else(|| {
+                abandoned
+                    .load(Ordering::Relaxed)
+                    .then(|| "a record described a table the run did not have".to_owned())
+            }),
     };
     let skipped = metrics
         .decode
@@ -217,30 +246,37 @@ fn run_once(
     Ok(summary)
 }
 
-/// The tables the source describes (`--tables` selects), with the declared ones in place of
-/// or beside them; `None` when neither the source nor the user describes any.
-fn source_tables(options: &RunOptions) -> Result<Option<Vec<SourceTable>>, RunError> {
-    let described = options.source.discover(options.tables.as_ref())?;
-    if options.declared_tables.is_empty() {
-        return Ok(described);
-    }
+/// The run's source tables: those the user declared, then those the source describes (or,
+/// for sources that describe none, those learnt from their records), `--tables` selecting;
+/// `None` when no table can be known.
+fn source_tables(
+    options: &RunOptions,
+    described: Option<Vec<SourceTable>>,
+    learning: Option<&Learning>,
+) -> Option<Vec<SourceTable>> {
     let selected = |t: &SourceTable| {
         let filter = options.tables.as_ref();
         filter.is_none_or(|f| f.matches(&t.namespace, &t.table))
     };
-    let declared: Vec<SourceTable> = options
+    let learnt = learning.and_then(|l| {
+        l.learnt
+            .lock()
+            .ok()
+            .map(|t| t.values().cloned().collect::<Vec<_>>())
+    });
+    let mut tables: Vec<SourceTable> = options
         .declared_tables
         .iter()
         .filter(|t| selected(t))
         .cloned()
         .collect();
-    let mut tables: Vec<SourceTable> = described
-        .unwrap_or_default()
+    let others = described.or(learnt)?;
+    let more: Vec<SourceTable> = others
         .into_iter()
-        .filter(|t| !declared.iter().any(|d| d.name == t.name))
+        .filter(|t| selected(t) && !tables.iter().any(|d| d.name == t.name))
         .collect();
-    tables.extend(declared);
-    Ok(Some(tables))
+    tables.extend(more);
+    Some(tables)
 }
 
 /// One record per closed epoch from the readers' own (each covers only its streams): the
@@ -305,6 +341,8 @@ struct Controls {
     durability: Durability,
     /// A source stopped before a change of a followed table's schema (what changed).
     schema_changed: Arc<Mutex<Option<String>>>,
+    /// The run is abandoned (a table was learnt): stop now, close no more epochs.
+    abandoned: Arc<AtomicBool>,
 }
 
 type RawInput = InputHandle<Time, timely::container::CapacityContainerBuilder<Vec<RawRecord>>>;
@@ -345,6 +383,7 @@ fn drive(
         shutdown,
         durability,
         schema_changed,
+        abandoned,
     } = controls;
     // A resumed run starts past epoch 0, which carries only the state sinks recovered.
     input.advance_to(ingestor.epoch());
@@ -362,7 +401,7 @@ fn drive(
     let mut acknowledged = 0;
     let mut stop_requested = false;
     loop {
-        if failed(failure) {
+        if failed(failure) || abandoned.load(Ordering::Relaxed) {
             break;
         }
         if shutdown.load(Ordering::Relaxed) && !stop_requested {
@@ -426,7 +465,9 @@ fn drive(
         }
     }
     progress.as_mut().map(Progress::finish);
-    ingestor.finish(|e| feed.take(e));
+    if !abandoned.load(Ordering::Relaxed) {
+        ingestor.finish(|e| feed.take(e));
+    }
     feed.input = None;
     while !probe.done() {
         worker.step_or_park(Some(Duration::from_millis(1)));

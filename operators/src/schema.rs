@@ -180,6 +180,37 @@ impl Schema {
         self.columns.is_empty()
     }
 
+    /// Whether rows of `other` fit this schema: every column of `other` is here, with the
+    /// same type or one that holds it (int in long, a decimal in one of more digits at the
+    /// same scale); else what differs, e.g. "column `x` (string) was added".
+    pub fn holds(&self, other: &Schema) -> Result<(), String> {
+        for column in &other.columns {
+            let here = self.index_of(&column.name).map(|i| self.columns[i].ty);
+            let holds = match (here, column.ty) {
+                (Some(here), ty) if here == ty => true,
+                (Some(ColumnType::Int64), ColumnType::Int32) => true,
+                (
+                    Some(ColumnType::Decimal { precision, scale }),
+                    ColumnType::Decimal {
+                        precision: fewer,
+                        scale: same,
+                    },
+                ) => fewer <= precision && same == scale,
+                _ => false,
+            };
+            if !holds {
+                return Err(match here {
+                    None => format!("column `{}` ({}) was added", column.name, column.ty),
+                    Some(here) => format!(
+                        "column `{}` changed from {here} to {}",
+                        column.name, column.ty
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Column names joined by commas, for error messages.
     pub fn names(&self) -> String {
         self.columns

@@ -20,7 +20,7 @@ pub fn pipeline() -> Pipeline {
 
 fn build(p: &mut PipelineBuilder<'_>) -> Result<(), BuildError> {
     let tables = p.source_tables()?.to_vec();
-    if tables.is_empty() {
+    if tables.is_empty() && !p.learns_tables() {
         return Err(BuildError::SourceTables(
             "the source has no table that --tables selects".into(),
         ));

@@ -8,7 +8,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
+
 use serde_json::Value as Json;
+
+use crate::support::kafka::Outgoing;
 
 use crate::support::iceberg::{pyiceberg_available, read_table};
 use crate::support::postgres::{parse_lsn, Postgres};
@@ -531,4 +535,204 @@ columns = ["order_id bigint not null", "customer_id bigint", "status text", "qua
             "{reason}"
         );
     }
+}
+
+/// A schema-wrapped Debezium change event (Kafka's JsonConverter with schemas) of table
+/// `pg1.public.<table>`, with `fields` (Connect field schemas of the row) and its message key.
+fn connect_message(
+    table: &str,
+    fields: &Json,
+    key: (&str, i64),
+    after: Option<Json>,
+    tx: u64,
+) -> Outgoing {
+    let (key_field, id) = key;
+    let row = serde_json::json!({"type": "struct", "optional": true, "fields": fields});
+    let op = if after.is_some() { "c" } else { "d" };
+    let before = if after.is_none() {
+        serde_json::json!({key_field: id})
+    } else {
+        Json::Null
+    };
+    let value = serde_json::json!({
+        "schema": {"type": "struct", "fields": [
+            {"field": "before", "type": "struct", "optional": true, "fields": fields},
+            {"field": "after", "type": "struct", "optional": true, "fields": row["fields"]},
+            {"field": "source", "type": "struct", "fields": []},
+            {"field": "op", "type": "string"}]},
+        "payload": {"before": before, "after": after, "op": op,
+                    "source": {"name": "pg1", "schema": "public", "table": table,
+                               "ts_ms": 1_700_000_000_000u64 + tx, "txId": tx}},
+    });
+    let key = serde_json::json!({
+        "schema": {"type": "struct", "fields": [{"field": key_field, "type": "int64", "optional": false}]},
+        "payload": {key_field: id},
+    });
+    Outgoing {
+        topic: format!("pg1.public.{table}"),
+        partition: (id % 2) as i32,
+        key: Some(key.to_string().into_bytes()),
+        value: Some(value.to_string().into_bytes()),
+    }
+}
+
+/// Schema-wrapped Debezium JSON from several Kafka topics on the real broker, no declaration:
+/// each topic's first record describes its table (the run rebuilds the pipeline with it), and
+/// a topic whose schema gains a column mid-stream evolves its Iceberg table.
+#[test]
+fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
+    let Some(broker) = crate::support::kafka::Broker::start_or_skip("replicate_kafka") else {
+        return;
+    };
+    if !pyiceberg_available() {
+        return;
+    }
+    broker.create_topic("pg1.public.items", 2);
+    broker.create_topic("pg1.public.people", 2);
+    let items_v1 = serde_json::json!([
+        {"field": "id", "type": "int64", "optional": false},
+        {"field": "name", "type": "string", "optional": true},
+        {"field": "weight", "type": "double", "optional": true}]);
+    let mut items_v2 = items_v1.clone();
+    items_v2
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"field": "color", "type": "string", "optional": true}));
+    let people = serde_json::json!([
+        {"field": "pid", "type": "int64", "optional": false},
+        {"field": "name", "type": "string", "optional": true},
+        {"field": "born", "type": "int32", "optional": true, "name": "io.debezium.time.Date"}]);
+    // Phase 1 (before the column) and phase 2 (with it).
+    let mut phases = [Vec::new(), Vec::new()];
+    let mut items: BTreeMap<i64, Json> = BTreeMap::new();
+    let mut items_before_color = Vec::new();
+    let mut persons: BTreeMap<i64, String> = BTreeMap::new();
+    for i in 0..120i64 {
+        if i == 70 {
+            items_before_color = items.values().cloned().collect();
+        }
+        let messages = &mut phases[usize::from(i >= 70)];
+        let tx = i as u64 + 1;
+        let id = i % 25;
+        let v2 = i >= 70;
+        let mut after =
+            serde_json::json!({"id": id, "name": format!("item {i}"), "weight": i as f64 / 4.0});
+        if v2 {
+            after["color"] = serde_json::json!(format!("c{}", i % 3));
+        }
+        let fields = if v2 { &items_v2 } else { &items_v1 };
+        if i % 9 == 8 {
+            messages.push(connect_message("items", fields, ("id", id), None, tx));
+            items.remove(&id);
+        } else {
+            messages.push(connect_message(
+                "items",
+                fields,
+                ("id", id),
+                Some(after.clone()),
+                tx,
+            ));
+            after
+                .as_object_mut()
+                .unwrap()
+                .entry("color")
+                .or_insert(Json::Null);
+            items.insert(id, after);
+        }
+        if i % 4 == 0 {
+            let pid = i % 10;
+            let row =
+                serde_json::json!({"pid": pid, "name": format!("person {i}"), "born": 19_000 + i});
+            messages.push(connect_message(
+                "people",
+                &people,
+                ("pid", pid),
+                Some(row),
+                tx + 10_000,
+            ));
+            persons.insert(pid, format!("person {i}"));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let source = format!("kafka://{}/pg1.public.items,pg1.public.people", broker.addr);
+    broker.produce(&phases[0]);
+    let log_path = dir.path().join("run.log");
+    let mut run = std::process::Command::new(crate::support::tributary_bin())
+        .args(["run", "replicate", "--source", &source, "--warehouse"])
+        .arg(&warehouse)
+        .args(["--epoch-ms", "20", "--commit-ms", "100"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let rows = |table: &str| -> Vec<Json> {
+        let warehouse_arg = warehouse.to_str().unwrap();
+        let listed = crate::support::run_tributary(&["tables", "--warehouse", warehouse_arg]);
+        if !String::from_utf8_lossy(&listed.stdout).contains(table) {
+            return Vec::new();
+        }
+        let mut rows = current(&warehouse, table);
+        rows.sort_by_key(|r| r.to_string());
+        rows
+    };
+    let wait_for = |what: &dyn Fn() -> bool, why: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !what() {
+            assert!(std::time::Instant::now() < deadline, "{why}: {}", log());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let before_color = normalized(
+        items_before_color
+            .into_iter()
+            .map(|mut row| {
+                row.as_object_mut().unwrap().remove("color");
+                row
+            })
+            .collect(),
+    );
+    wait_for(
+        &|| rows("public.items") == before_color,
+        "items reaches phase 1",
+    );
+    // The column arrives while the run reads the topics.
+    broker.produce(&phases[1]);
+    let expected_items: Vec<Json> = normalized(items.into_values().collect());
+    wait_for(
+        &|| rows("public.items") == expected_items,
+        "items reaches phase 2",
+    );
+    let log = log();
+    for learnt in ["pg1.public.items", "pg1.public.people"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("a record describes a table") && l.contains(learnt)),
+            "{learnt} was learnt: {log}"
+        );
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("a record describes a table") && l.contains("color")),
+        "the new column was learnt: {log}"
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+    // People: names by id; `born` (Debezium's Date) arrives as an Iceberg date.
+    let people = rows("public.people");
+    let got: BTreeMap<i64, String> = people
+        .iter()
+        .map(|r| {
+            (
+                r["pid"].as_i64().unwrap(),
+                r["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, persons);
+    assert!(people.iter().all(|r| r["born"]
+        .as_str()
+        .is_some_and(|d| d.len() == 10 && d.starts_with("202"))));
 }

@@ -112,6 +112,9 @@ pub(crate) struct SinkContext {
     pub ledger: EpochLedger,
     /// The source's stream names, by stream index.
     pub streams: Arc<Vec<String>>,
+    /// Set when the run is abandoned: durable sinks commit nothing more (a restart replays
+    /// what they had not committed).
+    pub abandoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The sink settings of a run.
@@ -151,6 +154,7 @@ impl SinkContext {
             iceberg: IcebergSinks::new(settings.iceberg.clone(), settings.pipeline),
             ledger: EpochLedger::with_commit_interval(settings.iceberg.commit_interval),
             streams: Arc::new(settings.streams.to_vec()),
+            abandoned: Arc::default(),
         }
     }
 

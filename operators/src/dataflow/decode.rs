@@ -19,7 +19,9 @@ use timely::progress::operate::FrontierInterest;
 use differential_dataflow::AsCollection;
 
 use super::{route_hash, Collection, Diff, Stream, Time};
-use crate::debezium::{decode_with, kafka_message_key, Decoded, SchemaCache};
+use crate::debezium::{
+    decode_with, describe, kafka_message_key, Decoded, DescribedTable, SchemaCache,
+};
 use crate::event::{ChangeEvent, DeadLetter, DeadLetterKind, Op, RawRecord};
 use crate::schema::{TableCatalog, TableId, TableSpec};
 use crate::topic::TopicName;
@@ -73,8 +75,25 @@ type RouteOutput<D> = Output<Time, Vec<Update<D>>>;
 /// Most events a table's buffer is sized for before it is sent downstream.
 const MESSAGE_EVENTS: usize = 8192;
 
-/// Which tables not in the catalog the pipeline would read (by `server.schema.table`).
-pub type UndeclaredTables = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+/// For pipelines that take their tables from the source: which tables not in the catalog
+/// they would read, and what learns a table a record describes.
+#[derive(Clone)]
+pub struct SourceSchemas {
+    /// Whether the pipeline would read table `server.schema.table`.
+    pub wanted: Arc<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Learns a table that a schema-wrapped record describes: one the catalog lacks, or one
+    /// whose new Connect schema its declaration does not hold. `None`: events of tables the
+    /// catalog lacks are `no-schema` dead letters.
+    pub learn: Option<Arc<dyn Fn(DescribedTable) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SourceSchemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSchemas")
+            .field("learns", &self.learn.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// Builder of the decode-and-route operator: call [`DecodeRouter::table`] for each table, then
 /// [`DecodeRouter::build`] with the finished catalog.
@@ -176,14 +195,14 @@ impl<'s> DecodeRouter<'s> {
     /// Finishes the operator: it decodes against `catalog` and counts into `stats`. `held[t][s]`
     /// is the last offset of stream `s` that a durable sink of table `t` already holds: those
     /// events are dropped (a restart replays them for another table's sake). Events of tables
-    /// not in `catalog` are skipped, or, where `undeclared` says the pipeline would read them,
-    /// become `no-schema` dead letters.
+    /// not in `catalog` are skipped, or, where `source_schemas` says the pipeline would read
+    /// them, learnt from the record's schema or made `no-schema` dead letters.
     pub fn build(
         self,
         catalog: Arc<TableCatalog>,
         stats: Arc<DecodeStats>,
         held: Vec<Vec<Option<u64>>>,
-        undeclared: Option<UndeclaredTables>,
+        source_schemas: Option<SourceSchemas>,
     ) {
         let DecodeRouter {
             builder,
@@ -216,7 +235,16 @@ impl<'s> DecodeRouter<'s> {
                     for container in containers {
                         for raw in container.drain(..) {
                             remaining -= 1;
-                            match decode_with(&raw, &catalog, &mut cache) {
+                            let decoded = decode_with(&raw, &catalog, &mut cache);
+                            if let (Some(learn), Decoded::Event(event)) = (
+                                source_schemas.as_ref().and_then(|s| s.learn.as_ref()),
+                                &decoded,
+                            ) {
+                                if cache.take_fresh() {
+                                    learn_if_changed(&raw, &catalog, event.table, learn);
+                                }
+                            }
+                            match decoded {
                                 Decoded::Event(event) => {
                                     if any_held && is_held(&held, &event) {
                                         replayed += 1;
@@ -254,8 +282,17 @@ impl<'s> DecodeRouter<'s> {
                                     dead_letters.push((letter, time, 1));
                                 }
                                 Decoded::Skipped { table }
-                                    if undeclared.as_ref().is_some_and(|wanted| wanted(&table)) =>
+                                    if source_schemas
+                                        .as_ref()
+                                        .is_some_and(|s| (s.wanted)(&table)) =>
                                 {
+                                    let learn =
+                                        source_schemas.as_ref().and_then(|s| s.learn.as_ref());
+                                    if let (Some(learn), Some(described)) = (learn, describe(&raw))
+                                    {
+                                        learn(described);
+                                        continue;
+                                    }
                                     let payload = raw.value.as_deref().unwrap_or_default();
                                     dead_letters.push((
                                         DeadLetter {
@@ -333,4 +370,19 @@ fn send(
     }
     output.activate().give(capability, buffer);
     buffer.clear();
+}
+
+/// Hands `learn` the table `raw` describes if its columns no longer fit `table`'s declaration.
+fn learn_if_changed(
+    raw: &RawRecord,
+    catalog: &TableCatalog,
+    table: TableId,
+    learn: &Arc<dyn Fn(DescribedTable) + Send + Sync>,
+) {
+    let (Some(spec), Some(described)) = (catalog.get(table), describe(raw)) else {
+        return;
+    };
+    if spec.schema.holds(&described.schema).is_err() {
+        learn(described);
+    }
 }

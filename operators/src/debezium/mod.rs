@@ -6,6 +6,7 @@
 mod agreement;
 mod connect;
 mod convert;
+mod describe;
 mod envelope;
 mod flat_key;
 mod order;
@@ -24,6 +25,7 @@ use crate::value::Value;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use agreement::scanner_agrees_with_serde;
 pub use connect::FieldSchemas;
+pub use describe::{describe, DescribedTable};
 use envelope::Record;
 pub use envelope::{transaction_role, TxRole};
 
@@ -77,6 +79,8 @@ pub struct SchemaCache {
     last_table: Option<TableId>,
     /// The order of fields in the records decoded so far, to recognise the next ones' fields.
     orders: scan::FieldOrders,
+    /// A schema not seen before was parsed since [`SchemaCache::take_fresh`] was last asked.
+    fresh: bool,
 }
 
 /// Most distinct schemas kept; beyond that the cache starts over.
@@ -97,7 +101,14 @@ impl SchemaCache {
         );
         self.parsed.insert(schema.into(), Arc::clone(&parsed));
         self.last = Some((Arc::from(schema), Arc::clone(&parsed)));
+        self.fresh = true;
         parsed
+    }
+
+    /// True (once) when a record decoded since the last call carried a Connect schema not
+    /// seen before (so the table it describes may have changed).
+    pub fn take_fresh(&mut self) -> bool {
+        std::mem::take(&mut self.fresh)
     }
 
     /// Fast path for `{"schema":<the last schema>,"payload":{…}}` as Kafka's JsonConverter

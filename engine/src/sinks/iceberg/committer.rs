@@ -35,6 +35,8 @@ pub struct CommitterContext {
     pub interval: Duration,
     /// Epoch 0 carries the state recovered from the table: already stored, not written again.
     pub skip_epoch_zero: bool,
+    /// The run was abandoned: commit nothing more.
+    pub abandoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 enum Message {
@@ -265,6 +267,9 @@ fn commit(
     even_if_unchanged: bool,
     context: &CommitterContext,
 ) -> Result<bool, IcebergError> {
+    if context.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(false);
+    }
     let Some(positions) = context.ledger.positions_through(through) else {
         return Ok(false);
     };

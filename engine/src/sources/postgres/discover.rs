@@ -87,7 +87,7 @@ pub fn column_type(column: &CatalogColumn) -> (ColumnType, bool) {
 /// declared from the source: every column is there, with the same type or one that holds it
 /// (int in long, a decimal in one of more digits at the same scale); else what differs.
 pub fn covers(schema: &Schema, relation: &Relation) -> Result<(), String> {
-    for column in &relation.columns {
+    let columns = relation.columns.iter().map(|column| {
         let (ty, _) = column_type(&CatalogColumn {
             name: column.name.clone(),
             type_oid: column.type_oid,
@@ -96,29 +96,9 @@ pub fn covers(schema: &Schema, relation: &Relation) -> Result<(), String> {
             type_name: String::new(),
             not_null: false,
         });
-        let declared = schema.index_of(&column.name).map(|i| schema.columns[i].ty);
-        let holds = match (declared, ty) {
-            (Some(declared), ty) if declared == ty => true,
-            (Some(ColumnType::Int64), ColumnType::Int32) => true,
-            (
-                Some(ColumnType::Decimal { precision, scale }),
-                ColumnType::Decimal {
-                    precision: fewer,
-                    scale: same,
-                },
-            ) => fewer <= precision && same == scale,
-            _ => false,
-        };
-        if !holds {
-            return Err(match declared {
-                None => format!("column `{}` ({ty}) was added", column.name),
-                Some(declared) => {
-                    format!("column `{}` changed from {declared} to {ty}", column.name)
-                }
-            });
-        }
-    }
-    Ok(())
+        Column::new(&column.name, ty)
+    });
+    schema.holds(&Schema::new(columns.collect()))
 }
 
 /// `numeric(p,s)`'s precision and scale from its type modifier.
