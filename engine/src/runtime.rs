@@ -50,14 +50,16 @@ pub struct RunSummary {
     pub epoch_latencies: Vec<Duration>,
     /// What each kind of durable sink did (`iceberg`: snapshots, rows, time).
     pub sinks: BTreeMap<String, SinkStats>,
-    /// The run stopped early, everything before committed, because a table it follows changed
-    /// its schema (what changed): run it again to go on with the new schema.
+    /// Why the run stopped early to be built again (what changed): a followed table's schema
+    /// changed (everything before the change is committed), or a record described a table
+    /// the run did not have (nothing was committed since the last commit). [`run`] builds it
+    /// again itself; this is set only when a stop was requested meanwhile.
     pub schema_changed: Option<String>,
 }
 
 /// Builds `pipeline` on `options.workers` timely workers and runs it. When a table whose schema
-/// the pipeline took from the source changes it, the run commits what came before, then
-/// builds the pipeline again with the new schema and goes on from there.
+/// the pipeline took from the source changes it, or a record describes a table the run does
+/// not have, the run builds the pipeline again with it and goes on from its last commit.
 pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::default());
@@ -71,7 +73,7 @@ pub fn run(pipeline: &Pipeline, options: RunOptions) -> Result<RunSummary, RunEr
         let mut summary = run_once(pipeline, &options, &metrics, &stopping, &learnt)?;
         match &summary.schema_changed {
             Some(change) if !stopping.load(Ordering::Relaxed) => {
-                tracing::info!(%change, "a source table's schema changed: everything before it is committed; building the pipeline again with the new schema");
+                tracing::info!(%change, "building the pipeline again");
             }
             _ => {
                 summary.elapsed = started.elapsed();
@@ -90,9 +92,9 @@ fn run_once(
     learnt: &Arc<Mutex<BTreeMap<String, SourceTable>>>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
-    let described = options.source.discover(options.tables.as_ref())?;
+    let discovered = options.source.discover(options.tables.as_ref())?;
     // Sources that describe no tables ahead of their data: learn them from their records.
-    let learning = described.is_none().then(|| Learning {
+    let learning = discovered.is_none().then(|| Learning {
         learnt: Arc::clone(learnt),
         declared: Arc::new(
             options
@@ -103,13 +105,14 @@ fn run_once(
         ),
         abort: Arc::default(),
     });
-    let tables = source_tables(options, described, learning.as_ref());
+    let tables = SourceCatalog::tables_for_run(options, discovered, learning.as_ref());
     let mut source = options.source.open(!options.until_idle)?;
     let abandoned = learning
         .as_ref()
         .map_or_else(Arc::default, |l| Arc::clone(&l.abort));
+    let described = source.describe();
     let catalog = Arc::new(SourceCatalog {
-        source: source.describe(),
+        source: described.clone(),
         tables,
         namespace: options.namespace.clone(),
         followed: Default::default(),
@@ -132,7 +135,6 @@ fn run_once(
     sinks.abandoned = Arc::clone(&abandoned);
     let sink_stats = sinks.clone();
     let workers = options.workers.max(1);
-    let described = source.describe();
     let others = source.split_off(workers)?;
     let readers: Vec<Option<Box<dyn Source>>> =
         std::iter::once(source).chain(others).map(Some).collect();
@@ -244,39 +246,6 @@ fn run_once(
         "finished"
     );
     Ok(summary)
-}
-
-/// The run's source tables: those the user declared, then those the source describes (or,
-/// for sources that describe none, those learnt from their records), `--tables` selecting;
-/// `None` when no table can be known.
-fn source_tables(
-    options: &RunOptions,
-    described: Option<Vec<SourceTable>>,
-    learning: Option<&Learning>,
-) -> Option<Vec<SourceTable>> {
-    let selected = |t: &SourceTable| {
-        let filter = options.tables.as_ref();
-        filter.is_none_or(|f| f.matches(&t.namespace, &t.table))
-    };
-    let learnt = learning.and_then(|l| {
-        l.learnt
-            .lock()
-            .ok()
-            .map(|t| t.values().cloned().collect::<Vec<_>>())
-    });
-    let mut tables: Vec<SourceTable> = options
-        .declared_tables
-        .iter()
-        .filter(|t| selected(t))
-        .cloned()
-        .collect();
-    let others = described.or(learnt)?;
-    let more: Vec<SourceTable> = others
-        .into_iter()
-        .filter(|t| selected(t) && !tables.iter().any(|d| d.name == t.name))
-        .collect();
-    tables.extend(more);
-    Some(tables)
 }
 
 /// One record per closed epoch from the readers' own (each covers only its streams): the
