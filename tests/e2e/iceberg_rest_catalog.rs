@@ -3,7 +3,8 @@
 //! `orders-replica` registers its table, commits every snapshot as REST requirements and
 //! updates, is killed (`kill -9`) twice mid-run and resumes from the table the catalog serves;
 //! then pyiceberg's RestCatalog reads every snapshot equal to the oracle at its recorded line.
-//! Compaction and expiry commit through REST too; a missing token is one clear error.
+//! Compaction and expiry commit through REST too, and so does a schema change; a missing token
+//! is one clear error.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -92,4 +93,91 @@ fn run_tributary_refused(warehouse: &std::path::Path, uri: &str) -> String {
         .unwrap();
     assert!(!output.status.success());
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A schema change commits through REST: `replicate` over a file with a declared table, then
+/// the declaration gains a column; the table evolves (AddSchema, SetCurrentSchema with the
+/// schema-id requirement), and pyiceberg's RestCatalog reads the new column, NULL in rows
+/// that did not change since.
+#[test]
+fn a_new_column_evolves_the_table_through_rest() {
+    if !pyiceberg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = RestServer::start(&dir.path().join("rest.db"), Some(TOKEN));
+    let warehouse = dir.path().join("warehouse");
+    let lines = crate::support::orders_lines(600, 60, 5);
+    let half = lines.len() / 2;
+    let path = dir.path().join("orders.jsonl");
+    let run = |lines: &[String], columns: &str| {
+        crate::support::write_lines(&path, lines);
+        let config = dir.path().join("tributary.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "pipeline = \"replicate\"\nsource = \"file:{}\"\n\n[[table]]\n\
+                 name = \"dbserver1.public.orders\"\nkey = [\"order_id\"]\ncolumns = [{columns}]\n",
+                path.display()
+            ),
+        )
+        .unwrap();
+        let output = Command::new(tributary_bin())
+            .args(["run", "--config", config.to_str().unwrap(), "--until-idle"])
+            .args([
+                "--warehouse",
+                warehouse.to_str().unwrap(),
+                "--catalog",
+                &server.uri,
+            ])
+            .env("TRIBUTARY_REST_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{log}");
+        log
+    };
+    run(
+        &lines[..half],
+        r#""order_id bigint not null", "status text""#,
+    );
+    let log = run(
+        &lines,
+        r#""order_id bigint not null", "status text", "quantity int""#,
+    );
+    assert!(log.contains("evolved the iceberg table's schema"), "{log}");
+    // Per order: the last event, and whether it came after the column was added.
+    let mut last: std::collections::BTreeMap<i64, (serde_json::Value, bool)> = Default::default();
+    for (i, line) in lines.iter().enumerate() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        let Some(op) = event["op"].as_str() else {
+            continue;
+        };
+        if op == "d" {
+            last.remove(&event["before"]["order_id"].as_i64().unwrap());
+        } else {
+            let after = event["after"].clone();
+            last.insert(after["order_id"].as_i64().unwrap(), (after, i >= half));
+        }
+    }
+    let (snapshots, _) = crate::support::iceberg::read_table_with(
+        warehouse.to_str().unwrap(),
+        Some(&server.uri),
+        &[("TRIBUTARY_REST_TOKEN", TOKEN.to_owned())],
+        "public.orders",
+        true,
+    );
+    let rows = &snapshots.last().unwrap().rows;
+    assert_eq!(rows.len(), last.len());
+    for row in rows {
+        let (after, late) = &last[&row["order_id"].as_i64().unwrap()];
+        assert_eq!(row["status"], after["status"]);
+        let quantity = if *late {
+            after["quantity"].clone()
+        } else {
+            serde_json::Value::Null
+        };
+        assert_eq!(row["quantity"], quantity, "{row}");
+    }
 }
