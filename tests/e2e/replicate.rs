@@ -281,6 +281,53 @@ fn every_published_table_is_replicated_exactly_across_kills() {
     assert!(!names.iter().any(|n| n.starts_with("audit.")), "{names:?}");
 }
 
+/// `tributary run replicate` following its source (no `--until-idle`), logging to a file;
+/// killed when dropped.
+struct Followed {
+    child: std::process::Child,
+    log_path: std::path::PathBuf,
+}
+
+impl Followed {
+    fn start(source: &str, warehouse: &std::path::Path, dir: &std::path::Path) -> Followed {
+        let log_path = dir.join("follow.log");
+        let child = std::process::Command::new(crate::support::tributary_bin())
+            .args(["run", "replicate", "--source", source, "--warehouse"])
+            .arg(warehouse)
+            .args(["--epoch-ms", "20", "--commit-ms", "100"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        Followed { child, log_path }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits (up to 90 s) until `done`, else fails saying `why` with the run's log.
+    fn wait_for(&self, done: &dyn Fn() -> bool, why: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{why}: {}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Schema changes: ADD COLUMN while a run follows the slot stops the stream before the first
 /// change that carries it, evolves the Iceberg table (a new optional field) and goes on, and a
 /// table created meanwhile gets an Iceberg table of its own the same way; DROP
@@ -341,25 +388,11 @@ fn schema_changes_evolve_the_tables_and_an_incompatible_one_stops_cleanly() {
 
     // ADD COLUMN while a run follows the slot: the stream stops before the first change that
     // carries the new column, the table evolves, and the run goes on.
-    let log_path = dir.path().join("follow.log");
-    let mut follow = std::process::Command::new(crate::support::tributary_bin())
-        .args(["run", "replicate", "--source", &source, "--warehouse"])
-        .arg(&warehouse)
-        .args(["--epoch-ms", "20", "--commit-ms", "100"])
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let wait_for = |what: &dyn Fn() -> bool, why: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !what() {
-            assert!(std::time::Instant::now() < deadline, "{why}: {}", log());
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    };
-    wait_for(&|| log().contains("streaming changes"), "the run streams");
+    let follow = Followed::start(&source, &warehouse, dir.path());
+    follow.wait_for(
+        &|| follow.log().contains("streaming changes"),
+        "the run streams",
+    );
     pg.psql(
         "shop",
         "UPDATE items SET qty = qty + 1 WHERE id <= 5;
@@ -368,16 +401,16 @@ fn schema_changes_evolve_the_tables_and_an_incompatible_one_stops_cleanly() {
          UPDATE items SET color = 'blue' WHERE id = 2;
          INSERT INTO other VALUES (2, 'b');",
     );
-    wait_for(
-        &|| log().contains("building the pipeline again"),
+    follow.wait_for(
+        &|| follow.log().contains("building the pipeline again"),
         "the run restarts for the new column",
     );
     assert!(
-        log().contains("column `color` (string) was added"),
+        follow.log().contains("column `color` (string) was added"),
         "{}",
-        log()
+        follow.log()
     );
-    wait_for(
+    follow.wait_for(
         &|| items_in_iceberg(&[]) == items_now(),
         "items reaches the source",
     );
@@ -388,15 +421,15 @@ fn schema_changes_evolve_the_tables_and_an_incompatible_one_stops_cleanly() {
          INSERT INTO late VALUES (1, 'x'), (2, 'y');
          UPDATE late SET v = 'z' WHERE id = 1;",
     );
-    wait_for(
-        &|| log().contains("table dbserver1.public.late is new"),
+    follow.wait_for(
+        &|| follow.log().contains("table dbserver1.public.late is new"),
         "the run restarts for the new table",
     );
     let listed = || {
         let warehouse = warehouse.to_str().unwrap();
         crate::support::run_tributary_ok(&["tables", "--warehouse", warehouse])
     };
-    wait_for(
+    follow.wait_for(
         &|| {
             listed().contains("public.late")
                 && current(&warehouse, "public.late")
@@ -404,8 +437,7 @@ fn schema_changes_evolve_the_tables_and_an_incompatible_one_stops_cleanly() {
         },
         "late reaches the source",
     );
-    follow.kill().unwrap();
-    follow.wait().unwrap();
+    drop(follow);
 
     // DROP COLUMN, then widen qty to bigint and use the room.
     pg.psql(
@@ -657,17 +689,7 @@ fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
     let warehouse = dir.path().join("warehouse");
     let source = format!("kafka://{}/pg1.public.items,pg1.public.people", broker.addr);
     broker.produce(&phases[0]);
-    let log_path = dir.path().join("run.log");
-    let mut run = std::process::Command::new(crate::support::tributary_bin())
-        .args(["run", "replicate", "--source", &source, "--warehouse"])
-        .arg(&warehouse)
-        .args(["--epoch-ms", "20", "--commit-ms", "100"])
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let run = Followed::start(&source, &warehouse, dir.path());
     let rows = |table: &str| -> Vec<Json> {
         let warehouse_arg = warehouse.to_str().unwrap();
         let listed = crate::support::run_tributary(&["tables", "--warehouse", warehouse_arg]);
@@ -678,13 +700,6 @@ fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
         rows.sort_by_key(|r| r.to_string());
         rows
     };
-    let wait_for = |what: &dyn Fn() -> bool, why: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-        while !what() {
-            assert!(std::time::Instant::now() < deadline, "{why}: {}", log());
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
     let before_color = normalized(
         items_before_color
             .into_iter()
@@ -694,18 +709,18 @@ fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
             })
             .collect(),
     );
-    wait_for(
+    run.wait_for(
         &|| rows("public.items") == before_color,
         "items reaches phase 1",
     );
     // The column arrives while the run reads the topics.
     broker.produce(&phases[1]);
     let expected_items: Vec<Json> = normalized(items.into_values().collect());
-    wait_for(
+    run.wait_for(
         &|| rows("public.items") == expected_items,
         "items reaches phase 2",
     );
-    let log = log();
+    let log = run.log();
     for learnt in ["pg1.public.items", "pg1.public.people"] {
         assert!(
             log.lines()
@@ -718,8 +733,6 @@ fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
             .any(|l| l.contains("a record describes a table") && l.contains("color")),
         "the new column was learnt: {log}"
     );
-    run.kill().unwrap();
-    run.wait().unwrap();
     // People: names by id; `born` (Debezium's Date) arrives as an Iceberg date.
     let people = rows("public.people");
     let got: BTreeMap<i64, String> = people
