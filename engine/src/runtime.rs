@@ -399,19 +399,20 @@ fn drive(
         }
         // A quiet source: a due epoch closes once its streams' transactions are complete.
         ingestor.settle(source.at_transaction_end(), |e| feed.take(e));
+        if let (false, Some(change)) = (stop_requested, source.schema_changed()) {
+            // Finish at the next boundary of every stream; the run is built again after.
+            if let Ok(mut slot) = schema_changed.lock() {
+                slot.get_or_insert_with(|| change.to_owned());
+            }
+            stop_requested = true;
+            ingestor.request_stop(|e| feed.take(e));
+        }
         match poll {
             Poll::Ready => {}
             Poll::Idle => {
                 worker.step_or_park(Some(Duration::from_millis(20)));
             }
-            Poll::Finished => {
-                if let (Some(change), Ok(mut slot)) =
-                    (source.schema_changed(), schema_changed.lock())
-                {
-                    slot.get_or_insert_with(|| change.to_owned());
-                }
-                break;
-            }
+            Poll::Finished => break,
         }
         worker.step();
         while probe.less_than(&ingestor.epoch().saturating_sub(MAX_EPOCHS_IN_FLIGHT))

@@ -608,9 +608,10 @@ fn connect_message(
     }
 }
 
-/// Schema-wrapped Debezium JSON from several Kafka topics on the real broker, no declaration:
-/// each topic's first record describes its table (the run rebuilds the pipeline with it), and
-/// a topic whose schema gains a column mid-stream evolves its Iceberg table.
+/// Schema-wrapped Debezium JSON from the Kafka topics a pattern matches on the real broker, no
+/// declaration: each topic's first record describes its table (the run rebuilds the pipeline
+/// with it), a topic whose schema gains a column mid-stream evolves its Iceberg table, and a
+/// topic created later is picked up.
 #[test]
 fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
     let Some(broker) = crate::support::kafka::Broker::start_or_skip("replicate_kafka") else {
@@ -687,7 +688,7 @@ fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
     }
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
-    let source = format!("kafka://{}/pg1.public.items,pg1.public.people", broker.addr);
+    let source = format!(r"kafka://{}/~pg1\.public\..*", broker.addr);
     broker.produce(&phases[0]);
     let run = Followed::start(&source, &warehouse, dir.path());
     let rows = |table: &str| -> Vec<Json> {
@@ -732,6 +733,27 @@ fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
         log.lines()
             .any(|l| l.contains("a record describes a table") && l.contains("color")),
         "the new column was learnt: {log}"
+    );
+    // A topic created while the run follows the pattern: the run is rebuilt to read it.
+    broker.create_topic("pg1.public.late", 1);
+    let late: Vec<Outgoing> = (0..5)
+        .map(|i| {
+            let row = serde_json::json!({"pid": i, "name": format!("late {i}"), "born": 19_500});
+            let mut message =
+                connect_message("late", &people, ("pid", i), Some(row), 50_000 + i as u64);
+            message.partition = 0;
+            message
+        })
+        .collect();
+    broker.produce(&late);
+    run.wait_for(
+        &|| rows("public.late").len() == 5,
+        "the new topic's table is replicated",
+    );
+    assert!(
+        run.log().contains("topic pg1.public.late is new"),
+        "{}",
+        run.log()
     );
     // People: names by id; `born` (Debezium's Date) arrives as an Iceberg date.
     let people = rows("public.people");

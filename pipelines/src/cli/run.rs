@@ -36,7 +36,7 @@ pub struct RunConfig {
     /// Pipeline name (see `tributary pipelines`); may come from --config instead.
     pub pipeline: Option<String>,
     /// Where records come from: file:PATH | generator[:EVENTS] |
-    /// kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC] |
+    /// kafka://HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC|,~REGEX] |
     /// postgres://USER@HOST[:PORT]/DB?publication=P&slot=S.  [default: generator]
     #[arg(long)]
     pub source: Option<String>,

@@ -79,6 +79,10 @@ pub struct KafkaSource {
     errors_seen: u64,
     /// The newest acknowledged positions, committed once more when closing.
     unsynced: Option<TopicPartitionList>,
+    /// When the topics were last listed to find new ones matching a pattern.
+    topics_checked: Instant,
+    /// A new topic matches a pattern (which): the run rebuilds to read it.
+    new_topic: Option<String>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -89,6 +93,9 @@ impl std::fmt::Debug for KafkaSource {
             .finish_non_exhaustive()
     }
 }
+
+/// How often a source that follows topic patterns looks for new topics.
+const TOPIC_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 impl KafkaSource {
     /// Connects (retrying with backoff up to the connect timeout), checks every topic exists,
@@ -123,6 +130,27 @@ impl KafkaSource {
                 })
             },
         )?;
+        // The topics named, then those the patterns match, in name order.
+        let mut spec = spec.clone();
+        let mut matched: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|t| !spec.topics.contains(t) && spec.matches(t))
+            .collect();
+        matched.sort();
+        spec.topics.extend(matched);
+        if spec.topics.is_empty() {
+            return Err(SourceError::KafkaTopicMissing {
+                brokers: spec.brokers.clone(),
+                topics: spec
+                    .patterns
+                    .iter()
+                    .map(|p| format!("~{p}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            });
+        }
         let topics: Vec<TopicName> = spec.topics.iter().map(|t| TopicName::new(t)).collect();
         let mut partitions = Vec::new();
         let mut stream_of = Vec::new();
@@ -155,7 +183,7 @@ impl KafkaSource {
             "kafka source ready"
         );
         let mut source = KafkaSource {
-            spec: spec.clone(),
+            spec,
             next: partitions.iter().map(|p| p.low).collect(),
             resume: vec![None; partitions.len()],
             consumer: Arc::new(consumer),
@@ -170,6 +198,8 @@ impl KafkaSource {
             errors: ErrorLog::new(Duration::from_secs(10)),
             errors_seen: 0,
             unsynced: None,
+            topics_checked: Instant::now(),
+            new_topic: None,
         };
         source.own_part(0, 1);
         Ok(source)
@@ -211,9 +241,35 @@ impl KafkaSource {
             errors: ErrorLog::new(Duration::from_secs(10)),
             errors_seen: 0,
             unsynced: None,
+            topics_checked: Instant::now(),
+            new_topic: None,
         };
         part.own_part(index, parts);
         Ok(part)
+    }
+
+    /// Following a pattern, lists the topics now and then (part 0 only); a new one that
+    /// matches is reported through [`Source::schema_changed`].
+    fn look_for_new_topics(&mut self, now: Instant) {
+        if !self.follow
+            || self.spec.patterns.is_empty()
+            || self.part.0 != 0
+            || self.new_topic.is_some()
+            || now.duration_since(self.topics_checked) < TOPIC_CHECK_INTERVAL
+        {
+            return;
+        }
+        self.topics_checked = now;
+        let Ok(metadata) = self.consumer.fetch_metadata(None, Duration::from_secs(2)) else {
+            return;
+        };
+        let spec = &self.spec;
+        self.new_topic = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name())
+            .find(|t| !spec.topics.iter().any(|known| known == t) && spec.matches(t))
+            .map(|t| format!("topic {t} is new"));
     }
 
     fn stream_name(&self, p: &Partition) -> String {
@@ -317,6 +373,7 @@ impl Source for KafkaSource {
             self.assign()?;
         }
         let now = Instant::now();
+        self.look_for_new_topics(now);
         let errors = self.consumer.context().errors();
         if errors > self.errors_seen {
             self.errors_seen = errors;
@@ -377,6 +434,10 @@ impl Source for KafkaSource {
             }
             _ => Ok(Poll::Idle),
         }
+    }
+
+    fn schema_changed(&self) -> Option<&str> {
+        self.new_topic.as_deref()
     }
 
     fn split_off(&mut self, parts: usize) -> Result<Vec<Box<dyn Source>>, SourceError> {

@@ -26,6 +26,9 @@ pub struct KafkaSourceSpec {
     pub brokers: String,
     /// Topics, one per source table (`server.schema.table`).
     pub topics: Vec<String>,
+    /// Topic patterns (`~REGEX` in the URL, matched whole): every topic that matches is read,
+    /// and, when following, a topic created later that matches rebuilds the run with it.
+    pub patterns: Vec<String>,
     /// Consumer group for committed offsets (monitoring and `--kafka-start committed`).
     pub group: String,
     /// Where partitions without a resume position start.
@@ -43,14 +46,21 @@ impl KafkaSourceSpec {
             "kafka:// needs HOST:PORT/TOPIC, e.g. kafka://localhost:9092/dbserver1.public.orders",
         )?;
         parse_brokers(brokers)?;
-        let topics: Vec<String> = topics
+        let (patterns, topics): (Vec<String>, Vec<String>) = topics
             .split(',')
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .map(str::to_owned)
-            .collect();
-        if topics.is_empty() {
+            .partition(|t| t.starts_with('~'));
+        let patterns: Vec<String> = patterns.iter().map(|p| p[1..].to_owned()).collect();
+        if topics.is_empty() && patterns.is_empty() {
             return Err("kafka:// needs at least one topic after the `/`".into());
+        }
+        if let Some((pattern, error)) = patterns
+            .iter()
+            .find_map(|p| topic_pattern(p).err().map(|e| (p, e)))
+        {
+            return Err(format!("`~{pattern}` is not a regular expression: {error}"));
         }
         if let Some(bad) = topics.iter().find(|t| !valid_topic(t)) {
             return Err(format!(
@@ -60,11 +70,30 @@ impl KafkaSourceSpec {
         Ok(KafkaSourceSpec {
             brokers: brokers.to_owned(),
             topics,
+            patterns,
             group: "tributary".to_owned(),
             start: StartFrom::default(),
             client: KafkaClientOptions::default(),
             idle_quiet: idle::DEFAULT_QUIET,
         })
+    }
+}
+
+/// A topic pattern, matched whole.
+pub(super) fn topic_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+}
+
+impl KafkaSourceSpec {
+    /// Whether `topic` is one of the topics named or matches a pattern (Kafka's internal
+    /// `__…` topics never do).
+    pub(super) fn matches(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| t == topic)
+            || (!topic.starts_with("__")
+                && self
+                    .patterns
+                    .iter()
+                    .any(|p| topic_pattern(p).is_ok_and(|r| r.is_match(topic))))
     }
 }
 
@@ -84,6 +113,18 @@ mod tests {
         let spec = KafkaSourceSpec::parse("a:9092,b:9093/x.public.orders, x.public.items").unwrap();
         assert_eq!(spec.brokers, "a:9092,b:9093");
         assert_eq!(spec.topics, ["x.public.orders", "x.public.items"]);
+        let patterned = KafkaSourceSpec::parse(r"a:9092/~x\.public\..*,y.t").unwrap();
+        assert_eq!(
+            (patterned.topics, patterned.patterns),
+            (vec!["y.t".to_owned()], vec![r"x\.public\..*".to_owned()])
+        );
+        let spec = KafkaSourceSpec::parse(r"a:9092/~x\.public\..*").unwrap();
+        assert!(
+            spec.matches("x.public.orders")
+                && !spec.matches("x.public")
+                && !spec.matches("__consumer_offsets")
+        );
+        assert!(KafkaSourceSpec::parse("a:9092/~(").is_err());
         for bad in [
             "a:9092",
             "a:9092/",
