@@ -771,3 +771,75 @@ fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
         .as_str()
         .is_some_and(|d| d.len() == 10 && d.starts_with("202"))));
 }
+
+/// Bad input in schema-wrapped events is data: a payload that contradicts its schema and a
+/// Connect type without a mapping (taken as text, with a warning) give dead letters naming
+/// the field; the good rows replicate.
+#[test]
+fn schema_wrapped_bad_input_becomes_dead_letters() {
+    if !pyiceberg_available() {
+        return;
+    }
+    let fields = serde_json::json!([
+        {"field": "id", "type": "int64", "optional": false},
+        {"field": "w", "type": "double", "optional": true},
+        {"field": "x", "type": "int128", "optional": true}]);
+    // Lines that carry the Kafka message whole (`{"key":…,"value":…}`), so the key is known.
+    let line = |after: Json, tx: u64| {
+        let id = after["id"].as_i64().unwrap();
+        let message = connect_message("t", &fields, ("id", id), Some(after), tx);
+        let json = |bytes: Vec<u8>| serde_json::from_slice::<Json>(&bytes).unwrap();
+        serde_json::json!({"key": json(message.key.unwrap()), "value": json(message.value.unwrap())})
+            .to_string()
+    };
+    let lines = [
+        line(serde_json::json!({"id": 1, "w": 1.5, "x": "a"}), 1),
+        line(serde_json::json!({"id": 2, "w": "heavy", "x": "b"}), 2),
+        line(serde_json::json!({"id": 3, "w": 2.0, "x": 7}), 3),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    crate::support::write_lines(&path, &lines);
+    let warehouse = dir.path().join("warehouse");
+    let dead = dir.path().join("dead.jsonl");
+    let output = crate::support::run_tributary(&[
+        "run",
+        "replicate",
+        "--source",
+        &format!("file:{}", path.display()),
+        "--warehouse",
+        warehouse.to_str().unwrap(),
+        "--until-idle",
+        "--dead-letter",
+        dead.to_str().unwrap(),
+    ]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(
+        log.contains("no mapping for these Connect types") && log.contains("x: int128"),
+        "{log}"
+    );
+    let letters: Vec<Json> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reasons: Vec<(&str, &str)> = letters
+        .iter()
+        .map(|l| (l["kind"].as_str().unwrap(), l["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|(kind, _)| *kind == "type-mismatch"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[0].1.contains("`after.w`") && reasons[1].1.contains("`after.x`"),
+        "{reasons:?}"
+    );
+    let rows = current(&warehouse, "public.t");
+    assert_eq!(
+        rows,
+        normalized(vec![serde_json::json!({"id": 1, "w": 1.5, "x": "a"})])
+    );
+}

@@ -119,6 +119,7 @@ impl Learning {
             [table, namespace, ..] => ((*table).to_owned(), (*namespace).to_owned()),
             _ => (described.name.clone(), "default".to_owned()),
         };
+        let unmapped = described.unmapped;
         let learnt = SourceTable {
             name: described.name,
             namespace,
@@ -129,6 +130,9 @@ impl Learning {
         if let Ok(mut tables) = self.learnt.lock() {
             if tables.get(&learnt.name) != Some(&learnt) {
                 tracing::info!(table = %learnt.name, columns = %learnt.schema.names(), key = ?learnt.key, "a record describes a table the run does not have (or a new schema of it): rebuilding the pipeline with it");
+                if !unmapped.is_empty() {
+                    tracing::warn!(table = %learnt.name, columns = ?unmapped, "no mapping for these Connect types: replicated as text (values that are not text become type-mismatch dead letters)");
+                }
                 tables.insert(learnt.name.clone(), learnt);
                 self.abort.store(true, std::sync::atomic::Ordering::Relaxed);
             }
@@ -139,8 +143,9 @@ impl Learning {
 impl<'s> PipelineBuilder<'s> {
     /// The tables the source describes (with `--tables`, those it selects): their names,
     /// schemas and primary keys. A pipeline that asks is built again when a new table
-    /// appears (its first change stops the source before it). An error for sources that carry
-    /// no schemas ahead of their data (files and Kafka today).
+    /// appears (its first change stops the source before it). From sources that describe no
+    /// tables ahead of their data (files, Kafka): those declared and those learnt so far from
+    /// schema-wrapped records (see [`PipelineBuilder::learns_tables`]).
     pub fn source_tables(&self) -> Result<&[SourceTable], BuildError> {
         self.source
             .listed

@@ -18,6 +18,8 @@ pub struct DescribedTable {
     pub schema: Schema,
     /// Primary key columns (empty: the record has no key to tell them).
     pub key: Vec<String>,
+    /// Columns whose Connect type has no mapping (`column: type`), taken as text.
+    pub unmapped: Vec<String>,
 }
 
 /// The table `raw` describes, if it is a schema-wrapped Debezium change event.
@@ -61,21 +63,27 @@ pub fn describe(raw: &RawRecord) -> Option<DescribedTable> {
             .iter()
             .find(|f| f.get("field").and_then(Json::as_str) == Some(image))
     })?;
-    let columns = row
-        .get("fields")?
-        .as_array()?
-        .iter()
-        .map(column)
-        .collect::<Option<Vec<Column>>>()?;
+    let mut unmapped = Vec::new();
+    let mut columns = Vec::new();
+    for field in row.get("fields")?.as_array()? {
+        let (column, mapped) = column(field)?;
+        if !mapped {
+            let physical = field.get("type").and_then(Json::as_str).unwrap_or("?");
+            unmapped.push(format!("{}: {physical}", column.name));
+        }
+        columns.push(column);
+    }
     Some(DescribedTable {
         name,
         schema: Schema::new(columns),
         key: key.as_ref().map(key_columns).unwrap_or_default(),
+        unmapped,
     })
 }
 
-/// A Connect field as a column: its logical type decides where it has one.
-fn column(field: &Json) -> Option<Column> {
+/// A Connect field as a column (its logical type decides where it has one), and whether its
+/// type has a mapping (else it is taken as text).
+fn column(field: &Json) -> Option<(Column, bool)> {
     let name = field.get("field")?.as_str()?;
     let physical = field.get("type").and_then(Json::as_str).unwrap_or("");
     let logical = field.get("name").and_then(Json::as_str).unwrap_or("");
@@ -112,15 +120,28 @@ fn column(field: &Json) -> Option<Column> {
             "float32" | "float64" | "float" | "double" => ColumnType::Float64,
             "bytes" => ColumnType::Bytes,
             "struct" | "array" | "map" => ColumnType::Json,
-            _ => ColumnType::String,
+            "string" => ColumnType::String,
+            _ => return Some((text_column(name, field), false)),
         },
     };
+    Some((with_nullability(Column::new(name, ty), field), true))
+}
+
+fn text_column(name: &str, field: &Json) -> Column {
+    with_nullability(Column::new(name, ColumnType::String), field)
+}
+
+/// `column`, NOT NULL unless the field is optional.
+fn with_nullability(column: Column, field: &Json) -> Column {
     let optional = field
         .get("optional")
         .and_then(Json::as_bool)
         .unwrap_or(true);
-    let column = Column::new(name, ty);
-    Some(if optional { column } else { column.not_null() })
+    if optional {
+        column
+    } else {
+        column.not_null()
+    }
 }
 
 /// The key's columns: a schema-wrapped key's fields, or a plain key object's.
@@ -188,6 +209,7 @@ mod tests {
                 Column::new("note", ColumnType::String),
             ])
         );
+        assert!(described.unmapped.is_empty());
         let plain = RawRecord::line(br#"{"op":"c","after":{"id":1}}"#, Position::new(0, 1));
         assert_eq!(describe(&plain), None, "a plain envelope describes nothing");
     }
