@@ -21,7 +21,7 @@ pub mod sources;
 
 pub use builder::{BuildFn, KeylessTable, Pipeline, PipelineBuilder, Table};
 pub use error::{BuildError, OptionError, RunError, SourceError};
-pub use options::RunOptions;
+pub use options::{RunOptions, TableOptions};
 pub use runtime::{run, RunSummary};
 pub use sinks::console::{ConsoleFormat, ConsoleMode, ConsoleOptions};
 pub use sinks::iceberg::{DeleteMode, IcebergOptions, Partition};

@@ -1,13 +1,14 @@
 //! How to run a pipeline: the engine's options (the command line's `RunConfig` fills them in;
 //! library users start from [`RunOptions::default`]).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sinks::console::ConsoleOptions;
-use crate::sinks::iceberg::IcebergOptions;
+use crate::sinks::iceberg::{DeleteMode, IcebergOptions, Partition};
 use crate::sinks::kafka::KafkaSinkSpec;
 use crate::sinks::{SharedWriter, SinkSettings};
 use crate::sources::{SourceSpec, SourceTable, TableFilter};
@@ -43,6 +44,22 @@ pub struct RunOptions {
     /// Source tables declared by the user (for sources whose events carry no types); they win
     /// over the tables a source describes.
     pub declared_tables: Vec<SourceTable>,
+    /// Per source table (`server.schema.table`), how pipelines that take their tables from
+    /// the source write it.
+    pub table_options: BTreeMap<String, TableOptions>,
+}
+
+/// How a pipeline that takes its tables from the source writes one of them (`[[table]]` in
+/// `tributary.toml`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableOptions {
+    /// Key columns instead of the source's primary key (a table without one is then
+    /// upserted rather than logged).
+    pub key: Option<Vec<String>>,
+    /// The Iceberg table's partition fields, when it is created.
+    pub partitions: Vec<Partition>,
+    /// How replaced rows are deleted (default: `--iceberg-deletes`).
+    pub deletes: Option<DeleteMode>,
 }
 
 impl Default for RunOptions {
@@ -63,6 +80,7 @@ impl Default for RunOptions {
             tables: None,
             namespace: None,
             declared_tables: Vec::new(),
+            table_options: BTreeMap::new(),
         }
     }
 }

@@ -118,6 +118,7 @@ fn run_once(
         followed: Default::default(),
         listed: Default::default(),
         filter: options.tables.clone(),
+        table_options: options.table_options.clone(),
         learning,
     });
     let schema_changed: Arc<Mutex<Option<String>>> = Arc::default();

@@ -843,3 +843,65 @@ fn schema_wrapped_bad_input_becomes_dead_letters() {
         normalized(vec![serde_json::json!({"id": 1, "w": 1.5, "x": "a"})])
     );
 }
+
+/// Per-table options in `tributary.toml` for a table the source describes (`[[table]]`
+/// without columns): a key for a table whose events carry none (upserted, not logged) and a
+/// partition spec for its Iceberg table.
+#[test]
+fn table_options_set_the_key_and_the_partition_spec() {
+    if !pyiceberg_available() {
+        return;
+    }
+    let fields = serde_json::json!([
+        {"field": "id", "type": "int64", "optional": false},
+        {"field": "v", "type": "string", "optional": true}]);
+    let lines: Vec<String> = (0..40u64)
+        .map(|i| {
+            let after = serde_json::json!({"id": i % 8, "v": format!("v{i}")});
+            let message = connect_message("t", &fields, ("id", (i % 8) as i64), Some(after), i + 1);
+            String::from_utf8(message.value.unwrap()).unwrap()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.jsonl");
+    crate::support::write_lines(&path, &lines);
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "pipeline = \"replicate\"\nsource = \"file:{}\"\n\n[[table]]\nname = \"pg1.public.t\"\n\
+             key = [\"id\"]\npartition = [\"bucket[4](id)\"]\n",
+            path.display()
+        ),
+    )
+    .unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let output = crate::support::run_tributary(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--warehouse",
+        warehouse.to_str().unwrap(),
+        "--until-idle",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected: Vec<Json> = (32..40u64)
+        .map(|i| serde_json::json!({"id": i % 8, "v": format!("v{i}")}))
+        .collect();
+    assert_eq!(current(&warehouse, "public.t"), normalized(expected));
+    let metadata_dir = warehouse.join("public.db/t/metadata");
+    let mut files: Vec<_> = std::fs::read_dir(&metadata_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".metadata.json"))
+        .collect();
+    files.sort();
+    let metadata: Json =
+        serde_json::from_slice(&std::fs::read(files.last().unwrap()).unwrap()).unwrap();
+    let specs = metadata["partition-specs"].to_string();
+    assert!(specs.contains("bucket[4]"), "{specs}");
+}

@@ -26,7 +26,9 @@ use tributary_operators::{
 
 use crate::error::BuildError;
 use crate::positions::StreamPositions;
-use crate::sinks::iceberg::{self, Committed, CommitterContext, Partition, TableIdent, WriteMode};
+use crate::sinks::iceberg::{
+    self, Committed, CommitterContext, DeleteMode, Partition, TableIdent, WriteMode,
+};
 use crate::sinks::{on_closed_epochs, OutputContext, OutputSpec, SinkContext};
 
 /// What builds a pipeline: declares its tables, relations and outputs (called once per worker).
@@ -272,6 +274,18 @@ impl<'s> PipelineBuilder<'s> {
         table: &Table<'s>,
         partitions: &[Partition],
     ) -> Result<Relation<'s>, BuildError> {
+        self.iceberg_replica_with(name, table, partitions, None)
+    }
+
+    /// [`iceberg_replica_partitioned`](Self::iceberg_replica_partitioned), deleting replaced
+    /// rows as `deletes` says rather than as the run's `--iceberg-deletes`.
+    pub(crate) fn iceberg_replica_with(
+        &mut self,
+        name: &str,
+        table: &Table<'s>,
+        partitions: &[Partition],
+        deletes: Option<DeleteMode>,
+    ) -> Result<Relation<'s>, BuildError> {
         let iceberg_error = |cause: iceberg::IcebergError| BuildError::Sink {
             sink: format!("iceberg table `{name}`"),
             cause: cause.into(),
@@ -294,7 +308,7 @@ impl<'s> PipelineBuilder<'s> {
                 WriteMode::Upsert {
                     key: spec.key.clone(),
                 },
-                partitions,
+                (partitions, deletes),
             )
             .map_err(iceberg_error)?;
         self.hold(table.id, name, &opened.committed)?;
@@ -359,7 +373,7 @@ impl<'s> PipelineBuilder<'s> {
         let opened = self
             .sinks
             .iceberg
-            .open(&ident, relation.schema(), WriteMode::Append, &[])
+            .open(&ident, relation.schema(), WriteMode::Append, (&[], None))
             .map_err(iceberg_error)?;
         for &source in relation.tables() {
             self.hold(source, name, &opened.committed)?;

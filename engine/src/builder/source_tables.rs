@@ -13,7 +13,7 @@ use tributary_operators::Schema;
 
 use super::{KeylessTable, PipelineBuilder, Table};
 use crate::error::BuildError;
-use crate::options::RunOptions;
+use crate::options::{RunOptions, TableOptions};
 use crate::sinks::iceberg::{self, TableIdent};
 use crate::sources::{SourceTable, TableFilter};
 
@@ -36,6 +36,8 @@ pub(crate) struct SourceCatalog {
     pub listed: std::sync::atomic::AtomicBool,
     /// `--tables`.
     pub filter: Option<TableFilter>,
+    /// Per source table, how `replicate` writes it.
+    pub table_options: BTreeMap<String, TableOptions>,
     /// Where the decoder puts the tables schema-wrapped records describe (`None`: the source
     /// describes its tables, or nothing is learnt).
     pub learning: Option<Learning>,
@@ -219,17 +221,25 @@ impl<'s> PipelineBuilder<'s> {
             .iceberg
             .existing_schema(&ident)
             .map_err(sink_error)?;
-        let schema = followed_schema(source, existing.as_ref());
+        let options = self
+            .source
+            .table_options
+            .get(&source.name)
+            .cloned()
+            .unwrap_or_default();
+        let key = options.key.clone().unwrap_or_else(|| source.key.clone());
+        let schema = followed_schema(source, &key, existing.as_ref());
         if let Ok(mut followed) = self.source.followed.lock() {
             followed.insert(source.name.clone(), schema.clone());
         }
-        if source.key.is_empty() {
+        if key.is_empty() {
             let table = self.keyless_table(&source.name, schema)?;
             return self.iceberg_append(name, &table.changed_rows());
         }
-        let key: Vec<&str> = source.key.iter().map(String::as_str).collect();
+        let key: Vec<&str> = key.iter().map(String::as_str).collect();
         let table = self.table(&source.name, schema, &key)?;
-        self.iceberg_replica(name, &table).map(|_| ())
+        self.iceberg_replica_with(name, &table, &options.partitions, options.deletes)
+            .map(|_| ())
     }
 
     /// Declares a source table without a primary key: only its changes can be read
@@ -244,16 +254,16 @@ impl<'s> PipelineBuilder<'s> {
 }
 
 /// The schema a followed source table is declared with: the source's columns, NULL allowed
-/// outside the key, then the columns an existing Iceberg table keeps that the source dropped
+/// outside `key`, then the columns an existing Iceberg table keeps that the source dropped
 /// (the replica's and change log's own columns aside).
-fn followed_schema(source: &SourceTable, existing: Option<&Schema>) -> Schema {
+fn followed_schema(source: &SourceTable, key: &[String], existing: Option<&Schema>) -> Schema {
     let mut columns: Vec<tributary_operators::Column> = source
         .schema
         .columns
         .iter()
         .map(|column| {
             let mut column = column.clone();
-            column.nullable |= !source.key.iter().any(|k| **k == *column.name);
+            column.nullable |= !key.iter().any(|k| **k == *column.name);
             column
         })
         .collect();

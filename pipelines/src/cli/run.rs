@@ -27,7 +27,7 @@ use tributary_engine::{
     shared_writer, ConsoleFormat, ConsoleMode, ConsoleOptions, DeleteMode, IcebergOptions,
     Pipeline, RunOptions,
 };
-use tributary_engine::{Column, Schema};
+use tributary_engine::{Column, Partition, Schema, TableOptions};
 
 /// Settings for `tributary run`, from flags, from a file, or both (flags win).
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, Serialize, Deserialize)]
@@ -128,27 +128,52 @@ pub struct RunConfig {
     pub kafka_sink_format: Option<KafkaSinkFormat>,
 }
 
-/// A source table as `tributary.toml` declares it:
+/// A source table as `tributary.toml` declares it, or (without `columns`) how to write a
+/// table the source describes:
 ///
 /// ```toml
 /// [[table]]
 /// name = "dbserver1.public.orders"       # server.schema.table, as its events name it
 /// key = ["order_id"]                      # none: an append-only change log
 /// columns = ["order_id bigint not null", "status text", "price numeric(10,2)"]
+/// partition = ["month(created_at)"]       # when the Iceberg table is created
+/// deletes = "equality"                    # default: --iceberg-deletes
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableDeclaration {
     /// `server.schema.table` (or `schema.table`).
     pub name: String,
-    /// Primary key columns.
+    /// Primary key columns (without `columns`: instead of the source's key).
     #[serde(default)]
     pub key: Vec<String>,
-    /// `NAME TYPE [NOT NULL]`, in order.
+    /// `NAME TYPE [NOT NULL]`, in order; none: the source describes the table.
+    #[serde(default)]
     pub columns: Vec<String>,
+    /// Partition fields of the Iceberg table: `COLUMN`, `year|month|day|hour(COLUMN)`,
+    /// `bucket[N](COLUMN)`.
+    #[serde(default)]
+    pub partition: Vec<String>,
+    /// How replaced rows are deleted: position or equality.
+    #[serde(default)]
+    pub deletes: Option<DeleteMode>,
 }
 
 impl TableDeclaration {
+    fn options(&self) -> anyhow::Result<TableOptions> {
+        let partitions = self
+            .partition
+            .iter()
+            .map(|p| Partition::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("[[table]] `{}`: {e}", self.name))?;
+        Ok(TableOptions {
+            key: (self.columns.is_empty() && !self.key.is_empty()).then(|| self.key.clone()),
+            partitions,
+            deletes: self.deletes,
+        })
+    }
+
     fn source_table(&self) -> anyhow::Result<SourceTable> {
         let parts: Vec<&str> = self.name.split('.').collect();
         let (namespace, table) = match parts[..] {
@@ -298,7 +323,13 @@ impl RunConfig {
             declared_tables: self
                 .table
                 .iter()
+                .filter(|t| !t.columns.is_empty())
                 .map(TableDeclaration::source_table)
+                .collect::<anyhow::Result<_>>()?,
+            table_options: self
+                .table
+                .iter()
+                .map(|t| Ok((t.name.clone(), t.options()?)))
                 .collect::<anyhow::Result<_>>()?,
         })
     }

@@ -417,13 +417,15 @@ impl IcebergSinks {
         self.options.commit_interval
     }
 
-    /// Opens (or creates) `ident` for rows of `schema`; the first worker to ask does the I/O.
+    /// Opens (or creates) `ident` for rows of `schema`, partitioned by `partitions` when
+    /// created, deleting replaced rows as `deletes` says (default: the run's
+    /// `--iceberg-deletes`); the first worker to ask does the I/O.
     pub fn open(
         &self,
         ident: &TableIdent,
         schema: &Schema,
         mode: WriteMode,
-        partitions: &[Partition],
+        (partitions, deletes): (&[Partition], Option<DeleteMode>),
     ) -> Result<Arc<OpenedTable>, IcebergError> {
         let mut tables = self
             .tables
@@ -445,8 +447,12 @@ impl IcebergSinks {
             ident.clone(),
             (schema, &key, partitions),
         )?;
-        let (writer, rows) =
-            TableWriter::recover(table, mode, self.options.deletes, &self.pipeline)?;
+        let (writer, rows) = TableWriter::recover(
+            table,
+            mode,
+            deletes.unwrap_or(self.options.deletes),
+            &self.pipeline,
+        )?;
         let committed = writer.committed().clone();
         if committed.epoch.is_some() {
             tracing::info!(

@@ -56,6 +56,38 @@ impl Partition {
         Self::new(column, Transform::Bucket(buckets))
     }
 
+    /// Reads `COLUMN`, `year(COLUMN)`, `month(…)`, `day(…)`, `hour(…)` or `bucket[N](COLUMN)`,
+    /// as configuration files write partition fields.
+    pub fn parse(text: &str) -> Result<Partition, String> {
+        let text = text.trim();
+        let Some((transform, rest)) = text.split_once('(') else {
+            return Ok(Self::identity(text));
+        };
+        let column = rest
+            .strip_suffix(')')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| format!("`{text}`: a partition field is TRANSFORM(COLUMN)"))?;
+        let transform = transform.trim().to_ascii_lowercase();
+        Ok(match transform.as_str() {
+            "year" => Self::year(column),
+            "month" => Self::month(column),
+            "day" => Self::day(column),
+            "hour" => Self::hour(column),
+            _ => {
+                let buckets = transform
+                    .strip_prefix("bucket[")
+                    .and_then(|n| n.strip_suffix(']'))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        format!("`{text}`: transforms are year, month, day, hour and bucket[N]")
+                    })?;
+                Self::bucket(column, buckets)
+            }
+        })
+    }
+
     fn field_name(&self) -> String {
         match self.transform {
             Transform::Identity => self.column.clone(),
@@ -167,4 +199,27 @@ fn datum_of(value: &Value, ty: &ColumnType) -> Result<Option<Datum>, IcebergErro
             ))
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_fields_parse_as_files_write_them() {
+        assert_eq!(
+            Partition::parse("region"),
+            Ok(Partition::identity("region"))
+        );
+        assert_eq!(
+            Partition::parse("month(created_at)"),
+            Ok(Partition::month("created_at"))
+        );
+        assert_eq!(
+            Partition::parse("bucket[16](id)"),
+            Ok(Partition::bucket("id", 16))
+        );
+        assert!(Partition::parse("week(at)").is_err());
+        assert!(Partition::parse("bucket[0](id)").is_err());
+    }
 }
