@@ -439,7 +439,7 @@ mod tests {
         let ident = TableIdent::parse("test.rows").unwrap();
         let mode = WriteMode::Upsert { key: vec![0] };
         let opened = IcebergSinks::new(options, "test")
-            .open(&ident, &schema, mode, &[])
+            .open(&ident, &schema, mode, (&[], None))
             .unwrap();
         opened.take_writer().unwrap()
     }
