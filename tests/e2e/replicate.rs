@@ -461,6 +461,16 @@ fn schema_changes_evolve_the_tables_and_an_incompatible_one_stops_cleanly() {
     let (snapshots, _) = read_table(&warehouse, "public.items", false);
     assert!(snapshots.len() >= 3);
     assert!(snapshots[0].rows.iter().all(|r| r["color"].is_null()));
+    // Each schema change went in with a snapshot: one metadata file per snapshot, plus the
+    // table's creation.
+    let metadata_files = std::fs::read_dir(warehouse.join("public.db/items/metadata"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().ends_with(".metadata.json")
+        })
+        .count();
+    assert_eq!(metadata_files, snapshots.len() + 1);
     assert_eq!(
         current(&warehouse, "public.other"),
         select(&pg, "SELECT row_to_json(t) FROM other t"),

@@ -214,7 +214,7 @@ impl IcebergTable {
                 operation,
                 additional_properties: summary,
             })
-            .with_schema_id(self.metadata.current_schema_id())
+            .with_schema_id(self.snapshot_schema_id()?)
             .build();
         self.swap_in_snapshot(snapshot, parent_id)?;
         Ok(CommitOutcome {
@@ -222,6 +222,18 @@ impl IcebergTable {
             row_locations,
             snapshot_id,
         })
+    }
+
+    /// The schema id the next snapshot is written with: the pending schema's, once added,
+    /// else the current one.
+    fn snapshot_schema_id(&self) -> Result<i32, IcebergError> {
+        if self.pending_schema.is_none() {
+            return Ok(self.metadata.current_schema_id());
+        }
+        let next = self.with_pending_schema(self.metadata.clone().into_builder(None))?;
+        next.build()
+            .map(|built| built.metadata.current_schema_id())
+            .map_err(|e| IcebergError::iceberg(format!("evolving the schema of {}", self.ident), e))
     }
 
     /// Makes `snapshot` (built on `parent_id`) current. When another writer changed only the
@@ -236,15 +248,21 @@ impl IcebergTable {
     ) -> Result<(), IcebergError> {
         let mut attempts = 0;
         loop {
-            let metadata = self
+            let base = self
                 .metadata
                 .clone()
-                .into_builder(Some(self.metadata_location.clone()))
+                .into_builder(Some(self.metadata_location.clone()));
+            let metadata = self
+                .with_pending_schema(base)?
                 .set_branch_snapshot(snapshot.clone(), MAIN_BRANCH)
                 .and_then(|b| b.build())
                 .map_err(|e| IcebergError::iceberg("new table metadata", e))?
                 .metadata;
             match self.swap_metadata(metadata) {
+                Ok(()) => {
+                    self.pending_schema = None;
+                    return Ok(());
+                }
                 Err(IcebergError::Conflict(table)) if attempts < MAX_COMMIT_ATTEMPTS => {
                     attempts += 1;
                     self.reload()?;
@@ -309,7 +327,7 @@ impl IcebergTable {
         let builder = ManifestWriterBuilder::new(
             output,
             Some(snapshot_id),
-            Arc::clone(self.metadata.current_schema()),
+            self.write_schema(),
             self.metadata.default_partition_spec().as_ref().clone(),
         );
         let mut writer = if deletes {

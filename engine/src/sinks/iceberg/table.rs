@@ -10,8 +10,8 @@ use arrow_array::types::Int64Type;
 use bytes::Bytes;
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, FormatVersion, ManifestList, ManifestStatus, SortOrder, Struct, TableMetadata,
-    TableMetadataBuilder,
+    DataContentType, FormatVersion, ManifestList, ManifestStatus, Schema as IcebergSchema,
+    SortOrder, Struct, TableMetadata, TableMetadataBuilder,
 };
 use iceberg::MetadataLocation;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -51,6 +51,8 @@ pub struct IcebergTable {
     /// Positions in the pipeline's rows of the table's identifier fields (what equality
     /// deletes match on).
     identifier_columns: Vec<usize>,
+    /// The evolved schema the next commit makes current (with its snapshot).
+    pub(super) pending_schema: Option<IcebergSchema>,
 }
 
 /// A snapshot's live files: data and equality-delete files with their partitions and data
@@ -100,13 +102,7 @@ impl IcebergTable {
                 let metadata = runtime
                     .block_on(TableMetadata::read_from(&io, &location))
                     .map_err(|e| IcebergError::iceberg(format!("reading {location}"), e))?;
-                Self::evolved(
-                    catalog.as_mut(),
-                    (&io, &runtime),
-                    &ident,
-                    (schema, key),
-                    (metadata, location),
-                )?
+                (metadata, location)
             }
             None => {
                 let location = format!(
@@ -149,62 +145,49 @@ impl IcebergTable {
                 (metadata, metadata_location)
             }
         };
+        let pending = Self::evolution(&ident, (schema, key), &metadata)?;
         Self::loaded(
             catalog,
             io,
             runtime,
             ident,
             schema,
-            metadata,
-            metadata_location,
+            (metadata, metadata_location),
+            pending,
         )
     }
 
-    /// Evolves an existing table's schema to take `schema`'s rows (see [`evolve`]) as a
-    /// metadata commit of its own: no snapshot changes, earlier rows read NULL in new columns.
-    fn evolved(
-        catalog: &mut dyn Catalog,
-        (io, runtime): (&FileIO, &tokio::runtime::Runtime),
+    /// The schema an existing table needs to take `schema`'s rows (see [`evolve`]), if it
+    /// differs from the current one: committed with the table's next snapshot, so the first
+    /// rows that need it and the schema change are one commit (earlier rows read NULL in new
+    /// columns).
+    fn evolution(
         ident: &TableIdent,
         (schema, key): (&Schema, &[usize]),
-        (metadata, location): (TableMetadata, String),
-    ) -> Result<(TableMetadata, String), IcebergError> {
-        let Some(evolved) = evolve(
-            schema,
-            key,
-            metadata.current_schema(),
-            metadata.last_column_id(),
-        )
-        .map_err(|e| IcebergError::SchemaMismatch(format!("table {ident}: {e}")))?
-        else {
-            return Ok((metadata, location));
-        };
-        let fields = |s: &iceberg::spec::Schema| -> Vec<String> {
-            s.as_struct()
-                .fields()
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{} {}{}",
-                        f.name,
-                        f.field_type,
-                        if f.required { " not null" } else { "" }
-                    )
-                })
-                .collect()
-        };
-        let (old, new) = (fields(metadata.current_schema()), fields(&evolved));
-        let next = metadata
-            .clone()
-            .into_builder(Some(location.clone()))
-            .add_current_schema(evolved)
-            .and_then(|b| b.build())
-            .map_err(|e| IcebergError::iceberg(format!("evolving the schema of {ident}"), e))?
-            .metadata;
-        let next_location = swap(catalog, (io, runtime), ident, (&location, &metadata), &next)?;
-        let changes: Vec<&String> = new.iter().filter(|f| !old.contains(f)).collect();
-        tracing::info!(table = %ident, changed = ?changes, "evolved the iceberg table's schema");
-        Ok((next, next_location))
+        metadata: &TableMetadata,
+    ) -> Result<Option<IcebergSchema>, IcebergError> {
+        let current = metadata.current_schema();
+        let evolved = evolve(schema, key, current, metadata.last_column_id())
+            .map_err(|e| IcebergError::SchemaMismatch(format!("table {ident}: {e}")))?;
+        if let Some(evolved) = &evolved {
+            let fields = |s: &IcebergSchema| -> Vec<String> {
+                s.as_struct()
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let null = if f.required { " not null" } else { "" };
+                        format!("{} {}{null}", f.name, f.field_type)
+                    })
+                    .collect()
+            };
+            let old = fields(current);
+            let changes: Vec<String> = fields(evolved)
+                .into_iter()
+                .filter(|f| !old.contains(f))
+                .collect();
+            tracing::info!(table = %ident, changed = ?changes, "the iceberg table's schema evolves with its next commit");
+        }
+        Ok(evolved)
     }
 
     fn loaded(
@@ -213,18 +196,17 @@ impl IcebergTable {
         runtime: tokio::runtime::Runtime,
         ident: TableIdent,
         schema: &Schema,
-        metadata: TableMetadata,
-        metadata_location: String,
+        (metadata, metadata_location): (TableMetadata, String),
+        pending_schema: Option<IcebergSchema>,
     ) -> Result<Self, IcebergError> {
         let in_table = |e| IcebergError::Config(format!("table {ident}: {e}"));
-        let columns = ColumnMap::new(schema, metadata.current_schema()).map_err(in_table)?;
-        let partitioner = Partitioner::new(
-            metadata.default_partition_spec(),
-            metadata.current_schema(),
-            schema,
-        )
-        .map_err(in_table)?;
-        let table_schema = metadata.current_schema();
+        let table_schema: &IcebergSchema = match &pending_schema {
+            Some(pending) => pending,
+            None => metadata.current_schema(),
+        };
+        let columns = ColumnMap::new(schema, table_schema).map_err(in_table)?;
+        let partitioner = Partitioner::new(metadata.default_partition_spec(), table_schema, schema)
+            .map_err(in_table)?;
         let identifier_columns = table_schema
             .identifier_field_ids()
             .filter_map(|id| table_schema.field_by_id(id))
@@ -247,9 +229,31 @@ impl IcebergTable {
             metadata_location,
             columns,
             partitioner,
+            pending_schema,
         })
     }
 
+    /// The schema the table's files are written with: the one its next commit makes current,
+    /// if it evolves, else the current one.
+    pub(super) fn write_schema(&self) -> Arc<IcebergSchema> {
+        match &self.pending_schema {
+            Some(pending) => Arc::new(pending.clone()),
+            None => Arc::clone(self.metadata.current_schema()),
+        }
+    }
+
+    /// `metadata` with the pending schema added and made current, if there is one.
+    pub(super) fn with_pending_schema(
+        &self,
+        metadata: TableMetadataBuilder,
+    ) -> Result<TableMetadataBuilder, IcebergError> {
+        match &self.pending_schema {
+            Some(pending) => metadata.add_current_schema(pending.clone()).map_err(|e| {
+                IcebergError::iceberg(format!("evolving the schema of {}", self.ident), e)
+            }),
+            None => Ok(metadata),
+        }
+    }
     /// Opens an existing table (for maintenance); its schema is the table's own.
     pub fn open_existing(
         mut catalog: Box<dyn Catalog>,
@@ -270,8 +274,8 @@ impl IcebergTable {
             runtime,
             ident,
             &schema,
-            metadata,
-            metadata_location,
+            (metadata, metadata_location),
+            None,
         )
     }
 
