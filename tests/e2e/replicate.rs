@@ -618,20 +618,22 @@ fn connect_message(
     }
 }
 
-/// Schema-wrapped Debezium JSON from the Kafka topics a pattern matches on the real broker, no
-/// declaration: each topic's first record describes its table (the run rebuilds the pipeline
-/// with it), a topic whose schema gains a column mid-stream evolves its Iceberg table, and a
-/// topic created later is picked up.
-#[test]
-fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
-    let Some(broker) = crate::support::kafka::Broker::start_or_skip("replicate_kafka") else {
-        return;
-    };
-    if !pyiceberg_available() {
-        return;
-    }
-    broker.create_topic("pg1.public.items", 2);
-    broker.create_topic("pg1.public.people", 2);
+/// The schema-wrapped Kafka workload: `items` (whose schema gains `color` in phase 2) and
+/// `people`, with what each table holds at the end.
+struct KafkaWorkload {
+    /// Messages before the column is added, and after.
+    phases: [Vec<Outgoing>; 2],
+    /// `items` at the end, by id (`color` NULL where never set).
+    items: BTreeMap<i64, Json>,
+    /// `items` after phase 1 (with `color` NULL).
+    items_before_color: Vec<Json>,
+    /// `people`'s names at the end, by id.
+    persons: BTreeMap<i64, String>,
+    /// `people`'s Connect fields.
+    people: Json,
+}
+
+fn kafka_workload() -> KafkaWorkload {
     let items_v1 = serde_json::json!([
         {"field": "id", "type": "int64", "optional": false},
         {"field": "name", "type": "string", "optional": true},
@@ -696,6 +698,36 @@ fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
             persons.insert(pid, format!("person {i}"));
         }
     }
+    KafkaWorkload {
+        phases,
+        items,
+        items_before_color,
+        persons,
+        people,
+    }
+}
+
+/// Schema-wrapped Debezium JSON from the Kafka topics a pattern matches on the real broker, no
+/// declaration: each topic's first record describes its table (the run rebuilds the pipeline
+/// with it), a topic whose schema gains a column mid-stream evolves its Iceberg table, and a
+/// topic created later is picked up.
+#[test]
+fn schema_wrapped_kafka_topics_are_learnt_and_a_new_column_evolves_the_table() {
+    let Some(broker) = crate::support::kafka::Broker::start_or_skip("replicate_kafka") else {
+        return;
+    };
+    if !pyiceberg_available() {
+        return;
+    }
+    broker.create_topic("pg1.public.items", 2);
+    broker.create_topic("pg1.public.people", 2);
+    let KafkaWorkload {
+        phases,
+        items,
+        items_before_color,
+        persons,
+        people,
+    } = kafka_workload();
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let source = format!(r"kafka://{}/~pg1\.public\..*", broker.addr);
@@ -914,4 +946,71 @@ fn table_options_set_the_key_and_the_partition_spec() {
         serde_json::from_slice(&std::fs::read(files.last().unwrap()).unwrap()).unwrap();
     let specs = metadata["partition-specs"].to_string();
     assert!(specs.contains("bucket[4]"), "{specs}");
+}
+
+/// `replicate` over schema-wrapped Kafka topics killed (`kill -9`) ten times at random
+/// moments while it learns the tables, evolves `items` and commits, then run to the end:
+/// every table equals the workload's result.
+#[test]
+fn schema_wrapped_kafka_replicate_survives_kills() {
+    let Some(broker) = crate::support::kafka::Broker::start_or_skip("replicate_kafka_kills") else {
+        return;
+    };
+    if !pyiceberg_available() {
+        return;
+    }
+    broker.create_topic("pg1.public.items", 2);
+    broker.create_topic("pg1.public.people", 2);
+    let workload = kafka_workload();
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let source = format!(r"kafka://{}/~pg1\.public\..*", broker.addr);
+    let command = |until_idle: bool| {
+        let mut command = std::process::Command::new(crate::support::tributary_bin());
+        command
+            .args(["run", "replicate", "--source", &source, "--warehouse"])
+            .arg(&warehouse)
+            .args([
+                "--epoch-ms",
+                "20",
+                "--commit-ms",
+                "50",
+                "--kafka-idle-ms",
+                "500",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        if until_idle {
+            command.arg("--until-idle");
+        }
+        command
+    };
+    for (k, phase) in workload.phases.iter().enumerate() {
+        broker.produce(phase);
+        for round in 0..5u64 {
+            let delay = 100 + ((k as u64 * 5 + round) * 173) % 700;
+            let killed = crate::support::kill_after(|| command(false), &[delay]);
+            assert_eq!(killed, 1, "a followed run ends only when killed");
+        }
+    }
+    let output = command(true).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        current(&warehouse, "public.items"),
+        normalized(workload.items.into_values().collect())
+    );
+    let got: BTreeMap<i64, String> = current(&warehouse, "public.people")
+        .iter()
+        .map(|r| {
+            (
+                r["pid"].as_i64().unwrap(),
+                r["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, workload.persons);
 }
