@@ -886,55 +886,81 @@ fn schema_wrapped_bad_input_becomes_dead_letters() {
     );
 }
 
-/// Per-table options in `tributary.toml` for a table the source describes (`[[table]]`
-/// without columns): a key for a table whose events carry none (upserted, not logged) and a
-/// partition spec for its Iceberg table.
+/// Per-table options in `tributary.toml` for tables the source describes (`[[table]]`
+/// without columns): a key for tables whose events carry none (upserted, not logged), a
+/// partition spec for one, and equality deletes for the other (read back by iceberg-rust,
+/// as pyiceberg 0.12 reads no equality deletes).
 #[test]
-fn table_options_set_the_key_and_the_partition_spec() {
+fn table_options_set_the_key_the_partition_spec_and_the_delete_mode() {
     if !pyiceberg_available() {
         return;
     }
     let fields = serde_json::json!([
         {"field": "id", "type": "int64", "optional": false},
         {"field": "v", "type": "string", "optional": true}]);
-    let lines: Vec<String> = (0..40u64)
+    let lines: Vec<String> = (0..80u64)
         .map(|i| {
+            let table = if i % 2 == 0 { "t" } else { "u" };
             let after = serde_json::json!({"id": i % 8, "v": format!("v{i}")});
-            let message = connect_message("t", &fields, ("id", (i % 8) as i64), Some(after), i + 1);
+            let message =
+                connect_message(table, &fields, ("id", (i % 8) as i64), Some(after), i + 1);
             String::from_utf8(message.value.unwrap()).unwrap()
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.jsonl");
-    crate::support::write_lines(&path, &lines);
     let config = dir.path().join("tributary.toml");
     std::fs::write(
         &config,
         format!(
-            "pipeline = \"replicate\"\nsource = \"file:{}\"\n\n[[table]]\nname = \"pg1.public.t\"\n\
-             key = [\"id\"]\npartition = [\"bucket[4](id)\"]\n",
+            "pipeline = \"replicate\"\nsource = \"file:{}\"\n\n\
+             [[table]]\nname = \"pg1.public.t\"\nkey = [\"id\"]\npartition = [\"bucket[4](id)\"]\n\n\
+             [[table]]\nname = \"pg1.public.u\"\nkey = [\"id\"]\ndeletes = \"equality\"\n",
             path.display()
         ),
     )
     .unwrap();
     let warehouse = dir.path().join("warehouse");
-    let output = crate::support::run_tributary(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--warehouse",
-        warehouse.to_str().unwrap(),
-        "--until-idle",
-    ]);
+    // Two runs, so that the second replaces rows the first committed.
+    for end in [40, 80] {
+        crate::support::write_lines(&path, &lines[..end]);
+        let output = crate::support::run_tributary(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--warehouse",
+            warehouse.to_str().unwrap(),
+            "--until-idle",
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let expected = |parity: u64| -> Vec<Json> {
+        let rows = (72..80u64)
+            .filter(|i| i % 2 == parity)
+            .map(|i| serde_json::json!({"id": i % 8, "v": format!("v{i}")}));
+        normalized(rows.collect())
+    };
+    assert_eq!(current(&warehouse, "public.t"), expected(0));
+    let u = crate::support::iceberg_rust::read_table_iceberg_rust(&warehouse, "public.u");
+    let last = u.last().unwrap();
+    assert_eq!(normalized(last.rows.clone()), expected(1));
+    let equality_deletes: u64 = u
+        .iter()
+        .filter_map(|s| s.summary.get("added-equality-deletes")?.parse::<u64>().ok())
+        .sum();
+    assert!(equality_deletes > 0, "u deletes by key");
+    let t = read_table(&warehouse, "public.t", false).0;
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        t.iter().all(|s| s
+            .summary
+            .get("added-equality-deletes")
+            .is_none_or(|n| n == "0")),
+        "t deletes by position"
     );
-    let expected: Vec<Json> = (32..40u64)
-        .map(|i| serde_json::json!({"id": i % 8, "v": format!("v{i}")}))
-        .collect();
-    assert_eq!(current(&warehouse, "public.t"), normalized(expected));
     let metadata_dir = warehouse.join("public.db/t/metadata");
     let mut files: Vec<_> = std::fs::read_dir(&metadata_dir)
         .unwrap()
