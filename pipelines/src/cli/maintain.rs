@@ -66,8 +66,11 @@ pub fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
             );
         }
         MaintainTask::Expire { table, older_than } => {
-            let removed = tributary_engine::sinks::iceberg::expire(&options, &table, older_than)?;
-            println!("expired {removed} snapshots of {table}");
+            let expired = tributary_engine::sinks::iceberg::expire(&options, &table, older_than)?;
+            println!(
+                "expired {} snapshots of {table}, deleted {} files only they referenced",
+                expired.snapshots, expired.files
+            );
         }
     }
     Ok(())

@@ -3,20 +3,23 @@
 //! through the catalog atomically. Files written before a failed or interrupted commit are
 //! orphans, never visible.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use bytes::Bytes;
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestFile, ManifestListWriter,
-    ManifestWriterBuilder, Operation, Snapshot, Struct, Summary, MAIN_BRANCH,
+    DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestContentType, ManifestFile,
+    ManifestListWriter, Operation, PrimitiveType, Snapshot, Struct, Summary, MAIN_BRANCH,
 };
 
 use tributary_operators::Row;
 
-use super::columns::delete_schema;
+use super::columns::{delete_schema, DELETE_FILE_PATH_ID, DELETE_POS_ID};
 use super::encode::{encode_files, encode_parquet, group_into_files, Encoded};
+use super::manifests::Entry;
+use super::metrics::{Bounds, FileMetrics};
+use super::summary::{summary, Tally};
 use super::table::IcebergTable;
 use super::IcebergError;
 
@@ -32,8 +35,9 @@ pub struct Changes {
     pub equality_deletes: Vec<Row>,
     /// Extra snapshot-summary properties (`tributary.*`).
     pub summary: HashMap<String, String>,
-    /// The rows are the whole table (compaction): earlier files drop out of the snapshot.
-    pub replace_all: bool,
+    /// Live data and delete files the snapshot removes (compaction: the rows are their live
+    /// rows): their manifest entries become `DELETED`.
+    pub removed: HashSet<String>,
 }
 
 /// What a commit wrote.
@@ -49,18 +53,19 @@ pub struct CommitOutcome {
     pub snapshot_id: i64,
 }
 
+/// Position deletes touching at most this many data files get a delete file per data file
+/// (which names it as `referenced_data_file`, and goes with it when it is compacted); more
+/// get one per partition.
+const MAX_DELETE_FILES_PER_COMMIT: usize = 256;
+
 impl IcebergTable {
     /// Commits `changes` as one snapshot; an error (nothing visible) if another writer
     /// committed to the table since it was loaded.
     pub fn commit(&mut self, changes: Changes, tag: &str) -> Result<CommitOutcome, IcebergError> {
         let snapshot_id = new_snapshot_id();
-        let sequence_number = self.metadata.next_sequence_number();
         let location = self.metadata.location().to_owned();
         let file_stem = format!("{tag}-{}", uuid::Uuid::new_v4());
 
-        let added_rows = changes.rows.len() as u64;
-        let deleted_rows = changes.deletes.len() as u64;
-        let equality_deleted = changes.equality_deletes.len() as u64;
         let (files, row_locations) = group_into_files(&self.partitioner, changes.rows)?;
         let (partitions, rows): (Vec<Struct>, Vec<Vec<Row>>) = files.into_iter().unzip();
         let encoded = encode_files(&self.columns, rows)?;
@@ -68,44 +73,10 @@ impl IcebergTable {
         let mut written = Vec::new();
         for (i, (partition, file)) in partitions.into_iter().zip(encoded).enumerate() {
             let path = format!("{location}/data/{file_stem}-{i}.parquet");
-            data_files.push(self.write_file(
-                &path,
-                DataContentType::Data,
-                file,
-                &partition,
-                None,
-            )?);
+            data_files.push(self.write_file(&path, DataContentType::Data, file, &partition)?);
             written.push((Arc::from(path.as_str()), partition));
         }
-        let mut delete_groups: HashMap<Struct, Vec<(Arc<str>, u64)>> = HashMap::new();
-        for (file, partition, position) in changes.deletes {
-            delete_groups
-                .entry(partition)
-                .or_default()
-                .push((file, position));
-        }
-        let mut delete_files = Vec::new();
-        for (i, (partition, mut deletes)) in delete_groups.into_iter().enumerate() {
-            deletes.sort();
-            let path = format!("{location}/data/{file_stem}-{i}-deletes.parquet");
-            let files: StringArray = deletes.iter().map(|(f, _)| Some(&**f)).collect();
-            let positions: Int64Array = deletes.iter().map(|(_, p)| *p as i64).collect();
-            let batch = RecordBatch::try_new(
-                delete_schema(),
-                vec![Arc::new(files) as ArrayRef, Arc::new(positions)],
-            )?;
-            let file = (
-                encode_parquet(batch.schema(), &batch)?,
-                deletes.len() as u64,
-            );
-            delete_files.push(self.write_file(
-                &path,
-                DataContentType::PositionDeletes,
-                file,
-                &partition,
-                None,
-            )?);
-        }
+        let mut delete_files = self.write_position_deletes(changes.deletes, &file_stem)?;
 
         let (equality_files, _) = group_into_files(&self.partitioner, changes.equality_deletes)?;
         if !equality_files.is_empty() {
@@ -125,103 +96,138 @@ impl IcebergTable {
             let encoded = encode_files(&self.columns, rows)?;
             for (i, (partition, file)) in partitions.into_iter().zip(encoded).enumerate() {
                 let path = format!("{location}/data/{file_stem}-{i}-eq-deletes.parquet");
-                delete_files.push(self.write_file(
-                    &path,
-                    DataContentType::EqualityDeletes,
-                    file,
-                    &partition,
-                    Some(equality_ids.clone()),
-                )?);
+                let mut file =
+                    self.describe_file(&path, DataContentType::EqualityDeletes, file, &partition)?;
+                file.equality_ids(Some(equality_ids.clone()));
+                delete_files.push(
+                    file.build()
+                        .map_err(|e| IcebergError::Io(format!("{path}: {e}")))?,
+                );
             }
         }
 
-        let parent = self.metadata.current_snapshot();
-        let parent_id = parent.map(|s| s.snapshot_id());
-        let mut summary = totals(
-            parent
-                .filter(|_| !changes.replace_all)
-                .map(|s| &s.summary().additional_properties),
-            added_rows,
-            (deleted_rows, equality_deleted),
-            data_files.len() as u64,
-            delete_files.len() as u64,
-        );
-        summary.extend(changes.summary);
-        let operation = if changes.replace_all {
+        let mut added = Tally::default();
+        data_files
+            .iter()
+            .chain(&delete_files)
+            .for_each(|f| added.count(f));
+        let operation = if !changes.removed.is_empty() {
             Operation::Replace
         } else if delete_files.is_empty() {
             Operation::Append
+        } else if data_files.is_empty() {
+            Operation::Delete
         } else {
             Operation::Overwrite
         };
+        let spec_id = self.metadata.default_partition_spec_id();
+        let new_manifests = (!data_files.is_empty())
+            .then(|| ("m0", ManifestContentType::Data, data_files))
+            .into_iter()
+            .chain(
+                (!delete_files.is_empty())
+                    .then(|| ("m1", ManifestContentType::Deletes, delete_files)),
+            );
+        let new_manifests: Vec<(&str, ManifestContentType, Vec<DataFile>)> =
+            new_manifests.collect();
 
-        let manifest_list_path =
-            format!("{location}/metadata/snap-{snapshot_id}-1-{file_stem}.avro");
-        let previous_list = parent
-            .filter(|_| !changes.replace_all)
-            .map(|s| s.manifest_list().to_owned());
-        self.block_on(async {
-            let mut manifests: Vec<ManifestFile> = match &previous_list {
-                Some(list) => self
-                    .manifests(list)
+        let parent = self.metadata.current_snapshot().cloned();
+        let parent_id = parent.as_ref().map(|s| s.snapshot_id());
+        let (manifests, removed) = self.block_on(async {
+            let inherited: Vec<ManifestFile> = match &parent {
+                Some(parent) => self
+                    .manifests(parent.manifest_list())
                     .await?
                     .consume_entries()
                     .into_iter()
                     .collect(),
                 None => Vec::new(),
             };
-            if !data_files.is_empty() {
-                let path = format!("{location}/metadata/{file_stem}-m0.avro");
+            let (carried, removed) = self
+                .carried_manifests(inherited, &changes.removed, (snapshot_id, &file_stem))
+                .await?;
+            let mut manifests = self
+                .merged_manifests(carried, (snapshot_id, &file_stem))
+                .await?;
+            for (name, content, files) in new_manifests {
+                let path = format!("{location}/metadata/{file_stem}-{name}.avro");
+                let entries = files.into_iter().map(Entry::Added).collect();
                 manifests.push(
-                    self.write_manifest(&path, snapshot_id, data_files, false)
+                    self.write_manifest(&path, snapshot_id, (content, spec_id), entries)
                         .await?,
                 );
             }
-            if !delete_files.is_empty() {
-                let path = format!("{location}/metadata/{file_stem}-m1.avro");
-                manifests.push(
-                    self.write_manifest(&path, snapshot_id, delete_files, true)
-                        .await?,
-                );
-            }
-            let output = self
-                .io
-                .new_output(&manifest_list_path)
-                .map_err(|e| IcebergError::iceberg(&manifest_list_path, e))?;
-            let mut list = ManifestListWriter::v2(
-                output
-                    .writer()
-                    .await
-                    .map_err(|e| IcebergError::iceberg(&manifest_list_path, e))?,
-                snapshot_id,
-                parent_id,
-                sequence_number,
-            );
-            list.add_manifests(manifests.into_iter())
-                .map_err(|e| IcebergError::iceberg(&manifest_list_path, e))?;
-            list.close()
-                .await
-                .map_err(|e| IcebergError::iceberg(&manifest_list_path, e))
+            Ok::<_, IcebergError>((manifests, removed))
         })?;
-
-        let snapshot = Snapshot::builder()
-            .with_snapshot_id(snapshot_id)
-            .with_parent_snapshot_id(parent_id)
-            .with_sequence_number(sequence_number)
-            .with_timestamp_ms(now_ms())
-            .with_manifest_list(manifest_list_path)
-            .with_summary(Summary {
+        let mut summary = summary(
+            parent.as_ref().map(|s| &s.summary().additional_properties),
+            &added,
+            &removed,
+        );
+        summary.extend(changes.summary);
+        self.swap_in_snapshot(
+            (snapshot_id, parent_id, &file_stem),
+            manifests,
+            Summary {
                 operation,
                 additional_properties: summary,
-            })
-            .with_schema_id(self.snapshot_schema_id()?)
-            .build();
-        self.swap_in_snapshot(snapshot, parent_id)?;
+            },
+        )?;
         Ok(CommitOutcome {
             data_files: written,
             row_locations,
             snapshot_id,
         })
+    }
+
+    /// Writes position deletes: a file per data file when few data files are touched (naming
+    /// it as `referenced_data_file`), else a file per partition.
+    fn write_position_deletes(
+        &self,
+        deletes: Vec<(Arc<str>, Struct, u64)>,
+        file_stem: &str,
+    ) -> Result<Vec<DataFile>, IcebergError> {
+        let mut by_file: HashMap<Arc<str>, (Struct, Vec<u64>)> = HashMap::new();
+        for (file, partition, position) in deletes {
+            by_file
+                .entry(file)
+                .or_insert_with(|| (partition, Vec::new()))
+                .1
+                .push(position);
+        }
+        let mut groups: HashMap<(Struct, Option<Arc<str>>), Vec<(Arc<str>, u64)>> = HashMap::new();
+        let per_file = by_file.len() <= MAX_DELETE_FILES_PER_COMMIT;
+        for (file, (partition, positions)) in by_file {
+            let referenced = per_file.then(|| Arc::clone(&file));
+            groups
+                .entry((partition, referenced))
+                .or_default()
+                .extend(positions.into_iter().map(|p| (Arc::clone(&file), p)));
+        }
+        let location = self.metadata.location();
+        let mut files = Vec::new();
+        for (i, ((partition, referenced), mut deletes)) in groups.into_iter().enumerate() {
+            deletes.sort();
+            let path = format!("{location}/data/{file_stem}-{i}-deletes.parquet");
+            let paths: StringArray = deletes.iter().map(|(f, _)| Some(&**f)).collect();
+            let positions: Int64Array = deletes.iter().map(|(_, p)| *p as i64).collect();
+            let batch = RecordBatch::try_new(
+                delete_schema(),
+                vec![Arc::new(paths) as ArrayRef, Arc::new(positions)],
+            )?;
+            let encoded = (
+                encode_parquet(batch.schema(), &batch)?,
+                deletes.len() as u64,
+            );
+            let mut file =
+                self.describe_file(&path, DataContentType::PositionDeletes, encoded, &partition)?;
+            file.referenced_data_file(referenced.map(|f| f.to_string()));
+            files.push(
+                file.build()
+                    .map_err(|e| IcebergError::Io(format!("{path}: {e}")))?,
+            );
+        }
+        Ok(files)
     }
 
     /// The schema id the next snapshot is written with: the pending schema's, once added,
@@ -236,25 +242,46 @@ impl IcebergTable {
             .map_err(|e| IcebergError::iceberg(format!("evolving the schema of {}", self.ident), e))
     }
 
-    /// Makes `snapshot` (built on `parent_id`) current. When another writer changed only the
-    /// table's metadata meanwhile (`tributary maintain expire`, properties), the snapshot is
-    /// re-applied on top of the reloaded metadata and swapped again; when it committed a new
-    /// snapshot (data this writer's row positions may not know), the commit fails, nothing
-    /// visible.
+    /// Makes a snapshot of `manifests` (built on `parent_id`) current: writes its manifest
+    /// list and swaps in the metadata. When another writer changed the table meanwhile without
+    /// moving `main` (metadata, another branch), the snapshot is built again on top (with the
+    /// next sequence number); when it moved `main` (data this writer's row positions may not
+    /// know), the commit fails, nothing visible.
     fn swap_in_snapshot(
         &mut self,
-        snapshot: Snapshot,
-        parent_id: Option<i64>,
+        (snapshot_id, parent_id, file_stem): (i64, Option<i64>, &str),
+        manifests: Vec<ManifestFile>,
+        summary: Summary,
     ) -> Result<(), IcebergError> {
         let mut attempts = 0;
         loop {
+            let sequence_number = self.metadata.next_sequence_number();
+            let manifest_list_path = format!(
+                "{}/metadata/snap-{snapshot_id}-{}-{file_stem}.avro",
+                self.metadata.location(),
+                attempts + 1
+            );
+            self.block_on(self.write_manifest_list(
+                &manifest_list_path,
+                (snapshot_id, parent_id, sequence_number),
+                manifests.clone(),
+            ))?;
+            let snapshot = Snapshot::builder()
+                .with_snapshot_id(snapshot_id)
+                .with_parent_snapshot_id(parent_id)
+                .with_sequence_number(sequence_number)
+                .with_timestamp_ms(now_ms().max(self.metadata.last_updated_ms()))
+                .with_manifest_list(manifest_list_path.clone())
+                .with_summary(summary.clone())
+                .with_schema_id(self.snapshot_schema_id()?)
+                .build();
             let base = self
                 .metadata
                 .clone()
                 .into_builder(Some(self.metadata_location.clone()));
             let metadata = self
                 .with_pending_schema(base)?
-                .set_branch_snapshot(snapshot.clone(), MAIN_BRANCH)
+                .set_branch_snapshot(snapshot, MAIN_BRANCH)
                 .and_then(|b| b.build())
                 .map_err(|e| IcebergError::iceberg("new table metadata", e))?
                 .metadata;
@@ -265,129 +292,103 @@ impl IcebergTable {
                 }
                 Err(IcebergError::Conflict(table)) if attempts < MAX_COMMIT_ATTEMPTS => {
                     attempts += 1;
+                    self.delete_files(&[manifest_list_path]);
                     self.reload()?;
                     let current = self.metadata.current_snapshot_id();
-                    if current != parent_id
-                        || self.metadata.next_sequence_number() != snapshot.sequence_number()
-                    {
+                    if current != parent_id {
                         return Err(IcebergError::ConcurrentSnapshot {
                             table,
                             snapshot: current.unwrap_or_default(),
                         });
                     }
-                    tracing::info!(table = %self.ident, attempt = attempts, "another writer changed the table's metadata during a commit; re-applying the snapshot on top of it");
+                    tracing::info!(table = %self.ident, attempt = attempts, "another writer changed the table during a commit without moving main; building the snapshot again on top of it");
                 }
                 outcome => return outcome,
             }
         }
     }
 
-    /// Writes an encoded Parquet file at `path`, and describes it for a manifest.
+    async fn write_manifest_list(
+        &self,
+        path: &str,
+        (snapshot_id, parent_id, sequence_number): (i64, Option<i64>, i64),
+        manifests: Vec<ManifestFile>,
+    ) -> Result<(), IcebergError> {
+        let failed = |e| IcebergError::iceberg(path, e);
+        let output = self.io.new_output(path).map_err(failed)?;
+        let mut list = ManifestListWriter::v2(
+            output.writer().await.map_err(failed)?,
+            snapshot_id,
+            parent_id,
+            sequence_number,
+        );
+        list.add_manifests(manifests.into_iter()).map_err(failed)?;
+        list.close().await.map_err(failed)
+    }
+
+    /// Writes an encoded Parquet file at `path`.
     fn write_file(
+        &self,
+        path: &str,
+        content: DataContentType,
+        encoded: Encoded,
+        partition: &Struct,
+    ) -> Result<DataFile, IcebergError> {
+        self.describe_file(path, content, encoded, partition)?
+            .build()
+            .map_err(|e| IcebergError::Io(format!("{path}: {e}")))
+    }
+
+    /// Writes an encoded Parquet file at `path`, and describes it (with its column metrics)
+    /// for a manifest.
+    fn describe_file(
         &self,
         path: &str,
         content: DataContentType,
         (bytes, record_count): Encoded,
         partition: &Struct,
-        equality_ids: Option<Vec<i32>>,
-    ) -> Result<DataFile, IcebergError> {
+    ) -> Result<DataFileBuilder, IcebergError> {
+        let bytes = Bytes::from(bytes);
         let size = bytes.len() as u64;
+        let schema = self.write_schema();
+        let metrics = match content {
+            DataContentType::PositionDeletes => FileMetrics::of(
+                &bytes,
+                |id| match id {
+                    DELETE_FILE_PATH_ID => Some(PrimitiveType::String),
+                    DELETE_POS_ID => Some(PrimitiveType::Long),
+                    _ => None,
+                },
+                Bounds::Full,
+            ),
+            _ => FileMetrics::of(
+                &bytes,
+                |id| {
+                    let field = schema.field_by_id(id)?;
+                    field.field_type.as_primitive_type().cloned()
+                },
+                Bounds::Truncated,
+            ),
+        }?;
         self.block_on(async {
             self.io
                 .new_output(path)
                 .map_err(|e| IcebergError::iceberg(path, e))?
-                .write(Bytes::from(bytes))
+                .write(bytes)
                 .await
                 .map_err(|e| IcebergError::iceberg(path, e))
         })?;
-        DataFileBuilder::default()
-            .content(content)
+        let mut file = DataFileBuilder::default();
+        file.content(content)
             .file_path(path.to_owned())
             .file_format(DataFileFormat::Parquet)
             .partition(partition.clone())
             .record_count(record_count)
             .file_size_in_bytes(size)
-            .partition_spec_id(self.metadata.default_partition_spec_id())
-            .equality_ids(equality_ids)
-            .build()
-            .map_err(|e| IcebergError::Io(format!("{path}: {e}")))
+            .partition_spec_id(self.metadata.default_partition_spec_id());
+        metrics.describe(&mut file);
+        Ok(file)
     }
-
-    async fn write_manifest(
-        &self,
-        path: &str,
-        snapshot_id: i64,
-        files: Vec<DataFile>,
-        deletes: bool,
-    ) -> Result<ManifestFile, IcebergError> {
-        let output = self
-            .io
-            .new_output(path)
-            .map_err(|e| IcebergError::iceberg(path, e))?;
-        let builder = ManifestWriterBuilder::new(
-            output,
-            Some(snapshot_id),
-            self.write_schema(),
-            self.metadata.default_partition_spec().as_ref().clone(),
-        );
-        let mut writer = if deletes {
-            builder.build_v2_deletes()
-        } else {
-            builder.build_v2_data()
-        };
-        for file in files {
-            writer
-                .add_file(file, -1)
-                .map_err(|e| IcebergError::iceberg(path, e))?;
-        }
-        writer
-            .write_manifest_file()
-            .await
-            .map_err(|e| IcebergError::iceberg(path, e))
-    }
-}
-
-/// The summary's `added-*` and `total-*` counts, totals carried from the parent.
-fn totals(
-    parent: Option<&HashMap<String, String>>,
-    added_records: u64,
-    (deleted_positions, equality_deletes): (u64, u64),
-    data_files: u64,
-    delete_files: u64,
-) -> HashMap<String, String> {
-    let previous = |key: &str| -> u64 {
-        parent
-            .and_then(|p| p.get(key))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    let mut summary = HashMap::new();
-    let mut put = |key: &str, value: u64| {
-        summary.insert(key.to_owned(), value.to_string());
-    };
-    put("added-data-files", data_files);
-    put("added-records", added_records);
-    put("added-delete-files", delete_files);
-    put("added-position-deletes", deleted_positions);
-    put("added-equality-deletes", equality_deletes);
-    put(
-        "total-data-files",
-        previous("total-data-files") + data_files,
-    );
-    put(
-        "total-delete-files",
-        previous("total-delete-files") + delete_files,
-    );
-    put("total-records", previous("total-records") + added_records);
-    put(
-        "total-position-deletes",
-        previous("total-position-deletes") + deleted_positions,
-    );
-    put(
-        "total-equality-deletes",
-        previous("total-equality-deletes") + equality_deletes,
-    );
-    summary
 }
 
 /// Compare-and-swap attempts per commit when other writers only change metadata.

@@ -279,6 +279,9 @@ fn commit(
     let written = committed.is_some();
     if let Some(stats) = committed {
         let latency = started.elapsed();
+        let maintained = Instant::now();
+        writer.maintain();
+        add_busy(context, maintained);
         Metrics::add(&context.metrics.iceberg_commits, 1);
         Metrics::add(&context.metrics.iceberg_rows_written, stats.rows);
         Metrics::add(&context.metrics.iceberg_rows_deleted, stats.deletes);

@@ -77,6 +77,11 @@ impl<V> KeyedSlots<V> {
         self.index.is_empty()
     }
 
+    /// The values held, to change in place.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.values.iter_mut().flatten()
+    }
+
     /// Makes room for `additional` more keys.
     pub fn reserve(&mut self, additional: usize) {
         self.values.reserve(additional);

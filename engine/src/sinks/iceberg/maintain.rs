@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::commit::Changes;
+use super::expire::{Expired, Retention};
 use super::table::{IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 use super::{IcebergError, IcebergOptions, TableIdent};
 
@@ -25,7 +26,7 @@ pub struct Compacted {
 fn open(options: &IcebergOptions, table: &str) -> Result<IcebergTable, IcebergError> {
     let ident = TableIdent::parse(table)?;
     let (catalog, io, _) = options.open()?;
-    IcebergTable::open_existing(catalog, io, ident)
+    IcebergTable::open_existing(catalog, io, ident, &options.properties)
 }
 
 /// Rewrites `table`'s live rows into one data file as a `replace` snapshot without deletes.
@@ -46,6 +47,7 @@ fn compact_once(options: &IcebergOptions, table: &str) -> Result<Compacted, Iceb
         .filter_map(|key| Some((key.to_string(), summary.get(*key)?.clone())))
         .collect();
     let rows: Vec<_> = table.scan()?.into_iter().map(|stored| stored.row).collect();
+    let removed = table.live_file_paths()?;
     let compacted = Compacted {
         rows: rows.len() as u64,
         data_files_before: before.0,
@@ -57,7 +59,7 @@ fn compact_once(options: &IcebergOptions, table: &str) -> Result<Compacted, Iceb
             deletes: Vec::new(),
             equality_deletes: Vec::new(),
             summary: carried,
-            replace_all: true,
+            removed,
         },
         "compacted",
     )?;
@@ -65,14 +67,15 @@ fn compact_once(options: &IcebergOptions, table: &str) -> Result<Compacted, Iceb
     Ok(compacted)
 }
 
-/// Removes snapshots older than `older_than` from `table`'s metadata (never the current one,
-/// which carries the resume positions); returns how many were removed. Their files stay on
-/// disk until an orphan-file cleanup.
+/// Removes snapshots older than `older_than` from `table`'s metadata, as the table's retention
+/// allows (never the current one, which carries the resume positions, nor the newest
+/// `history.expire.min-snapshots-to-keep`, nor one a tag or branch needs), and deletes the
+/// files only they referenced.
 pub fn expire(
     options: &IcebergOptions,
     table: &str,
     older_than: Duration,
-) -> Result<usize, IcebergError> {
+) -> Result<Expired, IcebergError> {
     retrying_conflicts(|| expire_once(options, table, older_than))
 }
 
@@ -102,31 +105,17 @@ fn expire_once(
     options: &IcebergOptions,
     table: &str,
     older_than: Duration,
-) -> Result<usize, IcebergError> {
+) -> Result<Expired, IcebergError> {
     let mut table = open(options, table)?;
-    let current = table.metadata().current_snapshot_id();
-    let now_ms = std::time::SystemTime::now()
+    let retention = Retention {
+        max_age_ms: older_than.as_millis() as i64,
+        ..table.retention()
+    };
+    table.expire_snapshots(retention, now_ms())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let cutoff = now_ms - older_than.as_millis() as i64;
-    let expired: Vec<i64> = table
-        .metadata()
-        .snapshots()
-        .filter(|s| Some(s.snapshot_id()) != current && s.timestamp_ms() < cutoff)
-        .map(|s| s.snapshot_id())
-        .collect();
-    if expired.is_empty() {
-        return Ok(0);
-    }
-    let metadata = table
-        .metadata()
-        .clone()
-        .into_builder(Some(table.metadata_location.clone()))
-        .remove_snapshots(&expired)
-        .build()
-        .map_err(|e| IcebergError::iceberg("expiring snapshots", e))?
-        .metadata;
-    table.swap_metadata(metadata)?;
-    tracing::info!(table = %table.ident, expired = expired.len(), "expired iceberg snapshots");
-    Ok(expired.len())
+        .map_or(0, |d| d.as_millis() as i64)
 }

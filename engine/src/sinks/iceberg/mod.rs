@@ -8,11 +8,17 @@ mod columns;
 mod commit;
 mod committer;
 mod encode;
+mod expire;
+mod housekeeping;
 mod inspect;
 mod keyed;
 mod maintain;
+mod manifests;
+mod metrics;
 mod partition;
 mod rest;
+mod rewrite;
+mod summary;
 mod table;
 mod writer;
 
@@ -31,6 +37,7 @@ pub use catalog::{Catalog, PostgresCatalog, SqliteCatalog, TableIdent, CATALOG_N
 pub use columns::{iceberg_schema, iceberg_type, ColumnMap};
 pub use committer::{attach, CommitterContext};
 pub use encode::encode_parquet;
+pub use expire::{Expired, Retention};
 pub use inspect::{consistent_cuts, tables, Cut, SnapshotInfo, TableInfo};
 pub use maintain::{compact, expire, Compacted};
 pub use partition::Partition;
@@ -126,6 +133,9 @@ pub struct IcebergOptions {
     pub deletes: DeleteMode,
     /// False computes the pipeline's Iceberg outputs without writing them (for `bench`).
     pub write: bool,
+    /// Table properties set on the tables this run creates, and over existing tables' own
+    /// for what this run does (retention, manifest merging, compaction).
+    pub properties: BTreeMap<String, String>,
 }
 
 /// How an upserting table deletes the rows it replaces or removes.
@@ -243,6 +253,7 @@ impl IcebergOptions {
             commit_interval: Duration::from_secs(10),
             deletes: DeleteMode::default(),
             write: true,
+            properties: BTreeMap::new(),
         }
     }
 
@@ -443,7 +454,7 @@ impl IcebergSinks {
         let table = IcebergTable::open_or_create(
             catalog,
             io,
-            &warehouse,
+            (&warehouse, &self.options.properties),
             ident.clone(),
             (schema, &key, partitions),
         )?;

@@ -1,7 +1,7 @@
 //! One Iceberg table as the sink sees it: opened (or created from the pipeline's schema) through
 //! a catalog, its metadata, and the files and rows of its current snapshot for recovery.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use tributary_operators::{Key, Row, Schema, Time};
 
 use super::catalog::{Catalog, TableIdent};
 use super::columns::{evolve, iceberg_schema, schema_of, ColumnMap};
+use super::expire::FileIndex;
 use super::partition::{unbound_spec, Partition, Partitioner};
 use super::IcebergError;
 use crate::positions::StreamPositions;
@@ -33,6 +34,13 @@ pub const SUMMARY_POSITIONS: &str = "tributary.source-positions";
 /// The first epoch whose changes a snapshot adds (its epoch + 1 when it adds none): with
 /// `tributary.epoch`, what tells whether a table's snapshot holds its state at a given epoch.
 pub const SUMMARY_FIRST_EPOCH: &str = "tributary.first-epoch";
+
+/// Properties of the tables Tributary creates (besides Iceberg's defaults): zstd data files,
+/// and metadata files past `write.metadata.previous-versions-max` (100) deleted after commits.
+pub const CREATED_TABLE_PROPERTIES: [(&str, &str); 2] = [
+    ("write.parquet.compression-codec", "zstd"),
+    ("write.metadata.delete-after-commit.enabled", "true"),
+];
 
 /// An open table.
 #[derive(Debug)]
@@ -53,6 +61,10 @@ pub struct IcebergTable {
     identifier_columns: Vec<usize>,
     /// The evolved schema the next commit makes current (with its snapshot).
     pub(super) pending_schema: Option<IcebergSchema>,
+    /// Table properties this run sets over the table's own (`--iceberg-property`).
+    overrides: BTreeMap<String, String>,
+    /// What maintenance has read of the table's manifest lists and manifests.
+    pub(super) file_index: FileIndex,
 }
 
 /// A snapshot's live files: data and equality-delete files with their partitions and data
@@ -87,12 +99,13 @@ pub struct StoredRow {
 }
 
 impl IcebergTable {
-    /// Opens `ident`, creating it (format v2, partitioned by `partitions`) from `schema` if it
-    /// does not exist.
+    /// Opens `ident`, creating it (format v2, partitioned by `partitions`, with
+    /// [`CREATED_TABLE_PROPERTIES`] and `properties`) from `schema` if it does not exist;
+    /// `properties` also override the table's own for this run.
     pub fn open_or_create(
         mut catalog: Box<dyn Catalog>,
         io: FileIO,
-        warehouse: &str,
+        (warehouse, properties): (&str, &BTreeMap<String, String>),
         ident: TableIdent,
         (schema, key, partitions): (&Schema, &[usize], &[Partition]),
     ) -> Result<Self, IcebergError> {
@@ -119,10 +132,11 @@ impl IcebergTable {
                     SortOrder::unsorted_order(),
                     location.clone(),
                     FormatVersion::V2,
-                    HashMap::from([(
-                        "write.parquet.compression-codec".to_owned(),
-                        "zstd".to_owned(),
-                    )]),
+                    CREATED_TABLE_PROPERTIES
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .chain(properties.clone())
+                        .collect(),
                 )
                 .and_then(|b| b.build())
                 .map_err(|e| IcebergError::iceberg(format!("creating {ident}"), e))?
@@ -146,7 +160,7 @@ impl IcebergTable {
             }
         };
         let pending = Self::evolution(&ident, (schema, key), &metadata)?;
-        Self::loaded(
+        let mut table = Self::loaded(
             catalog,
             io,
             runtime,
@@ -154,7 +168,9 @@ impl IcebergTable {
             schema,
             (metadata, metadata_location),
             pending,
-        )
+        )?;
+        table.overrides = properties.clone();
+        Ok(table)
     }
 
     /// The schema an existing table needs to take `schema`'s rows (see [`evolve`]), if it
@@ -230,7 +246,29 @@ impl IcebergTable {
             columns,
             partitioner,
             pending_schema,
+            overrides: BTreeMap::new(),
+            file_index: FileIndex::default(),
         })
+    }
+
+    /// A table property: this run's override, else the table's own.
+    pub(super) fn property(&self, key: &str) -> Option<&str> {
+        self.overrides
+            .get(key)
+            .or_else(|| self.metadata.properties().get(key))
+            .map(String::as_str)
+    }
+
+    /// A table property parsed, or `default` when unset or unreadable (with a warning).
+    pub(super) fn property_or<T: FromStr>(&self, key: &str, default: T) -> T {
+        match self.property(key).map(|v| (v, v.trim().parse())) {
+            None => default,
+            Some((_, Ok(value))) => value,
+            Some((text, Err(_))) => {
+                tracing::warn!(table = %self.ident, property = key, value = text, "unreadable iceberg table property; using its default");
+                default
+            }
+        }
     }
 
     /// The schema the table's files are written with: the one its next commit makes current,
@@ -254,11 +292,13 @@ impl IcebergTable {
             None => Ok(metadata),
         }
     }
-    /// Opens an existing table (for maintenance); its schema is the table's own.
+    /// Opens an existing table (for maintenance); its schema is the table's own, `properties`
+    /// override its own.
     pub fn open_existing(
         mut catalog: Box<dyn Catalog>,
         io: FileIO,
         ident: TableIdent,
+        properties: &BTreeMap<String, String>,
     ) -> Result<Self, IcebergError> {
         let runtime = io_runtime()?;
         let metadata_location = catalog.load(&ident)?.ok_or_else(|| {
@@ -268,7 +308,7 @@ impl IcebergTable {
             .block_on(TableMetadata::read_from(&io, &metadata_location))
             .map_err(|e| IcebergError::iceberg(format!("reading {metadata_location}"), e))?;
         let schema = schema_of(metadata.current_schema())?;
-        Self::loaded(
+        let mut table = Self::loaded(
             catalog,
             io,
             runtime,
@@ -276,7 +316,9 @@ impl IcebergTable {
             &schema,
             (metadata, metadata_location),
             None,
-        )
+        )?;
+        table.overrides = properties.clone();
+        Ok(table)
     }
 
     /// Reads the table's current metadata again from the catalog (after a lost swap).
@@ -299,18 +341,52 @@ impl IcebergTable {
 
     /// Commits `metadata` as the table's next metadata through the catalog (a SQL catalog
     /// swaps its pointer to a metadata file written here; a REST catalog applies the change
-    /// and writes the file itself).
+    /// and writes the file itself). With `write.metadata.delete-after-commit.enabled`, the
+    /// metadata files this writer wrote that drop out of the metadata log are deleted.
     pub(super) fn swap_metadata(&mut self, metadata: TableMetadata) -> Result<(), IcebergError> {
-        let location = swap(
+        let (location, written_here) = swap(
             self.catalog.as_mut(),
             (&self.io, &self.runtime),
             &self.ident,
             (&self.metadata_location, &self.metadata),
             &metadata,
         )?;
+        let dropped: Vec<String> = if written_here
+            && self.property_or("write.metadata.delete-after-commit.enabled", false)
+        {
+            let kept: HashSet<&str> = metadata
+                .metadata_log()
+                .iter()
+                .map(|log| log.metadata_file.as_str())
+                .collect();
+            self.metadata
+                .metadata_log()
+                .iter()
+                .filter(|log| !kept.contains(log.metadata_file.as_str()))
+                .map(|log| log.metadata_file.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.metadata = metadata;
         self.metadata_location = location;
+        self.delete_files(&dropped);
         Ok(())
+    }
+
+    /// Deletes files no snapshot or metadata version needs any more; a file that cannot be
+    /// deleted is left (an orphan) with a warning. Returns how many were deleted.
+    pub(super) fn delete_files(&self, paths: &[String]) -> usize {
+        let mut deleted = 0;
+        for path in paths {
+            match self.block_on(self.io.delete(path)) {
+                Ok(()) => deleted += 1,
+                Err(error) => {
+                    tracing::warn!(table = %self.ident, file = %path, %error, "cannot delete a file the table no longer needs; it stays as an orphan")
+                }
+            }
+        }
+        deleted
     }
 
     /// What the current snapshot records of the run that wrote it, if `pipeline` wrote it.
@@ -407,6 +483,21 @@ impl IcebergTable {
         Ok(rows)
     }
 
+    /// The paths of the current snapshot's live data and delete files.
+    pub(super) fn live_file_paths(&self) -> Result<HashSet<String>, IcebergError> {
+        let Some(snapshot) = self.metadata.current_snapshot() else {
+            return Ok(HashSet::new());
+        };
+        let files = self.block_on(self.live_files(snapshot.manifest_list()))?;
+        Ok(files
+            .data
+            .into_iter()
+            .chain(files.equality_deletes)
+            .map(|(path, _, _)| path)
+            .chain(files.position_deletes)
+            .collect())
+    }
+
     pub(super) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
     }
@@ -456,7 +547,10 @@ impl IcebergTable {
         Ok(files)
     }
 
-    fn read_parquet(&self, path: &str) -> Result<Vec<arrow_array::RecordBatch>, IcebergError> {
+    pub(super) fn read_parquet(
+        &self,
+        path: &str,
+    ) -> Result<Vec<arrow_array::RecordBatch>, IcebergError> {
         let bytes: Bytes = self
             .block_on(async { self.io.new_input(path)?.read().await })
             .map_err(|e| IcebergError::iceberg(path, e))?;
@@ -478,15 +572,18 @@ pub(super) fn io_runtime() -> Result<tokio::runtime::Runtime, IcebergError> {
 
 /// Commits `next` as the table's metadata after `current` (at `location`) through the catalog
 /// (a SQL catalog swaps its pointer to a metadata file written here; a REST catalog applies the
-/// change and writes the file itself); returns the new metadata's location.
+/// change and writes the file itself); returns the new metadata's location, and whether this
+/// writer wrote the file.
 fn swap(
     catalog: &mut dyn Catalog,
     (io, runtime): (&FileIO, &tokio::runtime::Runtime),
     ident: &TableIdent,
     (location, current): (&str, &TableMetadata),
     next: &TableMetadata,
-) -> Result<String, IcebergError> {
+) -> Result<(String, bool), IcebergError> {
+    let mut written_here = false;
     let mut write = || {
+        written_here = true;
         let next_location = MetadataLocation::from_str(location)
             .map_err(|e| IcebergError::iceberg(location, e))?
             .with_next_version()
@@ -497,7 +594,7 @@ fn swap(
             .map_err(|e| IcebergError::iceberg(&written, e))?;
         Ok(written)
     };
-    catalog
-        .commit(ident, location, current, next, &mut write)?
-        .ok_or_else(|| IcebergError::Conflict(ident.to_string()))
+    let committed = catalog.commit(ident, location, current, next, &mut write)?;
+    let location = committed.ok_or_else(|| IcebergError::Conflict(ident.to_string()))?;
+    Ok((location, written_here))
 }

@@ -13,6 +13,7 @@ use tributary_operators::row::prefetched;
 use tributary_operators::{Diff, Key, Row, Time};
 
 use super::commit::Changes;
+use super::housekeeping::Upkeep;
 use super::keyed::{KeyHash, KeyedSlots};
 use super::table::{
     Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
@@ -45,12 +46,13 @@ pub struct CommitStats {
 /// Writes one table.
 #[derive(Debug)]
 pub struct TableWriter {
-    table: IcebergTable,
-    mode: WriteMode,
+    pub(super) table: IcebergTable,
+    pub(super) mode: WriteMode,
     pipeline: String,
-    files: Vec<(Arc<str>, Struct)>,
+    /// The data files of the stored rows; compacted ones are `None`, their indexes free.
+    pub(super) files: Vec<Option<(Arc<str>, Struct)>>,
     /// With position deletes, the live rows of the table: key → (file index, position).
-    stored: KeyedSlots<(u32, u64)>,
+    pub(super) stored: KeyedSlots<(u32, u64)>,
     /// Upserted rows to append at the next commit, by key.
     pending: KeyedSlots<Row>,
     /// Appended rows (no key) for the next commit.
@@ -58,8 +60,10 @@ pub struct TableWriter {
     deletes: Vec<(u32, u64)>,
     /// With equality deletes: the stored rows retracted since the last commit.
     deleted_rows: Vec<Row>,
-    delete_mode: DeleteMode,
+    pub(super) delete_mode: DeleteMode,
     committed: Committed,
+    /// When maintenance last ran, and commits since.
+    pub(super) upkeep: Upkeep,
 }
 
 impl TableWriter {
@@ -84,6 +88,7 @@ impl TableWriter {
             deleted_rows: Vec::new(),
             delete_mode,
             committed,
+            upkeep: Upkeep::default(),
         };
         let WriteMode::Upsert { key } = &writer.mode else {
             return Ok((writer, Vec::new()));
@@ -96,7 +101,7 @@ impl TableWriter {
             let file = *file_ids.entry(Arc::clone(&stored.file)).or_insert_with(|| {
                 writer
                     .files
-                    .push((Arc::clone(&stored.file), stored.partition.clone()));
+                    .push(Some((Arc::clone(&stored.file), stored.partition.clone())));
                 writer.files.len() as u32 - 1
             });
             let row_key = Key::of(&stored.row, &key);
@@ -328,11 +333,16 @@ impl TableWriter {
         let deletes: Vec<(Arc<str>, Struct, u64)> = self
             .deletes
             .drain(..)
-            .map(|(file, position)| {
-                let (path, partition) = &self.files[file as usize];
-                (Arc::clone(path), partition.clone(), position)
+            .map(|(file, position)| match self.files.get(file as usize) {
+                Some(Some((path, partition))) => {
+                    Ok((Arc::clone(path), partition.clone(), position))
+                }
+                _ => Err(IcebergError::Inconsistent(format!(
+                    "table {}: a deleted row's file {file} is not known",
+                    self.table.ident
+                ))),
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let equality_deletes = std::mem::take(&mut self.deleted_rows);
         let stats = CommitStats {
             rows: rows.len() as u64,
@@ -358,18 +368,17 @@ impl TableWriter {
                 deletes,
                 equality_deletes,
                 summary,
-                replace_all: false,
+                removed: Default::default(),
             },
             &format!("{epoch:010}"),
         )?;
-        let first_file = self.files.len() as u32;
-        self.files.extend(outcome.data_files);
+        let indexes = self.add_files(outcome.data_files);
         // Rows are found by position only with position deletes.
         if self.delete_mode == DeleteMode::Position && !keys.is_empty() {
             let places = outcome
                 .row_locations
                 .into_iter()
-                .map(|(file, position)| (first_file + file as u32, position))
+                .map(|(file, position)| (indexes[file], position))
                 .collect();
             let written = KeyedSlots::with_values(keys, places);
             if let Err(place) = self.stored.merge(written) {
@@ -384,6 +393,26 @@ impl TableWriter {
             positions: merged,
         };
         Ok(Some(stats))
+    }
+}
+
+impl TableWriter {
+    /// Takes `files` into the writer's list (reusing the indexes of compacted ones); returns
+    /// their indexes.
+    pub(super) fn add_files(&mut self, files: Vec<(Arc<str>, Struct)>) -> Vec<u32> {
+        files
+            .into_iter()
+            .map(|file| match self.upkeep.free_files.pop() {
+                Some(free) => {
+                    self.files[free as usize] = Some(file);
+                    free
+                }
+                None => {
+                    self.files.push(Some(file));
+                    self.files.len() as u32 - 1
+                }
+            })
+            .collect()
     }
 }
 
@@ -519,6 +548,74 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn compaction_and_expiry_between_commits_keep_the_current_rows() {
+        for deletes in [DeleteMode::Position, DeleteMode::Equality] {
+            let warehouse = tempfile::tempdir().unwrap();
+            let mut writer = open(warehouse.path(), deletes);
+            let mut dice = Dice(0x2545_F491_4F6C_DD1D);
+            let mut state = BTreeMap::new();
+            let retention = crate::sinks::iceberg::Retention {
+                max_age_ms: 0,
+                min_to_keep: 3,
+            };
+            for version in 1..=80 {
+                if version == 50 {
+                    drop(writer);
+                    writer = open(warehouse.path(), deletes);
+                }
+                writer.apply(epoch(&mut dice, &mut state, version)).unwrap();
+                writer
+                    .commit(version as Time, &StreamPositions::new(), None, false)
+                    .unwrap();
+                writer.compact_small_files().unwrap();
+                writer
+                    .table
+                    .expire_snapshots(retention, i64::MAX / 2)
+                    .unwrap();
+                let expected: Vec<Row> = state.values().cloned().collect();
+                assert_eq!(
+                    table_rows(&writer),
+                    expected,
+                    "{deletes:?}, epoch {version}"
+                );
+            }
+            let snapshots = writer.table.metadata().snapshots().len();
+            assert!(snapshots <= 3, "{deletes:?}: {snapshots} snapshots kept");
+            let only_current = crate::sinks::iceberg::Retention {
+                min_to_keep: 1,
+                ..retention
+            };
+            writer
+                .table
+                .expire_snapshots(only_current, i64::MAX / 2)
+                .unwrap();
+            let live = writer.table.live_file_paths().unwrap();
+            if deletes == DeleteMode::Position {
+                assert!(
+                    live.len() < 30,
+                    "{} live files after 80 commits",
+                    live.len()
+                );
+            }
+            // Only files the table references are left.
+            let on_disk: Vec<_> = walk(&warehouse.path().join("test.db/rows/data"));
+            for file in &on_disk {
+                assert!(
+                    live.iter().any(|l| l.ends_with(file.as_str())),
+                    "{deletes:?}: {file} is not referenced"
+                );
+            }
+        }
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     #[test]

@@ -1,0 +1,142 @@
+//! Table maintenance inside the running pipeline, on the committer thread between commits:
+//! snapshot expiry by the table's retention (at most once a second, when a snapshot is due)
+//! and compaction of small files (planned every few commits). A failed step is logged and
+//! tried again later; it never stops the pipeline, whose commits do not depend on it.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::rewrite::{Moved, Rewrite};
+use super::writer::{TableWriter, WriteMode};
+use super::{DeleteMode, IcebergError};
+
+/// Expiry runs at most this often.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// Compaction is planned every this many commits.
+const PLAN_EVERY_COMMITS: u32 = 4;
+
+/// When maintenance last ran.
+#[derive(Debug)]
+pub struct Upkeep {
+    last_expiry: Instant,
+    commits_since_plan: u32,
+    /// Indexes of the writer's compacted files, to reuse.
+    pub(super) free_files: Vec<u32>,
+}
+
+impl Default for Upkeep {
+    fn default() -> Self {
+        Upkeep {
+            last_expiry: Instant::now(),
+            commits_since_plan: 0,
+            free_files: Vec::new(),
+        }
+    }
+}
+
+impl TableWriter {
+    /// Runs the maintenance that is due after a commit.
+    pub fn maintain(&mut self) {
+        self.upkeep.commits_since_plan += 1;
+        if self.upkeep.commits_since_plan >= PLAN_EVERY_COMMITS {
+            self.upkeep.commits_since_plan = 0;
+            if let Err(error) = self.compact_small_files() {
+                tracing::warn!(table = %self.table.ident, %error, "compaction failed; trying again later");
+            }
+        }
+        if self.upkeep.last_expiry.elapsed() >= EXPIRE_EVERY {
+            self.upkeep.last_expiry = Instant::now();
+            let retention = self.table.retention();
+            if let Err(error) = self.table.expire_snapshots(retention, now_ms()) {
+                tracing::warn!(table = %self.table.ident, %error, "snapshot expiry failed; trying again later");
+            }
+        }
+    }
+
+    /// Rewrites what the table's small files call for (see [`super::rewrite`]).
+    pub fn compact_small_files(&mut self) -> Result<(), IcebergError> {
+        for rewrite in self.table.plan_rewrites()? {
+            self.rewrite(&rewrite)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the live rows of `rewrite`'s files as one file and moves the writer's row
+    /// positions there. Skipped when the writer does not know a file's live rows (a file
+    /// another writer added since this run started).
+    fn rewrite(&mut self, rewrite: &Rewrite) -> Result<(), IcebergError> {
+        let by_key = self.delete_mode == DeleteMode::Position
+            && matches!(self.mode, WriteMode::Upsert { .. });
+        let known: HashMap<&str, u32> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((&*f.as_ref()?.0, i as u32)))
+            .collect();
+        let inputs: Vec<Option<u32>> = rewrite
+            .data
+            .iter()
+            .map(|path| known.get(path.as_str()).copied())
+            .collect();
+        if by_key && inputs.iter().any(Option::is_none) {
+            tracing::debug!(table = %self.table.ident, "a file to compact is not this run's; left for later");
+            return Ok(());
+        }
+        // Live positions of each input, from the writer's index of stored rows.
+        let mut live: HashMap<u32, Vec<u64>> = HashMap::new();
+        if by_key {
+            let wanted: HashSet<u32> = inputs.iter().flatten().copied().collect();
+            for (file, position) in self.stored.values_mut() {
+                if wanted.contains(file) {
+                    live.entry(*file).or_default().push(*position);
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        let mut moved = Moved {
+            inputs: HashMap::new(),
+        };
+        for (path, index) in rewrite.data.iter().zip(&inputs) {
+            let positions = match (by_key, index) {
+                (true, Some(index)) => {
+                    let mut positions = live.remove(index).unwrap_or_default();
+                    positions.sort_unstable();
+                    Some(positions)
+                }
+                _ => None,
+            };
+            let first = rows.len();
+            rows.extend(self.table.rows_of_file(path, positions.as_deref())?);
+            if let (Some(positions), Some(index)) = (positions, index) {
+                if positions.len() != rows.len() - first {
+                    return Err(IcebergError::Inconsistent(format!(
+                        "table {}: {path} has fewer rows than the writer stores in it",
+                        self.table.ident
+                    )));
+                }
+                moved.inputs.insert(*index, (positions, first));
+            }
+        }
+        let outcome = self.table.commit_rewrite(rewrite, rows)?;
+        for index in inputs.into_iter().flatten() {
+            self.files[index as usize] = None;
+            self.upkeep.free_files.push(index);
+        }
+        let indexes = self.add_files(outcome.data_files);
+        if by_key {
+            for place in self.stored.values_mut() {
+                if let Some(row) = moved.row_of(place.0, place.1) {
+                    let (file, position) = outcome.row_locations[row];
+                    *place = (indexes[file], position);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,310 @@
+//! Compaction while the pipeline runs: size-tiered bin-packing of each partition's small data
+//! files, with the position deletes that apply only to them folded in. Files are sorted into
+//! size classes (each four times the one below); a class with `MIN_INPUT_FILES` files is
+//! rewritten as one file of the next class, so a file is rewritten about once per class it
+//! climbs (write amplification grows with the logarithm of the table, not with its size),
+//! and a partition keeps a bounded number of live files. Files of at least three quarters of
+//! `write.target-file-size-bytes` are left alone. A data file with `MIN_INPUT_FILES` delete
+//! files, or with half of its rows deleted, is rewritten too. Each rewrite is a `replace`
+//! snapshot with `DELETED` entries for what it replaced; the table writer moves its row
+//! positions to the new file.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use iceberg::spec::{DataContentType, DataFile, PrimitiveLiteral};
+
+use tributary_operators::Row;
+
+use super::columns::DELETE_FILE_PATH_ID;
+use super::commit::Changes;
+use super::table::{
+    IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS,
+};
+use super::IcebergError;
+
+/// Files of one size class a rewrite waits for (Java's `rewrite_data_files` default
+/// `min-input-files`).
+const MIN_INPUT_FILES: usize = 5;
+/// Java's default `write.target-file-size-bytes`: 512 MB.
+const TARGET_FILE_BYTES: u64 = 512 << 20;
+/// The smallest size class: files up to 16 kB.
+const SMALLEST_CLASS_BYTES: u64 = 16 << 10;
+
+/// Data files of one partition to rewrite as one, and the delete files only they need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Rewrite {
+    /// The data files, in the order their rows are written.
+    pub data: Vec<String>,
+    /// Position-delete files that apply to no other data file.
+    pub deletes: Vec<String>,
+}
+
+/// A position-delete file: the one data file it names, or the range of paths it covers.
+struct PositionDeletes<'a> {
+    file: &'a DataFile,
+    referenced: Option<String>,
+    paths: Option<(String, String)>,
+}
+
+impl IcebergTable {
+    /// The rewrites the current snapshot's files call for. Partitions with equality deletes
+    /// are left to `tributary maintain compact`.
+    pub(super) fn plan_rewrites(&self) -> Result<Vec<Rewrite>, IcebergError> {
+        let Some(snapshot) = self.metadata.current_snapshot() else {
+            return Ok(Vec::new());
+        };
+        let list = snapshot.manifest_list().to_owned();
+        let files = self.block_on(self.live_data_files(&list))?;
+        let target: u64 = self.property_or("write.target-file-size-bytes", TARGET_FILE_BYTES);
+        let mut partitions: BTreeMap<String, Vec<&DataFile>> = BTreeMap::new();
+        for file in &files {
+            let key = format!("{:?}", file.partition());
+            partitions.entry(key).or_default().push(file);
+        }
+        Ok(partitions
+            .into_values()
+            .filter_map(|files| plan_partition(&files, target * 3 / 4))
+            .collect())
+    }
+
+    /// Every live data and delete file of a snapshot, described.
+    async fn live_data_files(&self, manifest_list: &str) -> Result<Vec<DataFile>, IcebergError> {
+        let mut files = Vec::new();
+        for manifest_file in self.manifests(manifest_list).await?.entries() {
+            let manifest = manifest_file
+                .load_manifest(&self.io)
+                .await
+                .map_err(|e| IcebergError::iceberg(&manifest_file.manifest_path, e))?;
+            files.extend(
+                manifest
+                    .entries()
+                    .iter()
+                    .filter(|e| e.is_alive())
+                    .map(|e| e.data_file().clone()),
+            );
+        }
+        Ok(files)
+    }
+
+    /// The rows of data file `path`: all of them, or those at `positions` (ascending).
+    pub(super) fn rows_of_file(
+        &self,
+        path: &str,
+        positions: Option<&[u64]>,
+    ) -> Result<Vec<Row>, IcebergError> {
+        let mut rows = Vec::new();
+        let mut position = 0u64;
+        let mut wanted = positions.map(|p| p.iter().peekable());
+        for batch in self.read_parquet(path)? {
+            for row in self.columns.rows_of_batch(&batch)? {
+                let keep = match &mut wanted {
+                    None => true,
+                    Some(wanted) => wanted.next_if_eq(&&position).is_some(),
+                };
+                if keep {
+                    rows.push(row);
+                }
+                position += 1;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Commits `rows` (the live rows of `rewrite`'s files) in their place as a `replace`
+    /// snapshot that keeps the current snapshot's resume positions; returns where each row
+    /// went.
+    pub(super) fn commit_rewrite(
+        &mut self,
+        rewrite: &Rewrite,
+        rows: Vec<Row>,
+    ) -> Result<super::commit::CommitOutcome, IcebergError> {
+        let current = self
+            .metadata
+            .current_snapshot()
+            .map(|s| s.summary().additional_properties.clone());
+        let mut summary: HashMap<String, String> =
+            [SUMMARY_PIPELINE, SUMMARY_EPOCH, SUMMARY_POSITIONS]
+                .iter()
+                .filter_map(|key| Some((key.to_string(), current.as_ref()?.get(*key)?.clone())))
+                .collect();
+        if let Some(epoch) = summary
+            .get(SUMMARY_EPOCH)
+            .and_then(|e| e.parse::<u64>().ok())
+        {
+            // The state is the one at `epoch`: the snapshot adds no changes.
+            summary.insert(SUMMARY_FIRST_EPOCH.to_owned(), (epoch + 1).to_string());
+        }
+        let removed = rewrite
+            .data
+            .iter()
+            .chain(&rewrite.deletes)
+            .cloned()
+            .collect();
+        let rows_written = rows.len();
+        let outcome = self.commit(
+            Changes {
+                rows,
+                summary,
+                removed,
+                ..Changes::default()
+            },
+            "compacted",
+        )?;
+        tracing::info!(table = %self.ident, data_files = rewrite.data.len(), delete_files = rewrite.deletes.len(), rows = rows_written, "compacted small iceberg files");
+        Ok(outcome)
+    }
+}
+
+/// The size class of a file of `size` bytes.
+fn size_class(size: u64) -> u32 {
+    let mut class = 0;
+    let mut bound = SMALLEST_CLASS_BYTES;
+    while size > bound {
+        class += 1;
+        bound = bound.saturating_mul(4);
+    }
+    class
+}
+
+/// The rewrite one partition's live files (data and delete) call for, if any.
+fn plan_partition(files: &[&DataFile], min_file_bytes: u64) -> Option<Rewrite> {
+    if files
+        .iter()
+        .any(|f| f.content_type() == DataContentType::EqualityDeletes)
+    {
+        return None;
+    }
+    let data: Vec<&DataFile> = files
+        .iter()
+        .copied()
+        .filter(|f| f.content_type() == DataContentType::Data)
+        .collect();
+    let deletes: Vec<PositionDeletes> = files
+        .iter()
+        .filter(|f| f.content_type() == DataContentType::PositionDeletes)
+        .map(|file| PositionDeletes {
+            file,
+            referenced: file.referenced_data_file().or_else(|| {
+                let (low, high) = path_bounds(file)?;
+                (low == high).then_some(low)
+            }),
+            paths: path_bounds(file),
+        })
+        .collect();
+    let mut selected: HashSet<&str> = HashSet::new();
+    // Size classes with enough small files.
+    let mut classes: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+    for file in data
+        .iter()
+        .filter(|f| f.file_size_in_bytes() < min_file_bytes)
+    {
+        classes
+            .entry(size_class(file.file_size_in_bytes()))
+            .or_default()
+            .push(file.file_path());
+    }
+    for class in classes.values().filter(|c| c.len() >= MIN_INPUT_FILES) {
+        selected.extend(class.iter().copied());
+    }
+    // Files with many deletes.
+    let mut deleted: HashMap<&str, (usize, u64)> = HashMap::new();
+    for delete in &deletes {
+        if let Some(referenced) = &delete.referenced {
+            let entry = deleted.entry(referenced.as_str()).or_default();
+            entry.0 += 1;
+            entry.1 += delete.file.record_count();
+        }
+    }
+    for file in &data {
+        if let Some((count, rows)) = deleted.get(file.file_path()) {
+            if *count >= MIN_INPUT_FILES || rows * 2 >= file.record_count() {
+                selected.insert(file.file_path());
+            }
+        }
+    }
+    // Delete files covering several data files: once there are many, their data files too.
+    let shared: Vec<&PositionDeletes> = deletes.iter().filter(|d| d.referenced.is_none()).collect();
+    if shared.len() >= MIN_INPUT_FILES {
+        for delete in &shared {
+            selected.extend(
+                data.iter()
+                    .map(|f| f.file_path())
+                    .filter(|path| covers(delete, path)),
+            );
+        }
+    }
+    if selected.is_empty() {
+        return None;
+    }
+    let folded: Vec<String> = deletes
+        .iter()
+        .filter(|delete| match &delete.referenced {
+            Some(referenced) => selected.contains(referenced.as_str()),
+            None => data
+                .iter()
+                .filter(|f| covers(delete, f.file_path()))
+                .all(|f| selected.contains(f.file_path())),
+        })
+        .map(|delete| delete.file.file_path().to_owned())
+        .collect();
+    if selected.len() < 2 && folded.is_empty() {
+        return None;
+    }
+    let mut data: Vec<String> = selected.into_iter().map(str::to_owned).collect();
+    data.sort();
+    Some(Rewrite {
+        data,
+        deletes: folded,
+    })
+}
+
+/// Whether position-delete file `delete` may hold deletes of data file `path`.
+fn covers(delete: &PositionDeletes, path: &str) -> bool {
+    match (&delete.referenced, &delete.paths) {
+        (Some(referenced), _) => referenced == path,
+        (None, Some((low, high))) => low.as_str() <= path && path <= high.as_str(),
+        (None, None) => true,
+    }
+}
+
+/// The lowest and highest data-file path a position-delete file names, from its metrics.
+fn path_bounds(file: &DataFile) -> Option<(String, String)> {
+    let text = |bounds: &HashMap<i32, iceberg::spec::Datum>| match bounds
+        .get(&DELETE_FILE_PATH_ID)?
+        .literal()
+    {
+        PrimitiveLiteral::String(path) => Some(path.clone()),
+        _ => None,
+    };
+    Some((text(file.lower_bounds())?, text(file.upper_bounds())?))
+}
+
+/// Where the live rows of a rewrite's input files went.
+#[derive(Debug)]
+pub(super) struct Moved {
+    /// Input file (an index of the writer's) → its live positions, ascending, and the index
+    /// of the first of its rows among the rewritten rows.
+    pub inputs: HashMap<u32, (Vec<u64>, usize)>,
+}
+
+impl Moved {
+    /// The rewritten row that was at `position` of input `file`.
+    pub fn row_of(&self, file: u32, position: u64) -> Option<usize> {
+        let (positions, first) = self.inputs.get(&file)?;
+        positions.binary_search(&position).ok().map(|k| first + k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_classes_grow_fourfold() {
+        assert_eq!(size_class(1), 0);
+        assert_eq!(size_class(16 << 10), 0);
+        assert_eq!(size_class((16 << 10) + 1), 1);
+        assert_eq!(size_class(64 << 10), 1);
+        assert_eq!(size_class(1 << 20), 3);
+    }
+}
