@@ -121,15 +121,13 @@ impl IcebergTable {
             Operation::Overwrite
         };
         let spec_id = self.metadata.default_partition_spec_id();
-        let new_manifests = (!data_files.is_empty())
-            .then(|| ("m0", ManifestContentType::Data, data_files))
-            .into_iter()
-            .chain(
-                (!delete_files.is_empty())
-                    .then(|| ("m1", ManifestContentType::Deletes, delete_files)),
-            );
-        let new_manifests: Vec<(&str, ManifestContentType, Vec<DataFile>)> =
-            new_manifests.collect();
+        let new_manifests: Vec<(&str, ManifestContentType, Vec<DataFile>)> = [
+            ("m0", ManifestContentType::Data, data_files),
+            ("m1", ManifestContentType::Deletes, delete_files),
+        ]
+        .into_iter()
+        .filter(|(_, _, files)| !files.is_empty())
+        .collect();
 
         let parent = self.metadata.current_snapshot().cloned();
         let parent_id = parent.as_ref().map(|s| s.snapshot_id());
@@ -195,7 +193,9 @@ impl IcebergTable {
                 .1
                 .push(position);
         }
-        let mut groups: HashMap<(Struct, Option<Arc<str>>), Vec<(Arc<str>, u64)>> = HashMap::new();
+        // (partition, the one data file named) → (data file, position) deleted.
+        type Groups = HashMap<(Struct, Option<Arc<str>>), Vec<(Arc<str>, u64)>>;
+        let mut groups = Groups::new();
         let per_file = by_file.len() <= MAX_DELETE_FILES_PER_COMMIT;
         for (file, (partition, positions)) in by_file {
             let referenced = per_file.then(|| Arc::clone(&file));
