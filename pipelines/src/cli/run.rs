@@ -95,6 +95,12 @@ pub struct RunConfig {
     /// equality deletes).  [default: position]
     #[arg(long)]
     pub iceberg_deletes: Option<DeleteMode>,
+    /// An Iceberg table property, KEY=VALUE (repeatable; later ones win): set on the tables
+    /// the run creates, and over existing tables' own for what the run does (snapshot expiry,
+    /// manifest merging, compaction), e.g. history.expire.max-snapshot-age-ms=86400000.
+    #[arg(long, value_name = "KEY=VALUE")]
+    #[serde(default)]
+    pub iceberg_property: Vec<String>,
     /// Kafka consumer group whose offsets are committed once every sink has handled an epoch
     /// (for monitoring, and for --kafka-start committed).  [default: tributary-PIPELINE]
     #[arg(long)]
@@ -292,6 +298,17 @@ impl RunConfig {
             iceberg.commit_interval = Duration::from_millis(ms);
         }
         iceberg.deletes = self.iceberg_deletes.unwrap_or_default();
+        for property in &self.iceberg_property {
+            let (key, value) = property
+                .split_once('=')
+                .filter(|(key, _)| !key.trim().is_empty())
+                .with_context(|| {
+                    format!("--iceberg-property {property}: expected KEY=VALUE")
+                })?;
+            iceberg
+                .properties
+                .insert(key.trim().to_owned(), value.trim().to_owned());
+        }
         let client = KafkaClientOptions::from_env_and_flags(
             &self.kafka_option,
             self.kafka_connect_timeout_ms

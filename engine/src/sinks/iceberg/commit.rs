@@ -16,7 +16,7 @@ use iceberg::spec::{
 use tributary_operators::Row;
 
 use super::columns::{delete_schema, DELETE_FILE_PATH_ID, DELETE_POS_ID};
-use super::encode::{encode_files, encode_parquet, group_into_files, Encoded};
+use super::encode::{encode_files, encode_parquet_with, group_into_files, Encoded, Statistics};
 use super::manifests::Entry;
 use super::metrics::{Bounds, FileMetrics};
 use super::summary::{summary, Tally};
@@ -216,7 +216,7 @@ impl IcebergTable {
                 vec![Arc::new(paths) as ArrayRef, Arc::new(positions)],
             )?;
             let encoded = (
-                encode_parquet(batch.schema(), &batch)?,
+                encode_parquet_with(batch.schema(), &batch, Statistics::Whole)?,
                 deletes.len() as u64,
             );
             let mut file =

@@ -134,10 +134,31 @@ pub fn encode_parquet(
     schema: Arc<ArrowSchema>,
     batch: &RecordBatch,
 ) -> Result<Vec<u8>, IcebergError> {
-    let properties = WriterProperties::builder()
+    encode_parquet_with(schema, batch, Statistics::Truncated)
+}
+
+/// How long the min and max of string columns in a Parquet footer are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Statistics {
+    /// Cut at Parquet's default length (data files: JSON columns may be long).
+    Truncated,
+    /// Whole (position deletes: readers match data-file paths against them).
+    Whole,
+}
+
+/// [`encode_parquet`] with the footer statistics `statistics` says.
+pub(super) fn encode_parquet_with(
+    schema: Arc<ArrowSchema>,
+    batch: &RecordBatch,
+    statistics: Statistics,
+) -> Result<Vec<u8>, IcebergError> {
+    let mut properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .set_max_row_group_row_count(Some(1 << 20))
-        .build();
+        .set_max_row_group_row_count(Some(1 << 20));
+    if statistics == Statistics::Whole {
+        properties = properties.set_statistics_truncate_length(None);
+    }
+    let properties = properties.build();
     let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))
         .map_err(|e| IcebergError::Io(format!("parquet: {e}")))?;
     writer

@@ -70,8 +70,9 @@ impl FileMetrics {
                 if let Some(nulls) = statistics.null_count_opt() {
                     *metrics.null_value_counts.entry(id).or_default() += nulls;
                 }
-                let ty = type_of(id);
-                let (Some(ty), Some((low, high))) = (ty, min_max(statistics)) else {
+                let Some((ty, (low, high))) =
+                    type_of(id).and_then(|ty| Some((ty.clone(), min_max(statistics, &ty)?)))
+                else {
                     if statistics.min_bytes_opt().is_some() {
                         unbounded.insert(id);
                     }
@@ -125,10 +126,24 @@ impl FileMetrics {
     }
 }
 
-/// A column chunk's min and max in Iceberg's single-value serialization.
-fn min_max(statistics: &Statistics) -> Option<(Vec<u8>, Vec<u8>)> {
+/// A column chunk's min and max in Iceberg's single-value serialization for type `ty`
+/// (decimals stored as Parquet integers become big-endian unscaled values).
+fn min_max(statistics: &Statistics, ty: &PrimitiveType) -> Option<(Vec<u8>, Vec<u8>)> {
+    let decimal = matches!(ty, PrimitiveType::Decimal { .. });
+    let unscaled = |v: i128| v.to_be_bytes().to_vec();
     Some(match statistics {
-        Statistics::Boolean(s) => (vec![u8::from(*s.min_opt()?)], vec![u8::from(*s.max_opt()?)]),
+        Statistics::Boolean(s) => (
+            vec![u8::from(*s.min_opt()?)],
+            vec![u8::from(*s.max_opt()?)],
+        ),
+        Statistics::Int32(s) if decimal => (
+            unscaled(i128::from(*s.min_opt()?)),
+            unscaled(i128::from(*s.max_opt()?)),
+        ),
+        Statistics::Int64(s) if decimal => (
+            unscaled(i128::from(*s.min_opt()?)),
+            unscaled(i128::from(*s.max_opt()?)),
+        ),
         Statistics::Int32(s) => (
             s.min_opt()?.to_le_bytes().to_vec(),
             s.max_opt()?.to_le_bytes().to_vec(),
@@ -145,10 +160,14 @@ fn min_max(statistics: &Statistics) -> Option<(Vec<u8>, Vec<u8>)> {
             s.min_opt()?.to_le_bytes().to_vec(),
             s.max_opt()?.to_le_bytes().to_vec(),
         ),
-        Statistics::ByteArray(s) => (s.min_opt()?.data().to_vec(), s.max_opt()?.data().to_vec()),
-        Statistics::FixedLenByteArray(s) => {
-            (s.min_opt()?.data().to_vec(), s.max_opt()?.data().to_vec())
-        }
+        Statistics::ByteArray(s) => (
+            s.min_opt()?.data().to_vec(),
+            s.max_opt()?.data().to_vec(),
+        ),
+        Statistics::FixedLenByteArray(s) => (
+            s.min_opt()?.data().to_vec(),
+            s.max_opt()?.data().to_vec(),
+        ),
         Statistics::Int96(_) => return None,
     })
 }

@@ -389,27 +389,45 @@ impl IcebergTable {
         deleted
     }
 
-    /// What the current snapshot records of the run that wrote it, if `pipeline` wrote it.
+    /// What the newest snapshot Tributary wrote among the current one and its ancestors
+    /// records of the run that wrote it, if `pipeline` wrote it. Snapshots other engines
+    /// committed since (a GDPR delete, a backfill) are part of the table the run resumes on.
     pub fn committed(&self, pipeline: &str) -> Result<Committed, IcebergError> {
-        let Some(snapshot) = self.metadata.current_snapshot() else {
+        let Some(current) = self.metadata.current_snapshot() else {
             return Ok(Committed::default());
+        };
+        let mut others = 0;
+        let mut next = Some(current);
+        let snapshot = loop {
+            let Some(snapshot) = next else {
+                return Err(IcebergError::Config(format!(
+                    "table {} has no snapshot that Tributary wrote among its current one and \
+                     the ancestors it keeps, so there is no position to resume from; write to a \
+                     new table",
+                    self.ident
+                )));
+            };
+            if snapshot.summary().additional_properties.contains_key(SUMMARY_PIPELINE) {
+                break snapshot;
+            }
+            others += 1;
+            next = snapshot
+                .parent_snapshot_id()
+                .and_then(|id| self.metadata.snapshot_by_id(id));
         };
         let summary = &snapshot.summary().additional_properties;
         match summary.get(SUMMARY_PIPELINE) {
             Some(writer) if writer == pipeline => {}
-            Some(writer) => {
+            writer => {
                 return Err(IcebergError::Config(format!(
-                    "table {} is written by pipeline `{writer}`; give `{pipeline}` its own table",
-                    self.ident
+                    "table {} is written by pipeline `{}`; give `{pipeline}` its own table",
+                    self.ident,
+                    writer.map_or("", String::as_str)
                 )))
             }
-            None => {
-                return Err(IcebergError::Config(format!(
-                    "table {} has snapshots that Tributary did not write, so there is no \
-                     position to resume from; write to a new table",
-                    self.ident
-                )))
-            }
+        }
+        if others > 0 {
+            tracing::info!(table = %self.ident, snapshot = snapshot.snapshot_id(), other_writers_snapshots = others, "resuming from the newest snapshot Tributary wrote; the changes other writers committed since stay");
         }
         let epoch = summary
             .get(SUMMARY_EPOCH)
