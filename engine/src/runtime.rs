@@ -339,6 +339,9 @@ fn build(
 
 /// A reading worker's loop: poll, assign epochs, send, respect backpressure, report progress.
 /// (Never inlined: `benches/instructions.sh` counts the instructions run inside it.)
+/// The longest a worker waits on a source with nothing new.
+const IDLE_WAIT: Duration = Duration::from_millis(20);
+
 #[inline(never)]
 fn drive(
     worker: &mut Worker,
@@ -411,7 +414,11 @@ fn drive(
         match poll {
             Poll::Ready => {}
             Poll::Idle => {
-                worker.step_or_park(Some(Duration::from_millis(20)));
+                // Waits for more (up to 20 ms), but never past the epoch interval.
+                let wait = IDLE_WAIT
+                    .min(ingestor.interval())
+                    .max(Duration::from_millis(1));
+                worker.step_or_park(Some(wait));
             }
             Poll::Finished => break,
         }

@@ -98,7 +98,10 @@ fn across_a_restart(
     );
     // Each commit writes a data file per partition it touches (compaction snapshots, which
     // fold them, aside).
-    let commits: Vec<&SnapshotRead> = snapshots.iter().filter(|s| s.operation != "replace").collect();
+    let commits: Vec<&SnapshotRead> = snapshots
+        .iter()
+        .filter(|s| s.operation != "replace")
+        .collect();
     let files: u64 = commits
         .iter()
         .map(|s| s.summary["added-data-files"].parse::<u64>().unwrap())

@@ -15,6 +15,7 @@ mod customers_analytics;
 mod customers_changelog;
 mod iceberg_concurrent_expiry;
 mod iceberg_equality_deletes;
+mod iceberg_health;
 mod iceberg_partitioned;
 mod iceberg_postgres_catalog;
 mod iceberg_replica;

@@ -189,6 +189,11 @@ impl Ingestor {
         self.epoch
     }
 
+    /// The epoch interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// The run's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         Arc::clone(&self.metrics)

@@ -302,9 +302,7 @@ impl RunConfig {
             let (key, value) = property
                 .split_once('=')
                 .filter(|(key, _)| !key.trim().is_empty())
-                .with_context(|| {
-                    format!("--iceberg-property {property}: expected KEY=VALUE")
-                })?;
+                .with_context(|| format!("--iceberg-property {property}: expected KEY=VALUE"))?;
             iceberg
                 .properties
                 .insert(key.trim().to_owned(), value.trim().to_owned());

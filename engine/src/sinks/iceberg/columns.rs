@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use arrow_array::{
     Array, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int32Array,
-    Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Int64Array, LargeBinaryArray, LargeStringArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
@@ -365,6 +366,16 @@ fn read_array(ty: &ColumnType, array: &dyn Array) -> Result<Vec<Value>, IcebergE
         ColumnType::Decimal { scale, .. } => {
             read!(Decimal128Array, |v| Decimal::new(v, *scale)
                 .map_or(Value::Null, Value::Decimal))
+        }
+        // Other writers (pyiceberg) may use Arrow's large variants.
+        ColumnType::String if array.data_type() == &DataType::LargeUtf8 => {
+            read!(LargeStringArray, |v| Value::str(v))
+        }
+        ColumnType::Json if array.data_type() == &DataType::LargeUtf8 => {
+            read!(LargeStringArray, |v| Value::Json(Arc::from(v)))
+        }
+        ColumnType::Bytes if array.data_type() == &DataType::LargeBinary => {
+            read!(LargeBinaryArray, |v| Value::Bytes(Arc::from(v)))
         }
         ColumnType::String => read!(StringArray, |v| Value::str(v)),
         ColumnType::Json => read!(StringArray, |v| Value::Json(Arc::from(v))),

@@ -157,6 +157,7 @@ impl IcebergTable {
             }
             Ok::<_, IcebergError>((manifests, removed))
         })?;
+        self.forget_manifests_but(&manifests);
         let mut summary = summary(
             parent.as_ref().map(|s| &s.summary().additional_properties),
             &added,

@@ -195,12 +195,8 @@ impl IcebergTable {
             for manifest_file in self.manifests(&list).await?.entries() {
                 let path = manifest_file.manifest_path.clone();
                 if !self.file_index.manifests.contains_key(&path) && !read.contains_key(&path) {
-                    let manifest = manifest_file
-                        .load_manifest(&self.io)
-                        .await
-                        .map_err(|e| IcebergError::iceberg(&path, e))?;
+                    let manifest = self.entries(manifest_file).await?;
                     let files: Vec<(String, bool)> = manifest
-                        .entries()
                         .iter()
                         .map(|e| {
                             (

@@ -45,12 +45,8 @@ impl IcebergTable {
         let mut found = 0;
         let mut manifests = Vec::with_capacity(parent.len());
         for (i, manifest_file) in parent.into_iter().enumerate() {
-            let manifest = manifest_file
-                .load_manifest(&self.io)
-                .await
-                .map_err(|e| IcebergError::iceberg(&manifest_file.manifest_path, e))?;
+            let manifest = self.entries(&manifest_file).await?;
             let touched = manifest
-                .entries()
                 .iter()
                 .any(|e| e.is_alive() && removed.contains(e.file_path()));
             if !touched {
@@ -58,7 +54,7 @@ impl IcebergTable {
                 continue;
             }
             let mut entries = Vec::new();
-            for entry in manifest.entries() {
+            for entry in manifest.iter() {
                 if !entry.is_alive() {
                     continue;
                 }
@@ -125,13 +121,9 @@ impl IcebergTable {
             }
             let mut entries = Vec::new();
             for manifest_file in &group {
-                let manifest = manifest_file
-                    .load_manifest(&self.io)
-                    .await
-                    .map_err(|e| IcebergError::iceberg(&manifest_file.manifest_path, e))?;
+                let manifest = self.entries(manifest_file).await?;
                 entries.extend(
                     manifest
-                        .entries()
                         .iter()
                         .filter(|e| e.is_alive())
                         .map(|e| Entry::Existing(e.as_ref().clone())),

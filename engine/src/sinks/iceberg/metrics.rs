@@ -132,10 +132,7 @@ fn min_max(statistics: &Statistics, ty: &PrimitiveType) -> Option<(Vec<u8>, Vec<
     let decimal = matches!(ty, PrimitiveType::Decimal { .. });
     let unscaled = |v: i128| v.to_be_bytes().to_vec();
     Some(match statistics {
-        Statistics::Boolean(s) => (
-            vec![u8::from(*s.min_opt()?)],
-            vec![u8::from(*s.max_opt()?)],
-        ),
+        Statistics::Boolean(s) => (vec![u8::from(*s.min_opt()?)], vec![u8::from(*s.max_opt()?)]),
         Statistics::Int32(s) if decimal => (
             unscaled(i128::from(*s.min_opt()?)),
             unscaled(i128::from(*s.max_opt()?)),
@@ -160,14 +157,10 @@ fn min_max(statistics: &Statistics, ty: &PrimitiveType) -> Option<(Vec<u8>, Vec<
             s.min_opt()?.to_le_bytes().to_vec(),
             s.max_opt()?.to_le_bytes().to_vec(),
         ),
-        Statistics::ByteArray(s) => (
-            s.min_opt()?.data().to_vec(),
-            s.max_opt()?.data().to_vec(),
-        ),
-        Statistics::FixedLenByteArray(s) => (
-            s.min_opt()?.data().to_vec(),
-            s.max_opt()?.data().to_vec(),
-        ),
+        Statistics::ByteArray(s) => (s.min_opt()?.data().to_vec(), s.max_opt()?.data().to_vec()),
+        Statistics::FixedLenByteArray(s) => {
+            (s.min_opt()?.data().to_vec(), s.max_opt()?.data().to_vec())
+        }
         Statistics::Int96(_) => return None,
     })
 }

@@ -1,9 +1,9 @@
 //! Compaction while the pipeline runs: size-tiered bin-packing of each partition's small data
 //! files, with the position deletes that apply only to them folded in. Files are sorted into
-//! size classes (each four times the one below); a class with `MIN_INPUT_FILES` files is
-//! rewritten as one file of the next class, so a file is rewritten about once per class it
-//! climbs (write amplification grows with the logarithm of the table, not with its size),
-//! and a partition keeps a bounded number of live files. Files of at least three quarters of
+//! size classes by their rows (each class four times the one below); a class with
+//! `MIN_INPUT_FILES` files is rewritten as one file of the next class, so a row is rewritten
+//! about once per class it climbs (write amplification grows with the logarithm of the table,
+//! not with its size), and a partition keeps a bounded number of live files. Files of at least three quarters of
 //! `write.target-file-size-bytes` are left alone. A data file with `MIN_INPUT_FILES` delete
 //! files, or with half of its rows deleted, is rewritten too. Each rewrite is a `replace`
 //! snapshot with `DELETED` entries for what it replaced; the table writer moves its row
@@ -27,8 +27,8 @@ use super::IcebergError;
 const MIN_INPUT_FILES: usize = 5;
 /// Java's default `write.target-file-size-bytes`: 512 MB.
 const TARGET_FILE_BYTES: u64 = 512 << 20;
-/// The smallest size class: files up to 16 kB.
-const SMALLEST_CLASS_BYTES: u64 = 16 << 10;
+/// The smallest size class: files of up to 16 rows.
+const SMALLEST_CLASS_ROWS: u64 = 16;
 
 /// Data files of one partition to rewrite as one, and the delete files only they need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,13 +71,9 @@ impl IcebergTable {
     async fn live_data_files(&self, manifest_list: &str) -> Result<Vec<DataFile>, IcebergError> {
         let mut files = Vec::new();
         for manifest_file in self.manifests(manifest_list).await?.entries() {
-            let manifest = manifest_file
-                .load_manifest(&self.io)
-                .await
-                .map_err(|e| IcebergError::iceberg(&manifest_file.manifest_path, e))?;
+            let manifest = self.entries(manifest_file).await?;
             files.extend(
                 manifest
-                    .entries()
                     .iter()
                     .filter(|e| e.is_alive())
                     .map(|e| e.data_file().clone()),
@@ -155,11 +151,11 @@ impl IcebergTable {
     }
 }
 
-/// The size class of a file of `size` bytes.
-fn size_class(size: u64) -> u32 {
+/// The size class of a file of `rows` rows.
+fn size_class(rows: u64) -> u32 {
     let mut class = 0;
-    let mut bound = SMALLEST_CLASS_BYTES;
-    while size > bound {
+    let mut bound = SMALLEST_CLASS_ROWS;
+    while rows > bound {
         class += 1;
         bound = bound.saturating_mul(4);
     }
@@ -199,7 +195,7 @@ fn plan_partition(files: &[&DataFile], min_file_bytes: u64) -> Option<Rewrite> {
         .filter(|f| f.file_size_in_bytes() < min_file_bytes)
     {
         classes
-            .entry(size_class(file.file_size_in_bytes()))
+            .entry(size_class(file.record_count()))
             .or_default()
             .push(file.file_path());
     }
@@ -302,9 +298,9 @@ mod tests {
     #[test]
     fn size_classes_grow_fourfold() {
         assert_eq!(size_class(1), 0);
-        assert_eq!(size_class(16 << 10), 0);
-        assert_eq!(size_class((16 << 10) + 1), 1);
-        assert_eq!(size_class(64 << 10), 1);
-        assert_eq!(size_class(1 << 20), 3);
+        assert_eq!(size_class(16), 0);
+        assert_eq!(size_class(17), 1);
+        assert_eq!(size_class(64), 1);
+        assert_eq!(size_class(1024), 3);
     }
 }

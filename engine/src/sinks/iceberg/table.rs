@@ -3,15 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use bytes::Bytes;
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, FormatVersion, ManifestList, ManifestStatus, Schema as IcebergSchema,
-    SortOrder, Struct, TableMetadata, TableMetadataBuilder,
+    DataContentType, FormatVersion, ManifestEntryRef, ManifestFile, ManifestList, ManifestStatus,
+    Schema as IcebergSchema, SortOrder, Struct, TableMetadata, TableMetadataBuilder,
 };
 use iceberg::MetadataLocation;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -65,6 +65,8 @@ pub struct IcebergTable {
     overrides: BTreeMap<String, String>,
     /// What maintenance has read of the table's manifest lists and manifests.
     pub(super) file_index: FileIndex,
+    /// The entries of manifests read (manifests never change), by path.
+    manifest_cache: Mutex<HashMap<String, Arc<[ManifestEntryRef]>>>,
 }
 
 /// A snapshot's live files: data and equality-delete files with their partitions and data
@@ -248,6 +250,7 @@ impl IcebergTable {
             pending_schema,
             overrides: BTreeMap::new(),
             file_index: FileIndex::default(),
+            manifest_cache: Mutex::default(),
         })
     }
 
@@ -407,7 +410,11 @@ impl IcebergTable {
                     self.ident
                 )));
             };
-            if snapshot.summary().additional_properties.contains_key(SUMMARY_PIPELINE) {
+            if snapshot
+                .summary()
+                .additional_properties
+                .contains_key(SUMMARY_PIPELINE)
+            {
                 break snapshot;
             }
             others += 1;
@@ -536,15 +543,46 @@ impl IcebergTable {
             .map_err(|e| IcebergError::iceberg(manifest_list, e))
     }
 
+    /// The entries of a manifest (with inherited snapshot ids and sequence numbers).
+    pub(super) async fn entries(
+        &self,
+        manifest: &ManifestFile,
+    ) -> Result<Arc<[ManifestEntryRef]>, IcebergError> {
+        let path = &manifest.manifest_path;
+        if let Some(entries) = self
+            .manifest_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(path).cloned())
+        {
+            return Ok(entries);
+        }
+        let (entries, _) = manifest
+            .load_manifest(&self.io)
+            .await
+            .map_err(|e| IcebergError::iceberg(path, e))?
+            .into_parts();
+        let entries: Arc<[ManifestEntryRef]> = entries.into();
+        if let Ok(mut cache) = self.manifest_cache.lock() {
+            cache.insert(path.clone(), Arc::clone(&entries));
+        }
+        Ok(entries)
+    }
+
+    /// Forgets the entries of manifests other than `kept`.
+    pub(super) fn forget_manifests_but(&self, kept: &[ManifestFile]) {
+        let kept: HashSet<&str> = kept.iter().map(|m| m.manifest_path.as_str()).collect();
+        if let Ok(mut cache) = self.manifest_cache.lock() {
+            cache.retain(|path, _| kept.contains(path.as_str()));
+        }
+    }
+
     /// The live files of a snapshot.
     async fn live_files(&self, manifest_list: &str) -> Result<LiveFiles, IcebergError> {
         let mut files = LiveFiles::default();
         for manifest_file in self.manifests(manifest_list).await?.entries() {
-            let manifest = manifest_file
-                .load_manifest(&self.io)
-                .await
-                .map_err(|e| IcebergError::iceberg(&manifest_file.manifest_path, e))?;
-            for entry in manifest.entries() {
+            let manifest = self.entries(manifest_file).await?;
+            for entry in manifest.iter() {
                 if entry.status() == ManifestStatus::Deleted {
                     continue;
                 }
