@@ -345,4 +345,35 @@ fn a_tagged_snapshot_and_its_files_outlive_expiry() {
         lines.len() as u64
     );
     health(&warehouse, &["check"]);
+
+    // Files nothing references (a killed commit's): old ones go, young ones stay.
+    let data = warehouse.join("demo.db/orders_realtime_replica/data");
+    let (old, young) = (
+        data.join("killed-commit-0.parquet"),
+        data.join("in-flight-0.parquet"),
+    );
+    for orphan in [&old, &young] {
+        std::fs::write(orphan, b"PAR1").unwrap();
+    }
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let removed = run_tributary_ok(&[
+        "maintain",
+        "--warehouse",
+        warehouse_text,
+        "remove-orphans",
+        TABLE,
+        "--older-than",
+        "1h",
+    ]);
+    assert!(removed.starts_with("deleted 1 orphan files"), "{removed}");
+    assert!(!old.exists() && young.exists());
+    let (reread, _) = read_table(&warehouse, TABLE, false);
+    assert_eq!(reread.len(), 2, "both snapshots still read");
+    health(&warehouse, &["check"]);
 }

@@ -1,4 +1,5 @@
-//! `tributary maintain`: compaction and snapshot expiry of an Iceberg table.
+//! `tributary maintain`: compaction, snapshot expiry and orphan-file removal of an Iceberg
+//! table.
 
 use std::time::Duration;
 
@@ -26,12 +27,23 @@ enum MaintainTask {
         /// The table, `namespace.table`.
         table: String,
     },
-    /// Drop snapshots older than a duration (never the current one) from the metadata.
+    /// Drop snapshots older than a duration from the metadata (never the current one, the
+    /// newest history.expire.min-snapshots-to-keep, or one a tag or branch needs) and delete
+    /// the files only they referenced.
     Expire {
         /// The table, `namespace.table`.
         table: String,
         /// Age, e.g. `30s`, `15m`, `12h`, `7d`.
         #[arg(long, value_parser = parse_age)]
+        older_than: Duration,
+    },
+    /// Delete files under the table that no snapshot, manifest or metadata version names
+    /// (left by killed commits); a local warehouse only.
+    RemoveOrphans {
+        /// The table, `namespace.table`.
+        table: String,
+        /// Only files older than this (commits in flight keep theirs), e.g. `1h`, `3d`.
+        #[arg(long, value_parser = parse_age, default_value = "3d")]
         older_than: Duration,
     },
 }
@@ -60,8 +72,12 @@ pub fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
     match args.task {
         MaintainTask::Compact { table } => {
             let done = tributary_engine::sinks::iceberg::compact(&options, &table)?;
+            let files = match done.data_files_after {
+                1 => "1 data file".to_owned(),
+                n => format!("{n} data files"),
+            };
             println!(
-                "compacted {table}: {} live rows in 1 data file (was {} data files, {} delete files)",
+                "compacted {table}: {} live rows in {files} (was {} data files, {} delete files)",
                 done.rows, done.data_files_before, done.delete_files_before
             );
         }
@@ -70,6 +86,14 @@ pub fn maintain(args: MaintainArgs) -> anyhow::Result<()> {
             println!(
                 "expired {} snapshots of {table}, deleted {} files only they referenced",
                 expired.snapshots, expired.files
+            );
+        }
+        MaintainTask::RemoveOrphans { table, older_than } => {
+            let orphans =
+                tributary_engine::sinks::iceberg::remove_orphans(&options, &table, older_than)?;
+            println!(
+                "deleted {} orphan files of {table} ({} files listed)",
+                orphans.deleted, orphans.listed
             );
         }
     }

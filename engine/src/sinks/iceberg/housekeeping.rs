@@ -1,6 +1,7 @@
 //! Table maintenance inside the running pipeline, on the committer thread between commits:
-//! snapshot expiry by the table's retention (at most once a second, when a snapshot is due)
-//! and compaction of small files (planned every few commits). A failed step is logged and
+//! snapshot expiry by the table's retention (at most once a second, when a snapshot is due),
+//! compaction of small files (planned every few commits), and removal of the files killed
+//! commits left (once per run, in a local warehouse). A failed step is logged and
 //! tried again later; it never stops the pipeline, whose commits do not depend on it.
 
 use std::collections::{HashMap, HashSet};
@@ -14,12 +15,16 @@ use super::{DeleteMode, IcebergError};
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// Compaction is planned every this many commits.
 const PLAN_EVERY_COMMITS: u32 = 4;
+/// Unreferenced files at least this old are what killed commits left (younger ones may be a
+/// `tributary maintain compact` in flight); removed after a run's first commit.
+const ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
 /// When maintenance last ran.
 #[derive(Debug)]
 pub struct Upkeep {
     last_expiry: Instant,
     commits_since_plan: u32,
+    orphans_removed: bool,
     /// Indexes of the writer's compacted files, to reuse.
     pub(super) free_files: Vec<u32>,
 }
@@ -29,6 +34,7 @@ impl Default for Upkeep {
         Upkeep {
             last_expiry: Instant::now(),
             commits_since_plan: 0,
+            orphans_removed: false,
             free_files: Vec::new(),
         }
     }
@@ -37,6 +43,15 @@ impl Default for Upkeep {
 impl TableWriter {
     /// Runs the maintenance that is due after a commit.
     pub fn maintain(&mut self) {
+        if !self.upkeep.orphans_removed {
+            self.upkeep.orphans_removed = true;
+            match self.table.remove_orphans(ORPHAN_AGE) {
+                Ok(_) | Err(IcebergError::Config(_)) => {}
+                Err(error) => {
+                    tracing::warn!(table = %self.table.ident, %error, "removing orphan files failed")
+                }
+            }
+        }
         self.upkeep.commits_since_plan += 1;
         if self.upkeep.commits_since_plan >= PLAN_EVERY_COMMITS {
             self.upkeep.commits_since_plan = 0;

@@ -1,7 +1,8 @@
-//! Table maintenance: compaction (rewrite the live rows into one file, folding position
-//! deletes; stop the writing pipeline first, or it fails at its next commit and must be
-//! restarted) and snapshot expiry (safe while the pipeline runs: a commit that races it is
-//! re-applied on top). Both keep the current snapshot's `tributary.*` summary, so the pipeline
+//! Table maintenance by hand (`tributary maintain`): compaction (rewrite the live rows into
+//! one file per partition, folding deletes, as a `replace` snapshot; stop the writing pipeline
+//! first, or it fails at its next commit and must be restarted), snapshot expiry (safe while
+//! the pipeline runs: a commit that races it is re-applied on top) and orphan-file removal.
+//! Compaction and expiry keep the current snapshot's `tributary.*` summary, so the pipeline
 //! still resumes exactly; both retry when a concurrent commit wins the race.
 
 use std::collections::HashMap;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use super::commit::Changes;
 use super::expire::{Expired, Retention};
+use super::orphans::Orphans;
 use super::table::{IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
 use super::{IcebergError, IcebergOptions, TableIdent};
 
@@ -21,6 +23,8 @@ pub struct Compacted {
     pub data_files_before: u64,
     /// Position-delete files before.
     pub delete_files_before: u64,
+    /// Data files written (one per partition).
+    pub data_files_after: u64,
 }
 
 fn open(options: &IcebergOptions, table: &str) -> Result<IcebergTable, IcebergError> {
@@ -48,12 +52,13 @@ fn compact_once(options: &IcebergOptions, table: &str) -> Result<Compacted, Iceb
         .collect();
     let rows: Vec<_> = table.scan()?.into_iter().map(|stored| stored.row).collect();
     let removed = table.live_file_paths()?;
-    let compacted = Compacted {
+    let mut compacted = Compacted {
         rows: rows.len() as u64,
         data_files_before: before.0,
         delete_files_before: before.1,
+        data_files_after: 0,
     };
-    table.commit(
+    let outcome = table.commit(
         Changes {
             rows,
             deletes: Vec::new(),
@@ -63,6 +68,7 @@ fn compact_once(options: &IcebergOptions, table: &str) -> Result<Compacted, Iceb
         },
         "compacted",
     )?;
+    compacted.data_files_after = outcome.data_files.len() as u64;
     tracing::info!(table = %table.ident, rows = compacted.rows, "compacted iceberg table");
     Ok(compacted)
 }
@@ -77,6 +83,16 @@ pub fn expire(
     older_than: Duration,
 ) -> Result<Expired, IcebergError> {
     retrying_conflicts(|| expire_once(options, table, older_than))
+}
+
+/// Deletes the files under `table` that nothing references and that are older than
+/// `older_than` (a local warehouse only).
+pub fn remove_orphans(
+    options: &IcebergOptions,
+    table: &str,
+    older_than: Duration,
+) -> Result<Orphans, IcebergError> {
+    open(options, table)?.remove_orphans(older_than)
 }
 
 /// Runs `attempt` again (from a fresh read of the table) when a concurrent commit won the

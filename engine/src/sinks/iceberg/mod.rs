@@ -15,6 +15,7 @@ mod keyed;
 mod maintain;
 mod manifests;
 mod metrics;
+mod orphans;
 mod partition;
 mod rest;
 mod rewrite;
@@ -39,7 +40,8 @@ pub use committer::{attach, CommitterContext};
 pub use encode::encode_parquet;
 pub use expire::{Expired, Retention};
 pub use inspect::{consistent_cuts, tables, Cut, SnapshotInfo, TableInfo};
-pub use maintain::{compact, expire, Compacted};
+pub use maintain::{compact, expire, remove_orphans, Compacted};
+pub use orphans::Orphans;
 pub use partition::Partition;
 pub use rest::RestCatalog;
 pub use table::{
