@@ -134,6 +134,7 @@ fn a_long_run_keeps_its_table_bounded_and_equal_to_the_oracle() {
     let midway = midway.unwrap();
     eprintln!("after ~{} commits: {midway}; at the end: {end}", target / 3);
     let figure = |stats: &Json, key: &str| stats[key].as_u64().unwrap();
+    assert_eq!(end["snapshots_in_sequence_order"], true, "{end}");
     assert!(
         figure(&end, "metadata_bytes") < 200_000,
         "the current metadata file stays small: {end}"

@@ -225,7 +225,10 @@ def stats(table) -> dict:
     metadata_dir = os.path.dirname(location)
     current = table.current_snapshot()
     live = live_entries(table, current) if current else {}
+    with open(location) as f:
+        sequence = [s["sequence-number"] for s in json.load(f).get("snapshots", [])]
     return {
+        "snapshots_in_sequence_order": sequence == sorted(sequence),
         "metadata_bytes": os.path.getsize(location),
         "metadata_files": len([f for f in os.listdir(metadata_dir) if f.endswith(".metadata.json")]),
         "snapshots": len(table.snapshots()),

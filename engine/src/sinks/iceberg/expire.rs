@@ -5,10 +5,22 @@
 
 use std::collections::{HashMap, HashSet};
 
-use iceberg::spec::{ManifestStatus, SnapshotReference, SnapshotRetention, MAIN_BRANCH};
+use iceberg::spec::{
+    ManifestStatus, SnapshotReference, SnapshotRetention, TableMetadata, MAIN_BRANCH,
+};
 
 use super::table::IcebergTable;
 use super::IcebergError;
+
+/// A table's branches and tags (the metadata keeps them to itself: read from its JSON form).
+pub(super) fn refs_of(
+    metadata: &TableMetadata,
+) -> Result<HashMap<String, SnapshotReference>, serde_json::Error> {
+    match serde_json::to_value(metadata)?.get_mut("refs") {
+        Some(refs) => serde_json::from_value(refs.take()),
+        None => Ok(HashMap::new()),
+    }
+}
 
 /// Java's default `history.expire.max-snapshot-age-ms`: five days.
 const DEFAULT_MAX_SNAPSHOT_AGE_MS: i64 = 5 * 24 * 3600 * 1000;
@@ -55,17 +67,6 @@ impl IcebergTable {
         }
     }
 
-    /// The table's branches and tags.
-    fn refs(&self) -> Result<HashMap<String, SnapshotReference>, IcebergError> {
-        let json = serde_json::to_value(&self.metadata)
-            .map_err(|e| IcebergError::Io(format!("table {} metadata: {e}", self.ident)))?;
-        match json.get("refs") {
-            Some(refs) => serde_json::from_value(refs.clone())
-                .map_err(|e| IcebergError::Io(format!("table {} refs: {e}", self.ident))),
-            None => Ok(HashMap::new()),
-        }
-    }
-
     /// The snapshots `retention` lets go at `now_ms`: neither the current one, nor one of a
     /// branch's newest `min_to_keep` or younger ones, nor one a tag points to, nor one younger
     /// than the age limit that no branch reaches.
@@ -74,7 +75,8 @@ impl IcebergTable {
         retention: Retention,
         now_ms: i64,
     ) -> Result<Vec<i64>, IcebergError> {
-        let mut refs = self.refs()?;
+        let mut refs = refs_of(&self.metadata)
+            .map_err(|e| IcebergError::Io(format!("table {} refs: {e}", self.ident)))?;
         if let Some(current) = self.metadata.current_snapshot_id() {
             refs.entry(MAIN_BRANCH.to_owned())
                 .or_insert_with(|| SnapshotReference {

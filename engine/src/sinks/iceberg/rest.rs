@@ -13,6 +13,7 @@ use iceberg::{TableRequirement, TableUpdate};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value as Json};
 
+use super::expire::refs_of;
 use super::catalog::{Catalog, TableIdent};
 use super::IcebergError;
 
@@ -280,9 +281,13 @@ pub fn changes(
         if base.current_snapshot_id() != Some(current) {
             updates.push(TableUpdate::SetSnapshotRef {
                 ref_name: MAIN.to_owned(),
+                // `main` keeps the retention settings it has.
                 reference: SnapshotReference::new(
                     current,
-                    SnapshotRetention::branch(None, None, None),
+                    refs_of(base)
+                        .ok()
+                        .and_then(|mut refs| refs.remove(MAIN))
+                        .map_or(SnapshotRetention::branch(None, None, None), |r| r.retention),
                 ),
             });
         }
@@ -332,5 +337,62 @@ mod tests {
             RestCatalog::table_path(&TableIdent::parse("demo.orders").unwrap()),
             "namespaces/demo/tables/orders"
         );
+    }
+
+    #[test]
+    fn moving_main_keeps_its_retention() {
+        use iceberg::spec::{
+            FormatVersion, NestedField, PrimitiveType, Schema, Snapshot, SortOrder,
+            TableMetadataBuilder, Type, UnboundPartitionSpec,
+        };
+        let schema = Schema::builder()
+            .with_fields(vec![NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into()])
+            .build()
+            .unwrap();
+        let snapshot = |id: i64, parent: Option<i64>, sequence: i64| {
+            Snapshot::builder()
+                .with_snapshot_id(id)
+                .with_parent_snapshot_id(parent)
+                .with_sequence_number(sequence)
+                .with_timestamp_ms(1_700_000_000_000 + sequence)
+                .with_manifest_list(format!("/m/{id}.avro"))
+                .with_summary(iceberg::spec::Summary {
+                    operation: iceberg::spec::Operation::Append,
+                    additional_properties: Default::default(),
+                })
+                .with_schema_id(0)
+                .build()
+        };
+        let kept = SnapshotRetention::branch(Some(7), Some(60_000), None);
+        let base = TableMetadataBuilder::new(
+            schema,
+            UnboundPartitionSpec::builder().build(),
+            SortOrder::unsorted_order(),
+            "/t".to_owned(),
+            FormatVersion::V2,
+            Default::default(),
+        )
+        .unwrap()
+        .add_snapshot(snapshot(1, None, 1))
+        .unwrap()
+        .set_ref(MAIN, SnapshotReference::new(1, kept.clone()))
+        .unwrap()
+        .build()
+        .unwrap()
+        .metadata;
+        let new = base
+            .clone()
+            .into_builder(None)
+            .set_branch_snapshot(snapshot(2, Some(1), 2), MAIN)
+            .unwrap()
+            .build()
+            .unwrap()
+            .metadata;
+        let (_, updates) = changes(&base, &new);
+        let moved = updates.iter().find_map(|u| match u {
+            TableUpdate::SetSnapshotRef { reference, .. } => Some(reference.clone()),
+            _ => None,
+        });
+        assert_eq!(moved, Some(SnapshotReference::new(2, kept)));
     }
 }

@@ -147,8 +147,9 @@ impl IcebergTable {
                     MetadataLocation::new_with_metadata(&location, &metadata).to_string();
                 runtime
                     .block_on(
-                        metadata.write_to(
+                        write_metadata(
                             &io,
+                            &metadata,
                             &MetadataLocation::from_str(&metadata_location)
                                 .map_err(|e| IcebergError::iceberg("metadata location", e))?,
                         ),
@@ -626,6 +627,26 @@ pub(super) fn io_runtime() -> Result<tokio::runtime::Runtime, IcebergError> {
         .map_err(|e| IcebergError::Io(format!("cannot start the I/O runtime: {e}")))
 }
 
+/// Writes `metadata` at `location`, its snapshots in sequence order (as Java writes them;
+/// the library keeps them unordered), unless the table compresses its metadata.
+async fn write_metadata(
+    io: &FileIO,
+    metadata: &TableMetadata,
+    location: &MetadataLocation,
+) -> iceberg::Result<()> {
+    let codec = metadata.properties().get("write.metadata.compression-codec");
+    if codec.is_some_and(|c| !c.eq_ignore_ascii_case("none")) {
+        return metadata.write_to(io, location).await;
+    }
+    let mut json = serde_json::to_value(metadata)?;
+    if let Some(serde_json::Value::Array(snapshots)) = json.get_mut("snapshots") {
+        snapshots.sort_by_key(|s| s.get("sequence-number").and_then(|n| n.as_i64()));
+    }
+    io.new_output(location.to_string())?
+        .write(serde_json::to_vec(&json)?.into())
+        .await
+}
+
 /// Commits `next` as the table's metadata after `current` (at `location`) through the catalog
 /// (a SQL catalog swaps its pointer to a metadata file written here; a REST catalog applies the
 /// change and writes the file itself); returns the new metadata's location, and whether this
@@ -646,7 +667,7 @@ fn swap(
             .with_new_metadata(next);
         let written = next_location.to_string();
         runtime
-            .block_on(next.write_to(io, &next_location))
+            .block_on(write_metadata(io, next, &next_location))
             .map_err(|e| IcebergError::iceberg(&written, e))?;
         Ok(written)
     };
