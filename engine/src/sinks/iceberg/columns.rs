@@ -14,7 +14,7 @@ use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use iceberg::spec::{NestedField, PrimitiveType, Schema as IcebergSchema, Type};
 use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
 
-use tributary_operators::{Column, ColumnType, Decimal, Float, Row, Schema, Value};
+use tributary_operators::{Column, ColumnType, Decimal, Float, Key, Row, Schema, Value};
 
 use super::IcebergError;
 
@@ -253,6 +253,45 @@ impl ColumnMap {
         rows: impl IntoIterator<Item = R>,
     ) -> Result<RecordBatch, IcebergError> {
         super::batch::rows_to_batch(&self.schema, &self.arrow, rows)
+    }
+
+    /// The position of the column of field `id` in the pipeline's rows.
+    pub fn column_of_field(&self, id: i32) -> Option<usize> {
+        self.arrow
+            .fields()
+            .iter()
+            .position(|field| field_id(field) == Some(id))
+    }
+
+    /// The keys on `columns` (positions in the pipeline's rows) of a record batch that holds
+    /// at least those columns (an equality-delete file of any writer).
+    pub fn keys_of_batch(
+        &self,
+        batch: &RecordBatch,
+        columns: &[usize],
+    ) -> Result<Vec<Key>, IcebergError> {
+        let values = columns
+            .iter()
+            .map(|&c| {
+                let id = self.arrow.fields().get(c).and_then(|f| field_id(f));
+                let array = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .position(|f| id.is_some() && field_id(f) == id)
+                    .map(|i| batch.column(i))
+                    .ok_or_else(|| {
+                        IcebergError::SchemaMismatch(format!(
+                            "an equality-delete file lacks its column `{}`",
+                            self.schema.columns[c].name
+                        ))
+                    })?;
+                read_array(&self.schema.columns[c].ty, array.as_ref())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((0..batch.num_rows())
+            .map(|r| Key::new(values.iter().map(|column| column[r].clone()).collect()))
+            .collect())
     }
 
     /// Turns a record batch read from a data file back into rows (columns found by field id).

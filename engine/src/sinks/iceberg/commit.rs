@@ -106,12 +106,35 @@ impl IcebergTable {
             }
         }
 
+        self.commit_files(
+            (data_files, delete_files),
+            &changes.removed,
+            changes.summary,
+            (snapshot_id, &file_stem),
+        )?;
+        Ok(CommitOutcome {
+            data_files: written,
+            row_locations,
+            snapshot_id,
+        })
+    }
+
+    /// Commits written data and delete files as one snapshot that also removes
+    /// `removed_files` (their entries become `DELETED`), with `extra_summary` in its summary.
+    pub(super) fn commit_files(
+        &mut self,
+        (data_files, delete_files): (Vec<DataFile>, Vec<DataFile>),
+        removed_files: &HashSet<String>,
+        extra_summary: HashMap<String, String>,
+        (snapshot_id, file_stem): (i64, &str),
+    ) -> Result<(), IcebergError> {
+        let location = self.metadata.location().to_owned();
         let mut added = Tally::default();
         data_files
             .iter()
             .chain(&delete_files)
             .for_each(|f| added.count(f));
-        let operation = if !changes.removed.is_empty() {
+        let operation = if !removed_files.is_empty() {
             Operation::Replace
         } else if delete_files.is_empty() {
             Operation::Append
@@ -142,10 +165,10 @@ impl IcebergTable {
                 None => Vec::new(),
             };
             let (carried, removed) = self
-                .carried_manifests(inherited, &changes.removed, (snapshot_id, &file_stem))
+                .carried_manifests(inherited, removed_files, (snapshot_id, file_stem))
                 .await?;
             let mut manifests = self
-                .merged_manifests(carried, (snapshot_id, &file_stem))
+                .merged_manifests(carried, (snapshot_id, file_stem))
                 .await?;
             for (name, content, files) in new_manifests {
                 let path = format!("{location}/metadata/{file_stem}-{name}.avro");
@@ -163,20 +186,15 @@ impl IcebergTable {
             &added,
             &removed,
         );
-        summary.extend(changes.summary);
+        summary.extend(extra_summary);
         self.swap_in_snapshot(
-            (snapshot_id, parent_id, &file_stem),
+            (snapshot_id, parent_id, file_stem),
             manifests,
             Summary {
                 operation,
                 additional_properties: summary,
             },
-        )?;
-        Ok(CommitOutcome {
-            data_files: written,
-            row_locations,
-            snapshot_id,
-        })
+        )
     }
 
     /// Writes position deletes: a file per data file when few data files are touched (naming
@@ -403,4 +421,92 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arrow_schema::{DataType, Field, Schema as ArrowSchema};
+    use parquet::arrow::PARQUET_FIELD_ID_META_KEY;
+    use tributary_operators::{Column, ColumnType, Schema, Value};
+
+    use super::*;
+    use crate::sinks::iceberg::{IcebergOptions, IcebergSinks, TableIdent, WriteMode};
+
+    fn row(id: i64, version: i64) -> Row {
+        Row::new(vec![Value::Int(id), Value::Int(version)])
+    }
+
+    /// Another writer's equality deletes on a column other than the key (`version`, field 2)
+    /// delete by their own `equality_ids`, and only rows written before them.
+    #[test]
+    fn equality_deletes_of_other_writers_apply_by_their_own_fields() {
+        let warehouse = tempfile::tempdir().unwrap();
+        let schema = Schema::new(vec![
+            Column::new("id", ColumnType::Int64),
+            Column::new("version", ColumnType::Int64),
+        ]);
+        let opened = IcebergSinks::new(IcebergOptions::new(warehouse.path()), "test")
+            .open(
+                &TableIdent::parse("test.rows").unwrap(),
+                &schema,
+                WriteMode::Upsert { key: vec![0] },
+                (&[], None),
+            )
+            .unwrap();
+        let mut writer = opened.take_writer().unwrap();
+        let positions = crate::positions::StreamPositions::new();
+        writer
+            .apply(vec![(row(1, 10), 1), (row(2, 20), 1), (row(3, 10), 1)])
+            .unwrap();
+        writer.commit(1, &positions, None, false).unwrap();
+
+        // Delete every row of version 10, as another engine would: a file of that one column.
+        let field = Field::new("version", DataType::Int64, false).with_metadata(
+            [(PARQUET_FIELD_ID_META_KEY.to_owned(), "2".to_owned())].into(),
+        );
+        let arrow = Arc::new(ArrowSchema::new(vec![field]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&arrow),
+            vec![Arc::new(Int64Array::from(vec![10])) as ArrayRef],
+        )
+        .unwrap();
+        let table = &mut writer.table;
+        let path = format!("{}/data/other-writer-eq.parquet", table.metadata().location());
+        let encoded = (encode_parquet_with(arrow, &batch, Statistics::Truncated).unwrap(), 1);
+        let mut file = table
+            .describe_file(&path, DataContentType::EqualityDeletes, encoded, &Struct::empty())
+            .unwrap();
+        file.equality_ids(Some(vec![2]));
+        table
+            .commit_files(
+                (Vec::new(), vec![file.build().unwrap()]),
+                &HashSet::new(),
+                HashMap::from([("tributary.pipeline".to_owned(), "test".to_owned())]),
+                (new_snapshot_id(), "other"),
+            )
+            .unwrap();
+        let rows = |table: &IcebergTable| -> BTreeMap<i64, i64> {
+            table
+                .scan()
+                .unwrap()
+                .into_iter()
+                .map(|stored| match stored.row.values() {
+                    [Value::Int(id), Value::Int(version)] => (*id, *version),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(rows(table), BTreeMap::from([(2, 20)]));
+        assert_eq!(
+            table.metadata().current_snapshot().unwrap().summary().operation,
+            Operation::Delete
+        );
+
+        // A row of version 10 written after the delete stays.
+        writer.apply(vec![(row(4, 10), 1)]).unwrap();
+        writer.commit(2, &positions, None, false).unwrap();
+        assert_eq!(rows(&writer.table), BTreeMap::from([(2, 20), (4, 10)]));
+    }
 }

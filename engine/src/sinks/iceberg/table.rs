@@ -56,9 +56,6 @@ pub struct IcebergTable {
     pub columns: ColumnMap,
     /// Rows' partition values.
     pub partitioner: Partitioner,
-    /// Positions in the pipeline's rows of the table's identifier fields (what equality
-    /// deletes match on).
-    identifier_columns: Vec<usize>,
     /// The evolved schema the next commit makes current (with its snapshot).
     pub(super) pending_schema: Option<IcebergSchema>,
     /// Table properties this run sets over the table's own (`--iceberg-property`).
@@ -75,7 +72,8 @@ pub struct IcebergTable {
 struct LiveFiles {
     data: Vec<(String, Struct, i64)>,
     position_deletes: Vec<String>,
-    equality_deletes: Vec<(String, Struct, i64)>,
+    /// With the field ids each file deletes by.
+    equality_deletes: Vec<(String, Struct, i64, Vec<i32>)>,
 }
 
 /// What the table's current snapshot says about an earlier run.
@@ -226,20 +224,18 @@ impl IcebergTable {
         let columns = ColumnMap::new(schema, table_schema).map_err(in_table)?;
         let partitioner = Partitioner::new(metadata.default_partition_spec(), table_schema, schema)
             .map_err(in_table)?;
-        let identifier_columns = table_schema
+        // Equality deletes (whole rows) must hold the identifier fields they delete by.
+        let missing = table_schema
             .identifier_field_ids()
             .filter_map(|id| table_schema.field_by_id(id))
-            .map(|field| {
-                schema.index_of(&field.name).ok_or_else(|| {
-                    IcebergError::Config(format!(
-                        "table {ident}: no column for identifier field `{}`",
-                        field.name
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+            .find(|field| schema.index_of(&field.name).is_none());
+        if let Some(field) = missing {
+            return Err(IcebergError::Config(format!(
+                "table {ident}: no column for identifier field `{}`",
+                field.name
+            )));
+        }
         Ok(IcebergTable {
-            identifier_columns,
             ident,
             catalog,
             io,
@@ -472,13 +468,24 @@ impl IcebergTable {
                 }
             }
         }
-        // (partition, key) → the newest equality delete's sequence number.
-        let mut deleted_keys: HashMap<(Struct, Key), i64> = HashMap::new();
-        for (path, partition, sequence) in &files.equality_deletes {
+        // Columns deleted by → (partition, key) → the newest equality delete's sequence number
+        // (each writer's files delete by their own `equality_ids`).
+        let mut deleted_keys: HashMap<Vec<usize>, HashMap<(Struct, Key), i64>> = HashMap::new();
+        for (path, partition, sequence, ids) in &files.equality_deletes {
+            let columns = ids
+                .iter()
+                .map(|id| {
+                    self.columns.column_of_field(*id).ok_or_else(|| {
+                        IcebergError::SchemaMismatch(format!(
+                            "{path} deletes by field {id}, which the pipeline does not write"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<usize>, _>>()?;
+            let keys = deleted_keys.entry(columns.clone()).or_default();
             for batch in self.read_parquet(path)? {
-                for row in self.columns.rows_of_batch(&batch)? {
-                    let key = Key::of(&row, &self.identifier_columns);
-                    let newest = deleted_keys.entry((partition.clone(), key)).or_default();
+                for key in self.columns.keys_of_batch(&batch, &columns)? {
+                    let newest = keys.entry((partition.clone(), key)).or_default();
                     *newest = (*newest).max(*sequence);
                 }
             }
@@ -490,10 +497,10 @@ impl IcebergTable {
             let mut position = 0u64;
             for batch in self.read_parquet(&path)? {
                 for row in self.columns.rows_of_batch(&batch)? {
-                    let deleted_by_key = !deleted_keys.is_empty()
-                        && deleted_keys
-                            .get(&(partition.clone(), Key::of(&row, &self.identifier_columns)))
-                            .is_some_and(|delete| *delete > sequence);
+                    let deleted_by_key = deleted_keys.iter().any(|(columns, keys)| {
+                        keys.get(&(partition.clone(), Key::of(&row, columns)))
+                            .is_some_and(|delete| *delete > sequence)
+                    });
                     if !deleted_by_key && !gone.is_some_and(|g| g.contains(&position)) {
                         rows.push(StoredRow {
                             file: Arc::clone(&file),
@@ -518,7 +525,7 @@ impl IcebergTable {
         Ok(files
             .data
             .into_iter()
-            .chain(files.equality_deletes)
+            .chain(files.equality_deletes.into_iter().map(|(path, p, s, _)| (path, p, s)))
             .map(|(path, _, _)| path)
             .chain(files.position_deletes)
             .collect())
@@ -596,7 +603,8 @@ impl IcebergTable {
                     DataContentType::Data => files.data.push((path, partition, sequence)),
                     DataContentType::PositionDeletes => files.position_deletes.push(path),
                     DataContentType::EqualityDeletes => {
-                        files.equality_deletes.push((path, partition, sequence))
+                        let ids = entry.data_file().equality_ids().unwrap_or_default();
+                        files.equality_deletes.push((path, partition, sequence, ids))
                     }
                 }
             }
