@@ -202,7 +202,8 @@ fn another_engines_deletes_and_appends_between_runs_stay() {
     assert!(replica_run(&source, &warehouse).status().unwrap().success());
 
     // Another engine deletes three orders (two the source never touches again, one it
-    // updates or deletes later) and appends one the source never had.
+    // updates or deletes later), appends one the source never had, and partitions the table
+    // from then on.
     let touched: std::collections::BTreeSet<i64> =
         lines[half..].iter().filter_map(|l| order_id(l)).collect();
     let (current, _) = read_table(&warehouse, TABLE, true);

@@ -8,8 +8,9 @@ usage: iceberg_health.py WAREHOUSE NAMESPACE.TABLE COMMAND [ARGS]
                              snapshots, manifests and live files of the current snapshot
   check                      checks every manifest of every snapshot kept (see `check`); prints
                              JSON figures, exits 1 naming the first violation
-  other-writer IDS ROW_JSON  deletes the rows whose order_id is in IDS (comma-separated) and
-                             appends ROW_JSON (a row of the table, timestamps in µs)
+  other-writer IDS ROW_JSON  deletes the rows whose order_id is in IDS (comma-separated),
+                             appends ROW_JSON (a row of the table, timestamps in µs) and
+                             partitions the table by bucket(4, customer_id) from then on
   tag NAME INDEX             tags the INDEX-th oldest snapshot; prints its id and files
   files SNAPSHOT_ID          prints the data files a snapshot reads (JSON list)
 
@@ -27,6 +28,7 @@ import pyarrow.parquet as pq
 from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.conversions import from_bytes
 from pyiceberg.expressions import In
+from pyiceberg.transforms import BucketTransform
 from pyiceberg.avro.file import AvroFile
 from pyiceberg.manifest import MANIFEST_ENTRY_SCHEMAS, DataFileContent, ManifestEntryStatus
 from pyiceberg.types import (
@@ -123,7 +125,7 @@ def check_bounds(path, field, column, entry_file, figures):
     figures["bounds_checked"] += 1
 
 
-def check_file(table, entry, referenced, figures):
+def check_file(table, entry, referenced, spec_of, figures):
     data_file = entry.data_file
     path = local(data_file.file_path)
     contents = pq.read_table(path)
@@ -139,6 +141,9 @@ def check_file(table, entry, referenced, figures):
         bounds = (from_bytes(StringType(), lower), from_bytes(StringType(), upper))
         if bounds != (min(distinct), max(distinct)):
             fail(f"{path}: file_path bounds {bounds} are not the paths it names {distinct[:3]}…")
+        for named_file in distinct:
+            if named_file in spec_of and spec_of[named_file] != data_file.spec_id:
+                fail(f"{path}: partition spec {data_file.spec_id}, its data file {named_file} has {spec_of[named_file]}")
         if len(distinct) == 1:
             figures["single_file_deletes"] += 1
             if referenced is not None and referenced != distinct[0]:
@@ -182,6 +187,13 @@ def check(table) -> dict:
     snapshots = sorted(table.snapshots(), key=lambda s: s.sequence_number)
     by_id = {s.snapshot_id: s for s in snapshots}
     seen_manifests, checked = set(), set()
+    spec_of = {}
+    for snapshot in snapshots:
+        for manifest in snapshot.manifests(table.io):
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                if entry.data_file.content == DataFileContent.DATA:
+                    spec_of[entry.data_file.file_path] = entry.data_file.spec_id
+    figures["partition_specs"] = len(set(spec_of.values()))
     for snapshot in snapshots:
         figures["snapshots"] += 1
         deleted_here = set()
@@ -207,7 +219,7 @@ def check(table) -> dict:
                         fail(f"{path}: live in snapshot {snapshot.snapshot_id} but not on disk")
                     continue
                 checked.add(path)
-                check_file(table, entry, referenced.get(path), figures)
+                check_file(table, entry, referenced.get(path), spec_of, figures)
                 figures["files_checked"] += 1
         parent = by_id.get(snapshot.parent_snapshot_id)
         if parent is not None:
@@ -255,6 +267,10 @@ def other_writer(table, ids: str, row: str) -> dict:
                 value = value.replace(tzinfo=None)
         columns[field.name] = pa.array([value], type=field.type)
     table.append(pa.table(columns, schema=arrow_schema))
+    # And partitions the table from now on (Tributary's deletes of older rows keep their
+    # files' spec).
+    with table.update_spec() as spec:
+        spec.add_field("customer_id", BucketTransform(4), "customer_bucket")
     return {"deleted": len(wanted), "appended": 1}
 
 

@@ -3,7 +3,7 @@
 //! through the catalog atomically. Files written before a failed or interrupted commit are
 //! orphans, never visible.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
@@ -20,7 +20,7 @@ use super::encode::{encode_files, encode_parquet_with, group_into_files, Encoded
 use super::manifests::Entry;
 use super::metrics::{Bounds, FileMetrics};
 use super::summary::{summary, Tally};
-use super::table::IcebergTable;
+use super::table::{DataFileRef, IcebergTable};
 use super::IcebergError;
 
 /// The changes one snapshot commits.
@@ -28,8 +28,8 @@ use super::IcebergError;
 pub struct Changes {
     /// Rows to append, in the order they get positions in the new data file.
     pub rows: Vec<Row>,
-    /// Rows to delete: (data file, its partition, position).
-    pub deletes: Vec<(Arc<str>, Struct, u64)>,
+    /// Rows to delete: (data file, position).
+    pub deletes: Vec<(Arc<DataFileRef>, u64)>,
     /// Rows of earlier commits to delete by key (equality deletes on the table's identifier
     /// fields; written whole, matched on the key).
     pub equality_deletes: Vec<Row>,
@@ -44,8 +44,8 @@ pub struct Changes {
 #[derive(Debug)]
 pub struct CommitOutcome {
     /// The new data files (one per partition, or more when a large commit is split between
-    /// cores) and their partitions.
-    pub data_files: Vec<(Arc<str>, Struct)>,
+    /// cores).
+    pub data_files: Vec<Arc<DataFileRef>>,
     /// For each appended row, in order: its data file (an index into `data_files`) and
     /// position.
     pub row_locations: Vec<(usize, u64)>,
@@ -74,7 +74,11 @@ impl IcebergTable {
         for (i, (partition, file)) in partitions.into_iter().zip(encoded).enumerate() {
             let path = format!("{location}/data/{file_stem}-{i}.parquet");
             data_files.push(self.write_file(&path, DataContentType::Data, file, &partition)?);
-            written.push((Arc::from(path.as_str()), partition));
+            written.push(Arc::new(DataFileRef {
+                path: Arc::from(path.as_str()),
+                partition,
+                spec_id: self.metadata.default_partition_spec_id(),
+            }));
         }
         let mut delete_files = self.write_position_deletes(changes.deletes, &file_stem)?;
 
@@ -99,10 +103,10 @@ impl IcebergTable {
                 let mut file =
                     self.describe_file(&path, DataContentType::EqualityDeletes, file, &partition)?;
                 file.equality_ids(Some(equality_ids.clone()));
-                delete_files.push(
-                    file.build()
-                        .map_err(|e| IcebergError::Io(format!("{path}: {e}")))?,
-                );
+                let file = file
+                    .build()
+                    .map_err(|e| IcebergError::Io(format!("{path}: {e}")))?;
+                delete_files.push((self.metadata.default_partition_spec_id(), file));
             }
         }
 
@@ -119,11 +123,12 @@ impl IcebergTable {
         })
     }
 
-    /// Commits written data and delete files as one snapshot that also removes
-    /// `removed_files` (their entries become `DELETED`), with `extra_summary` in its summary.
+    /// Commits written data files (of the default partition spec) and delete files (each with
+    /// its data files' spec) as one snapshot that also removes `removed_files` (their entries
+    /// become `DELETED`), with `extra_summary` in its summary.
     pub(super) fn commit_files(
         &mut self,
-        (data_files, delete_files): (Vec<DataFile>, Vec<DataFile>),
+        (data_files, delete_files): (Vec<DataFile>, Vec<(i32, DataFile)>),
         removed_files: &HashSet<String>,
         extra_summary: HashMap<String, String>,
         (snapshot_id, file_stem): (i64, &str),
@@ -132,7 +137,7 @@ impl IcebergTable {
         let mut added = Tally::default();
         data_files
             .iter()
-            .chain(&delete_files)
+            .chain(delete_files.iter().map(|(_, f)| f))
             .for_each(|f| added.count(f));
         let operation = if !removed_files.is_empty() {
             Operation::Replace
@@ -143,14 +148,20 @@ impl IcebergTable {
         } else {
             Operation::Overwrite
         };
-        let spec_id = self.metadata.default_partition_spec_id();
-        let new_manifests: Vec<(&str, ManifestContentType, Vec<DataFile>)> = [
-            ("m0", ManifestContentType::Data, data_files),
-            ("m1", ManifestContentType::Deletes, delete_files),
-        ]
-        .into_iter()
-        .filter(|(_, _, files)| !files.is_empty())
-        .collect();
+        // One manifest of data files, and one of delete files per partition spec.
+        let mut new_manifests: Vec<(String, ManifestContentType, i32, Vec<DataFile>)> = Vec::new();
+        if !data_files.is_empty() {
+            let spec_id = self.metadata.default_partition_spec_id();
+            new_manifests.push(("m0".into(), ManifestContentType::Data, spec_id, data_files));
+        }
+        let mut by_spec: BTreeMap<i32, Vec<DataFile>> = BTreeMap::new();
+        for (spec_id, file) in delete_files {
+            by_spec.entry(spec_id).or_default().push(file);
+        }
+        for (spec_id, files) in by_spec {
+            let name = format!("m1-{spec_id}");
+            new_manifests.push((name, ManifestContentType::Deletes, spec_id, files));
+        }
 
         let parent = self.metadata.current_snapshot().cloned();
         let parent_id = parent.as_ref().map(|s| s.snapshot_id());
@@ -170,7 +181,7 @@ impl IcebergTable {
             let mut manifests = self
                 .merged_manifests(carried, (snapshot_id, file_stem))
                 .await?;
-            for (name, content, files) in new_manifests {
+            for (name, content, spec_id, files) in new_manifests {
                 let path = format!("{location}/metadata/{file_stem}-{name}.avro");
                 let entries = files.into_iter().map(Entry::Added).collect();
                 manifests.push(
@@ -201,31 +212,27 @@ impl IcebergTable {
     /// it as `referenced_data_file`), else a file per partition.
     fn write_position_deletes(
         &self,
-        deletes: Vec<(Arc<str>, Struct, u64)>,
+        deletes: Vec<(Arc<DataFileRef>, u64)>,
         file_stem: &str,
-    ) -> Result<Vec<DataFile>, IcebergError> {
-        let mut by_file: HashMap<Arc<str>, (Struct, Vec<u64>)> = HashMap::new();
-        for (file, partition, position) in deletes {
-            by_file
-                .entry(file)
-                .or_insert_with(|| (partition, Vec::new()))
-                .1
-                .push(position);
+    ) -> Result<Vec<(i32, DataFile)>, IcebergError> {
+        let mut by_file: HashMap<Arc<DataFileRef>, Vec<u64>> = HashMap::new();
+        for (file, position) in deletes {
+            by_file.entry(file).or_default().push(position);
         }
-        // (partition, the one data file named) → (data file, position) deleted.
-        type Groups = HashMap<(Struct, Option<Arc<str>>), Vec<(Arc<str>, u64)>>;
+        // (spec, partition, the one data file named) → (data file, position) deleted.
+        type Groups = HashMap<(i32, Struct, Option<Arc<str>>), Vec<(Arc<str>, u64)>>;
         let mut groups = Groups::new();
         let per_file = by_file.len() <= MAX_DELETE_FILES_PER_COMMIT;
-        for (file, (partition, positions)) in by_file {
-            let referenced = per_file.then(|| Arc::clone(&file));
+        for (file, positions) in by_file {
+            let referenced = per_file.then(|| Arc::clone(&file.path));
             groups
-                .entry((partition, referenced))
+                .entry((file.spec_id, file.partition.clone(), referenced))
                 .or_default()
-                .extend(positions.into_iter().map(|p| (Arc::clone(&file), p)));
+                .extend(positions.into_iter().map(|p| (Arc::clone(&file.path), p)));
         }
         let location = self.metadata.location();
         let mut files = Vec::new();
-        for (i, ((partition, referenced), mut deletes)) in groups.into_iter().enumerate() {
+        for (i, ((spec_id, partition, referenced), mut deletes)) in groups.into_iter().enumerate() {
             deletes.sort();
             let path = format!("{location}/data/{file_stem}-{i}-deletes.parquet");
             let paths: StringArray = deletes.iter().map(|(f, _)| Some(&**f)).collect();
@@ -240,11 +247,12 @@ impl IcebergTable {
             );
             let mut file =
                 self.describe_file(&path, DataContentType::PositionDeletes, encoded, &partition)?;
-            file.referenced_data_file(referenced.map(|f| f.to_string()));
-            files.push(
-                file.build()
-                    .map_err(|e| IcebergError::Io(format!("{path}: {e}")))?,
-            );
+            file.referenced_data_file(referenced.map(|f| f.to_string()))
+                .partition_spec_id(spec_id);
+            let file = file
+                .build()
+                .map_err(|e| IcebergError::Io(format!("{path}: {e}")))?;
+            files.push((spec_id, file));
         }
         Ok(files)
     }
@@ -463,9 +471,8 @@ mod tests {
         writer.commit(1, &positions, None, false).unwrap();
 
         // Delete every row of version 10, as another engine would: a file of that one column.
-        let field = Field::new("version", DataType::Int64, false).with_metadata(
-            [(PARQUET_FIELD_ID_META_KEY.to_owned(), "2".to_owned())].into(),
-        );
+        let field = Field::new("version", DataType::Int64, false)
+            .with_metadata([(PARQUET_FIELD_ID_META_KEY.to_owned(), "2".to_owned())].into());
         let arrow = Arc::new(ArrowSchema::new(vec![field]));
         let batch = RecordBatch::try_new(
             Arc::clone(&arrow),
@@ -473,15 +480,26 @@ mod tests {
         )
         .unwrap();
         let table = &mut writer.table;
-        let path = format!("{}/data/other-writer-eq.parquet", table.metadata().location());
-        let encoded = (encode_parquet_with(arrow, &batch, Statistics::Truncated).unwrap(), 1);
+        let path = format!(
+            "{}/data/other-writer-eq.parquet",
+            table.metadata().location()
+        );
+        let encoded = (
+            encode_parquet_with(arrow, &batch, Statistics::Truncated).unwrap(),
+            1,
+        );
         let mut file = table
-            .describe_file(&path, DataContentType::EqualityDeletes, encoded, &Struct::empty())
+            .describe_file(
+                &path,
+                DataContentType::EqualityDeletes,
+                encoded,
+                &Struct::empty(),
+            )
             .unwrap();
         file.equality_ids(Some(vec![2]));
         table
             .commit_files(
-                (Vec::new(), vec![file.build().unwrap()]),
+                (Vec::new(), vec![(0, file.build().unwrap())]),
                 &HashSet::new(),
                 HashMap::from([("tributary.pipeline".to_owned(), "test".to_owned())]),
                 (new_snapshot_id(), "other"),
@@ -500,7 +518,12 @@ mod tests {
         };
         assert_eq!(rows(table), BTreeMap::from([(2, 20)]));
         assert_eq!(
-            table.metadata().current_snapshot().unwrap().summary().operation,
+            table
+                .metadata()
+                .current_snapshot()
+                .unwrap()
+                .summary()
+                .operation,
             Operation::Delete
         );
 

@@ -86,7 +86,7 @@ impl TableWriter {
             .files
             .iter()
             .enumerate()
-            .filter_map(|(i, f)| Some((&*f.as_ref()?.0, i as u32)))
+            .filter_map(|(i, f)| Some((&*f.as_ref()?.path, i as u32)))
             .collect();
         let inputs: Vec<Option<u32>> = rewrite
             .data

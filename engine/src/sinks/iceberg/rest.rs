@@ -13,8 +13,8 @@ use iceberg::{TableRequirement, TableUpdate};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value as Json};
 
-use super::expire::refs_of;
 use super::catalog::{Catalog, TableIdent};
+use super::expire::refs_of;
 use super::IcebergError;
 
 /// Environment variable with a bearer token for the REST catalog.
@@ -346,7 +346,12 @@ mod tests {
             TableMetadataBuilder, Type, UnboundPartitionSpec,
         };
         let schema = Schema::builder()
-            .with_fields(vec![NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into()])
+            .with_fields(vec![NestedField::required(
+                1,
+                "id",
+                Type::Primitive(PrimitiveType::Long),
+            )
+            .into()])
             .build()
             .unwrap();
         let snapshot = |id: i64, parent: Option<i64>, sequence: i64| {

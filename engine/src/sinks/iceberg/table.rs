@@ -70,7 +70,7 @@ pub struct IcebergTable {
 /// sequence numbers, and position-delete files.
 #[derive(Debug, Default)]
 struct LiveFiles {
-    data: Vec<(String, Struct, i64)>,
+    data: Vec<(DataFileRef, i64)>,
     position_deletes: Vec<String>,
     /// With the field ids each file deletes by.
     equality_deletes: Vec<(String, Struct, i64, Vec<i32>)>,
@@ -85,15 +85,24 @@ pub struct Committed {
     pub positions: StreamPositions,
 }
 
+/// A data file as deletes name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DataFileRef {
+    /// Its path.
+    pub path: Arc<str>,
+    /// Its partition.
+    pub partition: Struct,
+    /// The partition spec it was written with (its deletes carry the same).
+    pub spec_id: i32,
+}
+
 /// A live row of the table and where it is stored.
 #[derive(Debug, Clone)]
 pub struct StoredRow {
     /// The data file.
-    pub file: Arc<str>,
+    pub file: Arc<DataFileRef>,
     /// The row's position in that file.
     pub position: u64,
-    /// The file's partition.
-    pub partition: Struct,
     /// The row.
     pub row: Row,
 }
@@ -144,14 +153,12 @@ impl IcebergTable {
                 let metadata_location =
                     MetadataLocation::new_with_metadata(&location, &metadata).to_string();
                 runtime
-                    .block_on(
-                        write_metadata(
-                            &io,
-                            &metadata,
-                            &MetadataLocation::from_str(&metadata_location)
-                                .map_err(|e| IcebergError::iceberg("metadata location", e))?,
-                        ),
-                    )
+                    .block_on(write_metadata(
+                        &io,
+                        &metadata,
+                        &MetadataLocation::from_str(&metadata_location)
+                            .map_err(|e| IcebergError::iceberg("metadata location", e))?,
+                    ))
                     .map_err(|e| {
                         IcebergError::iceberg(format!("writing {metadata_location}"), e)
                     })?;
@@ -491,9 +498,10 @@ impl IcebergTable {
             }
         }
         let mut rows = Vec::new();
-        for (path, partition, sequence) in files.data {
-            let gone = deleted.get(&path);
-            let file: Arc<str> = Arc::from(path.as_str());
+        for (file, sequence) in files.data {
+            let gone = deleted.get(&*file.path);
+            let (path, partition) = (Arc::clone(&file.path), file.partition.clone());
+            let file = Arc::new(file);
             let mut position = 0u64;
             for batch in self.read_parquet(&path)? {
                 for row in self.columns.rows_of_batch(&batch)? {
@@ -505,7 +513,6 @@ impl IcebergTable {
                         rows.push(StoredRow {
                             file: Arc::clone(&file),
                             position,
-                            partition: partition.clone(),
                             row,
                         });
                     }
@@ -525,8 +532,8 @@ impl IcebergTable {
         Ok(files
             .data
             .into_iter()
-            .chain(files.equality_deletes.into_iter().map(|(path, p, s, _)| (path, p, s)))
-            .map(|(path, _, _)| path)
+            .map(|(file, _)| file.path.to_string())
+            .chain(files.equality_deletes.into_iter().map(|(path, ..)| path))
             .chain(files.position_deletes)
             .collect())
     }
@@ -600,11 +607,20 @@ impl IcebergTable {
                     .sequence_number()
                     .unwrap_or(manifest_file.sequence_number);
                 match entry.content_type() {
-                    DataContentType::Data => files.data.push((path, partition, sequence)),
+                    DataContentType::Data => {
+                        let file = DataFileRef {
+                            path: Arc::from(path),
+                            partition,
+                            spec_id: manifest_file.partition_spec_id,
+                        };
+                        files.data.push((file, sequence))
+                    }
                     DataContentType::PositionDeletes => files.position_deletes.push(path),
                     DataContentType::EqualityDeletes => {
                         let ids = entry.data_file().equality_ids().unwrap_or_default();
-                        files.equality_deletes.push((path, partition, sequence, ids))
+                        files
+                            .equality_deletes
+                            .push((path, partition, sequence, ids))
                     }
                 }
             }
@@ -642,7 +658,9 @@ async fn write_metadata(
     metadata: &TableMetadata,
     location: &MetadataLocation,
 ) -> iceberg::Result<()> {
-    let codec = metadata.properties().get("write.metadata.compression-codec");
+    let codec = metadata
+        .properties()
+        .get("write.metadata.compression-codec");
     if codec.is_some_and(|c| !c.eq_ignore_ascii_case("none")) {
         return metadata.write_to(io, location).await;
     }

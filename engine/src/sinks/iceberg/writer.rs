@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use differential_dataflow::consolidation::consolidate;
-use iceberg::spec::Struct;
 
 use tributary_operators::row::prefetched;
 use tributary_operators::{Diff, Key, Row, Time};
@@ -16,7 +15,7 @@ use super::commit::Changes;
 use super::housekeeping::Upkeep;
 use super::keyed::{KeyHash, KeyedSlots};
 use super::table::{
-    Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
+    Committed, DataFileRef, IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
     SUMMARY_POSITIONS,
 };
 use super::{DeleteMode, IcebergError};
@@ -50,7 +49,7 @@ pub struct TableWriter {
     pub(super) mode: WriteMode,
     pipeline: String,
     /// The data files of the stored rows; compacted ones are `None`, their indexes free.
-    pub(super) files: Vec<Option<(Arc<str>, Struct)>>,
+    pub(super) files: Vec<Option<Arc<DataFileRef>>>,
     /// With position deletes, the live rows of the table: key → (file index, position).
     pub(super) stored: KeyedSlots<(u32, u64)>,
     /// Upserted rows to append at the next commit, by key.
@@ -98,12 +97,12 @@ impl TableWriter {
         let mut seen = rustc_hash::FxHashSet::default();
         let mut rows = Vec::new();
         for stored in writer.table.scan()? {
-            let file = *file_ids.entry(Arc::clone(&stored.file)).or_insert_with(|| {
-                writer
-                    .files
-                    .push(Some((Arc::clone(&stored.file), stored.partition.clone())));
-                writer.files.len() as u32 - 1
-            });
+            let file = *file_ids
+                .entry(Arc::clone(&stored.file.path))
+                .or_insert_with(|| {
+                    writer.files.push(Some(Arc::clone(&stored.file)));
+                    writer.files.len() as u32 - 1
+                });
             let row_key = Key::of(&stored.row, &key);
             let duplicate = match delete_mode {
                 DeleteMode::Position => writer
@@ -330,13 +329,11 @@ impl TableWriter {
         } else {
             rows.append(&mut self.appended);
         }
-        let deletes: Vec<(Arc<str>, Struct, u64)> = self
+        let deletes: Vec<(Arc<DataFileRef>, u64)> = self
             .deletes
             .drain(..)
             .map(|(file, position)| match self.files.get(file as usize) {
-                Some(Some((path, partition))) => {
-                    Ok((Arc::clone(path), partition.clone(), position))
-                }
+                Some(Some(file)) => Ok((Arc::clone(file), position)),
                 _ => Err(IcebergError::Inconsistent(format!(
                     "table {}: a deleted row's file {file} is not known",
                     self.table.ident
@@ -399,7 +396,7 @@ impl TableWriter {
 impl TableWriter {
     /// Takes `files` into the writer's list (reusing the indexes of compacted ones); returns
     /// their indexes.
-    pub(super) fn add_files(&mut self, files: Vec<(Arc<str>, Struct)>) -> Vec<u32> {
+    pub(super) fn add_files(&mut self, files: Vec<Arc<DataFileRef>>) -> Vec<u32> {
         files
             .into_iter()
             .map(|file| match self.upkeep.free_files.pop() {
