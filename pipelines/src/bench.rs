@@ -34,6 +34,8 @@ pub struct BenchConfig {
     pub schema: bool,
     /// Write the pipeline's Iceberg tables (false: compute them only).
     pub iceberg: bool,
+    /// Iceberg commit interval.
+    pub commit: Duration,
     /// Feed records as the Kafka source delivers Debezium's messages (key, value, topic)
     /// instead of JSONL lines.
     pub kafka_records: bool,
@@ -47,7 +49,7 @@ pub struct BenchConfig {
 
 impl Default for BenchConfig {
     /// A million events over 100,000 keys, one worker and partition, 100 ms epochs, plain JSON
-    /// lines, Iceberg written, one table.
+    /// lines, Iceberg written (commits every 10 s), one table.
     fn default() -> Self {
         BenchConfig {
             events: 1_000_000,
@@ -57,6 +59,7 @@ impl Default for BenchConfig {
             epoch: Duration::from_millis(100),
             schema: false,
             iceberg: true,
+            commit: Duration::from_secs(10),
             kafka_records: false,
             tables: 1,
             idle_tables: 0,
@@ -120,9 +123,51 @@ pub struct BenchReport {
     pub iceberg_commits: u64,
     /// Time the Iceberg sinks spent encoding and committing.
     pub iceberg_busy: Duration,
+    /// Commit latency percentiles (50th, 99th, the maximum) and the median of the first and
+    /// the last tenth of the commits (whether commits slow down as a table ages).
+    pub commit_latency: CommitLatency,
     /// CPU time of the run, all threads: (user, system). System time is mostly the kernel
     /// mapping new memory; on some virtual machines it swings from run to run.
     pub cpu: (Duration, Duration),
+}
+
+/// How long Iceberg commits took over a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommitLatency {
+    /// 50th percentile.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// The slowest.
+    pub max: Duration,
+    /// Median of the first tenth of the commits.
+    pub first_tenth: Duration,
+    /// Median of the last tenth.
+    pub last_tenth: Duration,
+}
+
+impl CommitLatency {
+    /// The figures of `latencies`, in commit order.
+    pub fn of(latencies: &[Duration]) -> Self {
+        let tenth = (latencies.len() / 10).max(1).min(latencies.len());
+        CommitLatency {
+            p50: percentile(latencies, 0.5),
+            p99: percentile(latencies, 0.99),
+            max: latencies.iter().max().copied().unwrap_or_default(),
+            first_tenth: percentile(&latencies[..tenth], 0.5),
+            last_tenth: percentile(&latencies[latencies.len() - tenth..], 0.5),
+        }
+    }
+}
+
+/// The `p` quantile of `values` (unsorted).
+fn percentile(values: &[Duration], p: f64) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }
 
 impl BenchReport {
@@ -182,12 +227,19 @@ impl BenchReport {
             self.cpu.0.as_secs_f64(),
             self.cpu.1.as_secs_f64(),
             if self.config.iceberg {
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                let c = &self.commit_latency;
                 format!(
-                    "{} rows written in {} commits; sink busy {:.2} s, {:.0} rows/s written and committed",
+                    "{} rows written in {} commits; sink busy {:.2} s, {:.0} rows/s written and committed\n                     commits         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; median {:.1} ms over the first tenth, {:.1} ms over the last",
                     self.iceberg_rows,
                     self.iceberg_commits,
                     self.iceberg_busy.as_secs_f64(),
-                    self.iceberg_rows_per_second()
+                    self.iceberg_rows_per_second(),
+                    ms(c.p50),
+                    ms(c.p99),
+                    ms(c.max),
+                    ms(c.first_tenth),
+                    ms(c.last_tenth),
                 )
             } else {
                 "not written (--no-iceberg)".to_owned()
@@ -227,6 +279,13 @@ impl BenchReport {
             "iceberg_commits": self.iceberg_commits,
             "iceberg_busy_s": self.iceberg_busy.as_secs_f64(),
             "iceberg_rows_per_s": self.iceberg_rows_per_second(),
+            "iceberg_commit_ms": {
+                "p50": self.commit_latency.p50.as_secs_f64() * 1e3,
+                "p99": self.commit_latency.p99.as_secs_f64() * 1e3,
+                "max": self.commit_latency.max.as_secs_f64() * 1e3,
+                "first_tenth_median": self.commit_latency.first_tenth.as_secs_f64() * 1e3,
+                "last_tenth_median": self.commit_latency.last_tenth.as_secs_f64() * 1e3,
+            },
         })
         .to_string()
     }
@@ -305,6 +364,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
             },
             iceberg: IcebergOptions {
                 write: config.iceberg,
+                commit_interval: config.commit,
                 ..IcebergOptions::new(&warehouse)
             },
             declared_tables: declared_tables(&config),
@@ -317,14 +377,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
     drop(workload);
     let summary = summary?;
     let iceberg = summary.sinks.get("iceberg").cloned().unwrap_or_default();
-    let mut latencies = summary.epoch_latencies.clone();
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or_default()
-    };
+    let latencies = &summary.epoch_latencies;
     Ok(BenchReport {
         pipeline: pipeline.name().to_owned(),
         records: record_count,
@@ -332,8 +385,8 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
         dead_letters: summary.dead_letters.values().sum(),
         bytes,
         elapsed: summary.elapsed,
-        latency_p50: percentile(0.5),
-        latency_p99: percentile(0.99),
+        latency_p50: percentile(latencies, 0.5),
+        latency_p99: percentile(latencies, 0.99),
         epochs: summary.epochs.len(),
         rss_before,
         rss_peak: sampler.stop().max(rss_before),
@@ -341,6 +394,7 @@ pub fn bench(pipeline: &Pipeline, config: BenchConfig) -> Result<BenchReport, Ru
         iceberg_rows: iceberg.rows_written,
         iceberg_commits: iceberg.commits,
         iceberg_busy: iceberg.busy,
+        commit_latency: CommitLatency::of(&iceberg.commit_latencies),
         cpu: (
             cpu_after.0.saturating_sub(cpu_before.0),
             cpu_after.1.saturating_sub(cpu_before.1),

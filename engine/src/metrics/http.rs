@@ -162,6 +162,21 @@ pub fn render(metrics: &Metrics, pipeline: &str) -> String {
             "Time Iceberg sinks spent encoding rows and committing.",
             &metrics.iceberg_busy_us,
         ),
+        (
+            "tributary_iceberg_snapshots_expired_total",
+            "Snapshots Iceberg maintenance expired.",
+            &metrics.iceberg_snapshots_expired,
+        ),
+        (
+            "tributary_iceberg_files_deleted_total",
+            "Files Iceberg maintenance deleted (of expired snapshots, old metadata, orphans).",
+            &metrics.iceberg_files_deleted,
+        ),
+        (
+            "tributary_iceberg_files_compacted_total",
+            "Data and delete files compaction rewrote.",
+            &metrics.iceberg_files_compacted,
+        ),
     ] {
         counter(&mut out, name, help, &[(String::new(), get(value))]);
     }
@@ -180,15 +195,27 @@ pub fn render(metrics: &Metrics, pipeline: &str) -> String {
             metrics.state_rows.load(Ordering::Relaxed) as f64,
         )],
     );
-    let (buckets, count, sum) = metrics.epoch_latency();
-    let name = "tributary_epoch_commit_latency_seconds";
-    let _ = writeln!(out, "# HELP {name} Time from an epoch's close until every sink has handled it.\n# TYPE {name} histogram");
-    for (bound, n) in buckets {
-        let _ = writeln!(out, "{name}_bucket{{{label},le=\"{bound}\"}} {n}");
+    for (name, help, histogram) in [
+        (
+            "tributary_epoch_commit_latency_seconds",
+            "Time from an epoch's close until every sink has handled it.",
+            metrics.epoch_latency(),
+        ),
+        (
+            "tributary_iceberg_commit_seconds",
+            "Time of one Iceberg commit (one table's snapshot).",
+            metrics.iceberg_commit_latency.read(),
+        ),
+    ] {
+        let (buckets, count, sum) = histogram;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, n) in buckets {
+            let _ = writeln!(out, "{name}_bucket{{{label},le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{label},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{label}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{label}}} {count}");
     }
-    let _ = writeln!(out, "{name}_bucket{{{label},le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "{name}_sum{{{label}}} {sum}");
-    let _ = writeln!(out, "{name}_count{{{label}}} {count}");
     out
 }
 

@@ -39,9 +39,16 @@ pub struct Metrics {
     pub iceberg_busy_us: AtomicU64,
     /// Unix time (ms) at which the last epoch was handled by every sink.
     pub last_epoch_done_ms: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
+    /// Time from an epoch's close until every sink has handled it.
+    epoch_latency: Histogram,
+    /// Time of each Iceberg commit (one table's snapshot).
+    pub iceberg_commit_latency: Histogram,
+    /// Snapshots Iceberg maintenance expired.
+    pub iceberg_snapshots_expired: AtomicU64,
+    /// Files Iceberg maintenance deleted (of expired snapshots, old metadata, orphans).
+    pub iceberg_files_deleted: AtomicU64,
+    /// Data and delete files compaction rewrote.
+    pub iceberg_files_compacted: AtomicU64,
     dead_letters: Mutex<BTreeMap<DeadLetterKind, u64>>,
     output_rows: Mutex<BTreeMap<String, u64>>,
 }
@@ -94,30 +101,14 @@ impl Metrics {
 
     /// Records that an epoch was handled by every sink `latency` after it closed.
     pub fn epoch_done(&self, latency: Duration) {
-        let seconds = latency.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Self::add(&self.latency_count, 1);
-        Self::add(
-            &self.latency_sum_us,
-            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-        );
+        self.epoch_latency.record(latency);
         Self::add(&self.epochs_done, 1);
         self.last_epoch_done_ms.store(unix_ms(), Ordering::Relaxed);
     }
 
-    /// Cumulative histogram counts (per bucket bound), total count, and sum in seconds.
+    /// The epoch latencies (see [`Histogram::read`]).
     pub fn epoch_latency(&self) -> (Vec<(f64, u64)>, u64, f64) {
-        let buckets = LATENCY_BUCKETS
-            .iter()
-            .zip(&self.latency_buckets)
-            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
-            .collect();
-        let sum = Self::get(&self.latency_sum_us) as f64 / 1e6;
-        (buckets, Self::get(&self.latency_count), sum)
+        self.epoch_latency.read()
     }
 
     /// Seconds since the last epoch was handled by every sink (0 before the first).
@@ -126,6 +117,57 @@ impl Metrics {
             0 => 0.0,
             done => unix_ms().saturating_sub(done) as f64 / 1e3,
         }
+    }
+}
+
+/// A latency histogram: counts per bucket of [`LATENCY_BUCKETS`], and the first
+/// [`Histogram::KEPT`] values themselves (for exact percentiles in run summaries).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    values: Mutex<Vec<Duration>>,
+}
+
+impl Histogram {
+    /// Values kept for percentiles (a long run keeps counting in the buckets).
+    pub const KEPT: usize = 1 << 20;
+
+    /// Records one value.
+    pub fn record(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Metrics::add(&self.count, 1);
+        Metrics::add(
+            &self.sum_us,
+            u64::try_from(value.as_micros()).unwrap_or(u64::MAX),
+        );
+        if let Ok(mut values) = self.values.lock() {
+            if values.len() < Self::KEPT {
+                values.push(value);
+            }
+        }
+    }
+
+    /// Cumulative counts per bucket bound, the total count, and the sum in seconds.
+    pub fn read(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let sum = Metrics::get(&self.sum_us) as f64 / 1e6;
+        (buckets, Metrics::get(&self.count), sum)
+    }
+
+    /// The values recorded (the first [`Histogram::KEPT`]), in order.
+    pub fn values(&self) -> Vec<Duration> {
+        self.values.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
 

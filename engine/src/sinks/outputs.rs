@@ -96,6 +96,8 @@ pub struct SinkStats {
     pub rows_written: u64,
     /// Time spent encoding and committing (all of its tables).
     pub busy: Duration,
+    /// The time of each commit, in order (the first [`crate::metrics::Histogram::KEPT`]).
+    pub commit_latencies: Vec<Duration>,
 }
 
 /// Every sink of a run and what they share.
@@ -170,6 +172,7 @@ impl SinkContext {
             commits: Metrics::get(&m.iceberg_commits),
             rows_written: Metrics::get(&m.iceberg_rows_written),
             busy: Duration::from_micros(Metrics::get(&m.iceberg_busy_us)),
+            commit_latencies: m.iceberg_commit_latency.values(),
         };
         BTreeMap::from([("iceberg".to_owned(), iceberg)])
     }

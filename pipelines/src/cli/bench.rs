@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Compute the pipeline's Iceberg tables without writing them (measures the dataflow).
     #[arg(long)]
     no_iceberg: bool,
+    /// Iceberg commit interval in milliseconds (a small one over many events measures commit
+    /// latency over a long run, with the table's maintenance running between commits).
+    #[arg(long, default_value_t = 10_000)]
+    commit_ms: u64,
     /// Spread the orders over this many source tables by id (orders_00, orders_01, …),
     /// declared for pipelines that take their tables from the source (`replicate`).
     #[arg(long, default_value_t = 1)]
@@ -79,6 +83,7 @@ pub fn bench(args: BenchArgs, pipelines: &[Pipeline]) -> anyhow::Result<()> {
             epoch: Duration::from_millis(args.epoch_ms),
             schema: args.schema,
             iceberg: !args.no_iceberg,
+            commit: Duration::from_millis(args.commit_ms),
             kafka_records: args.kafka_records,
             tables: args.tables,
             idle_tables: args.idle_tables,

@@ -279,8 +279,9 @@ fn commit(
     let written = committed.is_some();
     if let Some(stats) = committed {
         let latency = started.elapsed();
+        context.metrics.iceberg_commit_latency.record(latency);
         let maintained = Instant::now();
-        writer.maintain();
+        writer.maintain(&context.metrics);
         add_busy(context, maintained);
         Metrics::add(&context.metrics.iceberg_commits, 1);
         Metrics::add(&context.metrics.iceberg_rows_written, stats.rows);

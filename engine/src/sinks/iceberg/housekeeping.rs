@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::rewrite::{Moved, Rewrite};
 use super::writer::{TableWriter, WriteMode};
 use super::{DeleteMode, IcebergError};
+use crate::metrics::Metrics;
 
 /// Expiry runs at most this often.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
@@ -42,11 +43,12 @@ impl Default for Upkeep {
 
 impl TableWriter {
     /// Runs the maintenance that is due after a commit.
-    pub fn maintain(&mut self) {
+    pub fn maintain(&mut self, metrics: &Metrics) {
         if !self.upkeep.orphans_removed {
             self.upkeep.orphans_removed = true;
             match self.table.remove_orphans(ORPHAN_AGE) {
-                Ok(_) | Err(IcebergError::Config(_)) => {}
+                Ok(orphans) => Metrics::add(&metrics.iceberg_files_deleted, orphans.deleted as u64),
+                Err(IcebergError::Config(_)) => {}
                 Err(error) => {
                     tracing::warn!(table = %self.table.ident, %error, "removing orphan files failed")
                 }
@@ -55,31 +57,44 @@ impl TableWriter {
         self.upkeep.commits_since_plan += 1;
         if self.upkeep.commits_since_plan >= PLAN_EVERY_COMMITS {
             self.upkeep.commits_since_plan = 0;
-            if let Err(error) = self.compact_small_files() {
-                tracing::warn!(table = %self.table.ident, %error, "compaction failed; trying again later");
+            match self.compact_small_files() {
+                Ok(files) => Metrics::add(&metrics.iceberg_files_compacted, files),
+                Err(error) => {
+                    tracing::warn!(table = %self.table.ident, %error, "compaction failed; trying again later")
+                }
             }
         }
         if self.upkeep.last_expiry.elapsed() >= EXPIRE_EVERY {
             self.upkeep.last_expiry = Instant::now();
             let retention = self.table.retention();
-            if let Err(error) = self.table.expire_snapshots(retention, now_ms()) {
-                tracing::warn!(table = %self.table.ident, %error, "snapshot expiry failed; trying again later");
+            match self.table.expire_snapshots(retention, now_ms()) {
+                Ok(expired) => {
+                    Metrics::add(&metrics.iceberg_snapshots_expired, expired.snapshots as u64);
+                    Metrics::add(&metrics.iceberg_files_deleted, expired.files as u64);
+                }
+                Err(error) => {
+                    tracing::warn!(table = %self.table.ident, %error, "snapshot expiry failed; trying again later")
+                }
             }
         }
     }
 
-    /// Rewrites what the table's small files call for (see [`super::rewrite`]).
-    pub fn compact_small_files(&mut self) -> Result<(), IcebergError> {
+    /// Rewrites what the table's small files call for (see [`super::rewrite`]); returns how
+    /// many files were rewritten.
+    pub fn compact_small_files(&mut self) -> Result<u64, IcebergError> {
+        let mut files = 0;
         for rewrite in self.table.plan_rewrites()? {
-            self.rewrite(&rewrite)?;
+            if self.rewrite(&rewrite)? {
+                files += (rewrite.data.len() + rewrite.deletes.len()) as u64;
+            }
         }
-        Ok(())
+        Ok(files)
     }
 
     /// Rewrites the live rows of `rewrite`'s files as one file and moves the writer's row
     /// positions there. Skipped when the writer does not know a file's live rows (a file
-    /// another writer added since this run started).
-    fn rewrite(&mut self, rewrite: &Rewrite) -> Result<(), IcebergError> {
+    /// another writer added since this run started): false.
+    fn rewrite(&mut self, rewrite: &Rewrite) -> Result<bool, IcebergError> {
         let by_key = self.delete_mode == DeleteMode::Position
             && matches!(self.mode, WriteMode::Upsert { .. });
         let known: HashMap<&str, u32> = self
@@ -95,7 +110,7 @@ impl TableWriter {
             .collect();
         if by_key && inputs.iter().any(Option::is_none) {
             tracing::debug!(table = %self.table.ident, "a file to compact is not this run's; left for later");
-            return Ok(());
+            return Ok(false);
         }
         // Live positions of each input, from the writer's index of stored rows.
         let mut live: HashMap<u32, Vec<u64>> = HashMap::new();
@@ -146,7 +161,7 @@ impl TableWriter {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
