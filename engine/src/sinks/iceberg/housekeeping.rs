@@ -92,10 +92,11 @@ impl TableWriter {
     }
 
     /// Rewrites the live rows of `rewrite`'s files as one file and moves the writer's row
-    /// positions there. Skipped when the writer does not know a file's live rows (a file
-    /// another writer added since this run started): false.
+    /// positions there. With position deletes the writer knows the live rows of its files;
+    /// it skips a rewrite of a file it does not know (another writer's since this run
+    /// started): false. Otherwise the files' delete files say which rows are live.
     fn rewrite(&mut self, rewrite: &Rewrite) -> Result<bool, IcebergError> {
-        let by_key = self.delete_mode == DeleteMode::Position
+        let by_position = self.delete_mode == DeleteMode::Position
             && matches!(self.mode, WriteMode::Upsert { .. });
         let known: HashMap<&str, u32> = self
             .files
@@ -106,38 +107,31 @@ impl TableWriter {
         let inputs: Vec<Option<u32>> = rewrite
             .data
             .iter()
-            .map(|path| known.get(path.as_str()).copied())
+            .map(|(path, _)| known.get(path.as_str()).copied())
             .collect();
-        if by_key && inputs.iter().any(Option::is_none) {
+        let mut rows = Vec::new();
+        let mut moved = Moved {
+            inputs: HashMap::new(),
+        };
+        if !by_position {
+            rows = self.table.live_rows(rewrite)?;
+        } else if inputs.iter().any(Option::is_none) {
             tracing::debug!(table = %self.table.ident, "a file to compact is not this run's; left for later");
             return Ok(false);
-        }
-        // Live positions of each input, from the writer's index of stored rows.
-        let mut live: HashMap<u32, Vec<u64>> = HashMap::new();
-        if by_key {
+        } else {
+            // Live positions of each input, from the writer's index of stored rows.
             let wanted: HashSet<u32> = inputs.iter().flatten().copied().collect();
+            let mut live: HashMap<u32, Vec<u64>> = HashMap::new();
             for (file, position) in self.stored.values_mut() {
                 if wanted.contains(file) {
                     live.entry(*file).or_default().push(*position);
                 }
             }
-        }
-        let mut rows = Vec::new();
-        let mut moved = Moved {
-            inputs: HashMap::new(),
-        };
-        for (path, index) in rewrite.data.iter().zip(&inputs) {
-            let positions = match (by_key, index) {
-                (true, Some(index)) => {
-                    let mut positions = live.remove(index).unwrap_or_default();
-                    positions.sort_unstable();
-                    Some(positions)
-                }
-                _ => None,
-            };
-            let first = rows.len();
-            rows.extend(self.table.rows_of_file(path, positions.as_deref())?);
-            if let (Some(positions), Some(index)) = (positions, index) {
+            for ((path, _), index) in rewrite.data.iter().zip(inputs.iter().flatten()) {
+                let mut positions = live.remove(index).unwrap_or_default();
+                positions.sort_unstable();
+                let first = rows.len();
+                rows.extend(self.table.rows_of_file(path, Some(&positions))?);
                 if positions.len() != rows.len() - first {
                     return Err(IcebergError::Inconsistent(format!(
                         "table {}: {path} has fewer rows than the writer stores in it",
@@ -153,7 +147,7 @@ impl TableWriter {
             self.upkeep.free_files.push(index);
         }
         let indexes = self.add_files(outcome.data_files);
-        if by_key {
+        if by_position {
             for place in self.stored.values_mut() {
                 if let Some(row) = moved.row_of(place.0, place.1) {
                     let (file, position) = outcome.row_locations[row];

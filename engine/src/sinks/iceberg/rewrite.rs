@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use iceberg::spec::{DataContentType, DataFile, PrimitiveLiteral};
+use iceberg::spec::{DataContentType, DataFile, PrimitiveLiteral, Struct};
 
 use tributary_operators::Row;
 
@@ -30,14 +30,34 @@ const TARGET_FILE_BYTES: u64 = 512 << 20;
 /// The smallest size class: files of up to 16 rows.
 const SMALLEST_CLASS_ROWS: u64 = 16;
 
-/// Data files of one partition to rewrite as one, and the delete files only they need.
+/// Data files of one partition to rewrite as one, the delete files that apply to them, and
+/// those of them that apply to no other data file (which the rewrite removes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Rewrite {
-    /// The data files, in the order their rows are written.
-    pub data: Vec<String>,
-    /// Position-delete files that apply to no other data file.
+    /// The data files, in the order their rows are written, with their data sequence numbers.
+    pub data: Vec<(String, i64)>,
+    /// Position-delete files that may name them.
+    pub position_deletes: Vec<String>,
+    /// Equality-delete files of the partition: path, sequence number, field ids.
+    pub equality_deletes: Vec<(String, i64, Vec<i32>)>,
+    /// Delete files that apply to no other data file.
     pub deletes: Vec<String>,
 }
+
+impl Rewrite {
+    /// The files the rewrite removes.
+    fn removed(&self) -> HashSet<String> {
+        self.data
+            .iter()
+            .map(|(path, _)| path)
+            .chain(&self.deletes)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A live file with its data sequence number.
+type Sequenced<'a> = (&'a DataFile, i64);
 
 /// A position-delete file: the one data file it names, or the range of paths it covers.
 struct PositionDeletes<'a> {
@@ -47,8 +67,7 @@ struct PositionDeletes<'a> {
 }
 
 impl IcebergTable {
-    /// The rewrites the current snapshot's files call for. Partitions with equality deletes
-    /// are left to `tributary maintain compact`.
+    /// The rewrites the current snapshot's files call for.
     pub(super) fn plan_rewrites(&self) -> Result<Vec<Rewrite>, IcebergError> {
         let Some(snapshot) = self.metadata.current_snapshot() else {
             return Ok(Vec::new());
@@ -56,10 +75,10 @@ impl IcebergTable {
         let list = snapshot.manifest_list().to_owned();
         let files = self.block_on(self.live_data_files(&list))?;
         let target: u64 = self.property_or("write.target-file-size-bytes", TARGET_FILE_BYTES);
-        let mut partitions: BTreeMap<String, Vec<&DataFile>> = BTreeMap::new();
-        for file in &files {
+        let mut partitions: BTreeMap<String, Vec<Sequenced>> = BTreeMap::new();
+        for (file, sequence) in &files {
             let key = format!("{:?}", file.partition());
-            partitions.entry(key).or_default().push(file);
+            partitions.entry(key).or_default().push((file, *sequence));
         }
         Ok(partitions
             .into_values()
@@ -67,19 +86,39 @@ impl IcebergTable {
             .collect())
     }
 
-    /// Every live data and delete file of a snapshot, described.
-    async fn live_data_files(&self, manifest_list: &str) -> Result<Vec<DataFile>, IcebergError> {
+    /// Every live data and delete file of a snapshot, described, with its data sequence
+    /// number.
+    async fn live_data_files(
+        &self,
+        manifest_list: &str,
+    ) -> Result<Vec<(DataFile, i64)>, IcebergError> {
         let mut files = Vec::new();
         for manifest_file in self.manifests(manifest_list).await?.entries() {
             let manifest = self.entries(manifest_file).await?;
-            files.extend(
-                manifest
-                    .iter()
-                    .filter(|e| e.is_alive())
-                    .map(|e| e.data_file().clone()),
-            );
+            files.extend(manifest.iter().filter(|e| e.is_alive()).map(|e| {
+                let sequence = e.sequence_number().unwrap_or(manifest_file.sequence_number);
+                (e.data_file().clone(), sequence)
+            }));
         }
         Ok(files)
+    }
+
+    /// The live rows of the data files of `rewrite` (their delete files applied), in order.
+    pub(super) fn live_rows(&self, rewrite: &Rewrite) -> Result<Vec<Row>, IcebergError> {
+        let deleted = self.positions_deleted(&rewrite.position_deletes)?;
+        let by_key = self.keys_deleted(&rewrite.equality_deletes)?;
+        let mut rows = Vec::new();
+        for (path, sequence) in &rewrite.data {
+            let gone = deleted.get(path.as_str());
+            for (position, row) in self.rows_of_file(path, None)?.into_iter().enumerate() {
+                let deleted = gone.is_some_and(|g| g.contains(&(position as u64)))
+                    || by_key.deletes(&Struct::empty(), &row, *sequence);
+                if !deleted {
+                    rows.push(row);
+                }
+            }
+        }
+        Ok(rows)
     }
 
     /// The rows of data file `path`: all of them, or those at `positions` (ascending).
@@ -130,12 +169,7 @@ impl IcebergTable {
             // The state is the one at `epoch`: the snapshot adds no changes.
             summary.insert(SUMMARY_FIRST_EPOCH.to_owned(), (epoch + 1).to_string());
         }
-        let removed = rewrite
-            .data
-            .iter()
-            .chain(&rewrite.deletes)
-            .cloned()
-            .collect();
+        let removed = rewrite.removed();
         let rows_written = rows.len();
         let outcome = self.commit(
             Changes {
@@ -163,22 +197,16 @@ fn size_class(rows: u64) -> u32 {
 }
 
 /// The rewrite one partition's live files (data and delete) call for, if any.
-fn plan_partition(files: &[&DataFile], min_file_bytes: u64) -> Option<Rewrite> {
-    if files
-        .iter()
-        .any(|f| f.content_type() == DataContentType::EqualityDeletes)
-    {
-        return None;
-    }
-    let data: Vec<&DataFile> = files
-        .iter()
-        .copied()
-        .filter(|f| f.content_type() == DataContentType::Data)
-        .collect();
-    let deletes: Vec<PositionDeletes> = files
-        .iter()
-        .filter(|f| f.content_type() == DataContentType::PositionDeletes)
-        .map(|file| PositionDeletes {
+fn plan_partition(files: &[Sequenced], min_file_bytes: u64) -> Option<Rewrite> {
+    let of = |content: DataContentType| {
+        files
+            .iter()
+            .filter(move |(f, _)| f.content_type() == content)
+    };
+    let data: Vec<Sequenced> = of(DataContentType::Data).copied().collect();
+    let equality: Vec<Sequenced> = of(DataContentType::EqualityDeletes).copied().collect();
+    let deletes: Vec<PositionDeletes> = of(DataContentType::PositionDeletes)
+        .map(|(file, _)| PositionDeletes {
             file,
             referenced: file.referenced_data_file().or_else(|| {
                 let (low, high) = path_bounds(file)?;
@@ -187,13 +215,11 @@ fn plan_partition(files: &[&DataFile], min_file_bytes: u64) -> Option<Rewrite> {
             paths: path_bounds(file),
         })
         .collect();
+    let small = |file: &DataFile| file.file_size_in_bytes() < min_file_bytes;
     let mut selected: HashSet<&str> = HashSet::new();
     // Size classes with enough small files.
     let mut classes: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-    for file in data
-        .iter()
-        .filter(|f| f.file_size_in_bytes() < min_file_bytes)
-    {
+    for (file, _) in data.iter().filter(|(f, _)| small(f)) {
         classes
             .entry(size_class(file.record_count()))
             .or_default()
@@ -211,7 +237,7 @@ fn plan_partition(files: &[&DataFile], min_file_bytes: u64) -> Option<Rewrite> {
             entry.1 += delete.file.record_count();
         }
     }
-    for file in &data {
+    for (file, _) in &data {
         if let Some((count, rows)) = deleted.get(file.file_path()) {
             if *count >= MIN_INPUT_FILES || rows * 2 >= file.record_count() {
                 selected.insert(file.file_path());
@@ -224,32 +250,65 @@ fn plan_partition(files: &[&DataFile], min_file_bytes: u64) -> Option<Rewrite> {
         for delete in &shared {
             selected.extend(
                 data.iter()
-                    .map(|f| f.file_path())
+                    .map(|(f, _)| f.file_path())
                     .filter(|path| covers(delete, path)),
             );
         }
     }
+    // Many equality deletes: every small file older than the newest, so that they can go.
+    if equality.len() >= 2 * MIN_INPUT_FILES {
+        let newest = equality.iter().map(|(_, s)| *s).max().unwrap_or_default();
+        selected.extend(
+            data.iter()
+                .filter(|(f, s)| small(f) && *s < newest)
+                .map(|(f, _)| f.file_path()),
+        );
+    }
     if selected.is_empty() {
         return None;
     }
-    let folded: Vec<String> = deletes
+    let kept_data = || {
+        data.iter()
+            .filter(|(f, _)| !selected.contains(f.file_path()))
+    };
+    let mut folded: Vec<String> = deletes
         .iter()
         .filter(|delete| match &delete.referenced {
             Some(referenced) => selected.contains(referenced.as_str()),
-            None => data
-                .iter()
-                .filter(|f| covers(delete, f.file_path()))
-                .all(|f| selected.contains(f.file_path())),
+            None => kept_data().all(|(f, _)| !covers(delete, f.file_path())),
         })
         .map(|delete| delete.file.file_path().to_owned())
         .collect();
+    // An equality delete applies to older data files: it goes once none is left.
+    folded.extend(
+        equality
+            .iter()
+            .filter(|(_, delete)| kept_data().all(|(_, s)| s >= delete))
+            .map(|(f, _)| f.file_path().to_owned()),
+    );
     if selected.len() < 2 && folded.is_empty() {
         return None;
     }
-    let mut data: Vec<String> = selected.into_iter().map(str::to_owned).collect();
-    data.sort();
+    let mut inputs: Vec<(String, i64)> = data
+        .iter()
+        .filter(|(f, _)| selected.contains(f.file_path()))
+        .map(|(f, s)| (f.file_path().to_owned(), *s))
+        .collect();
+    inputs.sort();
     Some(Rewrite {
-        data,
+        position_deletes: deletes
+            .iter()
+            .filter(|d| inputs.iter().any(|(path, _)| covers(d, path)))
+            .map(|d| d.file.file_path().to_owned())
+            .collect(),
+        equality_deletes: equality
+            .iter()
+            .map(|(f, s)| {
+                let ids = f.equality_ids().unwrap_or_default();
+                (f.file_path().to_owned(), *s, ids)
+            })
+            .collect(),
+        data: inputs,
         deletes: folded,
     })
 }

@@ -76,6 +76,22 @@ struct LiveFiles {
     equality_deletes: Vec<(String, Struct, i64, Vec<i32>)>,
 }
 
+/// What equality deletes delete: by the columns they match on (positions in the pipeline's
+/// rows), (partition, key) → the newest delete's sequence number.
+#[derive(Debug, Default)]
+pub(super) struct KeysDeleted(HashMap<Vec<usize>, HashMap<(Struct, Key), i64>>);
+
+impl KeysDeleted {
+    /// Whether `row` of a data file of `partition` with data sequence number `sequence` is
+    /// deleted (by a delete with a higher sequence number).
+    pub(super) fn deletes(&self, partition: &Struct, row: &Row, sequence: i64) -> bool {
+        self.0.iter().any(|(columns, keys)| {
+            keys.get(&(partition.clone(), Key::of(row, columns)))
+                .is_some_and(|delete| *delete > sequence)
+        })
+    }
+}
+
 /// What the table's current snapshot says about an earlier run.
 #[derive(Debug, Default, Clone)]
 pub struct Committed {
@@ -462,40 +478,10 @@ impl IcebergTable {
             return Ok(Vec::new());
         };
         let files = self.block_on(self.live_files(snapshot.manifest_list()))?;
-        let mut deleted: HashMap<String, HashSet<u64>> = HashMap::new();
-        for path in &files.position_deletes {
-            for batch in self.read_parquet(path)? {
-                let files = batch.column(0).as_string::<i32>();
-                let positions = batch.column(1).as_primitive::<Int64Type>();
-                for i in 0..batch.num_rows() {
-                    deleted
-                        .entry(files.value(i).to_owned())
-                        .or_default()
-                        .insert(positions.value(i) as u64);
-                }
-            }
-        }
-        // Columns deleted by → (partition, key) → the newest equality delete's sequence number
-        // (each writer's files delete by their own `equality_ids`).
-        let mut deleted_keys: HashMap<Vec<usize>, HashMap<(Struct, Key), i64>> = HashMap::new();
+        let deleted = self.positions_deleted(&files.position_deletes)?;
+        let mut by_key = KeysDeleted::default();
         for (path, partition, sequence, ids) in &files.equality_deletes {
-            let columns = ids
-                .iter()
-                .map(|id| {
-                    self.columns.column_of_field(*id).ok_or_else(|| {
-                        IcebergError::SchemaMismatch(format!(
-                            "{path} deletes by field {id}, which the pipeline does not write"
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<usize>, _>>()?;
-            let keys = deleted_keys.entry(columns.clone()).or_default();
-            for batch in self.read_parquet(path)? {
-                for key in self.columns.keys_of_batch(&batch, &columns)? {
-                    let newest = keys.entry((partition.clone(), key)).or_default();
-                    *newest = (*newest).max(*sequence);
-                }
-            }
+            self.read_equality_deletes(&mut by_key, (path, partition, *sequence, ids))?;
         }
         let mut rows = Vec::new();
         for (file, sequence) in files.data {
@@ -505,11 +491,8 @@ impl IcebergTable {
             let mut position = 0u64;
             for batch in self.read_parquet(&path)? {
                 for row in self.columns.rows_of_batch(&batch)? {
-                    let deleted_by_key = deleted_keys.iter().any(|(columns, keys)| {
-                        keys.get(&(partition.clone(), Key::of(&row, columns)))
-                            .is_some_and(|delete| *delete > sequence)
-                    });
-                    if !deleted_by_key && !gone.is_some_and(|g| g.contains(&position)) {
+                    let deleted = by_key.deletes(&partition, &row, sequence);
+                    if !deleted && !gone.is_some_and(|g| g.contains(&position)) {
                         rows.push(StoredRow {
                             file: Arc::clone(&file),
                             position,
@@ -521,6 +504,66 @@ impl IcebergTable {
             }
         }
         Ok(rows)
+    }
+
+    /// The positions position-delete files `paths` delete, by data file.
+    pub(super) fn positions_deleted(
+        &self,
+        paths: &[String],
+    ) -> Result<HashMap<String, HashSet<u64>>, IcebergError> {
+        let mut deleted: HashMap<String, HashSet<u64>> = HashMap::new();
+        for path in paths {
+            for batch in self.read_parquet(path)? {
+                let files = batch.column(0).as_string::<i32>();
+                let positions = batch.column(1).as_primitive::<Int64Type>();
+                for i in 0..batch.num_rows() {
+                    deleted
+                        .entry(files.value(i).to_owned())
+                        .or_default()
+                        .insert(positions.value(i) as u64);
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The keys equality-delete files of one partition delete: (path, sequence number, field
+    /// ids) each.
+    pub(super) fn keys_deleted(
+        &self,
+        files: &[(String, i64, Vec<i32>)],
+    ) -> Result<KeysDeleted, IcebergError> {
+        let mut by_key = KeysDeleted::default();
+        for (path, sequence, ids) in files {
+            self.read_equality_deletes(&mut by_key, (path, &Struct::empty(), *sequence, ids))?;
+        }
+        Ok(by_key)
+    }
+
+    /// Adds what an equality-delete file deletes (by its own `equality_ids`) to `by_key`.
+    fn read_equality_deletes(
+        &self,
+        by_key: &mut KeysDeleted,
+        (path, partition, sequence, ids): (&str, &Struct, i64, &[i32]),
+    ) -> Result<(), IcebergError> {
+        let columns = ids
+            .iter()
+            .map(|id| {
+                self.columns.column_of_field(*id).ok_or_else(|| {
+                    IcebergError::SchemaMismatch(format!(
+                        "{path} deletes by field {id}, which the pipeline does not write"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let keys = by_key.0.entry(columns.clone()).or_default();
+        for batch in self.read_parquet(path)? {
+            for key in self.columns.keys_of_batch(&batch, &columns)? {
+                let newest = keys.entry((partition.clone(), key)).or_default();
+                *newest = (*newest).max(sequence);
+            }
+        }
+        Ok(())
     }
 
     /// The paths of the current snapshot's live data and delete files.
