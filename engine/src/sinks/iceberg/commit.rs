@@ -19,8 +19,9 @@ use super::columns::{delete_schema, DELETE_FILE_PATH_ID, DELETE_POS_ID};
 use super::encode::{encode_files, encode_parquet_with, group_into_files, Encoded, Statistics};
 use super::manifests::Entry;
 use super::metrics::{Bounds, FileMetrics};
+use super::read::DataFileRef;
 use super::summary::{summary, Tally};
-use super::table::{DataFileRef, IcebergTable};
+use super::table::IcebergTable;
 use super::IcebergError;
 
 /// The changes one snapshot commits.

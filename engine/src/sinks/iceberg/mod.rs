@@ -17,6 +17,7 @@ mod manifests;
 mod metrics;
 mod orphans;
 mod partition;
+mod read;
 mod rest;
 mod rewrite;
 mod summary;
@@ -43,9 +44,10 @@ pub use inspect::{consistent_cuts, tables, Cut, SnapshotInfo, TableInfo};
 pub use maintain::{compact, expire, remove_orphans, Compacted};
 pub use orphans::Orphans;
 pub use partition::Partition;
+pub use read::{DataFileRef, StoredRow};
 pub use rest::RestCatalog;
 pub use table::{
-    Committed, IcebergTable, StoredRow, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
+    Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
     SUMMARY_POSITIONS,
 };
 pub use writer::{CommitStats, TableWriter, WriteMode};

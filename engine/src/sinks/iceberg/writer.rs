@@ -14,8 +14,9 @@ use tributary_operators::{Diff, Key, Row, Time};
 use super::commit::Changes;
 use super::housekeeping::Upkeep;
 use super::keyed::{KeyHash, KeyedSlots};
+use super::read::DataFileRef;
 use super::table::{
-    Committed, DataFileRef, IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
+    Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
     SUMMARY_POSITIONS,
 };
 use super::{DeleteMode, IcebergError};
