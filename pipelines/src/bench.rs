@@ -230,7 +230,7 @@ impl BenchReport {
                 let ms = |d: Duration| d.as_secs_f64() * 1e3;
                 let c = &self.commit_latency;
                 format!(
-                    "{} rows written in {} commits; sink busy {:.2} s, {:.0} rows/s written and committed\n                     commits         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; median {:.1} ms over the first tenth, {:.1} ms over the last",
+                    "{} rows written in {} commits; sink busy {:.2} s, {:.0} rows/s written and committed\ncommits         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; median {:.1} ms over the first tenth, {:.1} ms over the last",
                     self.iceberg_rows,
                     self.iceberg_commits,
                     self.iceberg_busy.as_secs_f64(),
