@@ -281,7 +281,7 @@ fn commit(
         let latency = started.elapsed();
         context.metrics.iceberg_commit_latency.record(latency);
         let maintained = Instant::now();
-        writer.maintain(&context.metrics);
+        writer.maintain(&context.metrics)?;
         add_busy(context, maintained);
         Metrics::add(&context.metrics.iceberg_commits, 1);
         Metrics::add(&context.metrics.iceberg_rows_written, stats.rows);

@@ -4,6 +4,7 @@
 //! their manifest lists, manifests, data and delete files.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use iceberg::spec::{
     ManifestStatus, SnapshotReference, SnapshotRetention, TableMetadata, MAIN_BRANCH,
@@ -48,9 +49,23 @@ pub struct Expired {
 #[derive(Debug, Default)]
 pub struct FileIndex {
     /// Snapshot → its manifests.
-    lists: HashMap<i64, Vec<String>>,
+    lists: HashMap<i64, Vec<Arc<str>>>,
     /// Manifest → every file it names, and whether the entry is live (added or existing).
-    manifests: HashMap<String, Vec<(String, bool)>>,
+    manifests: HashMap<Arc<str>, Vec<(Arc<str>, bool)>>,
+    /// Every path above once (manifests repeat most of the paths of those before them).
+    paths: HashSet<Arc<str>>,
+}
+
+impl FileIndex {
+    /// `path`, shared with its other mentions.
+    fn intern(&mut self, path: &str) -> Arc<str> {
+        if let Some(known) = self.paths.get(path) {
+            return Arc::clone(known);
+        }
+        let path: Arc<str> = Arc::from(path);
+        self.paths.insert(Arc::clone(&path));
+        path
+    }
 }
 
 impl IcebergTable {
@@ -172,48 +187,27 @@ impl IcebergTable {
             .filter(|s| !self.file_index.lists.contains_key(&s.snapshot_id()))
             .map(|s| (s.snapshot_id(), s.manifest_list().to_owned()))
             .collect();
-        let (lists, manifests) = self.block_on(self.read_lists(unread))?;
-        self.file_index.lists.extend(lists);
-        self.file_index.manifests.extend(manifests);
-        Ok(())
-    }
-
-    /// Snapshots' manifests, and the files of those not indexed yet.
-    #[allow(clippy::type_complexity)]
-    async fn read_lists(
-        &self,
-        unread: Vec<(i64, String)>,
-    ) -> Result<
-        (
-            Vec<(i64, Vec<String>)>,
-            HashMap<String, Vec<(String, bool)>>,
-        ),
-        IcebergError,
-    > {
-        let mut lists = Vec::new();
-        let mut read = HashMap::new();
         for (snapshot, list) in unread {
+            let manifest_files = self.block_on(self.manifests(&list))?;
             let mut paths = Vec::new();
-            for manifest_file in self.manifests(&list).await?.entries() {
-                let path = manifest_file.manifest_path.clone();
-                if !self.file_index.manifests.contains_key(&path) && !read.contains_key(&path) {
-                    let manifest = self.entries(manifest_file).await?;
-                    let files: Vec<(String, bool)> = manifest
+            for manifest_file in manifest_files.entries() {
+                let path = self.file_index.intern(&manifest_file.manifest_path);
+                if !self.file_index.manifests.contains_key(&path) {
+                    let entries = self.block_on(self.entries(manifest_file))?;
+                    let files = entries
                         .iter()
                         .map(|e| {
-                            (
-                                e.file_path().to_owned(),
-                                e.status() != ManifestStatus::Deleted,
-                            )
+                            let live = e.status() != ManifestStatus::Deleted;
+                            (self.file_index.intern(e.file_path()), live)
                         })
                         .collect();
-                    read.insert(path.clone(), files);
+                    self.file_index.manifests.insert(Arc::clone(&path), files);
                 }
                 paths.push(path);
             }
-            lists.push((snapshot, paths));
+            self.file_index.lists.insert(snapshot, paths);
         }
-        Ok((lists, read))
+        Ok(())
     }
 
     /// The files of the `expired` snapshots (now out of the metadata) that no snapshot still in
@@ -221,13 +215,13 @@ impl IcebergTable {
     fn unreferenced_files(&mut self, expired: &[i64]) -> Vec<String> {
         let index = &mut self.file_index;
         let retained: HashSet<i64> = self.metadata.snapshots().map(|s| s.snapshot_id()).collect();
-        let retained_manifests: HashSet<&String> = index
+        let retained_manifests: HashSet<&Arc<str>> = index
             .lists
             .iter()
             .filter(|(id, _)| retained.contains(id))
             .flat_map(|(_, manifests)| manifests)
             .collect();
-        let live: HashSet<&String> = retained_manifests
+        let live: HashSet<&Arc<str>> = retained_manifests
             .iter()
             .filter_map(|m| index.manifests.get(*m))
             .flatten()
@@ -249,14 +243,17 @@ impl IcebergTable {
                 }
             }
         }
-        let mut unreferenced: Vec<String> = files.into_iter().collect();
-        unreferenced.extend(manifests.iter().cloned());
+        let mut unreferenced: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+        unreferenced.extend(manifests.iter().map(|m| m.to_string()));
         for id in expired {
             index.lists.remove(id);
         }
         for manifest in &manifests {
             index.manifests.remove(manifest);
         }
+        drop((files, manifests));
+        // Paths nothing mentions any more (only the interning set holds them).
+        index.paths.retain(|path| Arc::strong_count(path) > 1);
         unreferenced
     }
 }

@@ -2,7 +2,9 @@
 //! snapshot expiry by the table's retention (at most once a second, when a snapshot is due),
 //! compaction of small files (planned every few commits), and removal of the files killed
 //! commits left (once per run, in a local warehouse). A failed step is logged and
-//! tried again later; it never stops the pipeline, whose commits do not depend on it.
+//! tried again later, except when it finds another writer's snapshot on `main` (the writer's
+//! row positions may no longer hold: the run stops, as a commit would) or the table is not as
+//! the writer knows it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -43,7 +45,7 @@ impl Default for Upkeep {
 
 impl TableWriter {
     /// Runs the maintenance that is due after a commit.
-    pub fn maintain(&mut self, metrics: &Metrics) {
+    pub fn maintain(&mut self, metrics: &Metrics) -> Result<(), IcebergError> {
         if !self.upkeep.orphans_removed {
             self.upkeep.orphans_removed = true;
             match self.table.remove_orphans(ORPHAN_AGE) {
@@ -59,6 +61,10 @@ impl TableWriter {
             self.upkeep.commits_since_plan = 0;
             match self.compact_small_files() {
                 Ok(files) => Metrics::add(&metrics.iceberg_files_compacted, files),
+                Err(
+                    error @ (IcebergError::ConcurrentSnapshot { .. }
+                    | IcebergError::Inconsistent(_)),
+                ) => return Err(error),
                 Err(error) => {
                     tracing::warn!(table = %self.table.ident, %error, "compaction failed; trying again later")
                 }
@@ -77,6 +83,7 @@ impl TableWriter {
                 }
             }
         }
+        Ok(())
     }
 
     /// Rewrites what the table's small files call for (see [`super::rewrite`]); returns how
