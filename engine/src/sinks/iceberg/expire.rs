@@ -152,12 +152,12 @@ impl IcebergTable {
         if expired.is_empty() {
             return Ok(Expired::default());
         }
-        // Read what the expired snapshots name before they leave the metadata.
-        self.index_snapshots()?;
-        let lists: Vec<String> = expired
+        // Their manifest lists, read once they are out of the metadata (reading first would
+        // make the commit lose more races with a running pipeline).
+        let lists: Vec<(i64, String)> = expired
             .iter()
             .filter_map(|id| self.metadata.snapshot_by_id(*id))
-            .map(|s| s.manifest_list().to_owned())
+            .map(|s| (s.snapshot_id(), s.manifest_list().to_owned()))
             .collect();
         let metadata = self
             .metadata
@@ -168,9 +168,9 @@ impl IcebergTable {
             .map_err(|e| IcebergError::iceberg("expiring snapshots", e))?
             .metadata;
         self.swap_metadata(metadata)?;
-        self.index_snapshots()?;
+        self.index_snapshots(&lists)?;
         let mut unreferenced = self.unreferenced_files(&expired);
-        unreferenced.extend(lists);
+        unreferenced.extend(lists.into_iter().map(|(_, list)| list));
         let files = self.delete_files(&unreferenced);
         tracing::info!(table = %self.ident, snapshots = expired.len(), files, "expired iceberg snapshots");
         Ok(Expired {
@@ -179,13 +179,15 @@ impl IcebergTable {
         })
     }
 
-    /// Reads the manifest lists (and their manifests) of snapshots not indexed yet.
-    fn index_snapshots(&mut self) -> Result<(), IcebergError> {
+    /// Reads the manifest lists (and their manifests) not indexed yet of the table's snapshots
+    /// and of `expired` ones (snapshot, manifest list).
+    fn index_snapshots(&mut self, expired: &[(i64, String)]) -> Result<(), IcebergError> {
         let unread: Vec<(i64, String)> = self
             .metadata
             .snapshots()
-            .filter(|s| !self.file_index.lists.contains_key(&s.snapshot_id()))
             .map(|s| (s.snapshot_id(), s.manifest_list().to_owned()))
+            .chain(expired.iter().cloned())
+            .filter(|(id, _)| !self.file_index.lists.contains_key(id))
             .collect();
         for (snapshot, list) in unread {
             let manifest_files = self.block_on(self.manifests(&list))?;
