@@ -5,8 +5,7 @@
 //! replaced, `referenced_data_file`); another engine's deletes and appends between two runs
 //! stay; a tagged snapshot and its files outlive expiry.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value as Json};
 
 use crate::support::iceberg::{check_snapshots, pyiceberg_available, read_table, ReplicaOracle};
+use crate::support::metrics::{free_port, sample, scrape};
 use crate::support::{
     orders_lines, pipeline_run, replica_run, run_tributary_ok, tests_path, tributary_bin,
 };
@@ -37,28 +37,43 @@ fn health(warehouse: &Path, args: &[&str]) -> Json {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `tributary_iceberg_commits_total` of a running pipeline.
 fn commits(port: u16) -> Option<u64> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .lines()
-        .find(|l| l.starts_with("tributary_iceberg_commits_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
+    sample(&scrape(port)?, "tributary_iceberg_commits_total").map(|v| v as u64)
+}
+
+/// A workload file of which the first half is written, with where its table goes.
+struct HalfWritten {
+    /// Removed when the test ends.
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    source: String,
+    warehouse: std::path::PathBuf,
+    lines: Vec<String>,
+    half: usize,
+}
+
+impl HalfWritten {
+    fn new(keys: u64, seed: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.jsonl");
+        let lines = orders_lines(20_000, keys, seed);
+        let half = lines.len() / 2;
+        std::fs::write(&path, lines[..half].join("\n") + "\n").unwrap();
+        HalfWritten {
+            source: format!("file:{}", path.display()),
+            warehouse: dir.path().join("warehouse"),
+            _dir: dir,
+            path,
+            lines,
+            half,
+        }
+    }
+
+    /// Writes the rest of the lines.
+    fn write_all(&self) {
+        std::fs::write(&self.path, self.lines.join("\n") + "\n").unwrap();
+    }
 }
 
 fn median(values: &[u64]) -> u64 {
@@ -192,21 +207,16 @@ fn another_engines_deletes_and_appends_between_runs_stay() {
     if !pyiceberg_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orders.jsonl");
-    let source = format!("file:{}", path.display());
-    let warehouse = dir.path().join("warehouse");
-    let lines = orders_lines(20_000, 3_000, 23);
-    let half = lines.len() / 2;
-    std::fs::write(&path, lines[..half].join("\n") + "\n").unwrap();
-    assert!(replica_run(&source, &warehouse).status().unwrap().success());
+    let run = HalfWritten::new(3_000, 23);
+    let (source, warehouse, lines, half) = (&run.source, &run.warehouse, &run.lines, run.half);
+    assert!(replica_run(source, warehouse).status().unwrap().success());
 
     // Another engine deletes three orders (two the source never touches again, one it
     // updates or deletes later), appends one the source never had, and partitions the table
     // from then on.
     let touched: std::collections::BTreeSet<i64> =
         lines[half..].iter().filter_map(|l| order_id(l)).collect();
-    let (current, _) = read_table(&warehouse, TABLE, true);
+    let (current, _) = read_table(warehouse, TABLE, true);
     let ids = current[0]
         .rows
         .iter()
@@ -225,12 +235,12 @@ fn another_engines_deletes_and_appends_between_runs_stay() {
     });
     let ids: Vec<String> = deleted.iter().map(i64::to_string).collect();
     health(
-        &warehouse,
+        warehouse,
         &["other-writer", &ids.join(","), &foreign.to_string()],
     );
 
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let output = replica_run(&source, &warehouse)
+    run.write_all();
+    let output = replica_run(source, warehouse)
         .stderr(Stdio::piped())
         .output()
         .unwrap();
@@ -256,13 +266,13 @@ fn another_engines_deletes_and_appends_between_runs_stay() {
     );
     expected.push(foreign);
     expected.sort_by_key(|r| r.to_string());
-    let (current, _) = read_table(&warehouse, TABLE, true);
+    let (current, _) = read_table(warehouse, TABLE, true);
     assert_eq!(current[0].rows.len(), expected.len());
     assert!(
         current[0].rows == expected,
         "the table is what both writers' changes say"
     );
-    health(&warehouse, &["check"]);
+    health(warehouse, &["check"]);
 }
 
 /// The order a workload line changes.
@@ -280,25 +290,20 @@ fn a_tagged_snapshot_and_its_files_outlive_expiry() {
     if !pyiceberg_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("orders.jsonl");
-    let source = format!("file:{}", path.display());
-    let warehouse = dir.path().join("warehouse");
-    let lines = orders_lines(20_000, 2_000, 29);
-    let half = lines.len() / 2;
-    std::fs::write(&path, lines[..half].join("\n") + "\n").unwrap();
-    let many_commits = || pipeline_run("orders-replica", &source, &warehouse, 5);
+    let run = HalfWritten::new(2_000, 29);
+    let (source, warehouse, lines) = (&run.source, &run.warehouse, &run.lines);
+    let many_commits = || pipeline_run("orders-replica", source, warehouse, 5);
     assert!(many_commits().status().unwrap().success());
-    let (before, _) = read_table(&warehouse, TABLE, false);
+    let (before, _) = read_table(warehouse, TABLE, false);
     assert!(before.len() > 3, "{} snapshots", before.len());
 
-    let tagged = health(&warehouse, &["tag", "audit", "1"]);
+    let tagged = health(warehouse, &["tag", "audit", "1"]);
     let tagged_id = tagged["snapshot_id"].as_i64().unwrap();
     let files: Vec<String> = serde_json::from_value(tagged["files"].clone()).unwrap();
 
     // The rest arrives with expiry of everything but the newest snapshot, while running and
     // by hand afterwards.
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    run.write_all();
     let status = many_commits()
         .args(["--iceberg-property", "history.expire.max-snapshot-age-ms=0"])
         .status()
@@ -316,7 +321,7 @@ fn a_tagged_snapshot_and_its_files_outlive_expiry() {
     ]);
     assert!(expired.starts_with("expired "), "{expired}");
 
-    let (after, _) = read_table(&warehouse, TABLE, false);
+    let (after, _) = read_table(warehouse, TABLE, false);
     let ids: Vec<i64> = after.iter().map(|s| s.id).collect();
     assert!(
         ids.contains(&tagged_id),
@@ -342,11 +347,8 @@ fn a_tagged_snapshot_and_its_files_outlive_expiry() {
         .filter(|s| s.id != tagged_id)
         .cloned()
         .collect::<Vec<_>>();
-    assert_eq!(
-        check_snapshots(&current, &source, &lines),
-        lines.len() as u64
-    );
-    health(&warehouse, &["check"]);
+    assert_eq!(check_snapshots(&current, source, lines), lines.len() as u64);
+    health(warehouse, &["check"]);
 
     // Files nothing references (a killed commit's): old ones go, young ones stay.
     let data = warehouse.join("demo.db/orders_realtime_replica/data");
@@ -375,7 +377,7 @@ fn a_tagged_snapshot_and_its_files_outlive_expiry() {
     ]);
     assert!(removed.starts_with("deleted 1 orphan files"), "{removed}");
     assert!(!old.exists() && young.exists());
-    let (reread, _) = read_table(&warehouse, TABLE, false);
+    let (reread, _) = read_table(warehouse, TABLE, false);
     assert_eq!(reread.len(), 2, "both snapshots still read");
-    health(&warehouse, &["check"]);
+    health(warehouse, &["check"]);
 }

@@ -13,6 +13,7 @@ pub mod iceberg;
 pub mod iceberg_rust;
 pub mod kafka;
 pub mod kafka_workload;
+pub mod metrics;
 pub mod postgres;
 pub mod rest;
 pub mod s3;
