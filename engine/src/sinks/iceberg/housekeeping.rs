@@ -86,7 +86,7 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Rewrites what the table's small files call for (see [`super::rewrite`]); returns how
+    /// Rewrites what the table's small files call for (see `rewrite.rs`); returns how
     /// many files were rewritten.
     pub fn compact_small_files(&mut self) -> Result<u64, IcebergError> {
         let mut files = 0;

@@ -73,7 +73,7 @@ pub struct Committed {
 
 impl IcebergTable {
     /// Opens `ident`, creating it (format v2, partitioned by `partitions`, with
-    /// [`CREATED_TABLE_PROPERTIES`] and `properties`) from `schema` if it does not exist;
+    /// `CREATED_TABLE_PROPERTIES` and `properties`) from `schema` if it does not exist;
     /// `properties` also override the table's own for this run.
     pub fn open_or_create(
         mut catalog: Box<dyn Catalog>,
