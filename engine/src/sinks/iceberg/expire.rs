@@ -148,6 +148,11 @@ impl IcebergTable {
         retention: Retention,
         now_ms: i64,
     ) -> Result<Expired, IcebergError> {
+        // Nothing older than the table's age limit: nothing to do (without reading the refs).
+        let oldest = self.metadata.snapshots().map(|s| s.timestamp_ms()).min();
+        if oldest.is_none_or(|oldest| oldest >= now_ms - retention.max_age_ms) {
+            return Ok(Expired::default());
+        }
         let expired = self.expirable(retention, now_ms)?;
         if expired.is_empty() {
             return Ok(Expired::default());
