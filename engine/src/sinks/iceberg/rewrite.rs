@@ -1,13 +1,14 @@
 //! Compaction while the pipeline runs: size-tiered bin-packing of each partition's small data
-//! files, with the position deletes that apply only to them folded in. Files are sorted into
-//! size classes by their rows (each class four times the one below); a class with
+//! files, with the delete files that apply only to them folded in. Files are sorted into size
+//! classes by their rows (each class four times the one below); a class with
 //! `MIN_INPUT_FILES` files is rewritten as one file of the next class, so a row is rewritten
 //! about once per class it climbs (write amplification grows with the logarithm of the table,
-//! not with its size), and a partition keeps a bounded number of live files. Files of at least three quarters of
-//! `write.target-file-size-bytes` are left alone. A data file with `MIN_INPUT_FILES` delete
-//! files, or with half of its rows deleted, is rewritten too. Each rewrite is a `replace`
-//! snapshot with `DELETED` entries for what it replaced; the table writer moves its row
-//! positions to the new file.
+//! not with its size), and a partition keeps a bounded number of live files. Files of at
+//! least three quarters of `write.target-file-size-bytes` are left alone. A data file with
+//! `MIN_INPUT_FILES` delete files, or with half of its rows deleted, is rewritten too; so is
+//! every small file older than the newest equality delete once a partition has
+//! `2 × MIN_INPUT_FILES` of them. Each rewrite is a `replace` snapshot with `DELETED` entries
+//! for what it replaced; the table writer moves its row positions to the new file.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
