@@ -11,8 +11,8 @@ usage: iceberg_health.py WAREHOUSE NAMESPACE.TABLE COMMAND [ARGS]
   other-writer IDS ROW_JSON  deletes the rows whose order_id is in IDS (comma-separated),
                              appends ROW_JSON (a row of the table, timestamps in µs) and
                              partitions the table by bucket(4, customer_id) from then on
-  tag NAME INDEX             tags the INDEX-th oldest snapshot; prints its id and files
-  files SNAPSHOT_ID          prints the data files a snapshot reads (JSON list)
+  tag NAME INDEX             tags the INDEX-th oldest snapshot; prints its id and every file
+                             it reads (manifest list, manifests, data and delete files)
 
 WAREHOUSE is a directory with its SQLite catalog at WAREHOUSE/catalog.db.
 """
@@ -72,7 +72,7 @@ def referenced_data_files(table, manifest_path: str) -> dict:
 
 
 def live_entries(table, snapshot):
-    """(path → entry) of a snapshot's live files, and all entries by manifest."""
+    """path → manifest entry of each of a snapshot's live files."""
     live = {}
     for manifest in snapshot.manifests(table.io):
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
@@ -152,7 +152,7 @@ def check_file(table, entry, referenced, spec_of, figures):
         elif referenced is not None:
             fail(f"{path}: referenced_data_file set on deletes of {len(distinct)} files")
         return
-    schema = table.schemas()[entry_schema_id(table)]
+    schema = table.schema()
     by_id = {}
     for i, field in enumerate(contents.schema):
         meta = field.metadata or {}
@@ -162,10 +162,6 @@ def check_file(table, entry, referenced, spec_of, figures):
     for field in schema.fields:
         if field.field_id in by_id:
             check_bounds(path, field, contents.column(by_id[field.field_id]), data_file, figures)
-
-
-def entry_schema_id(table):
-    return table.metadata.current_schema_id
 
 
 def check(table) -> dict:
@@ -302,8 +298,6 @@ def main() -> None:
         out = other_writer(table, *args)
     elif command == "tag":
         out = tag(table, *args)
-    elif command == "files":
-        out = snapshot_files(table, *args)
     else:
         fail(f"unknown command {command}")
         return
