@@ -10,7 +10,8 @@ use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use bytes::Bytes;
 use iceberg::spec::{
     DataContentType, DataFile, DataFileBuilder, DataFileFormat, ManifestContentType, ManifestFile,
-    ManifestListWriter, Operation, PrimitiveType, Snapshot, Struct, Summary, MAIN_BRANCH,
+    ManifestListWriter, Operation, PrimitiveType, Snapshot, Struct, Summary, TableMetadata,
+    MAIN_BRANCH,
 };
 
 use tributary_operators::Row;
@@ -281,6 +282,15 @@ impl IcebergTable {
         manifests: Vec<ManifestFile>,
         summary: Summary,
     ) -> Result<(), IcebergError> {
+        // What the snapshot's files were written for: a change of it is a real conflict.
+        let layout = |m: &TableMetadata| {
+            (
+                m.default_partition_spec_id(),
+                m.current_schema_id(),
+                m.last_column_id(),
+            )
+        };
+        let written_for = layout(&self.metadata);
         let mut attempts = 0;
         loop {
             let sequence_number = self.metadata.next_sequence_number();
@@ -328,6 +338,10 @@ impl IcebergTable {
                             table,
                             snapshot: current.unwrap_or_default(),
                         });
+                    }
+                    if layout(&self.metadata) != written_for {
+                        // Another schema or partition spec: the files are not written for it.
+                        return Err(IcebergError::Conflict(table));
                     }
                     tracing::info!(table = %self.ident, attempt = attempts, "another writer changed the table during a commit without moving main; building the snapshot again on top of it");
                 }

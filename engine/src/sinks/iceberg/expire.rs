@@ -119,9 +119,7 @@ impl IcebergTable {
             let mut next = Some(reference.snapshot_id);
             let mut depth = 0;
             while let Some(snapshot) = next.and_then(|id| self.metadata.snapshot_by_id(id)) {
-                if !on_a_branch.insert(snapshot.snapshot_id()) && depth >= min_to_keep {
-                    break;
-                }
+                on_a_branch.insert(snapshot.snapshot_id());
                 if depth < min_to_keep || snapshot.timestamp_ms() >= now_ms - max_age_ms {
                     kept.insert(snapshot.snapshot_id());
                 }
@@ -152,6 +150,16 @@ impl IcebergTable {
         let oldest = self.metadata.snapshots().map(|s| s.timestamp_ms()).min();
         if oldest.is_none_or(|oldest| oldest >= now_ms - retention.max_age_ms) {
             return Ok(Expired::default());
+        }
+        // The refs as they are now (another engine may have tagged a snapshot; a REST commit
+        // only asserts `main`). A `main` another writer moved is not this writer's to expire.
+        let current = self.metadata.current_snapshot_id();
+        self.reload()?;
+        if self.metadata.current_snapshot_id() != current {
+            return Err(IcebergError::ConcurrentSnapshot {
+                table: self.ident.to_string(),
+                snapshot: self.metadata.current_snapshot_id().unwrap_or_default(),
+            });
         }
         let expired = self.expirable(retention, now_ms)?;
         if expired.is_empty() {

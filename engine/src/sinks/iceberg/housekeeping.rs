@@ -78,6 +78,7 @@ impl TableWriter {
                     Metrics::add(&metrics.iceberg_snapshots_expired, expired.snapshots as u64);
                     Metrics::add(&metrics.iceberg_files_deleted, expired.files as u64);
                 }
+                Err(error @ IcebergError::ConcurrentSnapshot { .. }) => return Err(error),
                 Err(error) => {
                     tracing::warn!(table = %self.table.ident, %error, "snapshot expiry failed; trying again later")
                 }

@@ -57,8 +57,8 @@ impl IcebergTable {
         Ok(found)
     }
 
-    /// Every file the table's metadata reaches: metadata versions, manifest lists, manifests
-    /// and the files they name (in any state).
+    /// Every file the table's metadata reaches: metadata versions, statistics files, manifest
+    /// lists, manifests and the files they name (in any state).
     fn referenced_files(&self) -> Result<HashSet<String>, IcebergError> {
         let mut referenced: HashSet<String> = HashSet::new();
         referenced.insert(self.metadata_location.clone());
@@ -67,6 +67,17 @@ impl IcebergTable {
                 .metadata_log()
                 .iter()
                 .map(|log| log.metadata_file.clone()),
+        );
+        // Statistics (Puffin) files other engines attach.
+        referenced.extend(
+            self.metadata
+                .statistics_iter()
+                .map(|s| s.statistics_path.clone()),
+        );
+        referenced.extend(
+            self.metadata
+                .partition_statistics_iter()
+                .map(|s| s.statistics_path.clone()),
         );
         self.block_on(async {
             for snapshot in self.metadata.snapshots() {

@@ -110,13 +110,29 @@ impl IcebergTable {
         let mut deleted: HashMap<String, HashSet<u64>> = HashMap::new();
         for path in paths {
             for batch in self.read_parquet(path)? {
-                let files = batch.column(0).as_string::<i32>();
-                let positions = batch.column(1).as_primitive::<Int64Type>();
-                for i in 0..batch.num_rows() {
+                let unreadable = || {
+                    IcebergError::SchemaMismatch(format!(
+                        "{path}: a position-delete file without (file_path string, pos long)"
+                    ))
+                };
+                let positions = batch
+                    .column(1)
+                    .as_primitive_opt::<Int64Type>()
+                    .ok_or_else(unreadable)?;
+                let column = batch.column(0);
+                let files: Vec<&str> =
+                    match (column.as_string_opt::<i32>(), column.as_string_opt::<i64>()) {
+                        (Some(files), _) => files.iter().map(|f| f.unwrap_or_default()).collect(),
+                        (None, Some(files)) => {
+                            files.iter().map(|f| f.unwrap_or_default()).collect()
+                        }
+                        (None, None) => return Err(unreadable()),
+                    };
+                for (file, position) in files.into_iter().zip(positions.values()) {
                     deleted
-                        .entry(files.value(i).to_owned())
+                        .entry(file.to_owned())
                         .or_default()
-                        .insert(positions.value(i) as u64);
+                        .insert(*position as u64);
                 }
             }
         }

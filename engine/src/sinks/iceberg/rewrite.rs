@@ -68,11 +68,24 @@ struct PositionDeletes<'a> {
 }
 
 impl IcebergTable {
-    /// The rewrites the current snapshot's files call for.
+    /// The rewrites the current snapshot's files call for: none while the table has columns
+    /// the pipeline does not write (dropped at the source, or another engine's), which a
+    /// rewrite through the pipeline's columns would lose; `tributary maintain compact`
+    /// rewrites such a table with all of its columns.
     pub(super) fn plan_rewrites(&self) -> Result<Vec<Rewrite>, IcebergError> {
         let Some(snapshot) = self.metadata.current_snapshot() else {
             return Ok(Vec::new());
         };
+        let schema = self.write_schema();
+        let unwritten = schema
+            .as_struct()
+            .fields()
+            .iter()
+            .find(|field| self.columns.column_of_field(field.id).is_none());
+        if let Some(field) = unwritten {
+            tracing::debug!(table = %self.ident, column = %field.name, "not compacting: the pipeline does not write every column of the table");
+            return Ok(Vec::new());
+        }
         let list = snapshot.manifest_list().to_owned();
         let files = self.block_on(self.live_data_files(&list))?;
         let target: u64 = self.property_or("write.target-file-size-bytes", TARGET_FILE_BYTES);

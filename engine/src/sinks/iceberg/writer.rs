@@ -609,6 +609,48 @@ mod tests {
         }
     }
 
+    /// A column the pipeline stops writing keeps its values: compaction, which rewrites rows
+    /// through the pipeline's columns, leaves such a table alone.
+    #[test]
+    fn compaction_keeps_columns_the_pipeline_no_longer_writes() {
+        let warehouse = tempfile::tempdir().unwrap();
+        let ident = TableIdent::parse("test.rows").unwrap();
+        let open_with = |columns: Vec<Column>| {
+            IcebergSinks::new(IcebergOptions::new(warehouse.path()), "test")
+                .open(&ident, &Schema::new(columns), WriteMode::Upsert { key: vec![0] }, (&[], None))
+                .unwrap()
+                .take_writer()
+                .unwrap()
+        };
+        let id = || Column::new("id", ColumnType::Int64);
+        let note = || Column::new("note", ColumnType::String);
+        let mut writer = open_with(vec![id(), note()]);
+        for i in 0..8 {
+            writer
+                .apply(vec![(Row::new(vec![Value::Int(i), Value::str("kept")]), 1)])
+                .unwrap();
+            writer.commit(i as Time, &StreamPositions::new(), None, false).unwrap();
+        }
+        drop(writer);
+        // The source drops `note`; the table keeps it, optional.
+        let mut writer = open_with(vec![id()]);
+        for i in 8..16 {
+            writer.apply(vec![(Row::new(vec![Value::Int(i)]), 1)]).unwrap();
+            writer.commit(i as Time, &StreamPositions::new(), None, false).unwrap();
+            writer.compact_small_files().unwrap();
+        }
+        drop(writer);
+        let writer = open_with(vec![id(), note()]);
+        let notes = writer
+            .table()
+            .scan()
+            .unwrap()
+            .into_iter()
+            .filter(|stored| stored.row.values()[1] == Value::str("kept"))
+            .count();
+        assert_eq!(notes, 8, "the notes written before the column was dropped are still there");
+    }
+
     fn walk(dir: &std::path::Path) -> Vec<String> {
         std::fs::read_dir(dir)
             .unwrap()
