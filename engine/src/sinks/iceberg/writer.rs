@@ -617,7 +617,12 @@ mod tests {
         let ident = TableIdent::parse("test.rows").unwrap();
         let open_with = |columns: Vec<Column>| {
             IcebergSinks::new(IcebergOptions::new(warehouse.path()), "test")
-                .open(&ident, &Schema::new(columns), WriteMode::Upsert { key: vec![0] }, (&[], None))
+                .open(
+                    &ident,
+                    &Schema::new(columns),
+                    WriteMode::Upsert { key: vec![0] },
+                    (&[], None),
+                )
                 .unwrap()
                 .take_writer()
                 .unwrap()
@@ -629,14 +634,20 @@ mod tests {
             writer
                 .apply(vec![(Row::new(vec![Value::Int(i), Value::str("kept")]), 1)])
                 .unwrap();
-            writer.commit(i as Time, &StreamPositions::new(), None, false).unwrap();
+            writer
+                .commit(i as Time, &StreamPositions::new(), None, false)
+                .unwrap();
         }
         drop(writer);
         // The source drops `note`; the table keeps it, optional.
         let mut writer = open_with(vec![id()]);
         for i in 8..16 {
-            writer.apply(vec![(Row::new(vec![Value::Int(i)]), 1)]).unwrap();
-            writer.commit(i as Time, &StreamPositions::new(), None, false).unwrap();
+            writer
+                .apply(vec![(Row::new(vec![Value::Int(i)]), 1)])
+                .unwrap();
+            writer
+                .commit(i as Time, &StreamPositions::new(), None, false)
+                .unwrap();
             writer.compact_small_files().unwrap();
         }
         drop(writer);
@@ -648,7 +659,10 @@ mod tests {
             .into_iter()
             .filter(|stored| stored.row.values()[1] == Value::str("kept"))
             .count();
-        assert_eq!(notes, 8, "the notes written before the column was dropped are still there");
+        assert_eq!(
+            notes, 8,
+            "the notes written before the column was dropped are still there"
+        );
     }
 
     fn walk(dir: &std::path::Path) -> Vec<String> {
