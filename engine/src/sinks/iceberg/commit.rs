@@ -440,7 +440,8 @@ fn new_snapshot_id() -> i64 {
     (uuid::Uuid::new_v4().as_u64_pair().0 & (i64::MAX as u64)) as i64
 }
 
-fn now_ms() -> i64 {
+/// Now, in Unix milliseconds (snapshot and expiry times).
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use super::commit::now_ms;
 use super::rewrite::{Moved, Rewrite};
 use super::writer::{TableWriter, WriteMode};
 use super::{DeleteMode, IcebergError};
@@ -165,10 +166,4 @@ impl TableWriter {
         }
         Ok(true)
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

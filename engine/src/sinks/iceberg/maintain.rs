@@ -5,13 +5,12 @@
 //! Compaction and expiry keep the current snapshot's `tributary.*` summary, so the pipeline
 //! still resumes exactly; both retry when a concurrent commit wins the race.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use super::commit::Changes;
+use super::commit::{now_ms, Changes};
 use super::expire::{Expired, Retention};
 use super::orphans::Orphans;
-use super::table::{IcebergTable, SUMMARY_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
+use super::table::IcebergTable;
 use super::{IcebergError, IcebergOptions, TableIdent};
 
 /// What compaction did.
@@ -46,10 +45,7 @@ fn compact_once(options: &IcebergOptions, table: &str) -> Result<Compacted, Iceb
     let summary = &current.summary().additional_properties;
     let count = |key: &str| summary.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
     let before = (count("total-data-files"), count("total-delete-files"));
-    let carried: HashMap<String, String> = [SUMMARY_PIPELINE, SUMMARY_EPOCH, SUMMARY_POSITIONS]
-        .iter()
-        .filter_map(|key| Some((key.to_string(), summary.get(*key)?.clone())))
-        .collect();
+    let carried = table.unchanged_state_summary();
     let rows: Vec<_> = table.scan()?.into_iter().map(|stored| stored.row).collect();
     let removed = table.live_file_paths()?;
     let mut compacted = Compacted {
@@ -128,10 +124,4 @@ fn expire_once(
         ..table.retention()
     };
     table.expire_snapshots(retention, now_ms())
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -159,6 +159,28 @@ impl IcebergTable {
         Ok(rows)
     }
 
+    /// The `tributary.*` summary of a snapshot that rewrites the current one's rows without
+    /// changing them (compaction): its pipeline, epoch and positions, and no changes of its
+    /// own (`first-epoch` after `epoch`), so restarts and consistent cuts read it as before.
+    pub(super) fn unchanged_state_summary(&self) -> HashMap<String, String> {
+        let Some(current) = self.metadata.current_snapshot() else {
+            return HashMap::new();
+        };
+        let current = &current.summary().additional_properties;
+        let mut summary: HashMap<String, String> =
+            [SUMMARY_PIPELINE, SUMMARY_EPOCH, SUMMARY_POSITIONS]
+                .iter()
+                .filter_map(|key| Some((key.to_string(), current.get(*key)?.clone())))
+                .collect();
+        if let Some(epoch) = summary
+            .get(SUMMARY_EPOCH)
+            .and_then(|e| e.parse::<u64>().ok())
+        {
+            summary.insert(SUMMARY_FIRST_EPOCH.to_owned(), (epoch + 1).to_string());
+        }
+        summary
+    }
+
     /// Commits `rows` (the live rows of `rewrite`'s files) in their place as a `replace`
     /// snapshot that keeps the current snapshot's resume positions; returns where each row
     /// went.
@@ -167,22 +189,7 @@ impl IcebergTable {
         rewrite: &Rewrite,
         rows: Vec<Row>,
     ) -> Result<super::commit::CommitOutcome, IcebergError> {
-        let current = self
-            .metadata
-            .current_snapshot()
-            .map(|s| s.summary().additional_properties.clone());
-        let mut summary: HashMap<String, String> =
-            [SUMMARY_PIPELINE, SUMMARY_EPOCH, SUMMARY_POSITIONS]
-                .iter()
-                .filter_map(|key| Some((key.to_string(), current.as_ref()?.get(*key)?.clone())))
-                .collect();
-        if let Some(epoch) = summary
-            .get(SUMMARY_EPOCH)
-            .and_then(|e| e.parse::<u64>().ok())
-        {
-            // The state is the one at `epoch`: the snapshot adds no changes.
-            summary.insert(SUMMARY_FIRST_EPOCH.to_owned(), (epoch + 1).to_string());
-        }
+        let summary = self.unchanged_state_summary();
         let removed = rewrite.removed();
         let rows_written = rows.len();
         let outcome = self.commit(
