@@ -1,6 +1,7 @@
 //! Source positions: per stream, the last offset a result includes; and the ledger of closed
-//! epochs that readers write and durable sinks commit by: each epoch's positions, and which
-//! epochs are commit points (every table of a run commits at the same epochs).
+//! epochs that readers write and durable sinks commit by: each epoch's positions, the
+//! sources' progress notes at those positions, and which epochs are commit points (every
+//! table of a run commits at the same epochs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,11 @@ use tributary_operators::dataflow::Time;
 /// Source positions by stream name (as sources name their streams): the last offset included.
 /// This is what durable sinks record with each commit.
 pub type StreamPositions = BTreeMap<String, u64>;
+
+/// What a source needs besides its offsets to resume, by stream name, as the source wrote it
+/// (a PostgreSQL backfill's finished tables and chunks). Durable sinks commit it with the
+/// positions it belongs to.
+pub type StreamProgress = BTreeMap<String, serde_json::Value>;
 
 /// Closed epochs and the source positions each covers, by stream name, and the commit points;
 /// written by the reading workers before an epoch's close reaches any sink.
@@ -23,6 +29,8 @@ struct Ledger {
     /// Epochs that durable sinks commit through: one per commit interval, so that all of a
     /// run's tables have snapshots at the same epochs.
     commit_points: BTreeSet<Time>,
+    /// Per stream, the progress notes by the offset from which each holds.
+    notes: BTreeMap<String, BTreeMap<u64, serde_json::Value>>,
     interval: Duration,
     last_point: Instant,
 }
@@ -41,6 +49,7 @@ impl EpochLedger {
         EpochLedger(Arc::new(Mutex::new(Ledger {
             epochs: BTreeMap::new(),
             commit_points: BTreeSet::new(),
+            notes: BTreeMap::new(),
             interval,
             last_point: Instant::now(),
         })))
@@ -77,6 +86,36 @@ impl EpochLedger {
             }
         }
         through
+    }
+
+    /// Records that `stream`'s progress is `note` from `offset` on (once the records up to
+    /// `offset` are in an epoch, that epoch's commit carries it).
+    pub fn note_progress(&self, stream: &str, offset: u64, note: serde_json::Value) {
+        if let Ok(mut ledger) = self.0.lock() {
+            ledger
+                .notes
+                .entry(stream.to_owned())
+                .or_default()
+                .insert(offset, note);
+        }
+    }
+
+    /// The progress each stream had reached through `epoch`: the newest note at or before the
+    /// stream's position then.
+    pub(crate) fn progress_through(&self, epoch: Time) -> StreamProgress {
+        let Some(positions) = self.positions_through(epoch) else {
+            return StreamProgress::new();
+        };
+        let Ok(ledger) = self.0.lock() else {
+            return StreamProgress::new();
+        };
+        positions
+            .iter()
+            .filter_map(|(stream, offset)| {
+                let (_, note) = ledger.notes.get(stream)?.range(..=offset).next_back()?;
+                Some((stream.clone(), note.clone()))
+            })
+            .collect()
     }
 
     /// Makes `epoch` a commit point if it is the newest closed epoch (so no sink has taken a
@@ -131,6 +170,22 @@ mod tests {
         every.record(5, at(1));
         every.record(6, at(2));
         assert_eq!(every.commit_point_before(7), Some(6));
+    }
+
+    #[test]
+    fn progress_is_the_newest_note_at_or_before_an_epochs_position() {
+        let ledger = EpochLedger::default();
+        let at = |offset| StreamPositions::from([("s".to_owned(), offset)]);
+        ledger.note_progress("s", 5, serde_json::json!("five"));
+        ledger.record(0, at(3));
+        ledger.record(1, at(6));
+        ledger.note_progress("s", 9, serde_json::json!("nine"));
+        ledger.record(2, at(8));
+        assert!(ledger.progress_through(0).is_empty(), "no note yet at 3");
+        assert_eq!(ledger.progress_through(1)["s"], "five");
+        assert_eq!(ledger.progress_through(2)["s"], "five", "9 is past 8");
+        ledger.record(3, at(9));
+        assert_eq!(ledger.progress_through(3)["s"], "nine");
     }
 
     #[test]

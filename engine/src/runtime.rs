@@ -289,15 +289,19 @@ fn resume(
         return Ok((reader, ingestor));
     };
     let ingestor = ingestor.starting_at(point.epoch + 1);
+    let backfills = reader.resume_progress(&point.progress);
     if !point.unstarted.is_empty() {
-        if reader.reload() {
+        if backfills {
+            tracing::info!(tables = ?point.unstarted, source = %reader.describe(), "tables without a snapshot yet: the source backfills the tables it has not read yet");
+        } else if reader.reload() {
             tracing::info!(tables = ?point.unstarted, source = %reader.describe(), "tables without a snapshot yet: reading the source's whole state again, replacing what every table holds");
             if !point.appended.is_empty() {
                 tracing::warn!(tables = ?point.appended, "append-only tables that hold rows get the source's current rows appended again (they have no key to replace them by)");
             }
             return Ok((reader, ingestor));
+        } else {
+            tracing::warn!(tables = ?point.unstarted, "tables without a snapshot yet while the pipeline's other tables resume: they start from the resume point, without the source's earlier rows");
         }
-        tracing::warn!(tables = ?point.unstarted, "tables without a snapshot yet while the pipeline's other tables resume: they start from the resume point, without the source's earlier rows");
     }
     tracing::info!(source = %reader.describe(), positions = ?point.positions, epoch = point.epoch, "resuming after the last commit");
     reader.resume_after(&point.positions)?;
@@ -397,6 +401,9 @@ fn drive(
                 return Err(error.into());
             }
         };
+        for (stream, offset, note) in source.take_progress() {
+            ingestor.note_progress(stream, offset, note);
+        }
         ingestor.ingest(batch.drain(..), |e| feed.take(e));
         if source.take_epoch_boundary() {
             ingestor.close_now(|e| feed.take(e));

@@ -184,6 +184,15 @@ impl Ingestor {
         self
     }
 
+    /// Passes a source's progress note on to the ledger (see [`crate::sources::Source::take_progress`]).
+    pub fn note_progress(&self, stream: u32, offset: u64, note: serde_json::Value) {
+        if let Some((ledger, names)) = &self.ledger {
+            if let Some(name) = names.get(stream as usize) {
+                ledger.note_progress(name, offset, note);
+            }
+        }
+    }
+
     /// The open epoch.
     pub fn epoch(&self) -> Time {
         self.epoch

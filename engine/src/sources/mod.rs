@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tributary_operators::RawRecord;
 
 use crate::error::SourceError;
-use crate::positions::StreamPositions;
+use crate::positions::{StreamPositions, StreamProgress};
 
 /// What a poll found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,19 @@ pub trait Source: Send {
     /// Skips what an earlier run already delivered to every durable sink: for each stream named
     /// in `after`, the records at or before that offset. Called once, before the first poll.
     fn resume_after(&mut self, after: &StreamPositions) -> Result<(), SourceError>;
+
+    /// What the sinks committed besides positions (see [`StreamProgress`]), before
+    /// [`Source::resume_after`]. True if the source reads the tables it has not read yet by
+    /// itself (a backfill), so that new tables need no [`Source::reload`].
+    fn resume_progress(&mut self, _progress: &StreamProgress) -> bool {
+        false
+    }
+
+    /// Progress notes since the last call: (stream index, offset, note), each holding from
+    /// the records at that offset on (see [`StreamProgress`]).
+    fn take_progress(&mut self) -> Vec<(u32, u64, serde_json::Value)> {
+        Vec::new()
+    }
 
     /// Instead of resuming, reads the source's whole current state again, each table's rows
     /// after an event that empties what the table held (a database snapshot); true if the

@@ -79,6 +79,15 @@ impl RowTable {
         }
     }
 
+    /// The key's row.
+    pub fn get(&self, hash: u64, is_key: impl Fn(&Row) -> bool) -> Option<&Row> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let slot = self.search(hash, is_key).ok()?;
+        self.slots[slot].as_ref().map(|(_, row)| row)
+    }
+
     /// Takes out the key's row.
     pub fn remove(&mut self, hash: u64, is_key: impl Fn(&Row) -> bool) -> Option<Row> {
         if self.slots.is_empty() {

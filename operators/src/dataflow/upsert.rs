@@ -1,6 +1,7 @@
 //! Upsert: one row per key; events of an epoch apply in source order; deletes, tombstones and
 //! truncates retract. Emits only the net change per key per epoch (per part of an epoch between
-//! truncates), found by applying only each key's last event.
+//! truncates), found by applying only each key's last event. An update that carries Debezium's
+//! placeholder for an unchanged TOASTed value gets the value from the key's previous row.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -17,6 +18,7 @@ use differential_dataflow::AsCollection;
 
 use super::row_table::RowTable;
 use super::{route_hash, Collection, PendingEpochs};
+use crate::debezium::UNAVAILABLE_VALUE;
 use crate::event::{ChangeEvent, Op};
 use crate::row::{Key, Row, PREFETCH_AHEAD};
 use crate::value::Value;
@@ -124,6 +126,23 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
     }
 }
 
+/// Whether `event` is an update with a placeholder for an unchanged TOASTed value.
+fn has_unavailable_values(event: &ChangeEvent) -> bool {
+    event.op == Op::Update
+        && event
+            .after
+            .as_ref()
+            .is_some_and(|after| after.values().iter().any(is_unavailable))
+}
+
+fn is_unavailable(value: &Value) -> bool {
+    match value {
+        Value::Str(text) | Value::Json(text) => &**text == UNAVAILABLE_VALUE,
+        Value::Bytes(bytes) => &**bytes == UNAVAILABLE_VALUE.as_bytes(),
+        _ => false,
+    }
+}
+
 /// Events an epoch buffer may keep room for whatever the epoch that used it last.
 const SPARE_EVENTS: usize = 16_384;
 
@@ -213,6 +232,9 @@ impl UpsertState {
     /// Applies a run of events without truncates, in any order: per key, only its last event
     /// (by source position) counts, and it changes the row the key had before the run.
     fn apply_run(&mut self, events: &mut [ChangeEvent], emit: &mut impl FnMut(Row, i64)) {
+        if events.iter().any(has_unavailable_values) {
+            self.fill_unavailable_values(events);
+        }
         let mut last_events = std::mem::take(&mut self.last_events);
         let LastEvents {
             hashes,
@@ -299,6 +321,38 @@ impl UpsertState {
         self.last_events = last_events;
     }
 
+    /// Puts into each update's placeholders for unchanged TOASTed values the key's value
+    /// before it: of the event before it in the run, else of the state. Where neither holds
+    /// the key (a row the state never saw), the placeholder stays.
+    fn fill_unavailable_values(&self, events: &mut [ChangeEvent]) {
+        events.sort_by_key(|event| event.position);
+        let mut latest: std::collections::HashMap<Key, Option<Row>> = Default::default();
+        for event in events.iter_mut() {
+            if has_unavailable_values(event) {
+                let previous = match latest.get(&event.key) {
+                    Some(row) => row.clone(),
+                    None => {
+                        let hash = hash_key(event.key.iter());
+                        self.rows
+                            .get(hash, Self::is_key(&self.key_columns, &event.key))
+                            .cloned()
+                    }
+                };
+                if let (Some(previous), Some(after)) = (previous, event.after.as_mut()) {
+                    let mut values = after.values().to_vec();
+                    for (value, old) in values.iter_mut().zip(previous.values()) {
+                        if is_unavailable(value) {
+                            *value = old.clone();
+                        }
+                    }
+                    *after = Row::new(values);
+                }
+            }
+            let row = event.after.clone().filter(|_| is_upsert(event.op));
+            latest.insert(event.key.clone(), row);
+        }
+    }
+
     /// Number of live keys.
     pub fn len(&self) -> usize {
         self.rows.len()
@@ -374,6 +428,36 @@ mod tests {
         );
         assert_eq!(emitted, vec![(row(1, "new"), -1), (row(1, "shipped"), 1)]);
         assert_eq!(state.len(), 2);
+    }
+
+    #[test]
+    fn unchanged_toasted_values_come_from_the_keys_previous_row() {
+        let mut state = UpsertState::new(vec![0]);
+        apply(&mut state, vec![event(Op::Create, 1, "long text", 1)]);
+        // From the state: the row does not change, so nothing is emitted.
+        let unchanged = apply(&mut state, vec![event(Op::Update, 1, UNAVAILABLE_VALUE, 2)]);
+        assert_eq!(unchanged, vec![]);
+        // From the event before it in the same epoch.
+        let emitted = apply(
+            &mut state,
+            vec![
+                event(Op::Update, 1, "longer text", 3),
+                event(Op::Update, 1, UNAVAILABLE_VALUE, 4),
+                event(Op::Create, 2, "other", 5),
+                event(Op::Update, 2, UNAVAILABLE_VALUE, 6),
+            ],
+        );
+        assert_eq!(
+            emitted,
+            vec![
+                (row(1, "long text"), -1),
+                (row(1, "longer text"), 1),
+                (row(2, "other"), 1)
+            ]
+        );
+        // A key the state never held keeps the placeholder (nothing to take it from).
+        let unknown = apply(&mut state, vec![event(Op::Update, 9, UNAVAILABLE_VALUE, 7)]);
+        assert_eq!(unknown, vec![(row(9, UNAVAILABLE_VALUE), 1)]);
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub use describe::{describe, DescribedTable};
 use envelope::Record;
 pub use envelope::{transaction_role, TxRole};
 
+/// Debezium's placeholder for a TOASTed value that an update did not change and the server
+/// did not send (PostgreSQL without `REPLICA IDENTITY FULL`).
+pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+
 /// The outcome of decoding one raw record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {

@@ -274,7 +274,13 @@ fn commit(
         return Ok(false);
     };
     let started = Instant::now();
-    let committed = writer.commit(through, &positions, first_changed, even_if_unchanged)?;
+    let progress = context.ledger.progress_through(through);
+    let committed = writer.commit(
+        through,
+        (&positions, &progress),
+        first_changed,
+        even_if_unchanged,
+    )?;
     add_busy(context, started);
     let written = committed.is_some();
     if let Some(stats) = committed {

@@ -50,7 +50,7 @@ pub use table::{
 };
 pub use writer::{CommitStats, TableWriter, WriteMode};
 
-use crate::positions::StreamPositions;
+use crate::positions::{StreamPositions, StreamProgress};
 
 /// What can go wrong writing Iceberg tables.
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +282,8 @@ impl IcebergSinks {
 pub struct ResumePoint {
     /// Per stream, the earliest position any table still needs.
     pub positions: StreamPositions,
+    /// Per stream, the progress committed with that position.
+    pub progress: StreamProgress,
     /// The last epoch any table committed.
     pub epoch: Time,
     /// Tables with no snapshot yet, while others have one: resumed, they miss the source's
@@ -304,7 +306,7 @@ fn resume_from(tables: &[(&TableIdent, &Committed)]) -> Option<ResumePoint> {
         .map(|(ident, _)| ident.to_string())
         .collect();
     let streams: BTreeSet<&String> = resumed.iter().flat_map(|c| c.positions.keys()).collect();
-    let positions = streams
+    let positions: StreamPositions = streams
         .into_iter()
         .filter_map(|stream| {
             // A table that never saw the stream needs all of it.
@@ -316,8 +318,20 @@ fn resume_from(tables: &[(&TableIdent, &Committed)]) -> Option<ResumePoint> {
             Some((stream.clone(), earliest))
         })
         .collect();
+    // Progress goes with the position it was committed at: a table's at the earliest one.
+    let progress = positions
+        .iter()
+        .filter_map(|(stream, offset)| {
+            let note = resumed
+                .iter()
+                .filter(|c| c.positions.get(stream) == Some(offset))
+                .find_map(|c| c.progress.get(stream))?;
+            Some((stream.clone(), note.clone()))
+        })
+        .collect();
     Some(ResumePoint {
         positions,
+        progress,
         epoch,
         unstarted,
         appended: Vec::new(),
@@ -331,6 +345,7 @@ mod tests {
     fn committed(epoch: Option<Time>, positions: &[(&str, u64)]) -> Committed {
         Committed {
             epoch,
+            progress: StreamProgress::new(),
             positions: positions
                 .iter()
                 .map(|(s, o)| ((*s).to_owned(), *o))

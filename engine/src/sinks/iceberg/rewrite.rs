@@ -20,6 +20,7 @@ use super::columns::DELETE_FILE_PATH_ID;
 use super::commit::Changes;
 use super::table::{
     IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS,
+    SUMMARY_PROGRESS, SUMMARY_BACKFILL,
 };
 use super::IcebergError;
 
@@ -168,8 +169,14 @@ impl IcebergTable {
         };
         let current = &current.summary().additional_properties;
         let mut summary: HashMap<String, String> =
-            [SUMMARY_PIPELINE, SUMMARY_EPOCH, SUMMARY_POSITIONS]
-                .iter()
+            [
+                SUMMARY_PIPELINE,
+                SUMMARY_EPOCH,
+                SUMMARY_POSITIONS,
+                SUMMARY_PROGRESS,
+                SUMMARY_BACKFILL,
+            ]
+            .iter()
                 .filter_map(|key| Some((key.to_string(), current.get(*key)?.clone())))
                 .collect();
         if let Some(epoch) = summary

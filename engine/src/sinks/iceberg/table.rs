@@ -19,7 +19,7 @@ use super::columns::{evolve, iceberg_schema, schema_of, ColumnMap};
 use super::expire::FileIndex;
 use super::partition::{unbound_spec, Partition, Partitioner};
 use super::IcebergError;
-use crate::positions::StreamPositions;
+use crate::positions::{StreamPositions, StreamProgress};
 
 /// Snapshot-summary keys that make restarts exactly-once.
 pub const SUMMARY_PIPELINE: &str = "tributary.pipeline";
@@ -27,6 +27,13 @@ pub const SUMMARY_PIPELINE: &str = "tributary.pipeline";
 pub const SUMMARY_EPOCH: &str = "tributary.epoch";
 /// The source positions (JSON object: stream → last offset) a snapshot covers.
 pub const SUMMARY_POSITIONS: &str = "tributary.source-positions";
+/// What the sources need besides positions to resume (JSON object: stream → the source's
+/// note), e.g. a PostgreSQL backfill's finished tables and chunks.
+pub const SUMMARY_PROGRESS: &str = "tributary.source-progress";
+/// `in-progress` while a source still backfills a table (its rows are then those of the
+/// chunks read so far plus every change streamed since the backfill began), else `complete`;
+/// absent when the source reports no backfill.
+pub const SUMMARY_BACKFILL: &str = "tributary.backfill";
 /// The first epoch whose changes a snapshot adds (its epoch + 1 when it adds none): with
 /// `tributary.epoch`, what tells whether a table's snapshot holds its state at a given epoch.
 pub const SUMMARY_FIRST_EPOCH: &str = "tributary.first-epoch";
@@ -69,6 +76,8 @@ pub struct Committed {
     pub epoch: Option<Time>,
     /// The source positions committed.
     pub positions: StreamPositions,
+    /// The sources' progress committed with them.
+    pub progress: StreamProgress,
 }
 
 impl IcebergTable {
@@ -416,7 +425,20 @@ impl IcebergTable {
             })?,
             None => StreamPositions::new(),
         };
-        Ok(Committed { epoch, positions })
+        let progress = match summary.get(SUMMARY_PROGRESS) {
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                IcebergError::Config(format!(
+                    "table {}: unreadable {SUMMARY_PROGRESS}: {e}",
+                    self.ident
+                ))
+            })?,
+            None => StreamProgress::new(),
+        };
+        Ok(Committed {
+            epoch,
+            positions,
+            progress,
+        })
     }
 
     pub(super) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {

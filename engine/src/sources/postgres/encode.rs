@@ -11,9 +11,7 @@ use tributary_operators::value::write_json_string;
 
 use super::pgoutput::Datum;
 
-/// Debezium's placeholder for a TOASTed value that an update did not change and the server
-/// did not send (set `REPLICA IDENTITY FULL` to get the old value instead).
-pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+pub use tributary_operators::debezium::UNAVAILABLE_VALUE;
 
 /// Type OIDs (`pg_type.oid`) whose text needs more than quoting.
 mod oid {

@@ -2,12 +2,14 @@
 //! change events the Debezium PostgreSQL connector would (ops `c`/`u`/`d`/`r`/`t`, `source.lsn`,
 //! `txId`, `ts_ms`, table = `server.schema.table`).
 //!
-//! A run without committed positions creates the slot, reads every published table under the
-//! snapshot the slot exported (`r` events, one epoch of their own), then streams. Positions are
-//! LSNs (one stream, `postgres/SLOT`): a resumed run restarts the slot from the LSN its sinks
-//! committed and skips transactions that ended at or before it. The slot's confirmed flush LSN
-//! advances only to what every durable sink committed.
+//! A run without committed positions creates the slot and streams at once, while the backfill
+//! reads the published tables' rows in chunks between watermarks (`r` events; see
+//! [`backfill`]). Positions are LSNs (one stream, `postgres/SLOT`): a resumed run restarts the
+//! slot from the LSN its sinks committed and skips transactions that ended at or before it; the
+//! backfill's progress is committed with them, so a resumed backfill goes on at its next chunk.
+//! The slot's confirmed flush LSN advances only to what every durable sink committed.
 
+mod backfill;
 pub mod discover;
 pub mod encode;
 pub mod pgoutput;
@@ -28,14 +30,17 @@ use tokio::sync::{mpsc, watch};
 
 use tributary_operators::RawRecord;
 
+use self::backfill::Progress;
 use self::server::SESSION_OPTIONS;
 use self::session::Followed;
 use self::session::{Feed, Session};
 use super::{single_stream_resume, Poll, Source, TableFilter};
 use crate::error::SourceError;
-use crate::positions::StreamPositions;
+use crate::positions::{StreamPositions, StreamProgress};
 
-/// Transactions (or snapshot batches) buffered between the session and the reading worker.
+pub use self::backfill::DEFAULT_CHUNK_ROWS;
+
+/// Transactions (or backfilled chunks) buffered between the session and the reading worker.
 const FEED_CAPACITY: usize = 64;
 
 /// A parsed `postgres://USER[:PASSWORD]@HOST[:PORT]/DB?publication=P&slot=S…` source.
@@ -68,6 +73,9 @@ pub struct PostgresSourceSpec {
     /// CA certificates (PEM) for `sslmode=verify-full` (`sslrootcert=`; default: the Mozilla
     /// roots).
     pub ssl_root_cert: Option<std::path::PathBuf>,
+    /// Rows per backfill chunk (`chunk_rows=`, default [`DEFAULT_CHUNK_ROWS`]): with one
+    /// chunk in flight, what bounds the backfill's memory.
+    pub chunk_rows: usize,
 }
 
 impl std::fmt::Debug for PostgresSourceSpec {
@@ -118,6 +126,7 @@ impl PostgresSourceSpec {
             create_publication: false,
             ssl_mode: tls::SslMode::default(),
             ssl_root_cert: None,
+            chunk_rows: DEFAULT_CHUNK_ROWS,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -141,10 +150,17 @@ impl PostgresSourceSpec {
                 "create_publication" => spec.create_publication = value == "true",
                 "sslmode" => spec.ssl_mode = tls::SslMode::parse(&value)?,
                 "sslrootcert" => spec.ssl_root_cert = Some(value.into()),
+                "chunk_rows" => {
+                    spec.chunk_rows = value
+                        .parse()
+                        .ok()
+                        .filter(|rows| *rows > 0)
+                        .ok_or_else(|| format!("chunk_rows `{value}` is not a positive number"))?
+                }
                 other => {
                     return Err(format!(
                         "unknown option `{other}`; expected publication, slot, server, \
-                         create_publication, sslmode or sslrootcert"
+                         create_publication, sslmode, sslrootcert or chunk_rows"
                     ))
                 }
             }
@@ -238,12 +254,10 @@ pub struct PostgresSource {
     resume_from: Option<u64>,
     running: Option<Running>,
     pending: VecDeque<RawRecord>,
-    /// Snapshot records are still arriving: never report idle (the epoch must not close).
-    in_snapshot: bool,
-    /// The snapshot's last record has been received: close its epoch once it is handed out.
-    snapshot_complete: bool,
-    /// Close the epoch after what the last poll returned.
-    boundary: bool,
+    /// The backfill's progress notes not yet taken: (offset, note).
+    notes: Vec<(u64, serde_json::Value)>,
+    /// The backfill's progress the sinks committed.
+    committed_progress: Option<Progress>,
     caught_up: bool,
     /// Schemas the pipeline declared from the source, and which new tables it reads.
     followed: Arc<Followed>,
@@ -263,9 +277,8 @@ impl PostgresSource {
             resume_from: None,
             running: None,
             pending: VecDeque::new(),
-            in_snapshot: true,
-            snapshot_complete: false,
-            boundary: false,
+            notes: Vec::new(),
+            committed_progress: None,
             caught_up: false,
             followed: Arc::default(),
             schema_changed: None,
@@ -291,6 +304,8 @@ impl PostgresSource {
                 in_transaction: false,
                 followed: Arc::clone(&self.followed),
                 reload: self.reload,
+                committed_progress: self.committed_progress.take(),
+                backfill: Default::default(),
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -338,12 +353,6 @@ impl Source for PostgresSource {
                     None => break,
                 }
             }
-            if self.pending.is_empty() && self.snapshot_complete {
-                // Everything of the snapshot is handed out: its epoch closes now.
-                self.snapshot_complete = false;
-                self.boundary = true;
-                return Ok(Poll::Ready);
-            }
             if out.len() >= max {
                 return Ok(Poll::Ready);
             }
@@ -356,10 +365,7 @@ impl Source for PostgresSource {
                     received = true;
                     self.pending.extend(records);
                 }
-                Ok(Feed::SnapshotDone) => {
-                    self.in_snapshot = false;
-                    self.snapshot_complete = true;
-                }
+                Ok(Feed::Progress(offset, note)) => self.notes.push((offset, note)),
                 Ok(Feed::CaughtUp) => self.caught_up = true,
                 Ok(Feed::SchemaChanged(change)) => self.schema_changed = Some(change),
                 Ok(Feed::Failed(error)) => return Err(error),
@@ -378,11 +384,6 @@ impl Source for PostgresSource {
         if self.caught_up && !self.follow {
             return Ok(Poll::Finished);
         }
-        if self.in_snapshot && self.resume_from.is_none() {
-            // Mid-snapshot (or before it): wait here rather than let an idle epoch close.
-            std::thread::sleep(Duration::from_millis(2));
-            return Ok(Poll::Ready);
-        }
         Ok(Poll::Idle)
     }
 
@@ -390,9 +391,22 @@ impl Source for PostgresSource {
         let lsn = single_stream_resume(&self.spec.stream_name(), after)?;
         if lsn > 0 {
             self.resume_from = Some(lsn);
-            self.in_snapshot = false;
         }
         Ok(())
+    }
+
+    fn resume_progress(&mut self, progress: &StreamProgress) -> bool {
+        self.committed_progress = progress
+            .get(&self.spec.stream_name())
+            .and_then(Progress::from_json);
+        self.committed_progress.is_some()
+    }
+
+    fn take_progress(&mut self) -> Vec<(u32, u64, serde_json::Value)> {
+        self.notes
+            .drain(..)
+            .map(|(offset, note)| (0, offset, note))
+            .collect()
     }
 
     fn reload(&mut self) -> bool {
@@ -400,13 +414,9 @@ impl Source for PostgresSource {
         true
     }
 
-    fn take_epoch_boundary(&mut self) -> bool {
-        std::mem::take(&mut self.boundary)
-    }
-
     fn at_transaction_end(&self) -> bool {
-        // The session hands on committed transactions whole; the snapshot ends by a boundary.
-        self.pending.is_empty() && !self.in_snapshot
+        // The session hands on committed transactions and backfilled chunks whole.
+        self.pending.is_empty()
     }
 
     fn follow_schemas(

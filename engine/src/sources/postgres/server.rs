@@ -1,6 +1,6 @@
 //! What Tributary asks of the PostgreSQL server: the control connection (with TLS), the
-//! preflight checks with their fixes, the replication slot's life (create with an exported
-//! snapshot, wait until free, drop, advance), starting replication, the `--until-idle` marker,
+//! preflight checks with their fixes, the replication slot's life (create, wait until free,
+//! drop, advance), starting replication, the `--until-idle` marker,
 //! and one-line errors.
 
 use std::time::Duration;
@@ -325,39 +325,33 @@ pub(super) async fn connect_replication(
         .map_err(|e| replication_error(spec, e))
 }
 
-/// Creates the slot on the replication session, exporting its snapshot; returns the
-/// consistent point and the snapshot's name (valid until the session's next command).
+/// Creates the slot on the replication session; returns its consistent point (the backfill
+/// reads tables between watermarks, so no snapshot is exported).
 pub(super) async fn create_slot(
     client: &mut ReplicationClient,
     spec: &PostgresSourceSpec,
-) -> Result<(u64, String), SourceError> {
+) -> Result<u64, SourceError> {
     let rows = client
         .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
             quote_ident(&spec.slot)
         ))
         .await
         .map_err(|e| replication_error(spec, e))?;
-    let text = |i: usize| {
-        rows.first()
-            .and_then(|row| row.get(i))
-            .and_then(|v| v.as_ref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    let lsn = text(1).and_then(|t| Lsn::parse(&t).ok());
-    match (lsn, text(2)) {
-        (Some(lsn), Some(snapshot)) => Ok((lsn.as_u64(), snapshot)),
-        _ => Err(SourceError::Postgres {
+    rows.first()
+        .and_then(|row| row.get(1))
+        .and_then(|v| v.as_ref())
+        .and_then(|v| Lsn::parse(&String::from_utf8_lossy(v)).ok())
+        .map(Lsn::as_u64)
+        .ok_or_else(|| SourceError::Postgres {
             what: "create slot".into(),
-            reason: "CREATE_REPLICATION_SLOT returned no consistent point or snapshot".into(),
-        }),
-    }
+            reason: "CREATE_REPLICATION_SLOT returned no consistent point".into(),
+        })
 }
 
-/// Writes a non-transactional logical message; streaming reaches it once everything committed
-/// before now has been received. Returns its unique content.
-pub(super) async fn emit_marker(control: &Client) -> Result<String, SourceError> {
-    let nonce = uuid::Uuid::new_v4().to_string();
+/// Writes the non-transactional logical message `nonce`; streaming reaches it once everything
+/// committed before now has been received.
+pub(super) async fn emit_marker(control: &Client, nonce: &str) -> Result<(), SourceError> {
     control
         .execute(
             "SELECT pg_logical_emit_message(false, $1, $2)",
@@ -365,7 +359,7 @@ pub(super) async fn emit_marker(control: &Client) -> Result<String, SourceError>
         )
         .await
         .map_err(|e| db_error("mark the WAL end for --until-idle", e))?;
-    Ok(nonce)
+    Ok(())
 }
 
 /// Columns of a table that `pgoutput` sends (generated columns excluded), in table order.

@@ -1,27 +1,29 @@
 //! The replication session, on a background thread with its own tokio runtime: checks the
-//! server, creates (or reuses) the slot, reads the initial snapshot under the snapshot the slot
-//! exported, then streams `pgoutput` transactions and hands each committed one to the source as
-//! Debezium records. Reports the sinks' committed LSN back to the server as the flush position.
+//! server, creates (or reuses) the slot, starts the backfill of the tables not read yet (see
+//! [`super::backfill`]), then streams `pgoutput` transactions and hands each committed one,
+//! and each backfilled chunk at its high watermark, to the source as Debezium records.
+//! Reports the sinks' committed LSN back to the server as the flush position.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 use tributary_operators::{RawRecord, Schema};
 
+use super::backfill::{
+    parse_watermark, Chunk, FromReader, Progress, Reader, TableProgress, Window,
+    WATERMARK_PREFIX,
+};
 use super::discover::covers;
-use super::encode::{change_event, ChangeSource, RowImage};
 use super::pgoutput::{self, Datum, RowMessage};
 use super::server::{
     advance_slot, check_slot_for_resume, connect_control, connect_replication, create_slot,
-    db_error, drop_stale_slot, emit_marker, free_slot, preflight, quote_ident, quote_literal,
-    start, table_columns, MARKER_PREFIX,
+    drop_stale_slot, free_slot, preflight, start, MARKER_PREFIX,
 };
 use super::transaction::{record, report_schema_change, OpenTransaction, TableShape};
 use super::PostgresSourceSpec;
@@ -31,10 +33,10 @@ use crate::sources::TableFilter;
 /// What the session hands to the source, in order.
 #[derive(Debug)]
 pub(super) enum Feed {
-    /// Records of the snapshot or of one committed transaction.
+    /// Records of one committed transaction or backfilled chunk.
     Records(Vec<RawRecord>),
-    /// The initial snapshot is complete: it forms an epoch of its own.
-    SnapshotDone,
+    /// The backfill's progress from this offset on.
+    Progress(u64, serde_json::Value),
     /// The next transaction changes a table whose schema no longer fits the one the pipeline
     /// declared (what changed); nothing follows.
     SchemaChanged(String),
@@ -68,8 +70,26 @@ pub(super) struct Session {
     /// What the pipeline took from the source: a change that no longer fits stops the stream
     /// before it.
     pub followed: Arc<Followed>,
-    /// The snapshot replaces what the sinks hold: each table's rows follow a truncate.
+    /// The backfill replaces what the sinks hold: each table's rows follow a truncate.
     pub reload: bool,
+    /// The backfill's progress the sinks committed (`None`: none recorded).
+    pub committed_progress: Option<Progress>,
+    /// The backfill as it stands.
+    pub backfill: Backfill,
+}
+
+/// The stream's side of the backfill.
+#[derive(Debug, Default)]
+pub(super) struct Backfill {
+    pub progress: Progress,
+    /// From the reader (`None` once it has finished).
+    pub from_reader: Option<mpsc::Receiver<FromReader>>,
+    /// Between a chunk's watermarks: the keys changed since the low one.
+    pub window: Option<Window>,
+    /// The chunk read, waiting for the stream to reach its high watermark.
+    pub arrived: Option<Chunk>,
+    /// This run's id in the watermarks.
+    pub run: String,
 }
 
 /// The tables a pipeline declared with the source's schemas, and the new ones it would read.
@@ -90,11 +110,6 @@ enum Interrupted {
     Fatal(SourceError),
 }
 
-/// The transaction id given to snapshot rows: above every PostgreSQL xid, so the epoch clock
-/// never splits the snapshot and always closes it before the first streamed transaction.
-const SNAPSHOT_TX: u64 = 1 << 40;
-/// Rows fetched per round trip while reading the snapshot.
-const SNAPSHOT_FETCH: usize = 5000;
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// How often the committed LSN is reported to the server.
@@ -115,33 +130,27 @@ impl Session {
         let mut control = connect_control(&self.spec).await?;
         let tables = preflight(&control, &self.spec).await?;
         let mut config = self.spec.replication_config();
-        let mut client = match self.resume_from {
+        let (mut client, start_at) = match self.resume_from {
             Some(lsn) => {
                 check_slot_for_resume(&control, &self.spec, lsn).await?;
                 config.start_lsn = Lsn(lsn);
                 config.ack_lsn = Some(Lsn(lsn));
                 self.acknowledged.fetch_max(lsn, Ordering::Relaxed);
                 self.delivered = lsn;
-                connect_replication(&self.spec, config).await?
+                (connect_replication(&self.spec, config).await?, lsn)
             }
             None => {
                 drop_stale_slot(&control, &self.spec).await?;
                 let mut client = connect_replication(&self.spec, config).await?;
-                let (consistent_point, snapshot) = create_slot(&mut client, &self.spec).await?;
-                tracing::info!(slot = %self.spec.slot, consistent_point = %Lsn(consistent_point).to_pg_string(), tables = tables.len(), "created replication slot; reading the initial snapshot");
-                let rows = self
-                    .read_snapshot(&control, &tables, &snapshot, consistent_point)
-                    .await?;
-                tracing::info!(rows, "initial snapshot read");
-                self.send(Feed::SnapshotDone).await?;
-                client
+                let consistent_point = create_slot(&mut client, &self.spec).await?;
+                tracing::info!(slot = %self.spec.slot, consistent_point = %Lsn(consistent_point).to_pg_string(), tables = tables.len(), "created replication slot");
+                (client, consistent_point)
             }
         };
-        let marker = if self.until_idle {
-            Some(emit_marker(&control).await?)
-        } else {
-            None
-        };
+        let marker = self
+            .until_idle
+            .then(|| uuid::Uuid::new_v4().to_string());
+        self.start_backfill(&tables, start_at, marker.clone()).await?;
         start(&mut client, &self.spec).await?;
         tracing::info!(slot = %self.spec.slot, publication = %self.spec.publication, "streaming changes");
         loop {
@@ -262,103 +271,160 @@ impl Session {
             })
     }
 
-    /// Reads every published table under the exported snapshot, as `r` events at the slot's
-    /// consistent point; returns the row count.
-    async fn read_snapshot(
-        &self,
-        control: &Client,
+    /// Works out which tables still need a backfill (a fresh run: all; a resumed one: those
+    /// its committed progress does not have done, and new ones), records that as the
+    /// progress from `start_at` on, and starts the reader, which writes `marker` once done.
+    async fn start_backfill(
+        &mut self,
         tables: &[(String, String)],
-        snapshot: &str,
-        consistent_point: u64,
-    ) -> Result<u64, SourceError> {
-        let sql_error = |e: tokio_postgres::Error| db_error("snapshot", e);
-        control
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(sql_error)?;
-        control
-            .batch_execute(&format!(
-                "SET TRANSACTION SNAPSHOT {}",
-                quote_literal(snapshot)
-            ))
-            .await
-            .map_err(sql_error)?;
-        let ts_ms = now_ms();
-        let mut total = 0;
-        for (schema, table) in tables {
-            let columns = table_columns(control, schema, table).await?;
-            let list = columns
-                .iter()
-                .map(|c| quote_ident(&c.name))
-                .collect::<Vec<_>>()
-                .join(", ");
-            control
-                .batch_execute(&format!(
-                    "DECLARE tributary_snapshot NO SCROLL CURSOR FOR SELECT {list} FROM {}.{}",
-                    quote_ident(schema),
-                    quote_ident(table)
-                ))
-                .await
-                .map_err(sql_error)?;
-            let source = ChangeSource {
-                server: &self.spec.server,
-                db: &self.spec.database,
-                schema,
-                table,
-                tx_id: SNAPSHOT_TX,
-                lsn: consistent_point,
-                ts_ms,
-                snapshot: true,
-            };
+        start_at: u64,
+        marker: Option<String>,
+    ) -> Result<(), SourceError> {
+        let published: HashSet<String> = tables.iter().map(|(s, t)| format!("{s}.{t}")).collect();
+        let mut progress = match self.committed_progress.take() {
+            Some(progress) => progress,
+            // Positions without progress come from a run that read its snapshot whole.
+            None if self.resume_from.is_some() => Progress {
+                tables: published
+                    .iter()
+                    .map(|name| (name.clone(), TableProgress::Done))
+                    .collect(),
+            },
+            None => Progress::default(),
+        };
+        progress.tables.retain(|name, _| published.contains(name));
+        for name in &published {
+            let table = progress.tables.entry(name.clone()).or_insert(TableProgress::Pending);
             if self.reload {
-                let truncate = change_event('t', None, None, &source);
-                let records = vec![record(truncate, consistent_point, total as usize)];
-                total += 1;
-                self.send(Feed::Records(records)).await?;
+                *table = TableProgress::Pending;
             }
-            loop {
-                let messages = control
-                    .simple_query(&format!(
-                        "FETCH FORWARD {SNAPSHOT_FETCH} FROM tributary_snapshot"
-                    ))
-                    .await
-                    .map_err(sql_error)?;
-                let mut records = Vec::with_capacity(SNAPSHOT_FETCH);
-                let mut values = Vec::with_capacity(columns.len());
-                for message in messages {
-                    let SimpleQueryMessage::Row(row) = message else {
-                        continue;
-                    };
-                    values.clear();
-                    values.extend((0..columns.len()).map(|i| match row.get(i) {
-                        Some(text) => Datum::Text(Bytes::copy_from_slice(text.as_bytes())),
-                        None => Datum::Null,
-                    }));
-                    let after = RowImage {
-                        columns: &columns,
-                        values: &values,
-                        fallback: None,
-                    };
-                    let json = change_event('r', None, Some(after), &source);
-                    records.push(record(
-                        json,
-                        consistent_point,
-                        total as usize + records.len(),
-                    ));
-                }
-                if records.is_empty() {
-                    break;
-                }
-                total += records.len() as u64;
-                self.send(Feed::Records(records)).await?;
-            }
-            control
-                .batch_execute("CLOSE tributary_snapshot")
-                .await
-                .map_err(sql_error)?;
         }
-        control.batch_execute("COMMIT").await.map_err(sql_error)?;
-        Ok(total)
+        self.send(Feed::Progress(start_at, progress.to_json())).await?;
+        let (to_stream, from_reader) = mpsc::channel(1);
+        let run = uuid::Uuid::new_v4().to_string();
+        let reader = Reader {
+            spec: self.spec.clone(),
+            chunk_rows: self.spec.chunk_rows,
+            run: run.clone(),
+            progress: progress.clone(),
+            reload: self.reload,
+            known: published,
+            watch_publication: self.followed.new_tables.is_some(),
+            marker,
+            to_stream: to_stream.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(error) = reader.run().await {
+                let _ = to_stream.send(FromReader::Failed(error)).await;
+            }
+        });
+        self.backfill = Backfill {
+            progress,
+            from_reader: Some(from_reader),
+            window: None,
+            arrived: None,
+            run,
+        };
+        Ok(())
+    }
+
+    /// What the reader says while the stream waits for WAL: a chunk is kept for its high
+    /// watermark; a new table the pipeline would read stops the stream (`Some`).
+    fn from_reader(&mut self, message: Option<FromReader>) -> Result<Option<String>, SourceError> {
+        match message {
+            None | Some(FromReader::Complete) => {
+                if message.is_none() {
+                    self.backfill.from_reader = None;
+                }
+                Ok(None)
+            }
+            Some(FromReader::Chunk(chunk)) => {
+                self.backfill.arrived = Some(chunk);
+                Ok(None)
+            }
+            Some(FromReader::NewTable(schema, table)) => {
+                let followed = self
+                    .followed
+                    .new_tables
+                    .as_ref()
+                    .is_some_and(|filter| filter.matches(&schema, &table));
+                Ok(followed.then(|| format!("table {}.{schema}.{table} is new", self.spec.server)))
+            }
+            Some(FromReader::Failed(error)) => Err(error),
+        }
+    }
+
+    /// A watermark at `lsn`: a low one opens the chunk's window; at a high one the chunk's
+    /// rows whose keys did not change meanwhile go to the pipeline.
+    async fn watermark(&mut self, content: &[u8], lsn: u64) -> Result<(), SourceError> {
+        let Some((run, id, window)) = parse_watermark(content) else {
+            return Ok(());
+        };
+        if run != self.backfill.run {
+            return Ok(());
+        }
+        if let Some(window) = window {
+            self.backfill.window = Some(window);
+            return Ok(());
+        }
+        let Some(window) = self.backfill.window.take().filter(|w| w.chunk == id) else {
+            return Ok(());
+        };
+        let chunk = match self.backfill.arrived.take() {
+            Some(chunk) => chunk,
+            None => loop {
+                let message = match self.backfill.from_reader.as_mut() {
+                    Some(from_reader) => from_reader.recv().await,
+                    None => None,
+                };
+                if message.is_none() {
+                    return Err(SourceError::Postgres {
+                        what: "backfill".into(),
+                        reason: "the backfill reader ended before its chunk".into(),
+                    });
+                }
+                self.from_reader(message)?;
+                if let Some(chunk) = self.backfill.arrived.take() {
+                    break chunk;
+                }
+            },
+        };
+        if chunk.id != id {
+            return Err(SourceError::Postgres {
+                what: "backfill".into(),
+                reason: format!("chunk {} arrived at the watermark of chunk {id}", chunk.id),
+            });
+        }
+        if window.spoiled {
+            tracing::debug!(table = %chunk.table, chunk = id, "the table changed without a usable key while its chunk was read; reading it again");
+            let _ = chunk.verdict.send(false);
+            return Ok(());
+        }
+        let mut records: Vec<RawRecord> = Vec::with_capacity(chunk.rows.len() + 1);
+        if let Some(truncate) = chunk.truncate {
+            records.push(record(truncate, lsn, 0));
+        }
+        for (key, json) in chunk.rows {
+            if !window.changed.contains(&key) {
+                let seq = records.len();
+                records.push(record(json, lsn, seq));
+            }
+        }
+        if records.is_empty() {
+            // Nothing to add, but the progress must reach the sinks: a bare tombstone at the
+            // watermark carries the position.
+            records.push(RawRecord {
+                value: None,
+                ..record(String::new(), lsn, 0)
+            });
+        }
+        self.backfill.progress.tables.insert(chunk.table, chunk.then);
+        self.delivered = self.delivered.max(lsn);
+        self.send(Feed::Progress(lsn, self.backfill.progress.to_json()))
+            .await?;
+        self.send(Feed::Records(records)).await?;
+        let _ = chunk.verdict.send(true);
+        Ok(())
     }
 
     /// Streams transactions until stopped; each commit becomes one batch of records.
@@ -370,6 +436,7 @@ impl Session {
         let mut open: Option<OpenTransaction> = None;
         let mut feedback = tokio::time::interval(FEEDBACK_INTERVAL);
         loop {
+            let reading = self.backfill.from_reader.is_some() && self.backfill.arrived.is_none();
             let event = tokio::select! {
                 event = client.recv() => event.map_err(|e| Interrupted::Lost(e.to_string()))?,
                 _ = feedback.tick() => {
@@ -377,6 +444,15 @@ impl Session {
                     continue;
                 }
                 _ = self.stop.changed() => return Ok(()),
+                message = recv_from(&mut self.backfill.from_reader), if reading => {
+                    if let Some(change) = self.from_reader(message).map_err(Interrupted::Fatal)? {
+                        self.send(Feed::SchemaChanged(change))
+                            .await
+                            .map_err(Interrupted::Fatal)?;
+                        return Ok(());
+                    }
+                    continue;
+                }
             };
             let Some(event) = event else {
                 return Ok(());
@@ -418,6 +494,9 @@ impl Session {
                         }
                         self.relations.insert(shape.relation.oid, shape);
                     } else if let Some(tx) = open.as_mut() {
+                        if let Some(window) = self.backfill.window.as_mut() {
+                            watch_window(window, &self.relations, &message);
+                        }
                         tx.add(&self.spec, &self.relations, message, wal_start.as_u64())
                             .map_err(Interrupted::Fatal)?;
                     }
@@ -460,8 +539,17 @@ impl Session {
                     }
                 }
                 ReplicationEvent::Message {
-                    prefix, content, ..
+                    prefix,
+                    content,
+                    lsn,
+                    ..
                 } => {
+                    if prefix == WATERMARK_PREFIX {
+                        self.watermark(&content, lsn.as_u64())
+                            .await
+                            .map_err(Interrupted::Fatal)?;
+                        continue;
+                    }
                     let ours = marker.is_some_and(|m| {
                         prefix == MARKER_PREFIX && content.as_ref() == m.as_bytes()
                     });
@@ -477,7 +565,53 @@ impl Session {
     }
 }
 
-fn now_ms() -> i64 {
+/// Notes in `window` a change of its table.
+fn watch_window(window: &mut Window, relations: &HashMap<u32, TableShape>, message: &RowMessage) {
+    let oid = match message {
+        RowMessage::Insert { oid, .. }
+        | RowMessage::Update { oid, .. }
+        | RowMessage::Delete { oid, .. } => *oid,
+        RowMessage::Truncate { oids } => {
+            let ours = oids.iter().any(|oid| {
+                relations.get(oid).is_some_and(|shape| {
+                    shape.relation.schema == window.schema && shape.relation.table == window.table
+                })
+            });
+            window.spoiled |= ours;
+            return;
+        }
+        RowMessage::Relation(_) | RowMessage::Ignored => return,
+    };
+    let Some(shape) = relations.get(&oid) else {
+        return;
+    };
+    if shape.relation.schema != window.schema || shape.relation.table != window.table {
+        return;
+    }
+    let names: Vec<String> = shape.relation.columns.iter().map(|c| c.name.clone()).collect();
+    let mut saw = |values: &[Datum]| window.saw(&names, values);
+    match message {
+        RowMessage::Insert { new, .. } => saw(new),
+        RowMessage::Update { old, new, .. } => {
+            saw(new);
+            if let Some(old) = old {
+                saw(old);
+            }
+        }
+        RowMessage::Delete { old, .. } => saw(old),
+        _ => {}
+    }
+}
+
+/// The next message from the backfill reader, or never once it has finished.
+async fn recv_from(from_reader: &mut Option<mpsc::Receiver<FromReader>>) -> Option<FromReader> {
+    match from_reader {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -16,11 +16,11 @@ use super::housekeeping::Upkeep;
 use super::keyed::{KeyHash, KeyedSlots};
 use super::read::DataFileRef;
 use super::table::{
-    Committed, IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
-    SUMMARY_POSITIONS,
+    Committed, IcebergTable, SUMMARY_BACKFILL, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH,
+    SUMMARY_PIPELINE, SUMMARY_POSITIONS, SUMMARY_PROGRESS,
 };
 use super::{DeleteMode, IcebergError};
-use crate::positions::StreamPositions;
+use crate::positions::{StreamPositions, StreamProgress};
 
 /// How a table takes changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,7 +300,7 @@ impl TableWriter {
     }
 
     /// Commits the applied changes as one snapshot covering epochs up to `epoch` and the
-    /// source `positions`; `first_changed` is the first epoch whose changes it holds (recorded
+    /// source `positions` (with the sources' `progress` there); `first_changed` is the first epoch whose changes it holds (recorded
     /// for readers that look for consistent cuts across tables). When nothing changed, nothing
     /// happens unless `even_if_unchanged` and the positions moved: then a snapshot without
     /// files records them (an idle table keeps up, so that restarts need not replay for it
@@ -308,7 +308,7 @@ impl TableWriter {
     pub fn commit(
         &mut self,
         epoch: Time,
-        positions: &StreamPositions,
+        (positions, progress): (&StreamPositions, &StreamProgress),
         first_changed: Option<Time>,
         even_if_unchanged: bool,
     ) -> Result<Option<CommitStats>, IcebergError> {
@@ -317,6 +317,9 @@ impl TableWriter {
             let entry = merged.entry(stream.clone()).or_insert(0);
             *entry = (*entry).max(*offset);
         }
+        // A stream without a note this run keeps the one committed before.
+        let mut progress_merged = self.committed.progress.clone();
+        progress_merged.extend(progress.iter().map(|(s, n)| (s.clone(), n.clone())));
         let moved = merged != self.committed.positions || self.committed.epoch.is_none();
         let changed = self.has_changes();
         let record_only = !changed && even_if_unchanged && moved;
@@ -348,7 +351,7 @@ impl TableWriter {
         };
         let positions_json = serde_json::to_string(&merged)
             .map_err(|e| IcebergError::Io(format!("source positions: {e}")))?;
-        let summary = HashMap::from([
+        let mut summary = HashMap::from([
             (SUMMARY_PIPELINE.to_owned(), self.pipeline.clone()),
             (SUMMARY_EPOCH.to_owned(), epoch.to_string()),
             (SUMMARY_POSITIONS.to_owned(), positions_json),
@@ -360,6 +363,16 @@ impl TableWriter {
                     .to_string(),
             ),
         ]);
+        if !progress_merged.is_empty() {
+            let json = serde_json::to_string(&progress_merged)
+                .map_err(|e| IcebergError::Io(format!("source progress: {e}")))?;
+            summary.insert(SUMMARY_PROGRESS.to_owned(), json);
+            let backfilling = progress_merged
+                .values()
+                .any(|note| note.get("backfill").and_then(|b| b.as_str()) == Some("in-progress"));
+            let backfill = if backfilling { "in-progress" } else { "complete" };
+            summary.insert(SUMMARY_BACKFILL.to_owned(), backfill.to_owned());
+        }
         let outcome = self.table.commit(
             Changes {
                 rows,
@@ -389,6 +402,7 @@ impl TableWriter {
         self.committed = Committed {
             epoch: Some(epoch),
             positions: merged,
+            progress: progress_merged,
         };
         Ok(Some(stats))
     }
