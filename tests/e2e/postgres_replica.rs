@@ -411,7 +411,12 @@ fn replica_equals_the_source_at_every_snapshot_across_kills() {
             .position(|(after, _)| *after >= lsn)
             .unwrap_or_else(|| panic!("snapshot {index} is at {lsn}, past the workload"));
         let rows = data_rows(&snapshot.rows);
-        if snapshot.summary.get("tributary.backfill").map(String::as_str) == Some("in-progress") {
+        if snapshot
+            .summary
+            .get("tributary.backfill")
+            .map(String::as_str)
+            == Some("in-progress")
+        {
             // Still backfilling: every row it holds is the source's row then (the chunks read
             // so far, and every key changed since the backfill began).
             let want = rows_of(&states[k].1);
@@ -448,7 +453,10 @@ fn replica_equals_the_source_at_every_snapshot_across_kills() {
         "the backfill's rows reached the table"
     );
     assert_eq!(
-        current.summary.get("tributary.backfill").map(String::as_str),
+        current
+            .summary
+            .get("tributary.backfill")
+            .map(String::as_str),
         Some("complete")
     );
 

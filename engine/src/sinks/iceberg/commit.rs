@@ -484,7 +484,9 @@ mod tests {
         writer
             .apply(vec![(row(1, 10), 1), (row(2, 20), 1), (row(3, 10), 1)])
             .unwrap();
-        writer.commit(1, (&positions, &Default::default()), None, false).unwrap();
+        writer
+            .commit(1, (&positions, &Default::default()), None, false)
+            .unwrap();
 
         // Delete every row of version 10, as another engine would: a file of that one column.
         let field = Field::new("version", DataType::Int64, false)
@@ -545,7 +547,9 @@ mod tests {
 
         // A row of version 10 written after the delete stays.
         writer.apply(vec![(row(4, 10), 1)]).unwrap();
-        writer.commit(2, (&positions, &Default::default()), None, false).unwrap();
+        writer
+            .commit(2, (&positions, &Default::default()), None, false)
+            .unwrap();
         assert_eq!(rows(&writer.table), BTreeMap::from([(2, 20), (4, 10)]));
     }
 }

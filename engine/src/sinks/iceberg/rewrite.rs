@@ -19,8 +19,8 @@ use tributary_operators::Row;
 use super::columns::DELETE_FILE_PATH_ID;
 use super::commit::Changes;
 use super::table::{
-    IcebergTable, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS,
-    SUMMARY_PROGRESS, SUMMARY_BACKFILL,
+    IcebergTable, SUMMARY_BACKFILL, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE,
+    SUMMARY_POSITIONS, SUMMARY_PROGRESS,
 };
 use super::IcebergError;
 
@@ -168,17 +168,16 @@ impl IcebergTable {
             return HashMap::new();
         };
         let current = &current.summary().additional_properties;
-        let mut summary: HashMap<String, String> =
-            [
-                SUMMARY_PIPELINE,
-                SUMMARY_EPOCH,
-                SUMMARY_POSITIONS,
-                SUMMARY_PROGRESS,
-                SUMMARY_BACKFILL,
-            ]
-            .iter()
-                .filter_map(|key| Some((key.to_string(), current.get(*key)?.clone())))
-                .collect();
+        let mut summary: HashMap<String, String> = [
+            SUMMARY_PIPELINE,
+            SUMMARY_EPOCH,
+            SUMMARY_POSITIONS,
+            SUMMARY_PROGRESS,
+            SUMMARY_BACKFILL,
+        ]
+        .iter()
+        .filter_map(|key| Some((key.to_string(), current.get(*key)?.clone())))
+        .collect();
         if let Some(epoch) = summary
             .get(SUMMARY_EPOCH)
             .and_then(|e| e.parse::<u64>().ok())

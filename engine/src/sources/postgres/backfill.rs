@@ -20,7 +20,9 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::encode::{change_event, ChangeSource, ColumnInfo, RowImage};
 use super::pgoutput::Datum;
-use super::server::{connect_control, db_error, quote_ident, quote_literal, table_columns};
+use super::server::{
+    connect_control, db_error, emit_marker, quote_ident, quote_literal, table_columns,
+};
 use super::PostgresSourceSpec;
 use crate::error::SourceError;
 
@@ -250,7 +252,14 @@ impl Reader {
                 tracing::warn!(table = %name, "no primary key or replica identity index: the table is read in one pass, held in memory, and read again if it changes meanwhile");
             }
             let mut first = self.progress.tables.get(&name) == Some(&TableProgress::Pending);
-            tracing::info!(table = %name, chunk_rows = self.chunk_rows, "backfilling");
+            match self.progress.tables.get(&name) {
+                Some(TableProgress::After(key)) => {
+                    tracing::info!(table = %name, after = ?key, chunk_rows = self.chunk_rows, "backfilling, resumed after the last committed chunk")
+                }
+                _ => tracing::info!(table = %name, chunk_rows = self.chunk_rows, "backfilling"),
+            }
+            let started = std::time::Instant::now();
+            let (mut rows, mut chunks) = (0u64, 0u32);
             loop {
                 chunk_id += 1;
                 let after = match self.progress.tables.get(&name) {
@@ -261,6 +270,7 @@ impl Reader {
                     .read_chunk(&control, &target, chunk_id, after.as_deref(), first)
                     .await?;
                 let then = chunk.then.clone();
+                let read = chunk.rows.len() as u64;
                 if self.to_stream.send(FromReader::Chunk(chunk)).await.is_err() {
                     return Ok(());
                 }
@@ -271,16 +281,26 @@ impl Reader {
                     Err(_) => return Ok(()),
                 }
                 first = false;
+                rows += read;
+                chunks += 1;
                 let done = then == TableProgress::Done;
                 self.progress.tables.insert(name.clone(), then);
                 if done {
-                    tracing::info!(table = %name, "backfilled");
+                    let seconds = started.elapsed().as_secs_f64();
+                    tracing::info!(
+                        table = %name,
+                        rows,
+                        chunks,
+                        elapsed_s = format!("{seconds:.2}"),
+                        rows_per_s = (rows as f64 / seconds.max(1e-9)) as u64,
+                        "backfilled"
+                    );
                     break;
                 }
             }
         }
         if let Some(marker) = &self.marker {
-            super::server::emit_marker(&control, marker).await?;
+            emit_marker(&control, marker).await?;
         }
         if self.to_stream.send(FromReader::Complete).await.is_err() {
             return Ok(());
@@ -402,8 +422,7 @@ impl Reader {
             }
             _ => TableProgress::Done,
         };
-        let truncate =
-            (self.reload && first).then(|| change_event('t', None, None, &source));
+        let truncate = (self.reload && first).then(|| change_event('t', None, None, &source));
         let (verdict, accepted) = oneshot::channel();
         Ok((
             Chunk {
@@ -537,7 +556,10 @@ mod tests {
         assert_eq!((run.as_str(), chunk), ("r", 3));
         let mut window = window.unwrap();
         let names = vec!["name".to_owned(), "id".to_owned()];
-        window.saw(&names, &[Datum::Null, Datum::Text(Bytes::from_static(b"7"))]);
+        window.saw(
+            &names,
+            &[Datum::Null, Datum::Text(Bytes::from_static(b"7"))],
+        );
         assert!(window.changed.contains(&vec!["7".to_owned()]));
         assert!(!window.spoiled);
         window.saw(&names, &[Datum::Null, Datum::Null]);

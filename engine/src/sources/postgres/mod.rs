@@ -151,11 +151,10 @@ impl PostgresSourceSpec {
                 "sslmode" => spec.ssl_mode = tls::SslMode::parse(&value)?,
                 "sslrootcert" => spec.ssl_root_cert = Some(value.into()),
                 "chunk_rows" => {
-                    spec.chunk_rows = value
-                        .parse()
-                        .ok()
-                        .filter(|rows| *rows > 0)
-                        .ok_or_else(|| format!("chunk_rows `{value}` is not a positive number"))?
+                    spec.chunk_rows =
+                        value.parse().ok().filter(|rows| *rows > 0).ok_or_else(|| {
+                            format!("chunk_rows `{value}` is not a positive number")
+                        })?
                 }
                 other => {
                     return Err(format!(

@@ -16,7 +16,7 @@ use tokio_postgres::Client;
 use tributary_operators::{RawRecord, Schema};
 
 use super::backfill::{
-    parse_watermark, Chunk, FromReader, Progress, Reader, TableProgress, Window,
+    describe_table, parse_watermark, Chunk, FromReader, Progress, Reader, TableProgress, Window,
     WATERMARK_PREFIX,
 };
 use super::discover::covers;
@@ -90,6 +90,9 @@ pub(super) struct Backfill {
     pub arrived: Option<Chunk>,
     /// This run's id in the watermarks.
     pub run: String,
+    /// Tables without a key still to be read: their changes are left out until their one
+    /// chunk, which holds them, is in (an append-only table would get them twice otherwise).
+    pub keyless_pending: HashSet<String>,
 }
 
 /// The tables a pipeline declared with the source's schemas, and the new ones it would read.
@@ -147,10 +150,9 @@ impl Session {
                 (client, consistent_point)
             }
         };
-        let marker = self
-            .until_idle
-            .then(|| uuid::Uuid::new_v4().to_string());
-        self.start_backfill(&tables, start_at, marker.clone()).await?;
+        let marker = self.until_idle.then(|| uuid::Uuid::new_v4().to_string());
+        self.start_backfill(&control, &tables, start_at, marker.clone())
+            .await?;
         start(&mut client, &self.spec).await?;
         tracing::info!(slot = %self.spec.slot, publication = %self.spec.publication, "streaming changes");
         loop {
@@ -271,16 +273,26 @@ impl Session {
             })
     }
 
-    /// Works out which tables still need a backfill (a fresh run: all; a resumed one: those
-    /// its committed progress does not have done, and new ones), records that as the
-    /// progress from `start_at` on, and starts the reader, which writes `marker` once done.
+    /// Works out which tables still need a backfill (of those the pipeline reads, all on a
+    /// fresh run; on a resumed one those its committed progress does not have done, and new
+    /// ones), records that as the progress from `start_at` on, and starts the reader, which
+    /// writes `marker` once done.
     async fn start_backfill(
         &mut self,
+        control: &Client,
         tables: &[(String, String)],
         start_at: u64,
         marker: Option<String>,
     ) -> Result<(), SourceError> {
-        let published: HashSet<String> = tables.iter().map(|(s, t)| format!("{s}.{t}")).collect();
+        let known: HashSet<String> = tables.iter().map(|(s, t)| format!("{s}.{t}")).collect();
+        // A pipeline that declared its tables from the source reads only those.
+        let schemas = &self.followed.schemas;
+        let server = &self.spec.server;
+        let published: HashSet<String> = known
+            .iter()
+            .filter(|name| schemas.is_empty() || schemas.contains_key(&format!("{server}.{name}")))
+            .cloned()
+            .collect();
         let mut progress = match self.committed_progress.take() {
             Some(progress) => progress,
             // Positions without progress come from a run that read its snapshot whole.
@@ -294,12 +306,29 @@ impl Session {
         };
         progress.tables.retain(|name, _| published.contains(name));
         for name in &published {
-            let table = progress.tables.entry(name.clone()).or_insert(TableProgress::Pending);
+            let table = progress
+                .tables
+                .entry(name.clone())
+                .or_insert(TableProgress::Pending);
             if self.reload {
                 *table = TableProgress::Pending;
             }
         }
-        self.send(Feed::Progress(start_at, progress.to_json())).await?;
+        let mut keyless_pending = HashSet::new();
+        for (name, table) in &progress.tables {
+            let Some((schema, table_name)) = name.split_once('.') else {
+                continue;
+            };
+            if *table != TableProgress::Done
+                && describe_table(control, schema, table_name)
+                    .await?
+                    .is_some_and(|t| t.key.is_empty())
+            {
+                keyless_pending.insert(name.clone());
+            }
+        }
+        self.send(Feed::Progress(start_at, progress.to_json()))
+            .await?;
         let (to_stream, from_reader) = mpsc::channel(1);
         let run = uuid::Uuid::new_v4().to_string();
         let reader = Reader {
@@ -308,7 +337,7 @@ impl Session {
             run: run.clone(),
             progress: progress.clone(),
             reload: self.reload,
-            known: published,
+            known,
             watch_publication: self.followed.new_tables.is_some(),
             marker,
             to_stream: to_stream.clone(),
@@ -324,6 +353,7 @@ impl Session {
             window: None,
             arrived: None,
             run,
+            keyless_pending,
         };
         Ok(())
     }
@@ -418,7 +448,13 @@ impl Session {
                 ..record(String::new(), lsn, 0)
             });
         }
-        self.backfill.progress.tables.insert(chunk.table, chunk.then);
+        if chunk.then == TableProgress::Done {
+            self.backfill.keyless_pending.remove(&chunk.table);
+        }
+        self.backfill
+            .progress
+            .tables
+            .insert(chunk.table, chunk.then);
         self.delivered = self.delivered.max(lsn);
         self.send(Feed::Progress(lsn, self.backfill.progress.to_json()))
             .await?;
@@ -497,8 +533,10 @@ impl Session {
                         if let Some(window) = self.backfill.window.as_mut() {
                             watch_window(window, &self.relations, &message);
                         }
-                        tx.add(&self.spec, &self.relations, message, wal_start.as_u64())
-                            .map_err(Interrupted::Fatal)?;
+                        if !self.backfill.left_out(&self.relations, &message) {
+                            tx.add(&self.spec, &self.relations, message, wal_start.as_u64())
+                                .map_err(Interrupted::Fatal)?;
+                        }
                     }
                 }
                 ReplicationEvent::Commit { end_lsn, .. } => {
@@ -565,6 +603,25 @@ impl Session {
     }
 }
 
+impl Backfill {
+    /// Whether `message` changes a keyless table whose backfill is still to come.
+    fn left_out(&self, relations: &HashMap<u32, TableShape>, message: &RowMessage) -> bool {
+        if self.keyless_pending.is_empty() {
+            return false;
+        }
+        let oid = match message {
+            RowMessage::Insert { oid, .. }
+            | RowMessage::Update { oid, .. }
+            | RowMessage::Delete { oid, .. } => *oid,
+            _ => return false,
+        };
+        relations.get(&oid).is_some_and(|shape| {
+            let name = format!("{}.{}", shape.relation.schema, shape.relation.table);
+            self.keyless_pending.contains(&name)
+        })
+    }
+}
+
 /// Notes in `window` a change of its table.
 fn watch_window(window: &mut Window, relations: &HashMap<u32, TableShape>, message: &RowMessage) {
     let oid = match message {
@@ -588,7 +645,12 @@ fn watch_window(window: &mut Window, relations: &HashMap<u32, TableShape>, messa
     if shape.relation.schema != window.schema || shape.relation.table != window.table {
         return;
     }
-    let names: Vec<String> = shape.relation.columns.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = shape
+        .relation
+        .columns
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     let mut saw = |values: &[Datum]| window.saw(&names, values);
     match message {
         RowMessage::Insert { new, .. } => saw(new),

@@ -370,7 +370,11 @@ impl TableWriter {
             let backfilling = progress_merged
                 .values()
                 .any(|note| note.get("backfill").and_then(|b| b.as_str()) == Some("in-progress"));
-            let backfill = if backfilling { "in-progress" } else { "complete" };
+            let backfill = if backfilling {
+                "in-progress"
+            } else {
+                "complete"
+            };
             summary.insert(SUMMARY_BACKFILL.to_owned(), backfill.to_owned());
         }
         let outcome = self.table.commit(

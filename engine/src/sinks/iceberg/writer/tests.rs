@@ -103,7 +103,12 @@ fn unconsolidated_epochs_in_any_order_commit_the_current_rows() {
             writer.apply(epoch(&mut dice, &mut state, version)).unwrap();
             if dice.below(3) == 0 || version == 29 || version == 60 {
                 writer
-                    .commit(version as Time, (&StreamPositions::new(), &Default::default()), None, false)
+                    .commit(
+                        version as Time,
+                        (&StreamPositions::new(), &Default::default()),
+                        None,
+                        false,
+                    )
                     .unwrap();
                 let expected: Vec<Row> = state.values().cloned().collect();
                 assert_eq!(
@@ -134,7 +139,12 @@ fn compaction_and_expiry_between_commits_keep_the_current_rows() {
             }
             writer.apply(epoch(&mut dice, &mut state, version)).unwrap();
             writer
-                .commit(version as Time, (&StreamPositions::new(), &Default::default()), None, false)
+                .commit(
+                    version as Time,
+                    (&StreamPositions::new(), &Default::default()),
+                    None,
+                    false,
+                )
                 .unwrap();
             writer.compact_small_files().unwrap();
             writer
@@ -203,7 +213,12 @@ fn compaction_keeps_columns_the_pipeline_no_longer_writes() {
             .apply(vec![(Row::new(vec![Value::Int(i), Value::str("kept")]), 1)])
             .unwrap();
         writer
-            .commit(i as Time, (&StreamPositions::new(), &Default::default()), None, false)
+            .commit(
+                i as Time,
+                (&StreamPositions::new(), &Default::default()),
+                None,
+                false,
+            )
             .unwrap();
     }
     drop(writer);
@@ -214,7 +229,12 @@ fn compaction_keeps_columns_the_pipeline_no_longer_writes() {
             .apply(vec![(Row::new(vec![Value::Int(i)]), 1)])
             .unwrap();
         writer
-            .commit(i as Time, (&StreamPositions::new(), &Default::default()), None, false)
+            .commit(
+                i as Time,
+                (&StreamPositions::new(), &Default::default()),
+                None,
+                false,
+            )
             .unwrap();
         writer.compact_small_files().unwrap();
     }
@@ -246,7 +266,12 @@ fn a_retraction_of_a_row_never_written_is_refused() {
     let mut writer = open(warehouse.path(), DeleteMode::Position);
     writer.apply(vec![(row(1, 1), 1)]).unwrap();
     writer
-        .commit(1, (&StreamPositions::new(), &Default::default()), None, false)
+        .commit(
+            1,
+            (&StreamPositions::new(), &Default::default()),
+            None,
+            false,
+        )
         .unwrap();
     // Alone, as half of an update of a key never written, and twice in one epoch.
     for updates in [
@@ -265,17 +290,29 @@ fn an_idle_table_records_how_far_the_source_is_without_files() {
     let mut writer = open(warehouse.path(), DeleteMode::Position);
     writer.apply(vec![(row(1, 1), 1)]).unwrap();
     let at = |offset| StreamPositions::from([("s".to_owned(), offset)]);
-    assert!(writer.commit(1, (&at(10), &Default::default()), Some(1), false).unwrap().is_some());
+    assert!(writer
+        .commit(1, (&at(10), &Default::default()), Some(1), false)
+        .unwrap()
+        .is_some());
     assert!(
-        writer.commit(2, (&at(20), &Default::default()), None, false).unwrap().is_none(),
+        writer
+            .commit(2, (&at(20), &Default::default()), None, false)
+            .unwrap()
+            .is_none(),
         "nothing changed: no snapshot unless asked"
     );
-    let recorded = writer.commit(3, (&at(30), &Default::default()), None, true).unwrap().unwrap();
+    let recorded = writer
+        .commit(3, (&at(30), &Default::default()), None, true)
+        .unwrap()
+        .unwrap();
     assert_eq!((recorded.rows, recorded.deletes), (0, 0));
     assert_eq!(writer.committed().epoch, Some(3));
     assert_eq!(writer.committed().positions, at(30));
     assert!(
-        writer.commit(4, (&at(30), &Default::default()), None, true).unwrap().is_none(),
+        writer
+            .commit(4, (&at(30), &Default::default()), None, true)
+            .unwrap()
+            .is_none(),
         "positions that did not move are not recorded again"
     );
     let reopened = open(warehouse.path(), DeleteMode::Position);
