@@ -1,7 +1,7 @@
 //! The backfill: reads the published tables' existing rows in chunks by primary key while
 //! changes stream, with the watermark technique of DBLog (Netflix, 2020), as Flink CDC's
-//! incremental snapshot does. For each chunk the reader writes a low watermark (a
-//! non-transactional logical message), selects the next `chunk_rows` rows after the last key
+//! incremental snapshot does. For each chunk the reader writes a low watermark (a logical
+//! message, `pg_logical_emit_message`, so no signalling table is needed), selects the next `chunk_rows` rows after the last key
 //! read, and writes a high watermark. The stream, which sees both watermarks in WAL order,
 //! drops the chunk's rows whose keys changed between them (the streamed change is newer) and
 //! hands the rest on at the high watermark as `r` events: no change is lost or seen twice,
@@ -438,11 +438,13 @@ impl Reader {
     }
 }
 
-/// Writes a watermark; returns its LSN.
+/// Writes a watermark, in a transaction of its own: the stream sees it at its commit, which
+/// also flushes the WAL (a non-transactional message would wait for the WAL writer, up to
+/// `wal_writer_delay` per watermark). Returns its LSN.
 async fn emit_watermark(control: &Client, content: &str) -> Result<u64, SourceError> {
     let row = control
         .query_one(
-            "SELECT pg_logical_emit_message(false, $1, $2)::text",
+            "SELECT pg_logical_emit_message(true, $1, $2)::text",
             &[&WATERMARK_PREFIX, &content],
         )
         .await

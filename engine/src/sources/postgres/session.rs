@@ -384,8 +384,8 @@ impl Session {
         }
     }
 
-    /// A watermark at `lsn`: a low one opens the chunk's window; at a high one the chunk's
-    /// rows whose keys did not change meanwhile go to the pipeline.
+    /// A watermark committed at `lsn`: a low one opens the chunk's window; at a high one the
+    /// chunk's rows whose keys did not change meanwhile go to the pipeline, at `lsn`.
     async fn watermark(&mut self, content: &[u8], lsn: u64) -> Result<(), SourceError> {
         let Some((run, id, window)) = parse_watermark(content) else {
             return Ok(());
@@ -470,6 +470,8 @@ impl Session {
         marker: Option<&str>,
     ) -> Result<(), Interrupted> {
         let mut open: Option<OpenTransaction> = None;
+        // A backfill watermark in the open transaction: it takes effect at its commit.
+        let mut watermark: Option<bytes::Bytes> = None;
         let mut feedback = tokio::time::interval(FEEDBACK_INTERVAL);
         loop {
             let reading = self.backfill.from_reader.is_some() && self.backfill.arrived.is_none();
@@ -500,6 +502,7 @@ impl Session {
                     ..
                 } => {
                     self.in_transaction = true;
+                    watermark = None;
                     open = Some(OpenTransaction {
                         xid: u64::from(xid),
                         ts_ms: (commit_time_micros + PG_EPOCH_MICROS).div_euclid(1000),
@@ -565,6 +568,11 @@ impl Session {
                             .await
                             .map_err(Interrupted::Fatal)?;
                     }
+                    if let Some(content) = watermark.take() {
+                        self.watermark(&content, end)
+                            .await
+                            .map_err(Interrupted::Fatal)?;
+                    }
                 }
                 ReplicationEvent::KeepAlive {
                     wal_end,
@@ -577,15 +585,10 @@ impl Session {
                     }
                 }
                 ReplicationEvent::Message {
-                    prefix,
-                    content,
-                    lsn,
-                    ..
+                    prefix, content, ..
                 } => {
                     if prefix == WATERMARK_PREFIX {
-                        self.watermark(&content, lsn.as_u64())
-                            .await
-                            .map_err(Interrupted::Fatal)?;
+                        watermark = Some(content);
                         continue;
                     }
                     let ours = marker.is_some_and(|m| {
