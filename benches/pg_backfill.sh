@@ -48,7 +48,7 @@ start=$(date +%s.%N)
 copy_s=$(echo "$(date +%s.%N) - $start" | bc -l)
 
 log="$work/run.log"
-RUST_LOG=info "$bin" run "$pipeline" --source "postgres://postgres@127.0.0.1:$port/shop" \
+${PERF:+perf record -g -o "$PERF" --} env RUST_LOG=info "$bin" run "$pipeline" --source "postgres://postgres@127.0.0.1:$port/shop" \
     --warehouse "$work/warehouse" --until-idle "$@" >/dev/null 2>"$log" &
 pid=$!
 peak_kib=0

@@ -87,19 +87,28 @@ impl Value {
 pub fn write_json_string(s: &str, out: &mut String) {
     use std::fmt::Write;
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs of bytes that need no escape are copied whole (the bytes that do are all ASCII, so
+    // a run never ends inside a multi-byte character).
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
         }
+        out.push_str(&s[start..i]);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                let _ = write!(out, "\\u{:04x}", b);
+            }
+        }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -413,6 +422,18 @@ mod tests {
         assert_eq!(json, r#"{"unscaled":-1999,"scale":2}"#);
         assert_eq!(serde_json::from_str::<Decimal>(&json).unwrap(), d);
         assert!(serde_json::from_str::<Decimal>(r#"{"unscaled":1,"scale":39}"#).is_err());
+    }
+
+    #[test]
+    fn json_strings_escape_what_json_needs_and_keep_the_rest() {
+        let text = "plain ünïcode ✓ \"quoted\" back\\slash\nline\ttab\r\u{1}end";
+        let mut out = String::new();
+        write_json_string(text, &mut out);
+        assert_eq!(
+            out,
+            "\"plain ünïcode ✓ \\\"quoted\\\" back\\\\slash\\nline\\ttab\\r\\u0001end\""
+        );
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text);
     }
 
     #[test]

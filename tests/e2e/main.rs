@@ -29,6 +29,7 @@ mod kafka_throughput;
 mod many_tables;
 mod op_counts_cli;
 mod operability;
+mod postgres_backfill;
 mod postgres_errors;
 mod postgres_replica;
 mod postgres_types;

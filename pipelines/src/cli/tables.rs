@@ -103,5 +103,9 @@ fn current_json(table: &TableInfo) -> serde_json::Value {
         "source_positions": current
             .and_then(|s| s.positions.as_deref())
             .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()),
+        "source_progress": current
+            .and_then(|s| s.progress.as_deref())
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok()),
+        "backfill": current.and_then(|s| s.backfill.clone()),
     })
 }

@@ -109,6 +109,37 @@ pub fn read_table_with(
     (snapshots, json["read_seconds"].as_f64().unwrap_or_default())
 }
 
+/// The current rows of `table` (pyiceberg), without the replica's `cdc_*` columns, sorted.
+pub fn current_rows(warehouse: &Path, table: &str) -> Vec<Json> {
+    let (snapshots, _) = read_table(warehouse, table, true);
+    let mut rows: Vec<Json> = snapshots
+        .last()
+        .map(|s| s.rows.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut row| {
+            if let Some(object) = row.as_object_mut() {
+                object.retain(|column, _| !column.starts_with("cdc_"));
+            }
+            row
+        })
+        .collect();
+    rows.sort_by_key(|r| r.to_string());
+    rows
+}
+
+/// `tributary tables --format json` of `warehouse`.
+pub fn tables_json(warehouse: &Path) -> Json {
+    let listing = super::run_tributary_ok(&[
+        "tables",
+        "--warehouse",
+        warehouse.to_str().expect("UTF-8 path"),
+        "--format",
+        "json",
+    ]);
+    serde_json::from_str(&listing).expect("tables prints JSON")
+}
+
 /// `orders-replica`'s replica recomputed from the workload lines: per order, the last `after`
 /// plus `cdc_operation` and `cdc_timestamp`.
 #[derive(Debug, Default, Clone)]

@@ -235,6 +235,18 @@ impl Postgres {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// A `psql` session on `db` reading SQL from its standard input (write statements to it;
+    /// closing it ends the session): a writer that does not start a process per transaction.
+    pub fn psql_session(&self, db: &str) -> Child {
+        Command::new(self.bindir.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args(["-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn psql")
+    }
+
     /// Runs `sql` as `user` and returns psql's raw output (for statements expected to fail).
     pub fn psql_output(&self, db: &str, user: &str, sql: &str) -> std::process::Output {
         Command::new(self.bindir.join("psql"))

@@ -9,7 +9,10 @@ use serde::Serialize;
 
 use tributary_operators::Time;
 
-use super::table::{SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS};
+use super::table::{
+    SUMMARY_BACKFILL, SUMMARY_EPOCH, SUMMARY_FIRST_EPOCH, SUMMARY_PIPELINE, SUMMARY_POSITIONS,
+    SUMMARY_PROGRESS,
+};
 use super::{CatalogLocation, IcebergError, IcebergOptions};
 
 /// One snapshot as `tributary tables` shows it.
@@ -29,6 +32,10 @@ pub struct SnapshotInfo {
     pub first_epoch: Option<Time>,
     /// `tributary.source-positions` (JSON).
     pub positions: Option<String>,
+    /// `tributary.source-progress` (JSON).
+    pub progress: Option<String>,
+    /// `tributary.backfill`: `in-progress` or `complete`.
+    pub backfill: Option<String>,
 }
 
 /// A table and the snapshots of its current history, oldest first.
@@ -60,6 +67,8 @@ impl TableInfo {
                 epoch: number(SUMMARY_EPOCH),
                 first_epoch: number(SUMMARY_FIRST_EPOCH),
                 positions: summary.get(SUMMARY_POSITIONS).cloned(),
+                progress: summary.get(SUMMARY_PROGRESS).cloned(),
+                backfill: summary.get(SUMMARY_BACKFILL).cloned(),
             });
             next = snapshot
                 .parent_snapshot_id()
@@ -202,6 +211,8 @@ mod tests {
             epoch: Some(epoch),
             first_epoch: Some(first),
             positions: None,
+            progress: None,
+            backfill: None,
         }
     }
 

@@ -13,12 +13,11 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::encode::{change_event, ChangeSource, ColumnInfo, RowImage};
+use super::encode::{change_event, envelope_tail, read_event, ChangeSource, ColumnInfo};
 use super::pgoutput::Datum;
 use super::server::{
     connect_control, db_error, emit_marker, quote_ident, quote_literal, table_columns,
@@ -137,7 +136,7 @@ pub(super) struct Chunk {
     pub truncate: Option<String>,
     /// The table's progress once the chunk is in.
     pub then: TableProgress,
-    /// The stream's verdict: true if the chunk went in, false if it must be read again.
+    /// True once the chunk's rows are handed to the pipeline, false if it must be read again.
     pub verdict: oneshot::Sender<bool>,
 }
 
@@ -393,28 +392,21 @@ impl Reader {
             ts_ms: super::session::now_ms(),
             snapshot: true,
         };
+        let tail = envelope_tail('r', &source);
         let mut rows = Vec::with_capacity(self.chunk_rows.min(messages.len()));
-        let mut values = Vec::with_capacity(target.columns.len());
-        for message in messages {
+        let mut values: Vec<Option<&str>> = Vec::with_capacity(target.columns.len());
+        for message in &messages {
             let SimpleQueryMessage::Row(row) = message else {
                 continue;
             };
             values.clear();
-            values.extend((0..target.columns.len()).map(|i| match row.get(i) {
-                Some(text) => Datum::Text(Bytes::copy_from_slice(text.as_bytes())),
-                None => Datum::Null,
-            }));
+            values.extend((0..target.columns.len()).map(|i| row.get(i)));
             let key: Vec<String> = target
                 .key
                 .iter()
-                .map(|(i, _)| row.get(*i).unwrap_or_default().to_owned())
+                .map(|(i, _)| values.get(*i).copied().flatten().unwrap_or_default().to_owned())
                 .collect();
-            let after = RowImage {
-                columns: &target.columns,
-                values: &values,
-                fallback: None,
-            };
-            rows.push((key, change_event('r', None, Some(after), &source)));
+            rows.push((key, read_event(&target.columns, &values, &tail)));
         }
         let then = match rows.last() {
             Some((key, _)) if !target.key.is_empty() && rows.len() >= self.chunk_rows => {
@@ -525,6 +517,7 @@ pub(super) async fn published(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn progress_round_trips_through_its_note() {

@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 
 use base64::Engine;
-use bytes::Bytes;
 
 use tributary_operators::value::write_json_string;
 
@@ -79,6 +78,34 @@ pub fn change_event(
     row(&mut out, before);
     out.push_str(",\"after\":");
     row(&mut out, after);
+    out.push_str(&envelope_tail(op, source));
+    out
+}
+
+/// Encodes a read (`r`) event of a row selected as text (`None`: NULL), ending with `tail`
+/// ([`envelope_tail`] of `r`, shared by every row of a chunk).
+pub fn read_event(columns: &[ColumnInfo], values: &[Option<&str>], tail: &str) -> String {
+    let mut out = String::with_capacity(64 + tail.len() + 24 * columns.len());
+    out.push_str("{\"before\":null,\"after\":{");
+    for (index, (column, text)) in columns.iter().zip(values).enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        quoted(&mut out, &column.name);
+        out.push(':');
+        match text {
+            Some(text) => value(&mut out, column.type_oid, text),
+            None => out.push_str("null"),
+        }
+    }
+    out.push('}');
+    out.push_str(tail);
+    out
+}
+
+/// What follows the `before` and `after` images: the `source` block, `op` and `ts_ms`.
+pub fn envelope_tail(op: char, source: &ChangeSource<'_>) -> String {
+    let mut out = String::with_capacity(160);
     out.push_str(",\"source\":{\"connector\":\"postgresql\",\"name\":");
     quoted(&mut out, source.server);
     out.push_str(",\"db\":");
@@ -118,21 +145,20 @@ fn row(out: &mut String, image: Option<RowImage<'_>>) {
         match datum {
             Datum::Null => out.push_str("null"),
             Datum::UnchangedToast => quoted(out, UNAVAILABLE_VALUE),
-            Datum::Text(text) => value(out, column.type_oid, text),
+            Datum::Text(text) => value(out, column.type_oid, &String::from_utf8_lossy(text)),
         }
     }
     out.push('}');
 }
 
 /// Appends the JSON for one text-format value of type `type_oid`.
-pub fn value(out: &mut String, type_oid: u32, text: &Bytes) {
-    let text = String::from_utf8_lossy(text);
+pub fn value(out: &mut String, type_oid: u32, text: &str) {
     match type_oid {
         oid::BOOL => out.push_str(if text == "t" { "true" } else { "false" }),
-        oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => out.push_str(&text),
+        oid::INT2 | oid::INT4 | oid::INT8 | oid::OID => out.push_str(text),
         // NaN and ±Infinity are not JSON numbers; Debezium writes them as strings.
         oid::FLOAT4 | oid::FLOAT8 if text.parse::<f64>().is_ok_and(f64::is_finite) => {
-            out.push_str(&text)
+            out.push_str(text)
         }
         oid::BYTEA => {
             let bytes = text
@@ -146,7 +172,7 @@ pub fn value(out: &mut String, type_oid: u32, text: &Bytes) {
         }
         // numeric, dates, times, json(b), text, uuid…: the text itself, as Debezium's string
         // modes write it (json/jsonb as io.debezium.data.Json, a string holding the document).
-        _ => quoted(out, &text),
+        _ => quoted(out, text),
     }
 }
 
@@ -172,6 +198,7 @@ fn quoted(out: &mut String, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn text(s: &str) -> Datum {
         Datum::Text(Bytes::copy_from_slice(s.as_bytes()))

@@ -255,6 +255,8 @@ pub struct PostgresSource {
     pending: VecDeque<RawRecord>,
     /// The backfill's progress notes not yet taken: (offset, note).
     notes: Vec<(u64, serde_json::Value)>,
+    /// Told once the pending records (a backfilled chunk's) are all handed out.
+    chunk_taken: Option<tokio::sync::oneshot::Sender<bool>>,
     /// The backfill's progress the sinks committed.
     committed_progress: Option<Progress>,
     caught_up: bool,
@@ -277,6 +279,7 @@ impl PostgresSource {
             running: None,
             pending: VecDeque::new(),
             notes: Vec::new(),
+            chunk_taken: None,
             committed_progress: None,
             caught_up: false,
             followed: Arc::default(),
@@ -352,6 +355,11 @@ impl Source for PostgresSource {
                     None => break,
                 }
             }
+            if self.pending.is_empty() {
+                if let Some(taken) = self.chunk_taken.take() {
+                    let _ = taken.send(true);
+                }
+            }
             if out.len() >= max {
                 return Ok(Poll::Ready);
             }
@@ -365,6 +373,11 @@ impl Source for PostgresSource {
                     self.pending.extend(records);
                 }
                 Ok(Feed::Progress(offset, note)) => self.notes.push((offset, note)),
+                Ok(Feed::Chunk(records, taken)) => {
+                    received = true;
+                    self.pending.extend(records);
+                    self.chunk_taken = Some(taken);
+                }
                 Ok(Feed::CaughtUp) => self.caught_up = true,
                 Ok(Feed::SchemaChanged(change)) => self.schema_changed = Some(change),
                 Ok(Feed::Failed(error)) => return Err(error),
