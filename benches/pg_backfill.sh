@@ -9,7 +9,7 @@
 # `COPY orders TO STDOUT` through psql, then runs `tributary run PIPELINE --until-idle` (default
 # op-counts) over the database and reports the backfill's rows/s (from its `backfilled` log
 # line), the ratio to COPY's, and the run's peak RSS. TRIBUTARY_BIN picks the binary (default:
-# target/release/tributary).
+# target/release/tributary); SOURCE_OPTIONS adds URL options (e.g. chunk_rows=20000).
 set -euo pipefail
 
 rows="${1:-2000000}"
@@ -48,7 +48,7 @@ start=$(date +%s.%N)
 copy_s=$(echo "$(date +%s.%N) - $start" | bc -l)
 
 log="$work/run.log"
-${PERF:+perf record -g -o "$PERF" --} env RUST_LOG=info "$bin" run "$pipeline" --source "postgres://postgres@127.0.0.1:$port/shop" \
+${PERF:+perf record -g -o "$PERF" --} env RUST_LOG=info "$bin" run "$pipeline" --source "postgres://postgres@127.0.0.1:$port/shop${SOURCE_OPTIONS:+?$SOURCE_OPTIONS}" \
     --warehouse "$work/warehouse" --until-idle "$@" >/dev/null 2>"$log" &
 pid=$!
 peak_kib=0

@@ -78,7 +78,10 @@ impl Writer {
                 std::thread::sleep(Duration::from_millis(5));
             }
             drop(stdin);
-            assert!(session.wait().unwrap().success(), "the writer's psql failed");
+            assert!(
+                session.wait().unwrap().success(),
+                "the writer's psql failed"
+            );
             n
         });
         Writer { stop, thread }
@@ -200,7 +203,10 @@ fn two_million_rows_backfill_in_chunks_across_kills_while_a_writer_changes_them(
             .parse()
             .unwrap();
         if let Some(previous) = resumed_after.last() {
-            assert!(after >= *previous, "progress went back: {previous} then {after}");
+            assert!(
+                after >= *previous,
+                "progress went back: {previous} then {after}"
+            );
         }
         resumed_after.push(after);
     }
@@ -211,9 +217,7 @@ fn two_million_rows_backfill_in_chunks_across_kills_while_a_writer_changes_them(
     let transactions = writer.stop();
 
     let log = dir.path().join("final.log");
-    let status = replicate(&source, &warehouse, &log, true)
-        .status()
-        .unwrap();
+    let status = replicate(&source, &warehouse, &log, true).status().unwrap();
     let text = log_of(&log);
     assert!(status.success(), "final run failed: {text}");
     assert!(
@@ -292,7 +296,9 @@ fn a_table_added_to_the_publication_mid_run_is_backfilled_while_the_first_stream
         "first is read once, second once: {text}"
     );
     let last = dir.path().join("last.log");
-    let status = replicate(&source, &warehouse, &last, true).status().unwrap();
+    let status = replicate(&source, &warehouse, &last, true)
+        .status()
+        .unwrap();
     assert!(status.success(), "{}", log_of(&last));
 
     // While second was backfilled, first kept streaming: it committed changes in snapshots
@@ -322,7 +328,11 @@ fn a_table_added_to_the_publication_mid_run_is_backfilled_while_the_first_stream
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         want.sort_by_key(|r| r.to_string());
-        assert_eq!(current_rows(&warehouse, ident), want, "{ident} equals its source");
+        assert_eq!(
+            current_rows(&warehouse, ident),
+            want,
+            "{ident} equals its source"
+        );
     }
     eprintln!("postgres_backfill_added: {transactions} writer transactions");
 }

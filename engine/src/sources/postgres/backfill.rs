@@ -5,8 +5,9 @@
 //! read, and writes a high watermark. The stream, which sees both watermarks in WAL order,
 //! drops the chunk's rows whose keys changed between them (the streamed change is newer) and
 //! hands the rest on at the high watermark as `r` events: no change is lost or seen twice,
-//! and a table is whole once its last chunk is in. Only one chunk is in flight, so memory is
-//! bounded by the chunk size, whatever the table's. Progress (finished tables, the last key
+//! and a table is whole once its last chunk is in. At most two chunks wait in memory (one
+//! read while the pipeline takes the other), so memory is bounded by the chunk size,
+//! whatever the table's. Progress (finished tables, the last key
 //! read of the table in progress) travels with the sinks' commits and is where a restarted
 //! run goes on.
 
@@ -136,8 +137,11 @@ pub(super) struct Chunk {
     pub truncate: Option<String>,
     /// The table's progress once the chunk is in.
     pub then: TableProgress,
-    /// True once the chunk's rows are handed to the pipeline, false if it must be read again.
+    /// The stream's verdict at the high watermark: true if the chunk goes in, false if it
+    /// must be read again.
     pub verdict: oneshot::Sender<bool>,
+    /// Told once the chunk's rows are handed to the pipeline.
+    pub taken: oneshot::Sender<()>,
 }
 
 /// What the reader tells the stream.
@@ -238,6 +242,7 @@ impl Reader {
             .map(|(name, _)| name.clone())
             .collect();
         let mut chunk_id = 0u64;
+        let mut in_pipeline: Option<oneshot::Receiver<()>> = None;
         while let Some(name) = queue.pop_front() {
             let Some((schema, table)) = name.split_once('.') else {
                 continue;
@@ -265,16 +270,23 @@ impl Reader {
                     Some(TableProgress::After(key)) => Some(key.clone()),
                     _ => None,
                 };
-                let (chunk, accepted) = self
+                let (chunk, accepted, taken) = self
                     .read_chunk(&control, &target, chunk_id, after.as_deref(), first)
                     .await?;
                 let then = chunk.then.clone();
                 let read = chunk.rows.len() as u64;
+                // The chunk before must be in the pipeline first: at most two wait in memory,
+                // and reading one overlaps with the pipeline taking the other.
+                if let Some(previous) = in_pipeline.take() {
+                    if previous.await.is_err() {
+                        return Ok(());
+                    }
+                }
                 if self.to_stream.send(FromReader::Chunk(chunk)).await.is_err() {
                     return Ok(());
                 }
                 match accepted.await {
-                    Ok(true) => {}
+                    Ok(true) => in_pipeline = Some(taken),
                     // The table changed in a way the window cannot sort out: read it again.
                     Ok(false) => continue,
                     Err(_) => return Ok(()),
@@ -333,7 +345,7 @@ impl Reader {
         id: u64,
         after: Option<&[String]>,
         first: bool,
-    ) -> Result<(Chunk, oneshot::Receiver<bool>), SourceError> {
+    ) -> Result<(Chunk, oneshot::Receiver<bool>, oneshot::Receiver<()>), SourceError> {
         let key_names: Vec<&str> = target
             .key
             .iter()
@@ -404,7 +416,14 @@ impl Reader {
             let key: Vec<String> = target
                 .key
                 .iter()
-                .map(|(i, _)| values.get(*i).copied().flatten().unwrap_or_default().to_owned())
+                .map(|(i, _)| {
+                    values
+                        .get(*i)
+                        .copied()
+                        .flatten()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
                 .collect();
             rows.push((key, read_event(&target.columns, &values, &tail)));
         }
@@ -416,6 +435,7 @@ impl Reader {
         };
         let truncate = (self.reload && first).then(|| change_event('t', None, None, &source));
         let (verdict, accepted) = oneshot::channel();
+        let (taken, in_pipeline) = oneshot::channel();
         Ok((
             Chunk {
                 id,
@@ -424,8 +444,10 @@ impl Reader {
                 truncate,
                 then,
                 verdict,
+                taken,
             },
             accepted,
+            in_pipeline,
         ))
     }
 }

@@ -40,6 +40,9 @@ use crate::positions::{StreamPositions, StreamProgress};
 
 pub use self::backfill::DEFAULT_CHUNK_ROWS;
 
+/// How long a poll waits for the backfill's next chunk once the last one is handed out.
+const NEXT_CHUNK_WAIT: Duration = Duration::from_millis(50);
+
 /// Transactions (or backfilled chunks) buffered between the session and the reading worker.
 const FEED_CAPACITY: usize = 64;
 
@@ -256,7 +259,10 @@ pub struct PostgresSource {
     /// The backfill's progress notes not yet taken: (offset, note).
     notes: Vec<(u64, serde_json::Value)>,
     /// Told once the pending records (a backfilled chunk's) are all handed out.
-    chunk_taken: Option<tokio::sync::oneshot::Sender<bool>>,
+    chunk_taken: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The next chunk is on its way until then: polls wait for it rather than report idle
+    /// (an idle source is polled again only after a pause).
+    next_chunk_by: Option<std::time::Instant>,
     /// The backfill's progress the sinks committed.
     committed_progress: Option<Progress>,
     caught_up: bool,
@@ -280,6 +286,7 @@ impl PostgresSource {
             pending: VecDeque::new(),
             notes: Vec::new(),
             chunk_taken: None,
+            next_chunk_by: None,
             committed_progress: None,
             caught_up: false,
             followed: Arc::default(),
@@ -357,7 +364,8 @@ impl Source for PostgresSource {
             }
             if self.pending.is_empty() {
                 if let Some(taken) = self.chunk_taken.take() {
-                    let _ = taken.send(true);
+                    let _ = taken.send(());
+                    self.next_chunk_by = Some(std::time::Instant::now() + NEXT_CHUNK_WAIT);
                 }
             }
             if out.len() >= max {
@@ -367,7 +375,11 @@ impl Source for PostgresSource {
                 return Ok(Poll::Finished);
             }
             let running = self.start()?;
-            match running.feed.try_recv() {
+            let next = running.feed.try_recv();
+            if next.is_ok() {
+                self.next_chunk_by = None;
+            }
+            match next {
                 Ok(Feed::Records(records)) => {
                     received = true;
                     self.pending.extend(records);
@@ -395,6 +407,13 @@ impl Source for PostgresSource {
         }
         if self.caught_up && !self.follow {
             return Ok(Poll::Finished);
+        }
+        if self
+            .next_chunk_by
+            .is_some_and(|by| std::time::Instant::now() < by)
+        {
+            std::thread::sleep(Duration::from_micros(200));
+            return Ok(Poll::Ready);
         }
         Ok(Poll::Idle)
     }

@@ -36,8 +36,8 @@ pub(super) enum Feed {
     /// Records of one committed transaction.
     Records(Vec<RawRecord>),
     /// A backfilled chunk's records; the reader reads the next chunk once they are handed to
-    /// the pipeline (`taken`), so that one chunk at a time waits in memory.
-    Chunk(Vec<RawRecord>, tokio::sync::oneshot::Sender<bool>),
+    /// the pipeline (`taken`), so that few chunks wait in memory.
+    Chunk(Vec<RawRecord>, tokio::sync::oneshot::Sender<()>),
     /// The backfill's progress from this offset on.
     Progress(u64, serde_json::Value),
     /// The next transaction changes a table whose schema no longer fits the one the pipeline
@@ -461,7 +461,8 @@ impl Session {
         self.delivered = self.delivered.max(lsn);
         self.send(Feed::Progress(lsn, self.backfill.progress.to_json()))
             .await?;
-        self.send(Feed::Chunk(records, chunk.verdict)).await?;
+        self.send(Feed::Chunk(records, chunk.taken)).await?;
+        let _ = chunk.verdict.send(true);
         Ok(())
     }
 
