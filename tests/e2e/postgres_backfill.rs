@@ -226,7 +226,7 @@ fn two_million_rows_backfill_in_chunks_across_kills_while_a_writer_changes_them(
     );
     let columns = ["id", "grp", "amount", "note"];
     let expected = digest_in_postgres(&pg, "shop", "big", &columns);
-    assert!(expected["rows"].as_i64().unwrap() >= 2_000_000);
+    assert!(expected["rows"].as_i64().unwrap() > 1_990_000, "{expected}");
     assert_eq!(
         digest_in_iceberg(&warehouse, "public.big", &columns),
         expected,
@@ -381,7 +381,9 @@ fn an_update_that_leaves_a_toasted_value_unchanged_keeps_it() {
     want.sort_by_key(|r| r.to_string());
     assert_eq!(want.len(), 2);
     let rows = current_rows(&warehouse, "public.docs");
-    for (row, expected) in rows.iter().zip(&want) {
+    assert_eq!(rows.len(), want.len());
+    for expected in &want {
+        let row = rows.iter().find(|r| r["id"] == expected["id"]).unwrap();
         assert_eq!(row["n"], expected["n"]);
         assert!(
             row["doc"] == expected["doc"],
@@ -391,5 +393,4 @@ fn an_update_that_leaves_a_toasted_value_unchanged_keeps_it() {
             row["doc"].as_str().map(|d| &d[..d.len().min(40)])
         );
     }
-    assert_eq!(rows.len(), want.len());
 }
