@@ -172,6 +172,9 @@ pub enum DeadLetterKind {
     /// An event of a table the pipeline would read, whose schema nobody declared and its
     /// events do not carry.
     NoSchema,
+    /// An event that needs the table's previous rows, which the pipeline does not keep (a
+    /// truncate, or an unchanged TOASTed value, in a replica that deletes by key).
+    NeedsState,
 }
 
 impl DeadLetterKind {
@@ -188,6 +191,7 @@ impl DeadLetterKind {
             DeadLetterKind::TypeMismatch => "type-mismatch",
             DeadLetterKind::LateEvent => "late-event",
             DeadLetterKind::NoSchema => "no-schema",
+            DeadLetterKind::NeedsState => "needs-state",
         }
     }
 }

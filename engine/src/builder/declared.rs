@@ -93,6 +93,18 @@ impl<'s> Table<'s> {
             .with_tables([self.id])
     }
 
+    /// The replica's changes by key, without state (see [`table::replica_by_key`]).
+    pub(super) fn replica_by_key(&self) -> Relation<'s> {
+        table::replica_by_key(
+            self.events.borrow().clone(),
+            &self.spec,
+            Rc::clone(&self.side),
+            &format!("{}/replica-by-key", self.spec.name),
+        )
+        .with_origins(self.carrying(0, table::REPLICA_COLUMNS.len()))
+        .with_tables([self.id])
+    }
+
     /// Adds events that rebuild recovered state; only before the state is first used.
     pub(super) fn seed(&self, seed: Collection<'s, ChangeEvent>) -> Result<(), BuildError> {
         if self.state.get().is_some() || self.replica.get().is_some() {

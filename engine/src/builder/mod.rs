@@ -336,6 +336,71 @@ impl<'s> PipelineBuilder<'s> {
         Ok(replica)
     }
 
+    /// Like [`PipelineBuilder::iceberg_replica_with`], without state: each change deletes
+    /// its key's row by an equality delete and writes the new row, so memory does not grow
+    /// with the table; truncates and unchanged TOASTed values become dead letters (they need
+    /// the previous rows). Partitions must be of key columns (an equality delete finds its
+    /// rows in its own partition).
+    pub(crate) fn iceberg_replica_by_key(
+        &mut self,
+        name: &str,
+        table: &Table<'s>,
+        partitions: &[Partition],
+    ) -> Result<Relation<'s>, BuildError> {
+        let iceberg_error = |cause: iceberg::IcebergError| BuildError::Sink {
+            sink: format!("iceberg table `{name}`"),
+            cause: cause.into(),
+        };
+        let spec = table.spec();
+        let key_names: Vec<&str> = spec
+            .key
+            .iter()
+            .filter_map(|&i| spec.schema.columns.get(i).map(|c| c.name.as_ref()))
+            .collect();
+        if let Some(outside) = partitions
+            .iter()
+            .find(|p| !key_names.contains(&p.column.as_str()))
+        {
+            return Err(BuildError::Table {
+                table: spec.name.clone(),
+                reason: format!(
+                    "equality deletes find rows by key in their own partition, so a table \
+                     replicated with them is partitioned by key columns only; `{}` is not one \
+                     (partition by a key column, or use position deletes)",
+                    outside.column
+                ),
+            });
+        }
+        self.claim_output(name)?;
+        let ident = TableIdent::parse(name).map_err(iceberg_error)?;
+        let replica = table.replica_by_key();
+        if !self.sinks.iceberg.writes() {
+            replica.rows();
+            return Ok(replica);
+        }
+        let opened = self
+            .sinks
+            .iceberg
+            .open(
+                &ident,
+                &table::replica_schema(spec),
+                WriteMode::ByKey {
+                    key: spec.key.clone(),
+                },
+                (partitions, Some(DeleteMode::Equality)),
+            )
+            .map_err(iceberg_error)?;
+        self.hold(table.id, name, &opened.committed)?;
+        let recovered = opened.committed.epoch.is_some();
+        iceberg::attach(
+            replica.rows(),
+            &self.probe,
+            opened,
+            self.committer_context(name, recovered),
+        );
+        Ok(replica)
+    }
+
     /// `table`'s change log: every change as one flat row, `op`, `event_time`, then
     /// `before_<column>` and `after_<column>` (the decoder keeps `before` of updates for it;
     /// Debezium sends it with `REPLICA IDENTITY FULL`).

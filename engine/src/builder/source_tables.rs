@@ -14,7 +14,7 @@ use tributary_operators::Schema;
 use super::{KeylessTable, PipelineBuilder, Table};
 use crate::error::BuildError;
 use crate::options::{RunOptions, TableOptions};
-use crate::sinks::iceberg::{self, TableIdent};
+use crate::sinks::iceberg::{self, DeleteMode, TableIdent};
 use crate::sources::{SourceTable, TableFilter};
 
 /// What the run's source said about its tables before the dataflow was built, for pipelines
@@ -204,7 +204,8 @@ impl<'s> PipelineBuilder<'s> {
 
     /// Keeps the source table `source` (as [`source_tables`](Self::source_tables) describes
     /// it) in the Iceberg table `name`, following its schema: upserted by its primary key with
-    /// `cdc_operation` and `cdc_timestamp` (see [`iceberg_replica`](Self::iceberg_replica)),
+    /// `cdc_operation` and `cdc_timestamp` (see [`iceberg_replica`](Self::iceberg_replica);
+    /// with equality deletes, by key without keeping the rows in memory),
     /// or, without a key, as an append-only log of its changed rows. Columns other than the
     /// key may be NULL (rows replayed from before a column was added lack it); columns the
     /// table has and the source dropped stay (NULL from then on); the Iceberg schema evolves
@@ -238,7 +239,16 @@ impl<'s> PipelineBuilder<'s> {
         }
         let key: Vec<&str> = key.iter().map(String::as_str).collect();
         let table = self.table(&source.name, schema, &key)?;
-        self.iceberg_replica_with(name, &table, &options.partitions, options.deletes)
+        let deletes = options
+            .deletes
+            .unwrap_or_else(|| self.sinks.iceberg.default_deletes());
+        if deletes == DeleteMode::Equality {
+            // Deleted by key: the replica needs no rows in memory.
+            return self
+                .iceberg_replica_by_key(name, &table, &options.partitions)
+                .map(|_| ());
+        }
+        self.iceberg_replica_with(name, &table, &options.partitions, Some(deletes))
             .map(|_| ())
     }
 

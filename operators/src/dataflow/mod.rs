@@ -1,6 +1,7 @@
 //! Pure dataflow operators over timely/differential, and the aliases that keep their types short.
 
 pub mod aggregate;
+pub mod by_key;
 pub mod decode;
 pub mod expr;
 pub mod lineage;

@@ -102,8 +102,47 @@ pub fn replica<'s>(
     name: &str,
     live_rows: Arc<AtomicI64>,
 ) -> Relation<'s> {
+    let stamped = replica_stamp();
+    let rows = events.upsert(name, spec.key.clone(), live_rows, stamped);
+    Relation::new(
+        Arc::new(replica_schema(spec)),
+        Some(spec.key.clone()),
+        rows,
+        side,
+    )
+}
+
+/// The replica's changes by key, without state (see [`super::by_key`]): per epoch and changed
+/// key, a retraction holding only the key and the key's new replica row, for a sink that
+/// deletes by key. Memory does not grow with the table; what needs the previous row becomes
+/// a dead letter.
+pub fn replica_by_key<'s>(
+    events: Collection<'s, ChangeEvent>,
+    spec: &TableSpec,
+    side: SideOutputs<'s>,
+    name: &str,
+) -> Relation<'s> {
+    let stamp = replica_stamp();
+    let (rows, letters) = super::by_key::keyed_changes(
+        events,
+        name,
+        spec.key.clone(),
+        spec.schema.len(),
+        stamp,
+    );
+    side.borrow_mut().push(letters);
+    Relation::new(
+        Arc::new(replica_schema(spec)),
+        Some(spec.key.clone()),
+        rows,
+        side,
+    )
+}
+
+/// Appends the replica columns (the event's op and source time) to a row.
+fn replica_stamp() -> impl Fn(&ChangeEvent, Row) -> Row + 'static {
     let op_names: [Value; 3] = ["c", "u", "r"].map(Value::str);
-    let stamped = move |event: &ChangeEvent, after: Row| {
+    move |event: &ChangeEvent, after: Row| {
         let op = match event.op {
             Op::Update => &op_names[1],
             Op::Read => &op_names[2],
@@ -114,14 +153,7 @@ pub fn replica<'s>(
             Value::Timestamp(event.event_time_ms.saturating_mul(1000)),
         ];
         after.framed(&[], &stamp)
-    };
-    let rows = events.upsert(name, spec.key.clone(), live_rows, stamped);
-    Relation::new(
-        Arc::new(replica_schema(spec)),
-        Some(spec.key.clone()),
-        rows,
-        side,
-    )
+    }
 }
 
 /// The schema of a table's replica: its columns, then [`REPLICA_COLUMNS`].

@@ -127,7 +127,7 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
 }
 
 /// Whether `event` is an update with a placeholder for an unchanged TOASTed value.
-fn has_unavailable_values(event: &ChangeEvent) -> bool {
+pub(crate) fn has_unavailable_values(event: &ChangeEvent) -> bool {
     event.op == Op::Update
         && event
             .after

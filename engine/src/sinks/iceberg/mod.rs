@@ -193,6 +193,11 @@ impl IcebergSinks {
         self.options.write
     }
 
+    /// How tables delete replaced rows unless a table says (`--iceberg-deletes`).
+    pub fn default_deletes(&self) -> DeleteMode {
+        self.options.deletes
+    }
+
     /// The commit interval.
     pub fn commit_interval(&self) -> Duration {
         self.options.commit_interval
@@ -217,7 +222,7 @@ impl IcebergSinks {
         }
         let (catalog, io, warehouse) = self.options.open()?;
         let key = match &mode {
-            WriteMode::Upsert { key } => key.clone(),
+            WriteMode::Upsert { key } | WriteMode::ByKey { key } => key.clone(),
             WriteMode::Append => Vec::new(),
         };
         let appends = matches!(mode, WriteMode::Append);
@@ -228,12 +233,11 @@ impl IcebergSinks {
             ident.clone(),
             (schema, &key, partitions),
         )?;
-        let (writer, rows) = TableWriter::recover(
-            table,
-            mode,
-            deletes.unwrap_or(self.options.deletes),
-            &self.pipeline,
-        )?;
+        let deletes = match mode {
+            WriteMode::ByKey { .. } => DeleteMode::Equality,
+            _ => deletes.unwrap_or(self.options.deletes),
+        };
+        let (writer, rows) = TableWriter::recover(table, mode, deletes, &self.pipeline)?;
         let committed = writer.committed().clone();
         if committed.epoch.is_some() {
             tracing::info!(

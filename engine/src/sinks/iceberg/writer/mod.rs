@@ -30,6 +30,13 @@ pub enum WriteMode {
         /// Key columns of the rows.
         key: Vec<usize>,
     },
+    /// Changes by key without state (a replica that keeps no rows in memory): each changed
+    /// key's retraction, a row holding only the key, and its new row; deleted by equality
+    /// deletes, and nothing read back at start.
+    ByKey {
+        /// Key columns of the rows.
+        key: Vec<usize>,
+    },
     /// Every inserted row is appended; retractions are not expected (change logs).
     Append,
 }
@@ -146,7 +153,7 @@ impl TableWriter {
                 }
                 return Ok(());
             }
-            WriteMode::Upsert { key } => key.clone(),
+            WriteMode::Upsert { key } | WriteMode::ByKey { key } => key.clone(),
         };
         // Each row is read once, for its key (and compared with the one before when their keys
         // agree, as an update's two halves usually arrive); the updates are then taken key by
