@@ -31,6 +31,12 @@ const MIN_INPUT_FILES: usize = 5;
 const TARGET_FILE_BYTES: u64 = 512 << 20;
 /// The smallest size class: files of up to 16 rows.
 const SMALLEST_CLASS_ROWS: u64 = 16;
+/// A rewrite holds its rows in memory: it reads at most this many, so that compaction's
+/// memory does not grow with the table.
+const MAX_REWRITE_ROWS: u64 = 500_000;
+/// Files of this many rows are left alone, like files of the target size: rewriting them
+/// again would reach [`MAX_REWRITE_ROWS`] with few files.
+const FULL_FILE_ROWS: u64 = MAX_REWRITE_ROWS / 4;
 
 /// Data files of one partition to rewrite as one, the delete files that apply to them, and
 /// those of them that apply to no other data file (which the rewrite removes).
@@ -242,7 +248,9 @@ fn plan_partition(files: &[Sequenced], min_file_bytes: u64) -> Option<Rewrite> {
             paths: path_bounds(file),
         })
         .collect();
-    let small = |file: &DataFile| file.file_size_in_bytes() < min_file_bytes;
+    let small = |file: &DataFile| {
+        file.file_size_in_bytes() < min_file_bytes && file.record_count() < FULL_FILE_ROWS
+    };
     let mut selected: HashSet<&str> = HashSet::new();
     // Size classes with enough small files.
     let mut classes: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
@@ -291,6 +299,21 @@ fn plan_partition(files: &[Sequenced], min_file_bytes: u64) -> Option<Rewrite> {
                 .map(|(f, _)| f.file_path()),
         );
     }
+    // The oldest files first, up to what a rewrite may hold in memory.
+    let mut oldest_first: Vec<&Sequenced> = data
+        .iter()
+        .filter(|(f, _)| selected.contains(f.file_path()))
+        .collect();
+    oldest_first.sort_by_key(|(f, sequence)| (*sequence, f.file_path()));
+    let mut rows = 0;
+    let selected: HashSet<&str> = oldest_first
+        .into_iter()
+        .take_while(|(f, _)| {
+            rows += f.record_count();
+            rows <= MAX_REWRITE_ROWS
+        })
+        .map(|(f, _)| f.file_path())
+        .collect();
     if selected.is_empty() {
         return None;
     }
@@ -380,6 +403,41 @@ impl Moved {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn data_file(path: &str, rows: u64) -> DataFile {
+        iceberg::spec::DataFileBuilder::default()
+            .content(DataContentType::Data)
+            .file_path(path.to_owned())
+            .file_format(iceberg::spec::DataFileFormat::Parquet)
+            .partition(Struct::empty())
+            .partition_spec_id(0)
+            .record_count(rows)
+            .file_size_in_bytes(rows * 10)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_rewrite_reads_at_most_its_row_budget_oldest_files_first() {
+        // Twelve files of 100 k rows (below the full size): one class, but only five fit.
+        let files: Vec<DataFile> = (0..12)
+            .map(|i| data_file(&format!("f{i:02}"), 100_000))
+            .collect();
+        let sequenced: Vec<Sequenced> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f, 12 - i as i64))
+            .collect();
+        let rewrite = plan_partition(&sequenced, u64::MAX).unwrap();
+        let read: Vec<&str> = rewrite.data.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(read, ["f07", "f08", "f09", "f10", "f11"], "the oldest five");
+        // Full files are left alone.
+        let full: Vec<DataFile> = (0..6)
+            .map(|i| data_file(&format!("g{i}"), FULL_FILE_ROWS))
+            .collect();
+        let sequenced: Vec<Sequenced> = full.iter().map(|f| (f, 1)).collect();
+        assert_eq!(plan_partition(&sequenced, u64::MAX), None);
+    }
 
     #[test]
     fn size_classes_grow_fourfold() {
