@@ -77,7 +77,8 @@ impl IcebergTable {
         let deleted = self.positions_deleted(&files.position_deletes)?;
         let mut by_key = KeysDeleted::default();
         for (path, partition, sequence, ids) in &files.equality_deletes {
-            self.read_equality_deletes(&mut by_key, (path, partition, *sequence, ids))?;
+            let file = (path.as_str(), partition, *sequence, ids.as_slice());
+            self.read_equality_deletes(&mut by_key, file, &mut |_, _| true)?;
         }
         let mut rows = Vec::new();
         for (file, sequence) in files.data {
@@ -144,19 +145,23 @@ impl IcebergTable {
     pub(super) fn keys_deleted(
         &self,
         files: &[(String, i64, Vec<i32>)],
+        wanted: &mut dyn FnMut(&[usize], &Key) -> bool,
     ) -> Result<KeysDeleted, IcebergError> {
         let mut by_key = KeysDeleted::default();
         for (path, sequence, ids) in files {
-            self.read_equality_deletes(&mut by_key, (path, &Struct::empty(), *sequence, ids))?;
+            let file = (path.as_str(), &Struct::empty(), *sequence, ids.as_slice());
+            self.read_equality_deletes(&mut by_key, file, wanted)?;
         }
         Ok(by_key)
     }
 
-    /// Adds what an equality-delete file deletes (by its own `equality_ids`) to `by_key`.
+    /// Adds what an equality-delete file deletes (by its own `equality_ids`) to `by_key`: the
+    /// keys `wanted` (columns, key) says.
     fn read_equality_deletes(
         &self,
         by_key: &mut KeysDeleted,
         (path, partition, sequence, ids): (&str, &Struct, i64, &[i32]),
+        wanted: &mut dyn FnMut(&[usize], &Key) -> bool,
     ) -> Result<(), IcebergError> {
         let columns = ids
             .iter()
@@ -171,6 +176,9 @@ impl IcebergTable {
         let keys = by_key.0.entry(columns.clone()).or_default();
         for batch in self.read_parquet(path)? {
             for key in self.columns.keys_of_batch(&batch, &columns)? {
+                if !wanted(&columns, &key) {
+                    continue;
+                }
                 let newest = keys.entry((partition.clone(), key)).or_default();
                 *newest = (*newest).max(sequence);
             }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use iceberg::spec::{DataContentType, DataFile, PrimitiveLiteral, Struct};
 
-use tributary_operators::Row;
+use tributary_operators::{Key, Row};
 
 use super::columns::DELETE_FILE_PATH_ID;
 use super::commit::Changes;
@@ -125,21 +125,31 @@ impl IcebergTable {
     }
 
     /// The live rows of the data files of `rewrite` (their delete files applied), in order.
+    /// Of the equality deletes only the keys of these rows are kept, so memory follows the
+    /// rewrite, not the table.
     pub(super) fn live_rows(&self, rewrite: &Rewrite) -> Result<Vec<Row>, IcebergError> {
         let deleted = self.positions_deleted(&rewrite.position_deletes)?;
-        let by_key = self.keys_deleted(&rewrite.equality_deletes)?;
-        let mut rows = Vec::new();
+        let mut read: Vec<(Row, i64)> = Vec::new();
         for (path, sequence) in &rewrite.data {
             let gone = deleted.get(path.as_str());
             for (position, row) in self.rows_of_file(path, None)?.into_iter().enumerate() {
-                let deleted = gone.is_some_and(|g| g.contains(&(position as u64)))
-                    || by_key.deletes(&Struct::empty(), &row, *sequence);
-                if !deleted {
-                    rows.push(row);
+                if !gone.is_some_and(|g| g.contains(&(position as u64))) {
+                    read.push((row, *sequence));
                 }
             }
         }
-        Ok(rows)
+        let mut keys_of: HashMap<Vec<usize>, HashSet<Key>> = HashMap::new();
+        let by_key = self.keys_deleted(&rewrite.equality_deletes, &mut |columns, key| {
+            keys_of
+                .entry(columns.to_vec())
+                .or_insert_with(|| read.iter().map(|(row, _)| Key::of(row, columns)).collect())
+                .contains(key)
+        })?;
+        Ok(read
+            .into_iter()
+            .filter(|(row, sequence)| !by_key.deletes(&Struct::empty(), row, *sequence))
+            .map(|(row, _)| row)
+            .collect())
     }
 
     /// The rows of data file `path`: all of them, or those at `positions` (ascending).
