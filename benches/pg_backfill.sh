@@ -8,7 +8,7 @@
 # /usr/lib/postgresql/*/bin), fills `orders` with ROWS rows (default 2,000,000), times
 # `COPY orders TO STDOUT` through psql, then runs `tributary run PIPELINE --until-idle` (default
 # op-counts) over the database and reports the backfill's rows/s (from its `backfilled` log
-# line), the ratio to COPY's, and the run's peak RSS. TRIBUTARY_BIN picks the binary (default:
+# line), the ratio to COPY's, the run's peak RSS and the state it kept per table. TRIBUTARY_BIN picks the binary (default:
 # target/release/tributary); SOURCE_OPTIONS adds URL options (e.g. chunk_rows=20000).
 set -euo pipefail
 
@@ -67,3 +67,4 @@ printf 'COPY TO STDOUT: %.2f s, %.0f rows/s\n' "$copy_s" "$copy_rps"
 printf 'backfill: %s rows/s (%s)\n' "$backfill_rps" "$(sed -E 's/.*(elapsed_s=[0-9.]+).*/\1/' <<<"$line")"
 printf 'ratio to COPY: %.2f\n' "$(echo "$backfill_rps / $copy_rps" | bc -l)"
 printf 'peak RSS: %.1f MB\n' "$(echo "$peak_kib / 1024" | bc -l)"
+grep 'state kept in memory' "$log" | sed -E 's/.*(table=[^ ]+ rows=[0-9]+ bytes=[0-9]+ bytes_per_row=[0-9]+).*/state: \1/' || true

@@ -50,6 +50,9 @@ pub struct RunSummary {
     pub epoch_latencies: Vec<Duration>,
     /// What each kind of durable sink did (`iceberg`: snapshots, rows, time).
     pub sinks: BTreeMap<String, SinkStats>,
+    /// Per table whose current state the run keeps: its rows and about how many bytes they
+    /// take in memory, at the end.
+    pub state: BTreeMap<String, (i64, i64)>,
     /// Why the run stopped early to be built again (what changed): a followed table's schema
     /// changed (everything before the change is committed), or a record described a table
     /// the run did not have (nothing was committed since the last commit). [`run`] builds it
@@ -212,6 +215,7 @@ fn run_once(
         elapsed: started.elapsed(),
         epoch_latencies,
         sinks: sink_stats.stats(),
+        state: metrics.state_sizes(),
         schema_changed: schema_changed
             .lock()
             .ok()
@@ -233,6 +237,15 @@ fn run_once(
             tables = ?skipped,
             events = Metrics::get(&metrics.decode.skipped),
             "skipped events of tables this pipeline does not read"
+        );
+    }
+    for (table, (rows, bytes)) in &summary.state {
+        tracing::info!(
+            %table,
+            rows,
+            bytes,
+            bytes_per_row = bytes / (*rows).max(1),
+            "state kept in memory"
         );
     }
     let seconds = summary.elapsed.as_secs_f64().max(1e-9);

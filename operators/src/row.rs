@@ -133,6 +133,23 @@ impl Row {
         }
     }
 
+    /// About how many bytes the row takes on the heap: its values (with the reference count)
+    /// and the text and bytes they point to (shared ones counted in full).
+    pub fn heap_bytes(&self) -> usize {
+        let shared = |len: usize| 2 * std::mem::size_of::<usize>() + len;
+        2 * std::mem::size_of::<usize>()
+            + std::mem::size_of_val(&*self.0)
+            + self
+                .0
+                .iter()
+                .map(|value| match value {
+                    Value::Str(text) | Value::Json(text) => shared(text.len()),
+                    Value::Bytes(bytes) => shared(bytes.len()),
+                    _ => 0,
+                })
+                .sum::<usize>()
+    }
+
     /// The values, in schema order.
     pub fn values(&self) -> &[Value] {
         &self.0

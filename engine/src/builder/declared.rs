@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tributary_operators::dataflow::lineage::{ColumnsRead, Origin};
 use tributary_operators::dataflow::relation::SideOutputs;
+use tributary_operators::dataflow::upsert::StateSize;
 use tributary_operators::dataflow::{table, Collection};
 use tributary_operators::{ChangeEvent, Relation, TableId, TableSpec};
 
@@ -18,7 +19,7 @@ type UpsertBuilder<'s> = fn(
     &TableSpec,
     SideOutputs<'s>,
     &str,
-    Arc<std::sync::atomic::AtomicI64>,
+    Arc<StateSize>,
 ) -> Relation<'s>;
 
 /// A declared source table without a primary key: its changes only.
@@ -43,7 +44,8 @@ pub struct Table<'s> {
     pub(super) spec: Arc<TableSpec>,
     /// The columns the pipeline reads (the decoder converts only these).
     pub(super) read: ColumnsRead,
-    pub(super) live_rows: Arc<std::sync::atomic::AtomicI64>,
+    /// What its state holds.
+    pub(super) state_size: Arc<StateSize>,
     /// Its change events (plus, after a restart, the events that rebuild its state).
     pub(super) events: RefCell<Collection<'s, ChangeEvent>>,
     pub(super) side: SideOutputs<'s>,
@@ -151,7 +153,7 @@ impl<'s> Table<'s> {
                 &self.spec,
                 Rc::clone(&self.side),
                 &format!("{}/{what}", self.spec.name),
-                Arc::clone(&self.live_rows),
+                Arc::clone(&self.state_size),
             )
         })
         .clone()

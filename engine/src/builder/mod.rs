@@ -244,11 +244,12 @@ impl<'s> PipelineBuilder<'s> {
         let id = self.catalog.add(spec.clone()).map_err(table_error)?;
         let read = ColumnsRead::new(spec.schema.len(), &spec.key);
         self.columns_read.push(read.clone());
+        let state_size = self.sinks.metrics.state_of(&spec.name);
         Ok(Table {
             id,
             read,
             spec: Arc::new(spec),
-            live_rows: Arc::clone(&self.sinks.metrics.state_rows),
+            state_size,
             events: RefCell::new(self.router.table(id)),
             side: Rc::clone(&self.side),
             state: OnceCell::new(),

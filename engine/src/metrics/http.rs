@@ -186,14 +186,25 @@ pub fn render(metrics: &Metrics, pipeline: &str) -> String {
         "Seconds since the last epoch was handled by every sink.",
         &[(String::new(), metrics.frontier_lag_seconds())],
     );
+    let state = metrics.state_sizes();
     counter(
         &mut out,
         "tributary_state_rows",
         "Rows of current state held by upsert operators.",
         &[(
             String::new(),
-            metrics.state_rows.load(Ordering::Relaxed) as f64,
+            state.values().map(|(rows, _)| *rows as f64).sum(),
         )],
+    );
+    let by_table: Vec<(String, f64)> = state
+        .iter()
+        .map(|(table, (_, bytes))| (format!(",table=\"{}\"", escape(table)), *bytes as f64))
+        .collect();
+    counter(
+        &mut out,
+        "tributary_state_bytes",
+        "About how many bytes a table's current state takes in memory (rows and their slots).",
+        &by_table,
     );
     for (name, help, histogram) in [
         (
@@ -236,7 +247,15 @@ mod tests {
         metrics.records_in.store(5, Ordering::Relaxed);
         metrics.epoch_done(Duration::from_millis(30));
         metrics.dead_letter(tributary_operators::DeadLetterKind::BadJson);
+        let orders = metrics.state_of("dbserver1.public.orders");
+        orders.rows.store(2, Ordering::Relaxed);
+        orders.bytes.store(300, Ordering::Relaxed);
+        metrics.state_of("dbserver1.public.items").rows.store(1, Ordering::Relaxed);
         let text = render(&metrics, "op-counts");
+        assert!(text.contains("tributary_state_rows{pipeline=\"op-counts\"} 3"));
+        assert!(text.contains(
+            "tributary_state_bytes{pipeline=\"op-counts\",table=\"dbserver1.public.orders\"} 300"
+        ));
         assert!(text.contains("tributary_records_in_total{pipeline=\"op-counts\"} 5"));
         assert!(text.contains(
             "tributary_dead_letters_total{pipeline=\"op-counts\",reason=\"bad-json\"} 1"

@@ -4,11 +4,12 @@
 pub mod http;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tributary_operators::dataflow::decode::DecodeStats;
+use tributary_operators::dataflow::upsert::StateSize;
 use tributary_operators::DeadLetterKind;
 
 /// Upper bounds (seconds) of the epoch-latency histogram buckets.
@@ -27,8 +28,8 @@ pub struct Metrics {
     pub epochs_closed: AtomicU64,
     /// Epochs every sink has handled.
     pub epochs_done: AtomicU64,
-    /// Rows of current state held by upsert operators (all tables, all workers).
-    pub state_rows: Arc<AtomicI64>,
+    /// What the upsert operators hold, per table (all workers).
+    state: Mutex<BTreeMap<String, Arc<StateSize>>>,
     /// Iceberg snapshots committed.
     pub iceberg_commits: AtomicU64,
     /// Rows appended to Iceberg tables.
@@ -54,6 +55,29 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The state counters of `table` (made on first use).
+    pub fn state_of(&self, table: &str) -> Arc<StateSize> {
+        let Ok(mut state) = self.state.lock() else {
+            return Arc::default();
+        };
+        Arc::clone(state.entry(table.to_owned()).or_default())
+    }
+
+    /// Per table, the rows its state holds and about how many bytes they take.
+    pub fn state_sizes(&self) -> BTreeMap<String, (i64, i64)> {
+        let Ok(state) = self.state.lock() else {
+            return BTreeMap::new();
+        };
+        state
+            .iter()
+            .map(|(table, size)| {
+                let rows = size.rows.load(Ordering::Relaxed);
+                (table.clone(), (rows, size.bytes.load(Ordering::Relaxed)))
+            })
+            .filter(|(_, (rows, _))| *rows != 0)
+            .collect()
+    }
+
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);

@@ -1,11 +1,10 @@
 //! A source table's faces as relations: its change stream, its current state, and its replica
 //! (state plus the last change's op and time).
 
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use super::relation::{Relation, SideOutputs};
-use super::upsert::Upsert;
+use super::upsert::{StateSize, Upsert};
 use super::Collection;
 use crate::event::{ChangeEvent, Op, Position};
 use crate::row::{Key, Row};
@@ -72,16 +71,16 @@ pub fn changes<'s>(
     Relation::new(Arc::new(Schema::new(columns)), None, rows, side)
 }
 
-/// The table's current state (upsert by primary key), keyed by the primary key; `live_rows`
-/// counts the rows held.
+/// The table's current state (upsert by primary key), keyed by the primary key; `size`
+/// counts the rows held and their bytes.
 pub fn state<'s>(
     events: Collection<'s, ChangeEvent>,
     spec: &TableSpec,
     side: SideOutputs<'s>,
     name: &str,
-    live_rows: Arc<AtomicI64>,
+    size: Arc<StateSize>,
 ) -> Relation<'s> {
-    let rows = events.upsert(name, spec.key.clone(), live_rows, |_, after| after);
+    let rows = events.upsert(name, spec.key.clone(), size, |_, after| after);
     Relation::new(
         Arc::new(spec.schema.clone()),
         Some(spec.key.clone()),
@@ -100,10 +99,10 @@ pub fn replica<'s>(
     spec: &TableSpec,
     side: SideOutputs<'s>,
     name: &str,
-    live_rows: Arc<AtomicI64>,
+    size: Arc<StateSize>,
 ) -> Relation<'s> {
     let stamped = replica_stamp();
-    let rows = events.upsert(name, spec.key.clone(), live_rows, stamped);
+    let rows = events.upsert(name, spec.key.clone(), size, stamped);
     Relation::new(
         Arc::new(replica_schema(spec)),
         Some(spec.key.clone()),

@@ -30,12 +30,12 @@ pub trait Upsert<'s> {
     /// `stored_row` makes the row kept for an event from the event and its `after` (a replica
     /// appends the op and time); it runs as the event reaches its key's worker, so that a row
     /// the state keeps is allocated by the worker that frees it.
-    /// `live_rows` tracks the number of rows held (summed over workers).
+    /// `size` tracks the rows held and about how many bytes they take (summed over workers).
     fn upsert(
         self,
         name: &str,
         key_columns: Vec<usize>,
-        live_rows: Arc<AtomicI64>,
+        size: Arc<StateSize>,
         stored_row: impl Fn(&ChangeEvent, Row) -> Row + 'static,
     ) -> Collection<'s, Row>;
 }
@@ -45,7 +45,7 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
         self,
         name: &str,
         key_columns: Vec<usize>,
-        live_rows: Arc<AtomicI64>,
+        size: Arc<StateSize>,
         stored_row: impl Fn(&ChangeEvent, Row) -> Row + 'static,
     ) -> Collection<'s, Row> {
         let peers = self.inner.scope().peers() as u64;
@@ -107,7 +107,9 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                             let applied = events.len();
                             let mut session = output.session(&capability);
                             let before = state.len();
+                            let mut bytes = 0i64;
                             state.apply_epoch(&mut events, |update, diff| {
+                                bytes += diff * (update.heap_bytes() + SLOT_BYTES) as i64;
                                 session.give((update, time, diff));
                             });
                             // A buffer far larger than epochs now need (after a snapshot) is
@@ -117,7 +119,8 @@ impl<'s> Upsert<'s> for Collection<'s, ChangeEvent> {
                             }
                             spare = events;
                             let change = state.len() as i64 - before as i64;
-                            live_rows.fetch_add(change, Ordering::Relaxed);
+                            size.rows.fetch_add(change, Ordering::Relaxed);
+                            size.bytes.fetch_add(bytes, Ordering::Relaxed);
                         }
                     }
                 },
@@ -142,6 +145,19 @@ fn is_unavailable(value: &Value) -> bool {
         _ => false,
     }
 }
+
+/// What a table's state holds: rows, and about how many bytes they take (each row's
+/// [`Row::heap_bytes`] plus its slot in the table).
+#[derive(Debug, Default)]
+pub struct StateSize {
+    /// Live rows, all workers.
+    pub rows: AtomicI64,
+    /// Their bytes, all workers.
+    pub bytes: AtomicI64,
+}
+
+/// A row's slot in the state's table: its hash and handle (24 bytes), at half load.
+const SLOT_BYTES: usize = 2 * 24;
 
 /// Events an epoch buffer may keep room for whatever the epoch that used it last.
 const SPARE_EVENTS: usize = 16_384;
