@@ -446,13 +446,20 @@ fn equality_deletes_replicate_without_state_across_kills() {
     }
     writer.stop();
     let status = run("final.log", true).status().unwrap();
-    assert!(status.success(), "{}", log_of(&dir.path().join("final.log")));
+    assert!(
+        status.success(),
+        "{}",
+        log_of(&dir.path().join("final.log"))
+    );
     let log = log_of(&dir.path().join("final.log"));
     let resumed = log
         .lines()
         .find(|l| l.contains("resuming from the table's last snapshot"))
         .unwrap_or_else(|| panic!("the final run resumes: {log}"));
-    assert!(resumed.contains("rows=0"), "nothing is read back into memory: {resumed}");
+    assert!(
+        resumed.contains("rows=0"),
+        "nothing is read back into memory: {resumed}"
+    );
 
     let snapshots =
         crate::support::iceberg_rust::read_table_iceberg_rust(&warehouse, "public.items");
@@ -473,7 +480,10 @@ fn equality_deletes_replicate_without_state_across_kills() {
     assert_eq!(rows.len(), want.len());
     assert_eq!(rows, want, "the table deleted by key equals its source");
     assert!(
-        current.summary["total-equality-deletes"].parse::<u64>().unwrap() > 0,
+        current.summary["total-equality-deletes"]
+            .parse::<u64>()
+            .unwrap()
+            > 0,
         "{:?}",
         current.summary
     );
@@ -533,7 +543,12 @@ fn memory_stays_flat_as_the_backfilled_table_grows() {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let op_counts = peak_rss_mb(counts);
-        let mut by_key = replicate(&source, &dir.path().join("w"), &dir.path().join("log"), true);
+        let mut by_key = replicate(
+            &source,
+            &dir.path().join("w"),
+            &dir.path().join("log"),
+            true,
+        );
         by_key.args(["--iceberg-deletes", "equality"]);
         let replica = peak_rss_mb(by_key);
         peaks.push((rows, op_counts, replica));

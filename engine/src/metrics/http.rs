@@ -250,7 +250,10 @@ mod tests {
         let orders = metrics.state_of("dbserver1.public.orders");
         orders.rows.store(2, Ordering::Relaxed);
         orders.bytes.store(300, Ordering::Relaxed);
-        metrics.state_of("dbserver1.public.items").rows.store(1, Ordering::Relaxed);
+        metrics
+            .state_of("dbserver1.public.items")
+            .rows
+            .store(1, Ordering::Relaxed);
         let text = render(&metrics, "op-counts");
         assert!(text.contains("tributary_state_rows{pipeline=\"op-counts\"} 3"));
         assert!(text.contains(

@@ -66,12 +66,14 @@ pub fn keyed_changes<'s>(
                         let entry = pending
                             .entry(time)
                             .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
-                        entry.1.extend(data.drain(..).filter_map(|(event, _, diff)| {
-                            let applies = diff > 0
-                                && event.op != Op::Truncate
-                                && !has_unavailable_values(&event);
-                            applies.then_some(event)
-                        }));
+                        entry
+                            .1
+                            .extend(data.drain(..).filter_map(|(event, _, diff)| {
+                                let applies = diff > 0
+                                    && event.op != Op::Truncate
+                                    && !has_unavailable_values(&event);
+                                applies.then_some(event)
+                            }));
                     });
                     while let Some(entry) = pending.first_entry() {
                         if frontier.less_equal(entry.key()) {

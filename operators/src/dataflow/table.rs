@@ -122,13 +122,8 @@ pub fn replica_by_key<'s>(
     name: &str,
 ) -> Relation<'s> {
     let stamp = replica_stamp();
-    let (rows, letters) = super::by_key::keyed_changes(
-        events,
-        name,
-        spec.key.clone(),
-        spec.schema.len(),
-        stamp,
-    );
+    let (rows, letters) =
+        super::by_key::keyed_changes(events, name, spec.key.clone(), spec.schema.len(), stamp);
     side.borrow_mut().push(letters);
     Relation::new(
         Arc::new(replica_schema(spec)),

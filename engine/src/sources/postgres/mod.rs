@@ -4,7 +4,7 @@
 //!
 //! A run without committed positions creates the slot and streams at once, while the backfill
 //! reads the published tables' rows in chunks between watermarks (`r` events; see
-//! [`backfill`]). Positions are LSNs (one stream, `postgres/SLOT`): a resumed run restarts the
+//! `backfill.rs`). Positions are LSNs (one stream, `postgres/SLOT`): a resumed run restarts the
 //! slot from the LSN its sinks committed and skips transactions that ended at or before it; the
 //! backfill's progress is committed with them, so a resumed backfill goes on at its next chunk.
 //! The slot's confirmed flush LSN advances only to what every durable sink committed.

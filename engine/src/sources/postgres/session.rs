@@ -363,7 +363,10 @@ impl Session {
 
     /// What the reader says while the stream waits for WAL: a chunk is kept for its high
     /// watermark; a new table the pipeline would read stops the stream (`Some`).
-    fn from_reader(&mut self, message: Option<FromReader>) -> Result<Option<String>, SourceError> {
+    fn on_reader_message(
+        &mut self,
+        message: Option<FromReader>,
+    ) -> Result<Option<String>, SourceError> {
         match message {
             None | Some(FromReader::Complete) => {
                 if message.is_none() {
@@ -416,7 +419,7 @@ impl Session {
                         reason: "the backfill reader ended before its chunk".into(),
                     });
                 }
-                self.from_reader(message)?;
+                self.on_reader_message(message)?;
                 if let Some(chunk) = self.backfill.arrived.take() {
                     break chunk;
                 }
@@ -486,7 +489,7 @@ impl Session {
                 }
                 _ = self.stop.changed() => return Ok(()),
                 message = recv_from(&mut self.backfill.from_reader), if reading => {
-                    if let Some(change) = self.from_reader(message).map_err(Interrupted::Fatal)? {
+                    if let Some(change) = self.on_reader_message(message).map_err(Interrupted::Fatal)? {
                         self.send(Feed::SchemaChanged(change))
                             .await
                             .map_err(Interrupted::Fatal)?;
