@@ -21,6 +21,18 @@ use crate::support::{tests_path, tributary_bin};
 
 const STREAM: &str = "postgres/tributary_replicate";
 
+/// A server with database `shop` made by `sql`, or `None` (the test is skipped) without
+/// PostgreSQL or, if `pyiceberg`, without pyiceberg.
+fn shop(test: &str, sql: &str, pyiceberg: bool) -> Option<Postgres> {
+    let pg = Postgres::start_or_skip(test)?;
+    if pyiceberg && !pyiceberg_available() {
+        return None;
+    }
+    pg.psql("postgres", "CREATE DATABASE shop");
+    pg.psql("shop", sql);
+    Some(pg)
+}
+
 /// `tributary run replicate` over `source` into `warehouse`, following the slot unless
 /// `until_idle`, logging to `log`.
 fn replicate(source: &str, warehouse: &Path, log: &Path, until_idle: bool) -> Command {
@@ -159,19 +171,15 @@ COMMIT;
 
 #[test]
 fn two_million_rows_backfill_in_chunks_across_kills_while_a_writer_changes_them() {
-    let Some(pg) = Postgres::start_or_skip("postgres_backfill") else {
-        return;
-    };
-    if !pyiceberg_available() {
-        return;
-    }
-    pg.psql("postgres", "CREATE DATABASE shop");
-    pg.psql(
-        "shop",
+    let Some(pg) = shop(
+        "postgres_backfill",
         "CREATE TABLE big (id bigint PRIMARY KEY, grp int NOT NULL, amount bigint, note text);
          INSERT INTO big SELECT i, i % 100, i * 7, 'row ' || i FROM generate_series(1, 2000000) i;
          CREATE PUBLICATION tributary FOR TABLE big;",
-    );
+        true,
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let source = format!("{}?chunk_rows=20000", pg.url("postgres", "shop"));
@@ -251,21 +259,17 @@ fn streamed_transaction(n: u64) -> String {
 
 #[test]
 fn a_table_added_to_the_publication_mid_run_is_backfilled_while_the_first_streams() {
-    let Some(pg) = Postgres::start_or_skip("postgres_backfill_added") else {
-        return;
-    };
-    if !pyiceberg_available() {
-        return;
-    }
-    pg.psql("postgres", "CREATE DATABASE shop");
-    pg.psql(
-        "shop",
+    let Some(pg) = shop(
+        "postgres_backfill_added",
         "CREATE TABLE first (id int PRIMARY KEY, v int);
          INSERT INTO first SELECT i, 0 FROM generate_series(0, 99) i;
          CREATE TABLE second (id int PRIMARY KEY, v int, note text);
          INSERT INTO second SELECT i, i, 'second ' || i FROM generate_series(0, 29999) i;
          CREATE PUBLICATION tributary FOR TABLE first;",
-    );
+        true,
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let source = format!("{}?chunk_rows=1000", pg.url("postgres", "shop"));
@@ -339,21 +343,17 @@ fn a_table_added_to_the_publication_mid_run_is_backfilled_while_the_first_stream
 
 #[test]
 fn an_update_that_leaves_a_toasted_value_unchanged_keeps_it() {
-    let Some(pg) = Postgres::start_or_skip("postgres_toast") else {
-        return;
-    };
-    if !pyiceberg_available() {
-        return;
-    }
-    pg.psql("postgres", "CREATE DATABASE shop");
     // Stored out of line, uncompressed: an update of `n` alone does not send `doc` again.
-    pg.psql(
-        "shop",
+    let Some(pg) = shop(
+        "postgres_toast",
         "CREATE TABLE docs (id int PRIMARY KEY, doc text, n int);
          ALTER TABLE docs ALTER COLUMN doc SET STORAGE EXTERNAL;
          INSERT INTO docs SELECT 1, string_agg(md5(i::text), ''), 0 FROM generate_series(1, 3000) i;
          CREATE PUBLICATION tributary FOR TABLE docs;",
-    );
+        true,
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let source = pg.url("postgres", "shop");
@@ -418,16 +418,15 @@ COMMIT;
 /// `SELECT *`.
 #[test]
 fn equality_deletes_replicate_without_state_across_kills() {
-    let Some(pg) = Postgres::start_or_skip("postgres_backfill_by_key") else {
-        return;
-    };
-    pg.psql("postgres", "CREATE DATABASE shop");
-    pg.psql(
-        "shop",
+    let Some(pg) = shop(
+        "postgres_backfill_by_key",
         "CREATE TABLE items (id int PRIMARY KEY, v int, note text);
          INSERT INTO items SELECT i, i, 'item ' || i FROM generate_series(0, 19999) i;
          CREATE PUBLICATION tributary FOR TABLE items;",
-    );
+        false,
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let warehouse = dir.path().join("warehouse");
     let source = format!("{}?chunk_rows=500", pg.url("postgres", "shop"));

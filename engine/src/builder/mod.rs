@@ -277,122 +277,77 @@ impl<'s> PipelineBuilder<'s> {
         table: &Table<'s>,
         partitions: &[Partition],
     ) -> Result<Relation<'s>, BuildError> {
-        self.iceberg_replica_with(name, table, partitions, None)
+        self.iceberg_replica_with(name, table, partitions, (None, false))
     }
 
     /// [`iceberg_replica_partitioned`](Self::iceberg_replica_partitioned), deleting replaced
-    /// rows as `deletes` says rather than as the run's `--iceberg-deletes`.
+    /// rows as `deletes` says rather than as the run's `--iceberg-deletes`. `by_key`: without
+    /// state, each change deletes its key's row by an equality delete and writes the new row,
+    /// so memory does not grow with the table; truncates and unchanged TOASTed values become
+    /// dead letters (they need the previous rows), and partitions must be of key columns (an
+    /// equality delete finds its rows in its own partition).
     pub(crate) fn iceberg_replica_with(
         &mut self,
         name: &str,
         table: &Table<'s>,
         partitions: &[Partition],
-        deletes: Option<DeleteMode>,
+        (deletes, by_key): (Option<DeleteMode>, bool),
     ) -> Result<Relation<'s>, BuildError> {
         let iceberg_error = |cause: iceberg::IcebergError| BuildError::Sink {
             sink: format!("iceberg table `{name}`"),
             cause: cause.into(),
         };
+        let spec = table.spec();
+        if by_key {
+            check_partitions_by_key(spec, partitions)?;
+        }
         self.claim_output(name)?;
         let ident = TableIdent::parse(name).map_err(iceberg_error)?;
+        let replica = || {
+            if by_key {
+                table.replica_by_key()
+            } else {
+                table.replica()
+            }
+        };
         if !self.sinks.iceberg.writes() {
             // Computed whole, as if written, so that `--no-iceberg` measures the same work.
-            let replica = table.replica();
+            let replica = replica();
             replica.rows();
             return Ok(replica);
         }
-        let spec = table.spec();
+        let key = spec.key.clone();
+        let (mode, deletes) = if by_key {
+            (WriteMode::ByKey { key }, Some(DeleteMode::Equality))
+        } else {
+            (WriteMode::Upsert { key }, deletes)
+        };
         let opened = self
             .sinks
             .iceberg
             .open(
                 &ident,
                 &table::replica_schema(spec),
-                WriteMode::Upsert {
-                    key: spec.key.clone(),
-                },
+                mode,
                 (partitions, deletes),
             )
             .map_err(iceberg_error)?;
         self.hold(table.id, name, &opened.committed)?;
         let recovered = opened.committed.epoch.is_some();
-        let scope = table.events.borrow().inner.scope();
-        let seed: Vec<(ChangeEvent, Time, i64)> = opened
-            .seed_share(scope.index(), scope.peers())
-            .iter()
-            .enumerate()
-            .map(|(i, row)| {
-                let event = table::replica_seed_event(table.id, spec, row, i as u64);
-                (event, 0, 1)
-            })
-            .collect();
-        table.seed(seed.to_stream(scope).as_collection())?;
-        let replica = table.replica();
-        iceberg::attach(
-            replica.rows(),
-            &self.probe,
-            opened,
-            self.committer_context(name, recovered),
-        );
-        Ok(replica)
-    }
-
-    /// Like [`PipelineBuilder::iceberg_replica_with`], without state: each change deletes
-    /// its key's row by an equality delete and writes the new row, so memory does not grow
-    /// with the table; truncates and unchanged TOASTed values become dead letters (they need
-    /// the previous rows). Partitions must be of key columns (an equality delete finds its
-    /// rows in its own partition).
-    pub(crate) fn iceberg_replica_by_key(
-        &mut self,
-        name: &str,
-        table: &Table<'s>,
-        partitions: &[Partition],
-    ) -> Result<Relation<'s>, BuildError> {
-        let iceberg_error = |cause: iceberg::IcebergError| BuildError::Sink {
-            sink: format!("iceberg table `{name}`"),
-            cause: cause.into(),
-        };
-        let spec = table.spec();
-        let key_names: Vec<&str> = spec
-            .key
-            .iter()
-            .filter_map(|&i| spec.schema.columns.get(i).map(|c| c.name.as_ref()))
-            .collect();
-        if let Some(outside) = partitions
-            .iter()
-            .find(|p| !key_names.contains(&p.column.as_str()))
-        {
-            return Err(BuildError::Table {
-                table: spec.name.clone(),
-                reason: format!(
-                    "equality deletes find rows by key in their own partition, so a table \
-                     replicated with them is partitioned by key columns only; `{}` is not one \
-                     (partition by a key column, or use position deletes)",
-                    outside.column
-                ),
-            });
+        if !by_key {
+            let scope = table.events.borrow().inner.scope();
+            let seed: Vec<(ChangeEvent, Time, i64)> = opened
+                .seed_share(scope.index(), scope.peers())
+                .iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    let event = table::replica_seed_event(table.id, spec, row, i as u64);
+                    (event, 0, 1)
+                })
+                .collect();
+            table.seed(seed.to_stream(scope).as_collection())?;
         }
-        self.claim_output(name)?;
-        let ident = TableIdent::parse(name).map_err(iceberg_error)?;
-        let replica = table.replica_by_key();
-        if !self.sinks.iceberg.writes() {
-            replica.rows();
-            return Ok(replica);
-        }
-        let opened = self
-            .sinks
-            .iceberg
-            .open(
-                &ident,
-                &table::replica_schema(spec),
-                WriteMode::ByKey {
-                    key: spec.key.clone(),
-                },
-                (partitions, Some(DeleteMode::Equality)),
-            )
-            .map_err(iceberg_error)?;
-        self.hold(table.id, name, &opened.committed)?;
-        let recovered = opened.committed.epoch.is_some();
+        let replica = replica();
         iceberg::attach(
             replica.rows(),
             &self.probe,
@@ -607,5 +562,30 @@ impl<'s> PipelineBuilder<'s> {
             sink.write(letters)
         });
         probe
+    }
+}
+
+/// A replica deleting by key may be partitioned by key columns only: an equality delete finds
+/// its rows in its own partition.
+fn check_partitions_by_key(spec: &TableSpec, partitions: &[Partition]) -> Result<(), BuildError> {
+    let key_names: Vec<&str> = spec
+        .key
+        .iter()
+        .filter_map(|&i| spec.schema.columns.get(i).map(|c| c.name.as_ref()))
+        .collect();
+    match partitions
+        .iter()
+        .find(|p| !key_names.contains(&p.column.as_str()))
+    {
+        Some(outside) => Err(BuildError::Table {
+            table: spec.name.clone(),
+            reason: format!(
+                "equality deletes find rows by key in their own partition, so a table \
+                 replicated with them is partitioned by key columns only; `{}` is not one \
+                 (partition by a key column, or use position deletes)",
+                outside.column
+            ),
+        }),
+        None => Ok(()),
     }
 }

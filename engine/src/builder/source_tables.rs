@@ -242,13 +242,9 @@ impl<'s> PipelineBuilder<'s> {
         let deletes = options
             .deletes
             .unwrap_or_else(|| self.sinks.iceberg.default_deletes());
-        if deletes == DeleteMode::Equality {
-            // Deleted by key: the replica needs no rows in memory.
-            return self
-                .iceberg_replica_by_key(name, &table, &options.partitions)
-                .map(|_| ());
-        }
-        self.iceberg_replica_with(name, &table, &options.partitions, Some(deletes))
+        // Deleted by key, the replica needs no rows in memory.
+        let by_key = deletes == DeleteMode::Equality;
+        self.iceberg_replica_with(name, &table, &options.partitions, (Some(deletes), by_key))
             .map(|_| ())
     }
 

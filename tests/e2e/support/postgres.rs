@@ -235,19 +235,19 @@ impl Postgres {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// `psql` on `db` as `user`: unaligned, tuples only, stopping at the first error.
+    fn psql_command(&self, db: &str, user: &str) -> Command {
+        let mut command = Command::new(self.bindir.join("psql"));
+        command
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user])
+            .args(["-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+        command
+    }
+
     /// A `psql` session on `db` reading SQL from its standard input (write statements to it;
     /// closing it ends the session): a writer that does not start a process per transaction.
     pub fn psql_session(&self, db: &str) -> Child {
-        Command::new(self.bindir.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        self.psql_command(db, "postgres")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -256,9 +256,7 @@ impl Postgres {
 
     /// Runs `sql` as `user` and returns psql's raw output (for statements expected to fail).
     pub fn psql_output(&self, db: &str, user: &str, sql: &str) -> std::process::Output {
-        Command::new(self.bindir.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user])
-            .args(["-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        self.psql_command(db, user)
             .stdin(Stdio::null())
             .arg("-c")
             .arg(sql)
@@ -270,16 +268,8 @@ impl Postgres {
     /// the WAL insert position: at or after the transaction's commit record and before anything
     /// a later transaction writes.
     pub fn commit_and_lsn(&self, db: &str, sql: &str) -> u64 {
-        let mut child = Command::new(self.bindir.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
-            .args(["-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        let mut child = self
+            .psql_command(db, "postgres")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
