@@ -233,7 +233,7 @@ const CHUNK_TX_BASE: u64 = 1 << 40;
 impl Reader {
     /// Reads every table the progress does not have done, then watches the publication.
     pub async fn run(mut self) -> Result<(), SourceError> {
-        let control = connect_control(&self.spec).await?;
+        let mut control = connect_control(&self.spec).await?;
         let mut queue: VecDeque<String> = self
             .progress
             .tables
@@ -270,9 +270,22 @@ impl Reader {
                     Some(TableProgress::After(key)) => Some(key.clone()),
                     _ => None,
                 };
-                let (chunk, accepted, taken) = self
+                let read = self
                     .read_chunk(&control, &target, chunk_id, after.as_deref(), first)
-                    .await?;
+                    .await;
+                let (chunk, accepted, taken) = match read {
+                    Ok(read) => read,
+                    // A lost connection (a server restart): the chunk is read again, with
+                    // new watermarks, once the server is back.
+                    Err(error) if control.is_closed() => {
+                        match self.reconnect(error).await? {
+                            Some(again) => control = again,
+                            None => return Ok(()),
+                        }
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 let then = chunk.then.clone();
                 let read = chunk.rows.len() as u64;
                 // The chunk before must be in the pipeline first: at most two wait in memory,
@@ -332,6 +345,26 @@ impl Reader {
                     {
                         return Ok(());
                     }
+                }
+            }
+        }
+    }
+
+    /// Connects again after `error` broke the connection, with backoff, until it works or the
+    /// stream is gone (`None`).
+    async fn reconnect(&self, error: SourceError) -> Result<Option<Client>, SourceError> {
+        tracing::warn!(%error, "lost the backfill's connection; reconnecting");
+        let mut delay = Duration::from_millis(500);
+        loop {
+            tokio::time::sleep(delay).await;
+            if self.to_stream.is_closed() {
+                return Ok(None);
+            }
+            match connect_control(&self.spec).await {
+                Ok(control) => return Ok(Some(control)),
+                Err(error) => {
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL is not back yet");
                 }
             }
         }

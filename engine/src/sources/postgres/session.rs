@@ -425,6 +425,12 @@ impl Session {
                 }
             },
         };
+        if chunk.id > id {
+            // The reader gave chunk `id` up after its high watermark (it lost its connection)
+            // and read the next one, which waits for its own.
+            self.backfill.arrived = Some(chunk);
+            return Ok(());
+        }
         if chunk.id != id {
             return Err(SourceError::Postgres {
                 what: "backfill".into(),
