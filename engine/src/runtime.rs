@@ -302,10 +302,10 @@ fn resume(
         return Ok((reader, ingestor));
     };
     let ingestor = ingestor.starting_at(point.epoch + 1);
-    let backfills = reader.resume_progress(&point.progress);
+    let backfills = reader.resume_progress(&point.progress, &point.unstarted);
     if !point.unstarted.is_empty() {
         if backfills {
-            tracing::info!(tables = ?point.unstarted, source = %reader.describe(), "tables without a snapshot yet: the source backfills the tables it has not read yet");
+            tracing::info!(tables = ?point.unstarted, source = %reader.describe(), "tables without a snapshot yet: the source backfills them");
         } else if reader.reload() {
             tracing::info!(tables = ?point.unstarted, source = %reader.describe(), "tables without a snapshot yet: reading the source's whole state again, replacing what every table holds");
             if !point.appended.is_empty() {

@@ -416,7 +416,10 @@ fn a_server_restart_mid_backfill_is_ridden_out() {
     let mut child = replicate(&source, &warehouse, &log, true).spawn().unwrap();
     wait_for(&mut child, &log, "committed iceberg snapshot", 3);
     pg.restart(Duration::from_millis(800));
-    pg.psql("shop", "UPDATE big SET note = 'after the restart' WHERE id % 1000 = 0");
+    pg.psql(
+        "shop",
+        "UPDATE big SET note = 'after the restart' WHERE id % 1000 = 0",
+    );
     let status = child.wait().unwrap();
     let text = log_of(&log);
     assert!(status.success(), "{text}");

@@ -51,9 +51,10 @@ pub trait Source: Send {
     fn resume_after(&mut self, after: &StreamPositions) -> Result<(), SourceError>;
 
     /// What the sinks committed besides positions (see [`StreamProgress`]), before
-    /// [`Source::resume_after`]. True if the source reads the tables it has not read yet by
-    /// itself (a backfill), so that new tables need no [`Source::reload`].
-    fn resume_progress(&mut self, _progress: &StreamProgress) -> bool {
+    /// [`Source::resume_after`]; `unstarted` names the sink tables without a snapshot yet.
+    /// True if the source reads the tables they need by itself (a backfill), so that they
+    /// need no [`Source::reload`].
+    fn resume_progress(&mut self, _progress: &StreamProgress, _unstarted: &[String]) -> bool {
         false
     }
 

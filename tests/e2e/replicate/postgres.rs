@@ -172,7 +172,7 @@ fn every_published_table_is_replicated_exactly_across_kills() {
     commit(&changes(1));
     let log = run_ok(every_table);
     assert!(
-        log.contains("the source backfills the tables it has not read yet"),
+        log.contains("tables without a snapshot yet: the source backfills them"),
         "added tables are backfilled: {log}"
     );
     assert!(

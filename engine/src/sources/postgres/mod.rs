@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 
 use tributary_operators::RawRecord;
 
-use self::backfill::Progress;
+use self::backfill::{Progress, TableProgress};
 use self::server::SESSION_OPTIONS;
 use self::session::Followed;
 use self::session::{Feed, Session};
@@ -426,11 +426,25 @@ impl Source for PostgresSource {
         Ok(())
     }
 
-    fn resume_progress(&mut self, progress: &StreamProgress) -> bool {
+    fn resume_progress(&mut self, progress: &StreamProgress, unstarted: &[String]) -> bool {
         self.committed_progress = progress
             .get(&self.spec.stream_name())
             .and_then(Progress::from_json);
-        self.committed_progress.is_some()
+        // Sink tables named after source tables (`replicate`'s `<schema>.<table>`): the
+        // source tables of those without a snapshot are read again.
+        let followed = !self.followed.schemas.is_empty();
+        if let (true, Some(progress)) = (followed, self.committed_progress.as_mut()) {
+            for (name, table) in progress.tables.iter_mut() {
+                let table_name = name.split_once('.').map_or(name.as_str(), |(_, t)| t);
+                let unread = unstarted
+                    .iter()
+                    .any(|ident| ident.rsplit_once('.').is_some_and(|(_, t)| t == table_name));
+                if unread {
+                    *table = TableProgress::Pending;
+                }
+            }
+        }
+        followed && self.committed_progress.is_some()
     }
 
     fn take_progress(&mut self) -> Vec<(u32, u64, serde_json::Value)> {
