@@ -334,17 +334,22 @@ impl Reader {
         }
         loop {
             tokio::time::sleep(NEW_TABLE_CHECK).await;
-            for (schema, table) in published(&control, &self.spec).await? {
-                if !self.known.contains(&format!("{schema}.{table}")) {
-                    self.known.insert(format!("{schema}.{table}"));
-                    if self
-                        .to_stream
-                        .send(FromReader::NewTable(schema, table))
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
+            let tables = match published(&control, &self.spec).await {
+                Ok(tables) => tables,
+                Err(error) if control.is_closed() => {
+                    match self.reconnect(error).await? {
+                        Some(again) => control = again,
+                        None => return Ok(()),
                     }
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            for (schema, table) in tables {
+                let new = self.known.insert(format!("{schema}.{table}"));
+                let message = FromReader::NewTable(schema, table);
+                if new && self.to_stream.send(message).await.is_err() {
+                    return Ok(());
                 }
             }
         }
