@@ -30,6 +30,7 @@ mod many_tables;
 mod op_counts_cli;
 mod operability;
 mod postgres_backfill;
+mod postgres_by_key;
 mod postgres_errors;
 mod postgres_replica;
 mod postgres_types;

@@ -4,8 +4,8 @@
 //! chunk its sinks last committed, and the final Iceberg table equals `SELECT *` (pyiceberg).
 //! A server restart mid-backfill is ridden out. A table added to the publication mid-run is
 //! backfilled while the first keeps streaming; an update that leaves a TOASTed value unchanged
-//! keeps the real value; a replica deleting by key keeps no rows; memory stays flat as the
-//! table grows.
+//! keeps the real value. (The replica that deletes by key, and memory as the table grows, are
+//! in `postgres_by_key.rs`.)
 
 use std::io::Write;
 use std::path::Path;
@@ -24,7 +24,7 @@ const STREAM: &str = "postgres/tributary_replicate";
 
 /// A server with database `shop` made by `sql`, or `None` (the test is skipped) without
 /// PostgreSQL or, if `pyiceberg`, without pyiceberg.
-fn shop(test: &str, sql: &str, pyiceberg: bool) -> Option<Postgres> {
+pub(crate) fn shop(test: &str, sql: &str, pyiceberg: bool) -> Option<Postgres> {
     let pg = Postgres::start_or_skip(test)?;
     if pyiceberg && !pyiceberg_available() {
         return None;
@@ -36,7 +36,7 @@ fn shop(test: &str, sql: &str, pyiceberg: bool) -> Option<Postgres> {
 
 /// `tributary run replicate` over `source` into `warehouse`, following the slot unless
 /// `until_idle`, logging to `log`.
-fn replicate(source: &str, warehouse: &Path, log: &Path, until_idle: bool) -> Command {
+pub(crate) fn replicate(source: &str, warehouse: &Path, log: &Path, until_idle: bool) -> Command {
     let mut command = Command::new(tributary_bin());
     command
         .args(["run", "replicate", "--source", source, "--warehouse"])
@@ -51,12 +51,12 @@ fn replicate(source: &str, warehouse: &Path, log: &Path, until_idle: bool) -> Co
     command
 }
 
-fn log_of(path: &Path) -> String {
+pub(crate) fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Waits until `log` says `what` at least `count` times (the run must keep going).
-fn wait_for(child: &mut Child, log: &Path, what: &str, count: usize) {
+pub(crate) fn wait_for(child: &mut Child, log: &Path, what: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(300);
     while log_of(log).matches(what).count() < count {
         assert!(
@@ -69,15 +69,34 @@ fn wait_for(child: &mut Child, log: &Path, what: &str, count: usize) {
     }
 }
 
+/// Runs `command` (logging to `log`) until it has committed `commits` snapshots, then kills it
+/// (`kill -9`); returns what it logged.
+pub(crate) fn kill_after_commits(mut command: Command, log: &Path, commits: usize) -> String {
+    let mut child = command.spawn().unwrap();
+    wait_for(&mut child, log, "committed iceberg snapshot", commits);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    log_of(log)
+}
+
+/// Database `shop` with `big` of `rows` rows, published.
+fn big_table(rows: u64) -> String {
+    format!(
+        "CREATE TABLE big (id bigint PRIMARY KEY, grp int NOT NULL, amount bigint, note text);
+         INSERT INTO big SELECT i, i % 100, i * 7, 'row ' || i FROM generate_series(1, {rows}) i;
+         CREATE PUBLICATION tributary FOR TABLE big;"
+    )
+}
+
 /// A writer that runs `transaction(n)` for n = 1, 2, … on its own `psql` session until
 /// stopped; returns how many it ran.
-struct Writer {
+pub(crate) struct Writer {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<u64>,
 }
 
 impl Writer {
-    fn start(pg: &Postgres, db: &str, transaction: fn(u64) -> String) -> Writer {
+    pub(crate) fn start(pg: &Postgres, db: &str, transaction: fn(u64) -> String) -> Writer {
         let mut session = pg.psql_session(db);
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
@@ -100,7 +119,7 @@ impl Writer {
         Writer { stop, thread }
     }
 
-    fn stop(self) -> u64 {
+    pub(crate) fn stop(self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap()
     }
@@ -172,13 +191,7 @@ COMMIT;
 
 #[test]
 fn two_million_rows_backfill_in_chunks_across_kills_while_a_writer_changes_them() {
-    let Some(pg) = shop(
-        "postgres_backfill",
-        "CREATE TABLE big (id bigint PRIMARY KEY, grp int NOT NULL, amount bigint, note text);
-         INSERT INTO big SELECT i, i % 100, i * 7, 'row ' || i FROM generate_series(1, 2000000) i;
-         CREATE PUBLICATION tributary FOR TABLE big;",
-        true,
-    ) else {
+    let Some(pg) = shop("postgres_backfill", &big_table(2_000_000), true) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -190,11 +203,7 @@ fn two_million_rows_backfill_in_chunks_across_kills_while_a_writer_changes_them(
     let mut resumed_after: Vec<i64> = Vec::new();
     for run in 0..6 {
         let log = dir.path().join(format!("run-{run}.log"));
-        let mut child = replicate(&source, &warehouse, &log, false).spawn().unwrap();
-        wait_for(&mut child, &log, "committed iceberg snapshot", 3);
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let text = log_of(&log);
+        let text = kill_after_commits(replicate(&source, &warehouse, &log, false), &log, 3);
         assert!(
             !text.contains("backfilled table=public.big"),
             "run {run} finished the backfill before it was killed"
@@ -400,13 +409,7 @@ fn an_update_that_leaves_a_toasted_value_unchanged_keeps_it() {
 /// is read again, and the table ends equal to its source.
 #[test]
 fn a_server_restart_mid_backfill_is_ridden_out() {
-    let Some(mut pg) = shop(
-        "postgres_backfill_restart",
-        "CREATE TABLE big (id bigint PRIMARY KEY, grp int NOT NULL, amount bigint, note text);
-         INSERT INTO big SELECT i, i % 100, i * 7, 'row ' || i FROM generate_series(1, 200000) i;
-         CREATE PUBLICATION tributary FOR TABLE big;",
-        true,
-    ) else {
+    let Some(mut pg) = shop("postgres_backfill_restart", &big_table(200_000), true) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -432,178 +435,5 @@ fn a_server_restart_mid_backfill_is_ridden_out() {
         digest_in_iceberg(&warehouse, "public.big", &columns),
         digest_in_postgres(&pg, "shop", "big", &columns),
         "the Iceberg table equals SELECT * FROM big"
-    );
-}
-
-fn items_transaction(n: u64) -> String {
-    format!(
-        "BEGIN;
-UPDATE items SET v = v + 1, note = 'updated {n}' WHERE id IN ({a}, {b}, {c});
-DELETE FROM items WHERE id = {d};
-INSERT INTO items VALUES (100000 + {n}, {n}, 'new {n}');
-UPDATE items SET id = -id WHERE id = {e} AND NOT EXISTS (SELECT 1 FROM items WHERE id = -{e});
-COMMIT;
-",
-        a = (n * 7) % 20_000,
-        b = (n * 7919) % 20_000,
-        c = 100_000 + n / 2,
-        d = (n * 104_729) % 20_000,
-        e = (n * 31) % 20_000,
-    )
-}
-
-/// `--iceberg-deletes equality`: `replicate` keeps no rows in memory, each change deletes its
-/// key's row by an equality delete; killed twice mid-backfill while a writer runs, the table
-/// read back by iceberg-rust's scan (pyiceberg 0.12 cannot read equality deletes) equals
-/// `SELECT *`.
-#[test]
-fn equality_deletes_replicate_without_state_across_kills() {
-    let Some(pg) = shop(
-        "postgres_backfill_by_key",
-        "CREATE TABLE items (id int PRIMARY KEY, v int, note text);
-         INSERT INTO items SELECT i, i, 'item ' || i FROM generate_series(0, 19999) i;
-         CREATE PUBLICATION tributary FOR TABLE items;",
-        false,
-    ) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let warehouse = dir.path().join("warehouse");
-    let source = format!("{}?chunk_rows=500", pg.url("postgres", "shop"));
-    let run = |name: &str, until_idle: bool| {
-        let mut command = replicate(&source, &warehouse, &dir.path().join(name), until_idle);
-        command.args(["--iceberg-deletes", "equality", "--workers", "2"]);
-        command
-    };
-    let writer = Writer::start(&pg, "shop", items_transaction);
-    for round in 0..2 {
-        let log = dir.path().join(format!("run-{round}.log"));
-        let mut child = run(&format!("run-{round}.log"), false).spawn().unwrap();
-        wait_for(&mut child, &log, "committed iceberg snapshot", 3);
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    writer.stop();
-    let status = run("final.log", true).status().unwrap();
-    assert!(
-        status.success(),
-        "{}",
-        log_of(&dir.path().join("final.log"))
-    );
-    let log = log_of(&dir.path().join("final.log"));
-    let resumed = log
-        .lines()
-        .find(|l| l.contains("resuming from the table's last snapshot"))
-        .unwrap_or_else(|| panic!("the final run resumes: {log}"));
-    assert!(
-        resumed.contains("rows=0"),
-        "nothing is read back into memory: {resumed}"
-    );
-
-    let snapshots =
-        crate::support::iceberg_rust::read_table_iceberg_rust(&warehouse, "public.items");
-    let current = snapshots.last().unwrap();
-    assert_eq!(current.summary["tributary.backfill"], "complete");
-    let mut rows: Vec<Json> = current
-        .rows
-        .iter()
-        .map(|row| serde_json::json!({"id": row["id"], "v": row["v"], "note": row["note"]}))
-        .collect();
-    rows.sort_by_key(|r| r.to_string());
-    let mut want: Vec<Json> = pg
-        .psql("shop", "SELECT row_to_json(t) FROM items t")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    want.sort_by_key(|r| r.to_string());
-    assert_eq!(rows.len(), want.len());
-    assert_eq!(rows, want, "the table deleted by key equals its source");
-    assert!(
-        current.summary["total-equality-deletes"]
-            .parse::<u64>()
-            .unwrap()
-            > 0,
-        "{:?}",
-        current.summary
-    );
-}
-
-/// Peak RSS (VmHWM) of `command`'s run, sampled until it exits; panics if it fails.
-fn peak_rss_mb(mut command: Command) -> f64 {
-    let mut child = command.spawn().unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
-    loop {
-        if let Ok(status) = std::fs::read_to_string(&status_path) {
-            let hwm = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
-            peak_kib = peak_kib.max(hwm.unwrap_or(0));
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "the measured run failed");
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    peak_kib as f64 / 1024.0
-}
-
-/// Memory that does not grow with the table where no rows need keeping: `op-counts` and the
-/// replica that deletes by key over a 2 M-row backfill peak within 1.3× of the same over
-/// 0.5 M rows.
-#[test]
-fn memory_stays_flat_as_the_backfilled_table_grows() {
-    let Some(pg) = Postgres::start_or_skip("postgres_backfill_memory") else {
-        return;
-    };
-    let mut peaks = Vec::new();
-    for (db, rows) in [("small", 500_000), ("large", 2_000_000)] {
-        pg.psql("postgres", &format!("CREATE DATABASE {db}"));
-        pg.psql(
-            db,
-            &format!(
-                "CREATE TABLE orders (order_id bigint PRIMARY KEY, customer_id bigint, \
-                   status text, quantity int, price numeric(10,2), created_at timestamp);
-                 INSERT INTO orders SELECT i, i % 9973, \
-                   (ARRAY['pending','paid','shipped','delivered'])[1 + i % 4], 1 + i % 7, \
-                   (i % 10000) / 100.0, TIMESTAMP '2024-01-01' + i * INTERVAL '1 second' \
-                   FROM generate_series(1, {rows}) i;
-                 CREATE PUBLICATION tributary FOR TABLE orders;"
-            ),
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let source = pg.url("postgres", db);
-        let mut counts = Command::new(tributary_bin());
-        counts
-            .args(["run", "op-counts", "--source", &source, "--until-idle"])
-            .args(["--console-format", "jsonl"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let op_counts = peak_rss_mb(counts);
-        let mut by_key = replicate(
-            &source,
-            &dir.path().join("w"),
-            &dir.path().join("log"),
-            true,
-        );
-        by_key.args(["--iceberg-deletes", "equality"]);
-        let replica = peak_rss_mb(by_key);
-        peaks.push((rows, op_counts, replica));
-    }
-    eprintln!("postgres_backfill_memory (rows, op-counts MB, replica by key MB): {peaks:?}");
-    let (small, large) = (peaks[0], peaks[1]);
-    assert!(
-        large.1 <= 1.3 * small.1,
-        "op-counts: {:.0} MB over 2 M rows, {:.0} MB over 0.5 M",
-        large.1,
-        small.1
-    );
-    assert!(
-        large.2 <= 1.3 * small.2,
-        "replica by key: {:.0} MB over 2 M rows, {:.0} MB over 0.5 M",
-        large.2,
-        small.2
     );
 }

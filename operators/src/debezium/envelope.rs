@@ -120,6 +120,10 @@ pub(super) fn transaction_id(
     }))
 }
 
+/// Debezium's placeholder for a TOASTed value that an update did not change and the server
+/// did not send (PostgreSQL without `REPLICA IDENTITY FULL`).
+pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+
 /// What a record is to the transactions of its stream, as the epoch clock sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxRole {

@@ -27,11 +27,7 @@ pub(crate) use agreement::scanner_agrees_with_serde;
 pub use connect::FieldSchemas;
 pub use describe::{describe, DescribedTable};
 use envelope::Record;
-pub use envelope::{transaction_role, TxRole};
-
-/// Debezium's placeholder for a TOASTed value that an update did not change and the server
-/// did not send (PostgreSQL without `REPLICA IDENTITY FULL`).
-pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+pub use envelope::{transaction_role, TxRole, UNAVAILABLE_VALUE};
 
 /// The outcome of decoding one raw record.
 #[derive(Debug, Clone, PartialEq)]

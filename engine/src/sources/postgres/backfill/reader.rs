@@ -87,16 +87,11 @@ impl Reader {
                     .await;
                 let (chunk, accepted, taken) = match read {
                     Ok(read) => read,
-                    // A lost connection (a server restart): the chunk is read again, with
-                    // new watermarks, once the server is back.
-                    Err(error) if control.is_closed() => {
-                        match self.reconnect(error).await? {
-                            Some(again) => control = again,
-                            None => return Ok(()),
-                        }
-                        continue;
-                    }
-                    Err(error) => return Err(error),
+                    // After a server restart the chunk is read again, with new watermarks.
+                    Err(error) => match self.recover(&mut control, error).await? {
+                        true => continue,
+                        false => return Ok(()),
+                    },
                 };
                 let then = chunk.then.clone();
                 let read = chunk.rows.len() as u64;
@@ -148,14 +143,10 @@ impl Reader {
             tokio::time::sleep(NEW_TABLE_CHECK).await;
             let tables = match published(&control, &self.spec).await {
                 Ok(tables) => tables,
-                Err(error) if control.is_closed() => {
-                    match self.reconnect(error).await? {
-                        Some(again) => control = again,
-                        None => return Ok(()),
-                    }
-                    continue;
-                }
-                Err(error) => return Err(error),
+                Err(error) => match self.recover(&mut control, error).await? {
+                    true => continue,
+                    false => return Ok(()),
+                },
             };
             for (schema, table) in tables {
                 let new = self.known.insert(format!("{schema}.{table}"));
@@ -167,18 +158,24 @@ impl Reader {
         }
     }
 
-    /// Connects again after `error` broke the connection, with backoff, until it works or the
-    /// stream is gone (`None`).
-    async fn reconnect(&self, error: SourceError) -> Result<Option<Client>, SourceError> {
+    /// After `error`: if it broke the connection, connects again, with backoff, and says
+    /// whether to go on (false: the stream is gone); any other error ends the reader.
+    async fn recover(&self, control: &mut Client, error: SourceError) -> Result<bool, SourceError> {
+        if !control.is_closed() {
+            return Err(error);
+        }
         tracing::warn!(%error, "lost the backfill's connection; reconnecting");
         let mut delay = Duration::from_millis(500);
         loop {
             tokio::time::sleep(delay).await;
             if self.to_stream.is_closed() {
-                return Ok(None);
+                return Ok(false);
             }
             match connect_control(&self.spec).await {
-                Ok(control) => return Ok(Some(control)),
+                Ok(again) => {
+                    *control = again;
+                    return Ok(true);
+                }
                 Err(error) => {
                     delay = (delay * 2).min(Duration::from_secs(30));
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "PostgreSQL is not back yet");
